@@ -1,0 +1,1 @@
+"""Report: summary.json, report.md and the plots a researcher looks at."""
