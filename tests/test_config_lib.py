@@ -85,3 +85,13 @@ def test_resolve_mesh_shape():
     config_lib.resolve_mesh_shape({"data": 3, "tensor": 1}, 4)
   with pytest.raises(config_lib.ConfigError, match="more than one"):
     config_lib.resolve_mesh_shape({"data": -1, "tensor": -1}, 4)
+
+
+def test_paper_config_validates_for_a_pod():
+  config = _load("qwen3_1p7b")
+  config_lib.validate(config, num_devices=64)
+  assert config.model.n_layers == 28 and config.model.vocab_size == 151_936
+  assert config.search.n_init == 64 and config.search.rounds == 3
+  # 512 sequences do not split over 3 x 8 devices: named, before work.
+  with pytest.raises(config_lib.ConfigError, match="global_batch_size"):
+    config_lib.validate(config, num_devices=24 * 8)
