@@ -1,0 +1,2 @@
+"""Evaluation: benchmark loading (tokenized once), held-out rows, scoring and
+domain aggregation."""

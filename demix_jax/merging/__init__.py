@@ -1,0 +1,2 @@
+"""Merging: merge methods, the component store and the batched merge+evaluate
+engine."""

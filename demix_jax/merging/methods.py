@@ -1,0 +1,400 @@
+"""Model-merging methods over parameter pytrees (jit- and vmap-compatible).
+
+Every method exists at two levels:
+
+* a *tensor* function `*_tensor(stack, weights, base, ...)` that merges one
+  tensor given its K component versions stacked on a leading axis
+  (`stack` [K, ...]) and, where the method needs one, the base tensor; and
+* a *tree* function with the same name without the suffix that maps the
+  tensor function over a pytree whose leaves all carry the K axis first.
+
+Methods that act "per tensor" (trimming by magnitude, spherical geometry)
+treat each leaf as one tensor. The merge engine calls the tensor functions
+per layer inside the scanned forward pass, so for layer-stacked leaves the
+unit is one layer's tensor, which matches per-tensor merging of Hugging Face
+checkpoints (one tensor per layer) as done by the DeMix ablations.
+
+All arithmetic is done in float32 and the result is cast back to the leaf's
+dtype. `weights` are the mixture weights alpha (one per component).
+
+Notation: theta_k = component k, b = base, tau_k = theta_k - b (task vector),
+w_k = weights. `merge(spec, ...)` dispatches on a `MergeSpec`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+Params = Any
+
+METHODS = ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties",
+           "breadcrumbs", "breadcrumbs_ties", "slerp", "spherical")
+# Methods that read the base model.
+NEEDS_BASE = frozenset({"task_arithmetic", "ties", "dare_linear",
+                        "dare_ties", "breadcrumbs", "breadcrumbs_ties"})
+
+
+@dataclasses.dataclass(frozen=True)
+class MergeSpec:
+  """A merge method and its hyperparameters.
+
+  Attributes:
+    method: one of `METHODS`.
+    density: fraction of task-vector entries kept (TIES, DARE, Breadcrumbs).
+      The DeMix ablations used 0.9.
+    gamma: Breadcrumbs: fraction of largest-magnitude entries removed.
+    scale: lambda, the multiplier of the merged task vector (TIES, DARE,
+      Breadcrumbs); 1.0 as in the DeMix configs.
+    normalize: divide the weights by their sum first (mergekit's default).
+    seed: DARE's drop-mask seed (fixed, so a mixture's proxy is
+      deterministic and the same across calls).
+    spherical_iters: fixed-point iterations of the spherical mean.
+  """
+  method: str = "linear"
+  density: float = 0.9
+  gamma: float = 0.01
+  scale: float = 1.0
+  normalize: bool = True
+  seed: int = 0
+  spherical_iters: int = 8
+
+  def __post_init__(self):
+    if self.method not in METHODS:
+      raise ValueError(f"merge.method={self.method!r}; use one of {METHODS}")
+    if not 0.0 < self.density <= 1.0:
+      raise ValueError(f"merge density must be in (0, 1], got {self.density}")
+    bad_gamma = not 0.0 <= self.gamma < 1.0 or (
+        self.gamma + self.density > 1.0 + 1e-9)
+    if self.method.startswith("breadcrumbs") and bad_gamma:
+      raise ValueError(
+          f"breadcrumbs needs 0 <= gamma and gamma + density <= 1, got "
+          f"gamma={self.gamma}, density={self.density}")
+
+  @property
+  def needs_base(self) -> bool:
+    return self.method in NEEDS_BASE
+
+
+def _f32(x):
+  return jnp.asarray(x, jnp.float32)
+
+
+def _bcast(w, x):
+  """Reshapes weights [K] to broadcast against a stack [K, ...]."""
+  return w.reshape(w.shape + (1,) * (x.ndim - 1))
+
+
+def normalize_weights(weights: jax.Array) -> jax.Array:
+  """w / sum(w) in float32 (the proxy of DeMix Eq. 6 needs sum(alpha) = 1)."""
+  w = _f32(weights)
+  return w / jnp.sum(w)
+
+
+# --------------------------------------------------------------- tensors
+
+
+def linear_tensor(stack: jax.Array, weights: jax.Array) -> jax.Array:
+  """Linear merge: sum_k w_k theta_k with w already normalised.
+
+  DeMix Eq. 6 (M_mix = sum_i alpha_i Theta_i); Wortsman et al. 2022 (model
+  soups). Accumulated in float32.
+  """
+  out = jnp.tensordot(_f32(weights), _f32(stack), axes=1)
+  return out.astype(stack.dtype)
+
+
+def task_arithmetic_tensor(stack, weights, base, scale: float = 1.0):
+  """Task arithmetic: b + scale * sum_k w_k (theta_k - b).
+
+  Ilharco et al. 2023, "Editing models with task arithmetic". With
+  sum(w) = 1 and scale = 1 it equals the linear merge (DeMix Sec. 2.4).
+  """
+  b = _f32(base)
+  tau = _f32(stack) - b[None]
+  out = b + scale * jnp.tensordot(_f32(weights), tau, axes=1)
+  return out.astype(stack.dtype)
+
+
+def _magnitude_rank(tau: jax.Array) -> jax.Array:
+  """Rank of |tau_k| within its own tensor, 0 = largest; shape of tau.
+
+  Exact ranks (double argsort, stable) rather than a threshold, so ties never
+  keep more than the requested count.
+  """
+  k = tau.shape[0]
+  flat = jnp.abs(tau.reshape(k, -1))
+  order = jnp.argsort(-flat, axis=-1, stable=True)
+  ranks = jnp.argsort(order, axis=-1, stable=True)
+  return ranks.reshape(tau.shape)
+
+
+def _keep_count(n: int, fraction: float) -> int:
+  return int(math.ceil(fraction * n - 1e-9))
+
+
+def trim_topk(tau: jax.Array, density: float) -> jax.Array:
+  """Keeps the ceil(density * n) largest-magnitude entries of each tau_k."""
+  n = math.prod(tau.shape[1:])
+  keep = _magnitude_rank(tau) < _keep_count(n, density)
+  return jnp.where(keep, tau, 0.0)
+
+
+def _sign_consensus_mean(tau, weights):
+  """TIES steps 2-3: elect a sign, then the weighted disjoint mean.
+
+  gamma = sign(sum_k w_k tau_k) per entry (the sign with more mass), and
+  out = sum_{k in A} w_k tau_k / sum_{k in A} w_k over A = {k : tau_k != 0
+  and sign(tau_k) = gamma}; 0 where A is empty. With equal weights this is
+  Yadav et al.'s disjoint mean (1/|A|) sum_{k in A} tau_k.
+  """
+  w = _bcast(_f32(weights), tau)
+  elected = jnp.sign(jnp.sum(w * tau, axis=0))
+  agree = (jnp.sign(tau) == elected[None]) & (tau != 0)
+  num = jnp.sum(jnp.where(agree, w * tau, 0.0), axis=0)
+  den = jnp.sum(jnp.where(agree, w, 0.0), axis=0)
+  return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
+
+
+def ties_tensor(stack, weights, base, density: float, scale: float = 1.0):
+  """TIES-merging (Yadav et al. 2023, "TIES-Merging: Resolving Interference").
+
+  tau_k = theta_k - b; (1) trim: keep the top ceil(density * n) entries of
+  each tau_k by magnitude, zero the rest; (2) elect sign per entry:
+  sign(sum_k w_k trim(tau_k)); (3) disjoint mean over the components whose
+  trimmed entry is non-zero and agrees with the elected sign (weighted by w);
+  out = b + scale * merged tau.
+  """
+  b = _f32(base)
+  tau = trim_topk(_f32(stack) - b[None], density)
+  out = b + scale * _sign_consensus_mean(tau, weights)
+  return out.astype(stack.dtype)
+
+
+def dare_drop(tau: jax.Array, density: float, key: jax.Array) -> jax.Array:
+  """DARE drop-and-rescale: each entry kept with probability `density`
+  (Bernoulli, independent per entry and component) and survivors divided by
+  `density`, so E[result] = tau (Yu et al. 2024, "Language Models are Super
+  Mario", Eq. 2-3 with drop rate p = 1 - density)."""
+  keep = jax.random.bernoulli(key, density, tau.shape)
+  return jnp.where(keep, tau / density, 0.0)
+
+
+def dare_tensor(stack, weights, base, density: float, key: jax.Array,
+                scale: float = 1.0, ties: bool = False):
+  """DARE merge: drop-and-rescale each tau_k, then combine.
+
+  dare_linear: b + scale * sum_k w_k dare(tau_k);
+  dare_ties:   b + scale * TIES sign election + disjoint mean of dare(tau_k)
+  (no magnitude trim; DARE's random drop replaces it).
+  """
+  b = _f32(base)
+  tau = dare_drop(_f32(stack) - b[None], density, key)
+  if ties:
+    merged = _sign_consensus_mean(tau, weights)
+  else:
+    merged = jnp.tensordot(_f32(weights), tau, axes=1)
+  return (b + scale * merged).astype(stack.dtype)
+
+
+def breadcrumbs_tensor(stack, weights, base, density: float, gamma: float,
+                       scale: float = 1.0, ties: bool = False):
+  """Model Breadcrumbs (Davari & Belilovsky 2024, "Model Breadcrumbs").
+
+  Per tensor and component, entries of tau_k ranked by magnitude (0 =
+  largest): the top ceil(gamma * n) (outliers) and everything past rank
+  ceil((gamma + density) * n) (the small tail) are masked out, so a fraction
+  `density` in between is kept. out = b + scale * sum_k w_k masked(tau_k), or
+  with `ties`, the TIES sign election + disjoint mean of the masked tau_k.
+  """
+  b = _f32(base)
+  tau = _f32(stack) - b[None]
+  n = math.prod(tau.shape[1:])
+  rank = _magnitude_rank(tau)
+  lo = _keep_count(n, gamma)
+  hi = _keep_count(n, gamma + density)
+  tau = jnp.where((rank >= lo) & (rank < hi), tau, 0.0)
+  if ties:
+    merged = _sign_consensus_mean(tau, weights)
+  else:
+    merged = jnp.tensordot(_f32(weights), tau, axes=1)
+  return (b + scale * merged).astype(stack.dtype)
+
+
+_EPS = 1e-8
+
+
+def slerp_tensor(a: jax.Array, b: jax.Array, t) -> jax.Array:
+  """Spherical linear interpolation of two tensors (Shoemake 1985).
+
+  With the tensors flattened, Omega = arccos(<a, b> / (|a| |b|)):
+  slerp = sin((1 - t) Omega) / sin Omega * a + sin(t Omega) / sin Omega * b.
+  Falls back to (1 - t) a + t b when the tensors are (anti)parallel within
+  1e-6, where the formula is 0/0.
+  """
+  af, bf = _f32(a), _f32(b)
+  t = _f32(t)
+  cos = jnp.sum(af * bf) / (jnp.linalg.norm(af) * jnp.linalg.norm(bf) + _EPS)
+  cos = jnp.clip(cos, -1.0, 1.0)
+  omega = jnp.arccos(cos)
+  so = jnp.sin(omega)
+  near = so < 1e-6
+  so = jnp.where(near, 1.0, so)
+  ca = jnp.where(near, 1.0 - t, jnp.sin((1.0 - t) * omega) / so)
+  cb = jnp.where(near, t, jnp.sin(t * omega) / so)
+  return (ca * af + cb * bf).astype(a.dtype)
+
+
+def spherical_tensor(stack, weights, base=None, iters: int = 8):
+  """Multi-model spherical merge: the weighted Karcher (Frechet) mean on the
+  unit sphere (Buss & Fillmore 2001, "Spherical averages and applications to
+  spherical splines and interpolation"), rescaled by the mean norm.
+
+  x_k = v_k / |v_k| with v_k = theta_k (or tau_k when a base is given).
+  q_0 = normalise(sum_k w_k x_k); then `iters` fixed-point steps
+  q <- exp_q(sum_k w_k log_q(x_k)), where log_q(x) = theta / sin(theta) *
+  (x - cos(theta) q), theta = arccos(<q, x>), and exp_q(u) = cos|u| q +
+  sin|u| u / |u|. out = (sum_k w_k |v_k|) q (+ b). For K = 2 and equal norms
+  it equals `slerp_tensor(theta_0, theta_1, w_1)`.
+  """
+  w = _f32(weights)
+  v = _f32(stack)
+  if base is not None:
+    v = v - _f32(base)[None]
+  k = v.shape[0]
+  flat = v.reshape(k, -1)
+  norms = jnp.linalg.norm(flat, axis=-1)
+  x = flat / (norms[:, None] + _EPS)
+
+  def unit(u):
+    return u / (jnp.linalg.norm(u) + _EPS)
+
+  def step(q, _):
+    c = jnp.clip(x @ q, -1.0, 1.0)  # [K]
+    th = jnp.arccos(c)
+    s = jnp.sin(th)
+    # theta / sin(theta) -> 1 as theta -> 0.
+    f = jnp.where(s < 1e-6, 1.0, th / jnp.where(s < 1e-6, 1.0, s))
+    logs = f[:, None] * (x - c[:, None] * q[None])
+    u = jnp.tensordot(w, logs, axes=1)
+    nu = jnp.linalg.norm(u)
+    safe = jnp.where(nu < 1e-12, 1.0, nu)
+    q_new = jnp.where(nu < 1e-12, q, jnp.cos(nu) * q + jnp.sin(nu) * u / safe)
+    return unit(q_new), None
+
+  q0 = unit(jnp.tensordot(w, x, axes=1))
+  q, _ = jax.lax.scan(step, q0, None, length=iters)
+  out = (jnp.sum(w * norms) * q).reshape(v.shape[1:])
+  if base is not None:
+    out = out + _f32(base)
+  return out.astype(stack.dtype)
+
+
+# ------------------------------------------------------------------ trees
+
+
+def merge_tensor(spec: MergeSpec, stack: jax.Array, weights: jax.Array,
+                 base: jax.Array | None = None,
+                 key: jax.Array | None = None) -> jax.Array:
+  """Merges one tensor stack [K, ...] with the method of `spec`.
+
+  Args:
+    spec: the method and its hyperparameters.
+    stack: the K component versions of the tensor.
+    weights: [K] mixture weights (normalised here when `spec.normalize`).
+    base: the base tensor, required by `spec.needs_base` methods.
+    key: PRNG key for DARE (defaults to `spec.seed`).
+
+  Returns:
+    The merged tensor, with the dtype of `stack`.
+  """
+  w = normalize_weights(weights) if spec.normalize else _f32(weights)
+  m = spec.method
+  if spec.needs_base and base is None:
+    raise ValueError(f"merge method {m!r} needs the base model")
+  if m == "linear":
+    return linear_tensor(stack, w)
+  if m == "task_arithmetic":
+    return task_arithmetic_tensor(stack, w, base, spec.scale)
+  if m == "ties":
+    return ties_tensor(stack, w, base, spec.density, spec.scale)
+  if m in ("dare_linear", "dare_ties"):
+    key = jax.random.key(spec.seed) if key is None else key
+    return dare_tensor(stack, w, base, spec.density, key, spec.scale,
+                       ties=m == "dare_ties")
+  if m in ("breadcrumbs", "breadcrumbs_ties"):
+    return breadcrumbs_tensor(stack, w, base, spec.density, spec.gamma,
+                              spec.scale, ties=m == "breadcrumbs_ties")
+  if m == "slerp":
+    if stack.shape[0] != 2:
+      raise ValueError(f"slerp merges exactly 2 models, got K="
+                       f"{stack.shape[0]}; use method='spherical'")
+    return slerp_tensor(stack[0], stack[1], w[1] / (w[0] + w[1]))
+  if m == "spherical":
+    return spherical_tensor(stack, w, base, spec.spherical_iters)
+  raise ValueError(f"unknown merge method {m!r}")
+
+
+def leaf_key(seed_or_key, leaf_index: int, layer=0) -> jax.Array:
+  """The DARE key of one tensor: fold_in(fold_in(seed, leaf), layer)."""
+  key = (jax.random.key(seed_or_key) if isinstance(seed_or_key, int)
+         else seed_or_key)
+  return jax.random.fold_in(jax.random.fold_in(key, leaf_index), layer)
+
+
+def merge(spec: MergeSpec, stacked: Params, weights: jax.Array,
+          base: Params | None = None) -> Params:
+  """Merges a pytree whose leaves are [K, ...] stacks, one tensor per leaf.
+
+  Args:
+    spec: the method and its hyperparameters.
+    stacked: pytree of [K, ...] arrays.
+    weights: [K] mixture weights.
+    base: pytree like one component (no K axis), for base-using methods.
+
+  Returns:
+    The merged pytree (leaves without the K axis). DARE uses
+    `leaf_key(spec.seed, i)` for the i-th leaf in flattening order.
+  """
+  leaves, treedef = jax.tree.flatten(stacked)
+  bases = (jax.tree.leaves(base) if base is not None
+           else [None] * len(leaves))
+  if len(bases) != len(leaves):
+    raise ValueError("base and components have different tree structures")
+  out = [merge_tensor(spec, x, weights, b, leaf_key(spec.seed, i))
+         for i, (x, b) in enumerate(zip(leaves, bases))]
+  return jax.tree.unflatten(treedef, out)
+
+
+def _tree_fn(method: str, **fixed) -> Callable[..., Params]:
+  def fn(stacked, weights, base=None, **hparams):
+    return merge(MergeSpec(method, **fixed, **hparams), stacked, weights,
+                 base)
+  fn.__name__ = method
+  fn.__doc__ = (f"Tree version of the {method!r} merge; see `merge` and the "
+                f"`*_tensor` function for the definition.")
+  return fn
+
+
+linear = _tree_fn("linear")
+task_arithmetic = _tree_fn("task_arithmetic", normalize=False)
+ties = _tree_fn("ties")
+dare_linear = _tree_fn("dare_linear")
+dare_ties = _tree_fn("dare_ties")
+breadcrumbs = _tree_fn("breadcrumbs")
+breadcrumbs_ties = _tree_fn("breadcrumbs_ties")
+spherical = _tree_fn("spherical")
+
+
+def slerp(params_a: Params, params_b: Params, t: float) -> Params:
+  """SLERP of two models, per tensor (see `slerp_tensor`)."""
+  return jax.tree.map(lambda a, b: slerp_tensor(a, b, t), params_a, params_b)
+
+
+def stack_params(params_list: list[Params]) -> Params:
+  """Stacks K param pytrees into one pytree of [K, ...] leaves."""
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *params_list)
