@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs CONFIG on every worker of the slice (run sync.sh and setup.sh first):
+#   python -m demix_jax.main --config=$CONFIG --workdir=$WORKDIR --multihost=on ARGS
+# Each worker first stops a stale run (a leftover process keeps the TPU busy),
+# then starts the new one under nohup, logging to ~/demix_logs/run.HOST.log.
+# Returns once every worker has started; follow with launch/logs.sh.
+#
+# Usage: [TPU_ENV=launch/tpu.env] launch/run.sh [--dry-run] [ARGS...]
+#   ARGS go to demix_jax.main, e.g. --stages=search,final --config.seed=1
+#   (put them after "--" if one of them is itself --dry-run or --help).
+
+# shellcheck source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+parse_common_args "$@"
+load_env
+: "${CONFIG:?set CONFIG (e.g. configs/qwen3_1p7b.py) in $TPU_ENV}"
+: "${WORKDIR:?set WORKDIR (e.g. gs://BUCKET/demix_jax/NAME) in $TPU_ENV}"
+if [[ $WORKDIR != gs://* ]]; then
+  echo "warning: WORKDIR=$WORKDIR is not on GCS; every host needs to see the" \
+    "same WORKDIR, so this only works on a single-host slice." >&2
+fi
+
+read -r -a run_env <<<"${RUN_ENV:-}"
+args=(--config="$CONFIG" --workdir="$WORKDIR" --multihost=on "${EXTRA_ARGS[@]}")
+envs=""
+if ((${#run_env[@]})); then
+  envs="env $(quote_words "${run_env[@]}") "
+fi
+tpu_ssh all "cd $(quote_word "$REPO_DIR") && ${envs}bash launch/remote_run.sh \
+$(quote_words "${args[@]}")"
+echo "Started on all workers. Logs: launch/logs.sh [WORKER|all]" >&2
