@@ -56,6 +56,13 @@ class Vocab:
     self._byte_lengths = None
     self._seqio_vocab = None
 
+  def __getstate__(self):
+    # Grain worker processes receive the vocab by pickling.
+    return {"proto": self._proto, "path": self.path}
+
+  def __setstate__(self, state):
+    self.__init__(state["proto"], state["path"])
+
   @property
   def vocab_size(self) -> int:
     return self._sp.GetPieceSize()

@@ -1,0 +1,487 @@
+"""Document sources: a named stream of texts with a train and a held-out split.
+
+Kinds (`SourceSpec.kind`):
+  offline:     an embedded corpus of `offline.py` (wiki, math, code), built
+               once as a local tfds ArrayRecord dataset in the cache dir.
+  tfds:        a prepared tfds dataset read with `as_data_source`
+               (ArrayRecord; `data_dir` may be gs://). Held-out is
+               `heldout_split` when given, else a hash split of `split`.
+  text:        local text files (globs); one document per file, line or
+               blank-line paragraph (`unit`).
+  jsonl:       local JSON-lines files; the text is `field` (dots for nested).
+  arrayrecord: local ArrayRecord files of UTF-8 text or JSON records.
+  parquet:     local Parquet files, column `field` (needs pyarrow).
+
+Local kinds take held-out documents from `heldout_paths` when given, else a
+deterministic hash split: a document is held out iff a hash of its *content*
+falls under `heldout_percent`, so identical texts always land on the same
+side and the splits never overlap.
+
+`Source.docs(split)` is a random-access sequence of `str` (usable with
+`grain.MapDataset.source`); `Source.token_count(vocab, split)` is cached.
+`validate_sources` checks specs cheaply (files exist and are non-empty, the
+JSONL field is present, ...) so the pipeline can fail before training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import json
+import os
+from typing import Any, Mapping, Sequence
+
+from absl import logging
+from etils import epath
+
+from demix_jax.config_lib import ConfigError
+
+KINDS = ("offline", "tfds", "text", "jsonl", "arrayrecord", "parquet")
+SPLITS = ("train", "heldout")
+_LOCAL = ("text", "jsonl", "arrayrecord", "parquet")
+# Above this many documents token counts are estimated from a sample.
+EXACT_COUNT_MAX_DOCS = 200_000
+_COUNT_SAMPLE = 20_000
+
+
+class SourceError(ConfigError):
+  """A source is misconfigured or its data is missing; names field and fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceSpec:
+  """Typed description of one source (built from `config.data.sources`)."""
+
+  name: str
+  kind: str
+  corpus: str = ""  # offline
+  dataset: str = ""  # tfds name, e.g. "c4/en:3.1.0"
+  split: str = "train"  # tfds train split
+  heldout_split: str = ""  # tfds held-out split ("" = hash split)
+  feature: str = "text"  # tfds / jsonl / parquet / json arrayrecord field
+  data_dir: str = ""  # tfds data_dir (local or gs://)
+  paths: tuple[str, ...] = ()  # local globs
+  heldout_paths: tuple[str, ...] = ()
+  heldout_percent: float = 1.0  # hash split when no held-out given
+  unit: str = "file"  # text: file | line | paragraph
+  record_format: str = "text"  # arrayrecord: text | json
+  max_docs: int = 0  # > 0: cap per split (tests, runlocal)
+
+  @property
+  def field_prefix(self) -> str:
+    return f"data.sources.{self.name}"
+
+
+def spec_from_dict(name: str, d: Mapping[str, Any],
+                   offline_max_docs: int = 0) -> SourceSpec:
+  """Builds a SourceSpec from a config entry; unknown keys are errors."""
+  d = dict(d)
+  prefix = f"data.sources.{name}"
+  if "kind" not in d:
+    raise SourceError(f"{prefix}.kind", "missing",
+                      f"set kind to one of {KINDS}")
+  fields = {f.name for f in dataclasses.fields(SourceSpec)} - {"name"}
+  for k in d:
+    if k not in fields:
+      raise SourceError(f"{prefix}.{k}", "unknown source key",
+                        f"use keys from {sorted(fields)}")
+  for k in ("paths", "heldout_paths"):
+    if k in d:
+      v = d[k]
+      d[k] = (v,) if isinstance(v, str) else tuple(v)
+  if d["kind"] == "offline" and "max_docs" not in d:
+    d["max_docs"] = offline_max_docs
+  return SourceSpec(name=name, **d)
+
+
+def _expand(globs: Sequence[str], field: str) -> list[str]:
+  """Sorted files matching local or gs:// globs; errors if none match."""
+  out = []
+  for g in globs:
+    if "://" in g:
+      matches = [os.fspath(p) for p in epath.Path(g.split("*")[0]).parent
+                 .glob(os.path.basename(g))] if "*" in g else (
+                     [g] if epath.Path(g).exists() else [])
+    else:
+      matches = glob.glob(os.path.expanduser(g), recursive=True)
+    if not matches:
+      raise SourceError(field, f"no file matches {g!r}",
+                        "check the path (globs are allowed)")
+    out.extend(sorted(matches))
+  return out
+
+
+def content_hash(text: str) -> str:
+  return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _is_heldout(text: str, percent: float) -> bool:
+  return int(content_hash(text)[:8], 16) % 10_000 < percent * 100
+
+
+def _get_field(record: Mapping[str, Any], field: str) -> Any:
+  v = record
+  for part in field.split("."):
+    if not isinstance(v, Mapping) or part not in v:
+      raise KeyError(part)
+    v = v[part]
+  return v
+
+
+# ---------------------------------------------------------------- readers
+
+
+def _read_text(path: str, unit: str) -> list[str]:
+  text = epath.Path(path).read_text()
+  if unit == "file":
+    return [text] if text.strip() else []
+  if unit == "line":
+    return [l for l in text.split("\n") if l.strip()]
+  return [p for p in text.split("\n\n") if p.strip()]
+
+
+def _read_jsonl(path: str, field: str, prefix: str) -> list[str]:
+  out = []
+  with epath.Path(path).open() as f:
+    for lineno, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        v = _get_field(json.loads(line), field)
+      except json.JSONDecodeError as e:
+        raise SourceError(f"{prefix}.paths", f"{path}:{lineno} is not JSON "
+                          f"({e})", "fix the file or the glob") from e
+      except KeyError as e:
+        raise SourceError(
+            f"{prefix}.feature", f"{path}:{lineno} has no field {field!r}",
+            "set feature to the JSON key that holds the text") from e
+      if not isinstance(v, str):
+        raise SourceError(f"{prefix}.feature", f"{path}:{lineno}: {field!r} "
+                          f"is a {type(v).__name__}, not text",
+                          "point feature at a string field")
+      if v:
+        out.append(v)
+  return out
+
+
+def _read_parquet(path: str, field: str, prefix: str) -> list[str]:
+  try:
+    import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise SourceError(f"{prefix}.kind", "parquet needs pyarrow",
+                      "pip install pyarrow") from e
+  with epath.Path(path).open("rb") as f:
+    table = pq.read_table(f)
+  if field not in table.column_names:
+    raise SourceError(f"{prefix}.feature", f"{path} has no column {field!r} "
+                      f"(columns: {table.column_names})",
+                      "set feature to the text column")
+  return [t for t in table.column(field).to_pylist() if t]
+
+
+class _Utf8:
+  """Record decoder: raw UTF-8 bytes, or a (nested) field of a dict/JSON."""
+
+  def __init__(self, field: str = "", json_records: bool = False):
+    self.field = field
+    self.json_records = json_records
+
+  def __call__(self, record) -> str:
+    if self.json_records:
+      record = json.loads(record)
+    if self.field:
+      record = _get_field(record, self.field)
+    return record.decode("utf-8") if isinstance(record, bytes) else str(
+        record)
+
+
+def _identity(x):
+  return x
+
+
+class _RecordTexts(Sequence[str]):
+  """Random-access texts over a record source, optionally through indices."""
+
+  def __init__(self, records, decode, indices=None):
+    self._records = records
+    self._decode = decode
+    self._indices = indices
+
+  def __len__(self) -> int:
+    return len(self._indices if self._indices is not None else self._records)
+
+  def __getitem__(self, i):
+    if isinstance(i, slice):
+      return [self[j] for j in range(*i.indices(len(self)))]
+    if i < 0:
+      i += len(self)
+    if self._indices is not None:
+      i = int(self._indices[i])
+    return self._decode(self._records[i])
+
+
+def _capped(seq: Sequence[str], max_docs: int) -> Sequence[str]:
+  if max_docs and len(seq) > max_docs:
+    if isinstance(seq, _RecordTexts):
+      return _RecordTexts(seq, _identity, range(max_docs))
+    return seq[:max_docs]
+  return seq
+
+
+class Source:
+  """A source opened for reading: `docs(split)` and cached token counts."""
+
+  def __init__(self, spec: SourceSpec, cache_dir: str = ""):
+    if spec.kind not in KINDS:
+      raise SourceError(f"{spec.field_prefix}.kind",
+                        f"unknown kind {spec.kind!r}", f"use one of {KINDS}")
+    self.spec = spec
+    self.name = spec.name
+    self.cache_dir = cache_dir
+    self._docs: dict[str, Sequence[str]] = {}
+
+  # -- reading
+  def docs(self, split: str) -> Sequence[str]:
+    """Random-access documents (str) of "train" or "heldout"."""
+    if split not in SPLITS:
+      raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if split not in self._docs:
+      self._open()
+    return self._docs[split]
+
+  def _open(self) -> None:
+    s = self.spec
+    if s.kind == "offline":
+      from demix_jax.data import offline  # pylint: disable=g-import-not-at-top
+      if not self.cache_dir:
+        raise ValueError("offline sources need a cache_dir")
+      try:
+        builder = offline.build(s.corpus, self.cache_dir, s.max_docs)
+      except ValueError as e:
+        raise SourceError(f"{s.field_prefix}.corpus", str(e),
+                          f"use one of {offline.CORPORA}") from e
+      dec = _Utf8("text")
+      for split in SPLITS:
+        self._docs[split] = _RecordTexts(builder.as_data_source(split), dec)
+      return
+    if s.kind == "tfds":
+      train = self._tfds_split(s.split)
+      if s.heldout_split:
+        held = self._tfds_split(s.heldout_split)
+        self._docs = {"train": _capped(train, s.max_docs),
+                      "heldout": _capped(held, s.max_docs)}
+      else:
+        self._docs = self._hash_split(train)
+      return
+    prefix = s.field_prefix
+    if not s.paths:
+      raise SourceError(f"{prefix}.paths", "no paths given",
+                        "list the files (globs allowed)")
+    train = self._read_local(_expand(s.paths, f"{prefix}.paths"))
+    if not len(train):  # pylint: disable=g-explicit-length-test
+      raise SourceError(f"{prefix}.paths", "the files hold no documents",
+                        "point paths at non-empty files")
+    if s.heldout_paths:
+      held = self._read_local(
+          _expand(s.heldout_paths, f"{prefix}.heldout_paths"))
+      self._docs = {"train": _capped(train, s.max_docs),
+                    "heldout": _capped(held, s.max_docs)}
+    else:
+      self._docs = self._hash_split(train)
+
+  def _tfds_split(self, split: str) -> Sequence[str]:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    s = self.spec
+    try:
+      ds = tfds.data_source(s.dataset, split=split, data_dir=s.data_dir or None,
+                            download=False)
+    except Exception as e:  # tfds raises many types for a missing dataset
+      raise SourceError(
+          f"{s.field_prefix}.dataset",
+          f"cannot open tfds {s.dataset!r} split {split!r} in "
+          f"{s.data_dir or 'the default data_dir'}: {e}",
+          "prepare it with `tfds build` (ArrayRecord) or fix data_dir") from e
+    dec = _Utf8(s.feature)
+    if len(ds):
+      try:
+        dec(ds[0])
+      except KeyError as e:
+        raise SourceError(f"{s.field_prefix}.feature",
+                          f"tfds {s.dataset!r} has no feature {feature!r}",
+                          "set feature to its text feature") from e
+    return _RecordTexts(ds, dec)
+
+  def _read_local(self, files: list[str]) -> Sequence[str]:
+    s = self.spec
+    prefix = s.field_prefix
+    for f in files:
+      if epath.Path(f).stat().length == 0:
+        raise SourceError(f"{prefix}.paths", f"{f} is empty",
+                          "remove it from the glob or fill it")
+    if s.kind == "arrayrecord":
+      import grain  # pylint: disable=g-import-not-at-top
+      records = grain.sources.ArrayRecordDataSource(files)
+      if s.record_format not in ("text", "json"):
+        raise SourceError(f"{prefix}.record_format",
+                          f"unknown {s.record_format!r}", "use text or json")
+      json_records = s.record_format == "json"
+      return _RecordTexts(records, _Utf8(s.feature if json_records else "",
+                                         json_records))
+    out = []
+    for f in files:
+      if s.kind == "text":
+        if s.unit not in ("file", "line", "paragraph"):
+          raise SourceError(f"{prefix}.unit", f"unknown unit {s.unit!r}",
+                            "use file, line or paragraph")
+        out.extend(_read_text(f, s.unit))
+      elif s.kind == "jsonl":
+        out.extend(_read_jsonl(f, s.feature, prefix))
+      else:
+        out.extend(_read_parquet(f, s.feature, prefix))
+    return out
+
+  def _hash_split(self, docs: Sequence[str]) -> dict[str, Sequence[str]]:
+    """Content-hash split into train / held-out (cached for record sources)."""
+    pct = self.spec.heldout_percent
+    if not 0 < pct < 100:
+      raise SourceError(f"{self.spec.field_prefix}.heldout_percent",
+                        f"{pct} is not in (0, 100)",
+                        "use e.g. 1.0, or give held-out data explicitly")
+    if isinstance(docs, list):
+      train = [d for d in docs if not _is_heldout(d, pct)]
+      held = [d for d in docs if _is_heldout(d, pct)]
+    else:
+      # One pass over the records; fine for local files, slow for huge tfds
+      # datasets (give heldout_split there).
+      flags = [_is_heldout(docs[i], pct) for i in range(len(docs))]
+      train = _RecordTexts(docs, _identity,
+                           [i for i, h in enumerate(flags) if not h])
+      held = _RecordTexts(docs, _identity,
+                          [i for i, h in enumerate(flags) if h])
+    if not len(held):  # pylint: disable=g-explicit-length-test
+      logging.warning("source %s: the hash split held out no document",
+                      self.name)
+    return {"train": _capped(train, self.spec.max_docs),
+            "heldout": _capped(held, self.spec.max_docs)}
+
+  # -- counting
+  def fingerprint(self) -> str:
+    """Identity of the source's data (spec + file sizes/mtimes)."""
+    h = hashlib.sha256(json.dumps(dataclasses.asdict(self.spec),
+                                  sort_keys=True).encode())
+    if self.spec.kind in _LOCAL:
+      for g in (self.spec.paths + self.spec.heldout_paths):
+        for f in sorted(glob.glob(os.path.expanduser(g), recursive=True)):
+          st = os.stat(f)
+          h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
+    if self.spec.kind == "offline":
+      from demix_jax.data import offline  # pylint: disable=g-import-not-at-top
+      h.update(offline._VERSION.encode())  # pylint: disable=protected-access
+    return h.hexdigest()
+
+  def token_count(self, vocab, split: str = "train") -> int:
+    """Tokens of a split as the trainer sees them (each document + EOS).
+
+    Exact below EXACT_COUNT_MAX_DOCS documents, else estimated from a fixed
+    sample. Cached in `<cache_dir>/token_counts.json` per source fingerprint,
+    tokenizer fingerprint and split.
+    """
+    key = f"{self.name}:{self.fingerprint()[:16]}:{vocab.fingerprint[:16]}:" \
+          f"{split}"
+    path = epath.Path(self.cache_dir) / "token_counts.json" if (
+        self.cache_dir) else None
+    cache = {}
+    if path is not None and path.exists():
+      cache = json.loads(path.read_text())
+      if key in cache:
+        return int(cache[key])
+    docs = self.docs(split)
+    n = len(docs)
+    if n <= EXACT_COUNT_MAX_DOCS:
+      total = 0
+      for start in range(0, n, 1024):
+        batch = docs[start:start + 1024]
+        total += sum(len(t) + 1 for t in vocab.encode_batch(list(batch)))
+    else:
+      import numpy as np  # pylint: disable=g-import-not-at-top
+      idx = np.random.default_rng(0).choice(n, _COUNT_SAMPLE, replace=False)
+      sample = [docs[int(i)] for i in idx]
+      per_doc = sum(len(t) + 1 for t in vocab.encode_batch(sample)) / len(
+          sample)
+      total = int(round(per_doc * n))
+      logging.info("source %s/%s: %d tokens (estimated from %d docs)",
+                   self.name, split, total, _COUNT_SAMPLE)
+    if path is not None:
+      # Re-read so concurrent writers for other keys are not clobbered.
+      if path.exists():
+        cache = json.loads(path.read_text())
+      cache[key] = total
+      path.parent.mkdir(parents=True, exist_ok=True)
+      tmp = epath.Path(os.fspath(path) + f".tmp{os.getpid()}")
+      tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
+      tmp.replace(path)
+    return total
+
+
+def open_sources(specs: Mapping[str, SourceSpec],
+                 cache_dir: str) -> dict[str, Source]:
+  """Opens every source (builds offline corpora on first use)."""
+  return {name: Source(spec, cache_dir) for name, spec in specs.items()}
+
+
+def validate_sources(specs: Mapping[str, SourceSpec]) -> None:
+  """Cheap checks before any training; raises SourceError naming the field.
+
+  Checks the kind, the offline corpus name and its packages, that local
+  globs match non-empty files, that the first JSONL record has the field,
+  and that a tfds dataset's directory exists. Nothing is built or read in
+  full.
+
+  Args:
+    specs: source name -> SourceSpec.
+  """
+  from demix_jax.data import offline  # pylint: disable=g-import-not-at-top
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  for name, s in specs.items():
+    p = f"data.sources.{name}"
+    if s.kind not in KINDS:
+      raise SourceError(f"{p}.kind", f"unknown kind {s.kind!r}",
+                        f"use one of {KINDS}")
+    if s.max_docs < 0:
+      raise SourceError(f"{p}.max_docs", "is negative", "use 0 (all) or > 0")
+    if s.kind == "offline":
+      if s.corpus not in offline.CORPORA:
+        raise SourceError(f"{p}.corpus", f"unknown offline corpus "
+                          f"{s.corpus!r}", f"use one of {offline.CORPORA}")
+      need = {"wiki": "gensim", "math": "mathematics_dataset"}.get(s.corpus)
+      if need and importlib.util.find_spec(need) is None:
+        raise SourceError(f"{p}.corpus", f"corpus {s.corpus!r} needs the "
+                          f"{need} package", "pip install -r requirements.txt")
+    elif s.kind == "tfds":
+      if not s.dataset:
+        raise SourceError(f"{p}.dataset", "missing",
+                          "set the tfds dataset name, e.g. 'c4/en:3.1.0'")
+      if s.data_dir and not epath.Path(s.data_dir).exists():
+        raise SourceError(f"{p}.data_dir", f"{s.data_dir} does not exist",
+                          "point it at the tfds data directory")
+    else:
+      if not s.paths:
+        raise SourceError(f"{p}.paths", "no paths given",
+                          "list the files (globs allowed)")
+      files = _expand(s.paths, f"{p}.paths")
+      if s.heldout_paths:
+        files += _expand(s.heldout_paths, f"{p}.heldout_paths")
+      for f in files:
+        if epath.Path(f).stat().length == 0:
+          raise SourceError(f"{p}.paths", f"{f} is empty",
+                            "remove it from the glob or fill it")
+      if s.kind == "jsonl":
+        with epath.Path(files[0]).open() as fh:
+          first = next((l for l in fh if l.strip()), "")
+        try:
+          _get_field(json.loads(first), s.feature)
+        except (KeyError, json.JSONDecodeError) as e:
+          raise SourceError(f"{p}.feature", f"the first record of {files[0]} "
+                            f"has no field {s.feature!r}",
+                            "set feature to the JSON key of the text") from e
