@@ -1,0 +1,1 @@
+"""Sharded training: mesh and rules, optimizer, Orbax checkpoints, trainer."""
