@@ -62,7 +62,7 @@ def test_refinement_from_an_init_and_bounds_hold():
   b = pool.Bounds(np.array([0.2, 0.0, 0.0]), np.array([0.6, 0.3, 1.0]))
   init = np.array([0.6, 0.3, 0.1])
   r = gradient.gradient_search(_quadratic([0.1, 0.1, 0.8]), b,
-                               gradient.GradientConfig(steps=60, starts=1),
+                               gradient.GradientConfig(steps=150, starts=1),
                                init=init)
   # The start is the init, nudged to the interior.
   assert np.abs(r.paths[0, 0] - init).max() < 0.05
