@@ -87,6 +87,10 @@ def _stable_percent(key: str) -> int:
   return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 100
 
 
+def _text_hash(text: str) -> str:
+  return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 # ------------------------------------------------------------------ wiki
 
 
@@ -358,12 +362,19 @@ def _builder_class():
 
     def _split_generators(self, dl_manager):
       del dl_manager
-      return {s: self._generate_examples(s) for s in SPLITS}
-
-    def _generate_examples(self, split):
       cfg = self.builder_config
-      for key, text in iter_documents(cfg.corpus, split, cfg.max_docs):
-        yield key, {"text": text, "key": key}
+      train = list(iter_documents(cfg.corpus, "train", cfg.max_docs))
+      seen = {_text_hash(t) for _, t in train}
+      return {"train": self._generate_examples(train),
+              "heldout": self._generate_examples(
+                  iter_documents(cfg.corpus, "heldout", cfg.max_docs), seen)}
+
+    def _generate_examples(self, docs, exclude=frozenset()):
+      # Held-out texts that also occur in train (short generated problems,
+      # licence headers) are left out, so the splits never overlap.
+      for key, text in docs:
+        if _text_hash(text) not in exclude:
+          yield key, {"text": text, "key": key}
 
   return OfflineConfig, DemixOffline
 

@@ -300,7 +300,8 @@ class Source:
       raise SourceError(
           f"{s.field_prefix}.dataset",
           f"cannot open tfds {s.dataset!r} split {split!r} in "
-          f"{s.data_dir or 'the default data_dir'}: {e}",
+          f"{s.data_dir or 'the default data_dir'}: "
+          f"{type(e).__name__}: {str(e).splitlines()[0][:200]}",
           "prepare it with `tfds build` (ArrayRecord) or fix data_dir") from e
     dec = _Utf8(s.feature)
     if len(ds):
@@ -308,7 +309,7 @@ class Source:
         dec(ds[0])
       except KeyError as e:
         raise SourceError(f"{s.field_prefix}.feature",
-                          f"tfds {s.dataset!r} has no feature {feature!r}",
+                          f"tfds {s.dataset!r} has no feature {s.feature!r}",
                           "set feature to its text feature") from e
     return _RecordTexts(ds, dec)
 
