@@ -140,11 +140,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.max_items = 48  # seeded subsample per benchmark
   c.eval.heldout_sequences = 32  # per source, packed seq_len sequences
   c.eval.batch_size = 32
+  # Metric per domain for the domain scores: "bpb" (gold-continuation bits
+  # per byte, lower is better) or, for MC-only domains, "acc"/"acc_norm".
+  # Tiny CPU models sit at chance on MC accuracy, so bpb is the default.
+  c.eval.domain_metrics = ml_collections.ConfigDict(
+      {"general": "bpb", "code": "bpb", "math": "bpb"})
 
   # ---------------------------------------------------------------- merge
   c.merge = ml_collections.ConfigDict()
   c.merge.method = "linear"
   c.merge.chunk_size = 8  # mixtures evaluated together in one vmap
+  c.merge.density = 0.9  # TIES / DARE / Breadcrumbs (DeMix ablations: 0.9)
+  c.merge.gamma = 0.01  # Breadcrumbs: top fraction removed
 
   # --------------------------------------------------------------- search
   c.search = ml_collections.ConfigDict()
@@ -163,6 +170,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.search.lgbm_iterations = 300
   c.search.objective = "composite"  # or a target name, e.g. "heldout_bpb"
   c.search.domain_weights = ml_collections.ConfigDict()  # {domain: weight}
+  # Bounds on alpha beyond the epoch caps: {candidate: w} fixes a weight,
+  # {candidate: (lo, hi)} bounds it (e.g. {"general": (0.2, 1.0)}).
+  c.search.constraints = ml_collections.ConfigDict()
+  c.search.exploration = 0.0  # UCB kappa on the surrogate's std (0 = greedy)
+  # Which mixture the final run uses: "surrogate" (the paper) or "gradient"
+  # (mirror descent on the merged model's bpb from the surrogate's alpha*).
+  c.search.method = "surrogate"
   c.search.gradient = ml_collections.ConfigDict()
   c.search.gradient.enabled = True
   c.search.gradient.steps = 20
@@ -197,7 +211,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.final.tokens = 8 * 64 * 12
     c.eval.max_items = 8
     c.eval.heldout_sequences = 8
-    c.eval.batch_size = 16
+    c.eval.batch_size = 8
     c.search.pool_size = 2_000
     c.search.n_init = 8
     c.search.rounds = 2

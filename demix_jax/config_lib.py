@@ -315,6 +315,11 @@ def validate(
                                          "dare_linear", "dare_ties",
                                          "breadcrumbs", "slerp", "multislerp"))
   _check_int(config, "merge.chunk_size")
+  _check_choice(config, "search.method", ("surrogate", "gradient"))
+  for name in config.search.domain_weights:
+    if name not in ("general", "code", "math"):
+      raise ConfigError(f"search.domain_weights.{name}", "unknown domain",
+                        "use general, code or math")
   # Devices.
   if num_devices is not None:
     mesh = resolve_mesh_shape(dict(config.mesh.axes), num_devices)
