@@ -219,3 +219,53 @@ def png_is_drawn(path: str) -> bool:
   """True if the PNG decodes and is not a single flat colour."""
   image = plt.imread(path)
   return image.ndim >= 2 and float(np.std(image[..., :3])) > 1e-3
+
+
+def _compact(v: float) -> str:
+  for scale, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+    if abs(v) >= scale:
+      return f"{v / scale:g}{unit}"
+  return f"{v:g}"
+
+
+def accuracy_vs_cost(
+    xs: Mapping[str, Sequence[float]],
+    rho: Mapping[str, Sequence[float]],
+    path: str,
+    *,
+    top_rho: Mapping[str, Sequence[float]] | None = None,
+    title: str = "proxy accuracy vs cost (paper Fig. 1)",
+) -> str:
+  """Macro rho (solid) and top-25% rho (dashed) vs total training tokens.
+
+  Args:
+    xs: {family: total training tokens per point} (log axis when all > 0).
+    rho: {family: macro Spearman rho per point}.
+    path: output PNG path.
+    top_rho: optional {family: macro top-25% rho per point}.
+    title: plot title.
+
+  Returns:
+    The path written.
+  """
+  fig, ax = plt.subplots(figsize=(6, 4.2))
+  for i, name in enumerate(rho):
+    color = f"C{i}"
+    ax.plot(xs[name], rho[name], "o-", color=color, label=f"{name}: rho")
+    if top_rho and name in top_rho:
+      ax.plot(xs[name], top_rho[name], "s--", color=color, alpha=0.7,
+              label=f"{name}: top-25% rho")
+  if all(x > 0 for v in xs.values() for x in v):
+    ax.set_xscale("log")
+    # A short log axis gets 1-2-5 ticks with compact labels (3M, 20B);
+    # matplotlib's default minor labels collide.
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
+        lambda v, _: _compact(v)))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+  ax.axhline(0.0, color="0.7", lw=0.8)
+  ax.set_xlabel("total training tokens (training-token equivalents)")
+  ax.set_ylabel("macro Spearman rho vs reference runs")
+  ax.set_title(title, fontsize=10)
+  ax.legend(fontsize=7)
+  return _save(fig, path)

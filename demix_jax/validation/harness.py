@@ -1,0 +1,610 @@
+"""The validation stage: merged proxies vs trained proxies vs real training.
+
+`run_validation` takes R mixtures (the caller's sampler) and three callables,
+so it runs the same with the real trainer/evaluator and with test fakes:
+
+* `train_reference(i, alpha, out_dir)`: train reference model i on mixture
+  alpha from the base with the full budget, writing under out_dir and
+  keeping early checkpoints at the trained-proxy fractions of the budget;
+* `score_reference(i, fraction) -> {domain: score}`: score reference i's
+  checkpoint at `fraction` of its budget (1.0 = the reference itself,
+  smaller = a trained proxy, RegMix/CLIMB style, as the official code uses
+  early checkpoints of the reference runs);
+* `score_merged(alphas, variant) -> {domain: [R] scores}`: merged proxies
+  for all R mixtures, for one variant label (merge method / component budget
+  / beta ablation).
+
+Layout under workdir/validate/:
+
+  references/ref_0000/   train_reference's out_dir; DONE marks it trained
+  scores/reference.json  per-reference scores at every fraction (resumable:
+                         written after each reference)
+  scores/merged.json     per-variant merged-proxy scores (with the alphas'
+                         digest, recomputed if the mixtures change)
+  table.json             one row per method and budget (see `_row`)
+  table.md               paper Table 2 layout (+ Tables 4-5 for ablations,
+                         Table 3's rank columns for final models)
+  rho_vs_tokens.png      macro rho vs total training tokens per family
+
+A rerun skips every reference with cached scores (or a DONE marker) and
+every merged variant with cached scores for the same mixtures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+import dataclasses
+import fractions
+import hashlib
+import json
+import logging
+import math
+from typing import Any
+
+from etils import epath
+import numpy as np
+
+from demix_jax.report import plots
+from demix_jax.validation import cost as cost_lib
+from demix_jax.validation import metrics
+
+_LOG = logging.getLogger(__name__)
+
+TRAINED_METHOD = "Trained proxy (RegMix/CLIMB)"
+MERGED_METHOD = "DeMix"
+_DONE = "DONE"
+
+TrainReference = Callable[[int, np.ndarray, str], None]
+ScoreReference = Callable[[int, float], Mapping[str, float]]
+ScoreMerged = Callable[[np.ndarray, str], Mapping[str, Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class MergedVariant:
+  """One family of merged proxies.
+
+  Attributes:
+    label: passed to score_merged; unique.
+    component_tokens: training tokens of each component it merges.
+    merge_method: "linear" (DeMix), or an ablation ("ties", "dare", ...).
+    beta: general-data fraction the components were trained with.
+  """
+
+  label: str
+  component_tokens: float
+  merge_method: str = "linear"
+  beta: float = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class CostSettings:
+  """How costs are counted (see `demix_jax.validation.cost`).
+
+  Attributes:
+    n_params: model parameters (FLOPs).
+    n_components: N, components merged by DeMix.
+    n_proxies: proxies each method evaluates in a search (the paper's
+      notional 112); None = R. Correlations are over the R references
+      regardless.
+    eval_tokens: tokens of one evaluation pass of a proxy.
+    benchmark_tokens: fixed per-proxy evaluation charge (the paper's
+      0.01B convention) instead of eval_tokens / 3.
+    base_tokens: tokens of the shared base.
+    count_base: charge DeMix for the base (the paper does not).
+    count_eval_for_trained: charge trained proxies for their evaluation too
+      (the paper does not).
+  """
+
+  n_params: float
+  n_components: int
+  n_proxies: int | None = None
+  eval_tokens: float = 0.0
+  benchmark_tokens: float | None = None
+  base_tokens: float = 0.0
+  count_base: bool = False
+  count_eval_for_trained: bool = False
+
+
+def proxy_budgets(
+    reference_tokens: float, fractions_: Sequence[float]
+) -> list[int]:
+  """Token counts at which a reference run must keep checkpoints."""
+  return [int(round(f * reference_tokens)) for f in fractions_]
+
+
+def fraction_label(f: float) -> str:
+  """1/16 for 0.0625; decimals when no small denominator fits."""
+  q = fractions.Fraction(f).limit_denominator(1024)
+  if abs(float(q) - f) > 1e-9:
+    return f"{f:g}"
+  return str(q.numerator) if q.denominator == 1 else str(q)
+
+
+def _key(f: float) -> str:
+  return repr(float(f))
+
+
+# JSON helpers: NaN/inf become null so files are strict JSON.
+
+
+def _jsonable(x: Any) -> Any:
+  if isinstance(x, Mapping):
+    return {str(k): _jsonable(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple, np.ndarray)):
+    return [_jsonable(v) for v in x]
+  if isinstance(x, (np.integer, int)) and not isinstance(x, bool):
+    return int(x)
+  if isinstance(x, (np.floating, float)):
+    return float(x) if math.isfinite(x) else None
+  return x
+
+
+def _float(x: Any) -> float:
+  return float("nan") if x is None else float(x)
+
+
+def _read_json(path: epath.Path) -> Any:
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def _write_json(path: epath.Path, obj: Any) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.parent / (path.name + ".tmp")
+  tmp.write_text(json.dumps(_jsonable(obj), indent=1, allow_nan=False))
+  tmp.replace(path)  # Atomic on local disks: a kill never leaves half a file.
+
+
+def _digest(alphas: np.ndarray) -> str:
+  return hashlib.sha256(np.round(alphas, 9).tobytes()).hexdigest()[:16]
+
+
+def _check_inputs(alphas, higher_is_better, proxy_fractions, variants):
+  if alphas.ndim != 2 or alphas.shape[0] < 3:
+    raise ValueError(
+        f"alphas must be [R, K] with R >= 3 reference mixtures, "
+        f"got shape {alphas.shape}"
+    )
+  if (alphas < 0).any() or not np.allclose(alphas.sum(1), 1.0, atol=1e-6):
+    raise ValueError(
+        "alphas: every reference mixture must be non-negative and sum to 1"
+    )
+  if not higher_is_better:
+    raise ValueError("higher_is_better: give at least one domain")
+  for f in proxy_fractions:
+    if not 0 < f < 1:
+      raise ValueError(
+          f"proxy_fractions: {f} must lie in (0, 1); 1.0 is the "
+          "reference itself"
+      )
+  if len(set(proxy_fractions)) != len(proxy_fractions):
+    raise ValueError(f"proxy_fractions {proxy_fractions} repeat a value")
+  labels = [v.label for v in variants]
+  if len(set(labels)) != len(labels):
+    raise ValueError(f"merged variant labels {labels} must be unique")
+
+
+def _reference_scores(
+    root, alphas, fracs, domains, train_reference, score_reference, write, log
+):
+  """Trains (or skips) and scores every reference; returns the cache dict."""
+  path = root / "scores" / "reference.json"
+  cache = _read_json(path) or {"scores": {}, "alphas": {}}
+  for i, alpha in enumerate(alphas):
+    key = str(i)
+    if key in cache["alphas"] and not np.allclose(
+        cache["alphas"][key], alpha, atol=1e-9
+    ):
+      raise ValueError(
+          f"reference {i}: cached mixture {cache['alphas'][key]} differs from "
+          f"the requested {alpha.tolist()} ({path}); the reference mixtures "
+          "changed: use a new workdir or delete workdir/validate"
+      )
+    have = cache["scores"].get(key, {})
+    if all(_key(f) in have for f in fracs):
+      log(f"validate: reference {i + 1}/{len(alphas)} cached")
+      continue
+    out_dir = root / "references" / f"ref_{i:04d}"
+    marker = out_dir / _DONE
+    if marker.exists():
+      done = json.loads(marker.read_text())
+      if not np.allclose(done["alpha"], alpha, atol=1e-9):
+        raise ValueError(
+            f"{out_dir} was trained on {done['alpha']}, not "
+            f"{alpha.tolist()}: delete it or use a new workdir"
+        )
+      log(f"validate: reference {i + 1}/{len(alphas)} already trained")
+    else:
+      log(
+          f"validate: training reference {i + 1}/{len(alphas)} "
+          f"alpha={np.round(alpha, 3).tolist()}"
+      )
+      out_dir.mkdir(parents=True, exist_ok=True)
+      train_reference(i, alpha, str(out_dir))
+      if write:
+        marker.write_text(json.dumps({"alpha": alpha.tolist()}))
+    for f in fracs:
+      if _key(f) not in have:
+        got = score_reference(i, f)
+        missing = [d for d in domains if d not in got]
+        if missing:
+          raise KeyError(f"score_reference({i}, {f}) lacks domains {missing}")
+        have[_key(f)] = {d: float(v) for d, v in got.items()}
+    cache["scores"][key] = have
+    cache["alphas"][key] = alpha.tolist()
+    if write:
+      _write_json(path, cache)
+  return cache
+
+
+def _merged_scores(root, alphas, variants, domains, score_merged, write, log):
+  path = root / "scores" / "merged.json"
+  cache = _read_json(path) or {}
+  digest = _digest(alphas)
+  out = {}
+  for v in variants:
+    entry = cache.get(v.label)
+    if entry is None or entry.get("alphas_digest") != digest:
+      log(f"validate: scoring merged proxies {v.label!r}")
+      got = score_merged(alphas, v.label)
+      scores = {}
+      for d in domains:
+        a = np.asarray(got[d], dtype=np.float64).ravel()
+        if a.shape != (len(alphas),):
+          raise ValueError(
+              f"score_merged({v.label!r}) gave {a.size} scores "
+              f"for {d!r}, expected {len(alphas)}"
+          )
+        scores[d] = a.tolist()
+      entry = {"alphas_digest": digest, "scores": scores}
+      cache[v.label] = entry
+      if write:
+        _write_json(path, cache)
+    else:
+      log(f"validate: merged proxies {v.label!r} cached")
+    out[v.label] = {
+        d: np.array([_float(x) for x in entry["scores"][d]]) for d in domains
+    }
+  return out
+
+
+def _family(cache, n, fraction, domains):
+  return {
+      d: np.array(
+          [
+              _float(cache["scores"][str(i)][_key(fraction)].get(d))
+              for i in range(n)
+          ]
+      )
+      for d in domains
+  }
+
+
+def _row(method, family, budget_label, c: cost_lib.Cost, cons, **extra):
+  row = {
+      "method": method,
+      "family": family,
+      "budget_label": budget_label,
+      "pre_tokens": c.pre_tokens,
+      "n_proxies": c.n_proxies,
+      "tokens_per_proxy": c.tokens_per_proxy,
+      "total_tokens": c.total_tokens,
+      "total_flops": c.total_flops,
+  }
+  row.update(extra)
+  row.update(cons)
+  return row
+
+
+def fmt_tokens(x: float) -> str:
+  """1.5B / 320M / 12K / 7: compact token counts for tables."""
+  for scale, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+    if abs(x) >= scale:
+      return f"{x / scale:.4g}{unit}"
+  return f"{x:.4g}"
+
+
+def _f(x: Any, digits: int = 2) -> str:
+  x = _float(x)
+  return "nan" if not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _mean(rows, metric):
+  return metrics.macro({str(i): r[metric]["macro"] for i, r in enumerate(rows)})
+
+
+def markdown(table: Mapping[str, Any]) -> str:
+  """The report's tables (paper Tables 2, 4, 5 and 3's ranks) as markdown.
+
+  Args:
+    table: the dict `run_validation` writes to table.json.
+
+  Returns:
+    Markdown text.
+  """
+  domains = list(table["higher_is_better"])
+  rows = table["rows"]
+  arrows = ", ".join(
+      f"{d} {'higher' if h else 'lower'} is better"
+      for d, h in table["higher_is_better"].items()
+  )
+  lines = [
+      f"Proxy consistency against {table['n_references']} reference runs of "
+      f"{fmt_tokens(table['reference_tokens'])} tokens ({arrows}). rho = "
+      "Spearman; T25 = Spearman on the top-25% references; CR = capability "
+      "recovery (sum proxy / sum reference; inverted for lower-is-better "
+      "metrics, so < 1 = weaker than the trained model); Acc = pairwise "
+      "decision accuracy; Regret = best reference minus the reference score "
+      "of the proxy's pick (>= 0). Totals in training-token equivalents.",
+      "",
+  ]
+  head = ["Method", "Total", "Pre-Cost", "#Prox", "Tok/Prox"]
+  for name in ("rho", "T25", "CR"):
+    head += [f"{name} {d}" for d in domains] + [f"**{name} Macro**"]
+  head += ["Acc Macro", "Regret Macro"]
+  lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  main = [r for r in rows if r["main"]]
+  for r in main:
+    pre = (
+        "–"
+        if r["family"] == "trained"
+        else f"{fmt_tokens(r['component_tokens'])}×{table['n_components']}"
+    )
+    cells = [
+        r["method"],
+        fmt_tokens(r["total_tokens"]),
+        pre,
+        str(r["n_proxies"]),
+        fmt_tokens(r["tokens_per_proxy"]),
+    ]
+    for m in ("rho", "top25_rho", "recovery"):
+      cells += [_f(r[m][d]) for d in domains] + [f"**{_f(r[m]['macro'])}**"]
+    cells += [_f(r["decision_accuracy"]["macro"]), _f(r["regret"]["macro"], 4)]
+    lines.append("| " + " | ".join(cells) + " |")
+  merged = [r for r in rows if r["family"] == "merged"]
+  for key, title, col, pick in (
+      (
+          "merge_method",
+          "Merge methods (paper Table 4; means over component budgets)",
+          "Merge method",
+          lambda r: r["beta"] == table["main_beta"],
+      ),
+      (
+          "beta",
+          "General-data proportion (paper Table 5; means over component "
+          "budgets)",
+          "General proportion beta",
+          lambda r: r["merge_method"] == table["main_merge_method"],
+      ),
+  ):
+    groups: dict[Any, list] = {}
+    for r in merged:
+      if pick(r):
+        groups.setdefault(r[key], []).append(r)
+    if len(groups) < 2:
+      continue
+    lines += [
+        "",
+        title,
+        "",
+        f"| {col} | Component budgets | rho (macro) | Capability "
+        "Recovery | T25 (macro) | Acc (macro) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for value, rs in groups.items():
+      budgets = ", ".join(fmt_tokens(r["component_tokens"]) for r in rs)
+      lines.append(
+          f"| {value} | {budgets} | {_f(_mean(rs, 'rho'), 3)} | "
+          f"{_f(_mean(rs, 'recovery'), 3)} | "
+          f"{_f(_mean(rs, 'top25_rho'), 3)} | "
+          f"{_f(_mean(rs, 'decision_accuracy'), 3)} |"
+      )
+  ranks = table.get("mixture_ranks") or {}
+  if ranks:
+    lines += [
+        "",
+        f"Final models ranked among the {table['n_references']} "
+        "references (1 = best; paper Table 3)",
+        "",
+        "| Model | "
+        + " | ".join(f"Rank {d}" for d in domains)
+        + " | Macro Rank |",
+        "|" + "---|" * (len(domains) + 2),
+    ]
+    for name, rk in ranks.items():
+      lines.append(
+          f"| {name} | "
+          + " | ".join(f"{rk[d]:.0f}" for d in domains)
+          + f" | {_f(rk['macro'])} |"
+      )
+  return "\n".join(lines) + "\n"
+
+
+def plot_rho_vs_tokens(rows: Sequence[Mapping[str, Any]], path: str) -> str:
+  """Macro rho and top-25% rho against total tokens, one colour per family.
+
+  Args:
+    rows: table rows (only the main, Table 2 rows are drawn).
+    path: output PNG path.
+
+  Returns:
+    The path written.
+  """
+  xs, rho, top = {}, {}, {}
+  for family, name in (
+      ("merged", "merged (DeMix)"),
+      ("trained", "trained (RegMix/CLIMB)"),
+  ):
+    rs = sorted(
+        (r for r in rows if r["main"] and r["family"] == family),
+        key=lambda r: r["total_tokens"],
+    )
+    if rs:
+      xs[name] = [r["total_tokens"] for r in rs]
+      rho[name] = [_float(r["rho"]["macro"]) for r in rs]
+      top[name] = [_float(r["top25_rho"]["macro"]) for r in rs]
+  return plots.accuracy_vs_cost(xs, rho, path, top_rho=top)
+
+
+def run_validation(
+    workdir: str,
+    alphas: np.ndarray,
+    higher_is_better: Mapping[str, bool],
+    train_reference: TrainReference,
+    score_reference: ScoreReference,
+    score_merged: ScoreMerged,
+    *,
+    reference_tokens: float,
+    variants: Sequence[MergedVariant],
+    cost: CostSettings,
+    proxy_fractions: Sequence[float] = (1 / 16, 1 / 8, 1 / 4),
+    main_merge_method: str = "linear",
+    main_beta: float = 0.5,
+    final_scores: Mapping[str, Mapping[str, float]] | None = None,
+    undefined_rho: float = 0.0,
+    write: bool = True,
+    log: Callable[[str], None] = _LOG.info,
+) -> dict[str, Any]:
+  """Runs (or resumes) the validation and writes its table and plot.
+
+  Args:
+    workdir: pipeline workdir; outputs go to workdir/validate/.
+    alphas: [R, K] reference mixtures (component weights, rows sum to 1).
+    higher_is_better: {domain: direction}; the domains scored, in order.
+    train_reference: (i, alpha [K], out_dir) -> None; trains reference i
+      with `reference_tokens` tokens, keeping checkpoints at
+      proxy_budgets(reference_tokens, proxy_fractions).
+    score_reference: (i, fraction) -> {domain: score} for reference i's
+      checkpoint at that fraction of its budget (1.0 = final).
+    score_merged: (alphas [R, K], variant label) -> {domain: [R] scores}.
+    reference_tokens: training tokens of each reference run.
+    variants: merged-proxy families to score.
+    cost: cost-accounting settings.
+    proxy_fractions: budget fractions of the trained-proxy baselines.
+    main_merge_method: merge method of the main (Table 2) DeMix rows.
+    main_beta: beta of the main DeMix rows.
+    final_scores: optional {model name: {domain: score}} of final runs,
+      ranked among the references.
+    undefined_rho: value for undefined Spearman rho (see metrics).
+    write: write files (False on non-zero processes of a multi-host run).
+    log: progress logger.
+
+  Returns:
+    The table dict written to table.json, plus "paths" {table_json,
+    table_md, plot}.
+  """
+  alphas = np.asarray(alphas, dtype=np.float64)
+  proxy_fractions = tuple(float(f) for f in proxy_fractions)
+  _check_inputs(alphas, higher_is_better, proxy_fractions, variants)
+  domains = list(higher_is_better)
+  n = len(alphas)
+  root = epath.Path(workdir) / "validate"
+  fracs = (1.0,) + proxy_fractions
+  ref_cache = _reference_scores(
+      root, alphas, fracs, domains, train_reference, score_reference, write, log
+  )
+  merged = _merged_scores(
+      root, alphas, variants, domains, score_merged, write, log
+  )
+
+  reference = _family(ref_cache, n, 1.0, domains)
+  n_proxies = cost.n_proxies if cost.n_proxies is not None else n
+  rows = []
+  for f in sorted(proxy_fractions):
+    tokens = f * reference_tokens
+    c = cost_lib.trained_proxy_cost(
+        n_proxies,
+        tokens,
+        n_params=cost.n_params,
+        eval_tokens=cost.eval_tokens,
+        benchmark_tokens=cost.benchmark_tokens,
+        count_eval=cost.count_eval_for_trained,
+    )
+    cons = metrics.consistency(
+        _family(ref_cache, n, f, domains),
+        reference,
+        higher_is_better,
+        undefined_rho=undefined_rho,
+    )
+    rows.append(
+        _row(
+            TRAINED_METHOD,
+            "trained",
+            f"{n_proxies} x {fraction_label(f)} reference budget",
+            c,
+            cons,
+            main=True,
+            variant=None,
+            fraction=f,
+            train_tokens_per_proxy=tokens,
+        )
+    )
+  for v in sorted(variants, key=lambda v: v.component_tokens):
+    c = cost_lib.demix_cost(
+        cost.n_components,
+        v.component_tokens,
+        n_proxies,
+        n_params=cost.n_params,
+        eval_tokens=cost.eval_tokens,
+        benchmark_tokens=cost.benchmark_tokens,
+        base_tokens=cost.base_tokens,
+        count_base=cost.count_base,
+    )
+    is_main = v.merge_method == main_merge_method and v.beta == main_beta
+    method = (
+        MERGED_METHOD
+        if is_main
+        else f"{MERGED_METHOD} ({v.merge_method}, beta={v.beta:g})"
+    )
+    cons = metrics.consistency(
+        merged[v.label],
+        reference,
+        higher_is_better,
+        undefined_rho=undefined_rho,
+    )
+    rows.append(
+        _row(
+            method,
+            "merged",
+            f"{cost.n_components} x {fmt_tokens(v.component_tokens)}"
+            " components",
+            c,
+            cons,
+            main=is_main,
+            variant=v.label,
+            merge_method=v.merge_method,
+            beta=v.beta,
+            component_tokens=v.component_tokens,
+        )
+    )
+  ranks = {
+      name: metrics.mixture_ranks(s, reference, higher_is_better)
+      for name, s in (final_scores or {}).items()
+  }
+  table = {
+      "domains": domains,
+      "higher_is_better": dict(higher_is_better),
+      "n_references": n,
+      "reference_tokens": reference_tokens,
+      "n_components": cost.n_components,
+      "proxy_fractions": proxy_fractions,
+      "main_merge_method": main_merge_method,
+      "main_beta": main_beta,
+      "cost_settings": dataclasses.asdict(cost),
+      "alphas": alphas.tolist(),
+      "reference_scores": {d: reference[d].tolist() for d in domains},
+      "rows": rows,
+      "mixture_ranks": ranks,
+  }
+  table = _jsonable(table)
+  paths = {
+      "table_json": str(root / "table.json"),
+      "table_md": str(root / "table.md"),
+      "plot": str(root / "rho_vs_tokens.png"),
+  }
+  if write:
+    root.mkdir(parents=True, exist_ok=True)
+    _write_json(root / "table.json", table)
+    (root / "table.md").write_text(markdown(table))
+    plot_rho_vs_tokens(table["rows"], paths["plot"])
+  table["paths"] = paths
+  return table

@@ -1,0 +1,325 @@
+"""Proxy-consistency metrics (paper Sec. 2.9, Table 2; digest Sec. 7.1 G).
+
+A proxy family (merged proxies, or trained proxies of one budget) gives one
+score per mixture and domain; the reference models (trained on the same R
+mixtures with the full budget) give the ground truth. Per domain:
+
+* `spearman`: Spearman rho = Pearson correlation of the average ranks (ties
+  share the mean of the ranks they span).
+* `top_rho`: Spearman on the k = max(2, floor(n / 4)) mixtures best *by
+  reference score* (larger is best when the domain's metric is higher-is-
+  better, smaller for bits per byte / loss). With k = 2 this is +-1: whether
+  the best two references are ordered correctly.
+* `capability_recovery`: sum(proxy) / sum(reference) over the mixtures, a
+  ratio of sums as in the official code. For a lower-is-better metric the
+  ratio is inverted, sum(reference) / sum(proxy), so that in both cases a
+  value below 1 means the proxy has less capability than the trained model
+  (the paper only uses accuracies, where the two agree).
+* `decision_accuracy`: over mixture pairs, the fraction the proxy orders the
+  same way as the references. Pairs tied in the reference are left out (there
+  is no order to recover); pairs the reference separates but the proxy ties
+  count 1/2 (the proxy's choice between them is a coin flip).
+* `regret`: the method picks the mixture whose proxy score is best (first
+  index on ties); regret = reference score of the best reference minus the
+  reference score of the pick, signed by direction so it is >= 0 and 0 means
+  the method found the best reference. `pick_rank` is the 1-based rank of the
+  pick among the references (1 = best), a scale-free companion.
+* `mixture_rank`: rank of a final model's score among the reference scores
+  (1 + the number of references strictly better; the model is not counted
+  among them, and equal references do not push it down).
+
+Macro values are the mean over domains of the finite per-domain values (NaN
+when none is finite).
+
+Missing values: mixtures whose proxy or reference score is not finite (a
+diverged run) are dropped pairwise before any metric, so every metric is
+computed on the same surviving mixtures. A Spearman rho that is undefined
+(fewer than 2 mixtures, or a constant proxy or reference) is reported as
+`undefined_rho`, 0.0 by default as in the official evaluation script: a
+proxy that cannot order the mixtures carries no rank information.
+
+Directions are injected as {domain: higher_is_better} (normally from
+`demix_jax.evals.scoring.higher_is_better("domain/<d>")`). Spearman rho and
+decision accuracy do not depend on them (proxy and reference use the same
+metric); the top-k subset, recovery, regret and ranks do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+ArrayLike = np.ndarray | list[float] | tuple[float, ...]
+
+# The per-domain metrics `consistency` reports, in table order.
+METRICS = (
+    "rho",
+    "top25_rho",
+    "recovery",
+    "decision_accuracy",
+    "regret",
+    "pick_rank",
+)
+
+
+def average_ranks(x: ArrayLike) -> np.ndarray:
+  """1-based ranks of finite values, ties given the mean of their ranks.
+
+  Args:
+    x: [n] finite values.
+
+  Returns:
+    [n] float ranks (smallest value = 1).
+  """
+  x = np.asarray(x, dtype=np.float64)
+  if not np.all(np.isfinite(x)):
+    raise ValueError("average_ranks needs finite values; drop NaNs first")
+  _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+  last = np.cumsum(counts)  # 1-based rank of each group's last member
+  first = last - counts + 1
+  return ((first + last) / 2.0)[inverse]
+
+
+def _finite_pairs(proxy: ArrayLike, reference: ArrayLike):
+  p = np.asarray(proxy, dtype=np.float64).ravel()
+  r = np.asarray(reference, dtype=np.float64).ravel()
+  if p.shape != r.shape:
+    raise ValueError(
+        f"proxy has {p.size} scores, reference {r.size}; they "
+        "must score the same mixtures"
+    )
+  keep = np.isfinite(p) & np.isfinite(r)
+  return p[keep], r[keep]
+
+
+def spearman(
+    proxy: ArrayLike, reference: ArrayLike, *, undefined_rho: float = 0.0
+) -> float:
+  """Spearman rank correlation with average ranks for ties.
+
+  Args:
+    proxy: [n] proxy scores (non-finite entries drop the mixture).
+    reference: [n] reference scores of the same mixtures.
+    undefined_rho: value returned when rho is undefined (fewer than two
+      finite pairs, or a constant side). Pass NaN to see those cases.
+
+  Returns:
+    rho in [-1, 1], or `undefined_rho`.
+  """
+  p, r = _finite_pairs(proxy, reference)
+  if p.size < 2:
+    return float(undefined_rho)
+  dp = average_ranks(p)
+  dr = average_ranks(r)
+  dp -= dp.mean()
+  dr -= dr.mean()
+  denom = np.sqrt(np.sum(dp * dp) * np.sum(dr * dr))
+  if denom == 0.0:
+    return float(undefined_rho)
+  return float(np.clip(np.sum(dp * dr) / denom, -1.0, 1.0))
+
+
+def top_k(n: int) -> int:
+  """Size of the top-25% subset: max(2, floor(n / 4))."""
+  return max(2, n // 4)
+
+
+def top_rho(
+    proxy: ArrayLike,
+    reference: ArrayLike,
+    higher_is_better: bool,
+    *,
+    undefined_rho: float = 0.0,
+) -> float:
+  """Spearman rho on the top-25% mixtures by reference score.
+
+  Args:
+    proxy: [n] proxy scores.
+    reference: [n] reference scores.
+    higher_is_better: direction of the metric (selects the best references).
+    undefined_rho: see `spearman`.
+
+  Returns:
+    rho on the k = max(2, floor(n' / 4)) best references, n' = mixtures with
+    both scores finite. Ties at the k-th place go to the earlier mixture.
+  """
+  p, r = _finite_pairs(proxy, reference)
+  if p.size < 2:
+    return float(undefined_rho)
+  order = np.argsort(-r if higher_is_better else r, kind="stable")
+  best = order[: top_k(p.size)]
+  return spearman(p[best], r[best], undefined_rho=undefined_rho)
+
+
+def capability_recovery(
+    proxy: ArrayLike, reference: ArrayLike, higher_is_better: bool
+) -> float:
+  """sum(proxy) / sum(reference); inverted for lower-is-better metrics.
+
+  Args:
+    proxy: [n] proxy scores.
+    reference: [n] reference scores.
+    higher_is_better: direction of the metric.
+
+  Returns:
+    The ratio (< 1: the proxy has less capability), NaN if a sum is 0 or no
+    mixture has both scores.
+  """
+  p, r = _finite_pairs(proxy, reference)
+  num, den = (p.sum(), r.sum()) if higher_is_better else (r.sum(), p.sum())
+  if p.size == 0 or den == 0.0:
+    return float("nan")
+  return float(num / den)
+
+
+def decision_accuracy(proxy: ArrayLike, reference: ArrayLike) -> float:
+  """Fraction of mixture pairs the proxy orders like the references.
+
+  Args:
+    proxy: [n] proxy scores.
+    reference: [n] reference scores.
+
+  Returns:
+    Mean over pairs the reference separates of 1 (same order), 0 (opposite)
+    or 1/2 (proxy tie); NaN when no pair is separated by the reference.
+  """
+  p, r = _finite_pairs(proxy, reference)
+  i, j = np.triu_indices(p.size, k=1)
+  sr = np.sign(r[i] - r[j])
+  sp = np.sign(p[i] - p[j])
+  decided = sr != 0
+  if not decided.any():
+    return float("nan")
+  credit = np.where(sp == 0, 0.5, (sp == sr).astype(np.float64))
+  return float(credit[decided].mean())
+
+
+def _better_count(
+    value: float, others: np.ndarray, higher_is_better: bool
+) -> int:
+  return int(
+      np.sum(others > value) if higher_is_better else np.sum(others < value)
+  )
+
+
+def regret(
+    proxy: ArrayLike, reference: ArrayLike, higher_is_better: bool
+) -> tuple[float, int]:
+  """Regret and reference rank of the mixture the proxy picks.
+
+  Args:
+    proxy: [n] proxy scores.
+    reference: [n] reference scores.
+    higher_is_better: direction of the metric.
+
+  Returns:
+    (regret >= 0 in the metric's units, 1-based rank of the pick among the
+    references); (NaN, -1) if no mixture has both scores.
+  """
+  p, r = _finite_pairs(proxy, reference)
+  if p.size == 0:
+    return float("nan"), -1
+  pick = int(np.argmax(p) if higher_is_better else np.argmin(p))
+  best = r.max() if higher_is_better else r.min()
+  gap = best - r[pick] if higher_is_better else r[pick] - best
+  return float(gap), 1 + _better_count(r[pick], r, higher_is_better)
+
+
+def mixture_rank(
+    score: float, reference: ArrayLike, higher_is_better: bool
+) -> int:
+  """1-based rank of one model's score among the reference models' scores.
+
+  Args:
+    score: the model's score (e.g. the final run's domain score).
+    reference: [n] reference scores (non-finite ones are ignored).
+    higher_is_better: direction of the metric.
+
+  Returns:
+    1 + number of references strictly better (1 = beats or ties them all).
+  """
+  r = np.asarray(reference, dtype=np.float64).ravel()
+  r = r[np.isfinite(r)]
+  if not np.isfinite(score):
+    raise ValueError(f"mixture_rank: the model's score is {score}")
+  return 1 + _better_count(float(score), r, higher_is_better)
+
+
+def macro(values: Mapping[str, float]) -> float:
+  """Mean of the finite values, NaN if none."""
+  v = np.array([float(x) for x in values.values()], dtype=np.float64)
+  v = v[np.isfinite(v)]
+  return float(v.mean()) if v.size else float("nan")
+
+
+def _check_domains(
+    name: str, scores: Mapping[str, ArrayLike], domains: Mapping[str, bool]
+) -> None:
+  missing = [d for d in domains if d not in scores]
+  if missing:
+    raise KeyError(
+        f"{name} scores lack domains {missing}; have " f"{sorted(scores)}"
+    )
+
+
+def consistency(
+    proxy: Mapping[str, ArrayLike],
+    reference: Mapping[str, ArrayLike],
+    higher_is_better: Mapping[str, bool],
+    *,
+    undefined_rho: float = 0.0,
+) -> dict[str, dict[str, float]]:
+  """All consistency metrics of one proxy family, per domain and macro.
+
+  Args:
+    proxy: {domain: [R] proxy scores}.
+    reference: {domain: [R] reference scores} of the same R mixtures.
+    higher_is_better: {domain: direction}; its keys are the domains used, in
+      order.
+    undefined_rho: see `spearman`.
+
+  Returns:
+    {metric: {domain: value, ..., "macro": mean}} for every metric in
+    METRICS.
+  """
+  _check_domains("proxy", proxy, higher_is_better)
+  _check_domains("reference", reference, higher_is_better)
+  out: dict[str, dict[str, float]] = {m: {} for m in METRICS}
+  for d, hib in higher_is_better.items():
+    p, r = proxy[d], reference[d]
+    out["rho"][d] = spearman(p, r, undefined_rho=undefined_rho)
+    out["top25_rho"][d] = top_rho(p, r, hib, undefined_rho=undefined_rho)
+    out["recovery"][d] = capability_recovery(p, r, hib)
+    out["decision_accuracy"][d] = decision_accuracy(p, r)
+    gap, rank = regret(p, r, hib)
+    out["regret"][d] = gap
+    out["pick_rank"][d] = float(rank) if rank > 0 else float("nan")
+  for m in METRICS:
+    out[m]["macro"] = macro(out[m])
+  return out
+
+
+def mixture_ranks(
+    scores: Mapping[str, float],
+    reference: Mapping[str, ArrayLike],
+    higher_is_better: Mapping[str, bool],
+) -> dict[str, float]:
+  """Per-domain and macro rank of one final model among the references.
+
+  Args:
+    scores: {domain: the final model's score}.
+    reference: {domain: [R] reference scores}.
+    higher_is_better: {domain: direction}.
+
+  Returns:
+    {domain: rank, ..., "macro": mean rank} (paper Table 3's rank columns).
+  """
+  _check_domains("final-model", scores, higher_is_better)
+  _check_domains("reference", reference, higher_is_better)
+  out = {
+      d: float(mixture_rank(scores[d], reference[d], hib))
+      for d, hib in higher_is_better.items()
+  }
+  out["macro"] = macro(out)
+  return out
