@@ -202,9 +202,24 @@ class MixIterDataset(grain.IterDataset):
 
 def packed_source_dataset(docs: Sequence[str], vocab, seq_len: int,
                           seed: int, process_index: int = 0,
-                          process_count: int = 1,
-                          name: str = "") -> grain.IterDataset:
-  """The infinite stream of packed rows of one source for this host."""
+                          process_count: int = 1, name: str = "",
+                          read_threads: int = 0) -> grain.IterDataset:
+  """The infinite stream of packed rows of one source for this host.
+
+  Args:
+    docs: random-access training documents.
+    vocab: the `tokenizer.Vocab`.
+    seq_len: tokens per row.
+    seed: this source's shuffle seed.
+    process_index: this host.
+    process_count: hosts; documents are sharded across them first.
+    name: source name for messages.
+    read_threads: grain read/tokenize threads (0 = inline; threads only pay
+      off for slow, remote reads: on 2 cores they cost ~3x per element).
+
+  Returns:
+    An IterDataset of {"tokens", "segment_ids", "positions"} int32 rows.
+  """
   n = len(docs)
   if n < process_count:
     raise ValueError(
@@ -215,15 +230,17 @@ def packed_source_dataset(docs: Sequence[str], vocab, seq_len: int,
   ds = ds[process_index::process_count]
   ds = ds.shuffle(seed=seed).repeat()  # reshuffled every epoch
   ds = ds.map(Tokenize(vocab))
-  return PackIterDataset(ds.to_iter_dataset(), seq_len)
+  options = grain.ReadOptions(num_threads=read_threads,
+                              prefetch_buffer_size=64 if read_threads else 0)
+  return PackIterDataset(ds.to_iter_dataset(options), seq_len)
 
 
 def make_train_dataset(sources: Mapping[str, Any],
                        weights: Mapping[str, float], vocab, seq_len: int,
                        global_batch_size: int, seed: int,
                        process_index: int = 0, process_count: int = 1,
-                       worker_count: int = 0,
-                       prefetch: int = 2) -> grain.IterDataset:
+                       worker_count: int = 0, prefetch: int = 2,
+                       read_threads: int = 0) -> grain.IterDataset:
   """The mixed, batched training IterDataset (see make_train_iterator)."""
   if global_batch_size % process_count:
     raise ValueError(f"global_batch_size={global_batch_size} is not "
@@ -235,7 +252,8 @@ def make_train_dataset(sources: Mapping[str, Any],
   for name in sorted(weights):
     parents[name] = packed_source_dataset(
         sources[name].docs("train"), vocab, seq_len,
-        source_seed(seed, name), process_index, process_count, name)
+        source_seed(seed, name), process_index, process_count, name,
+        read_threads)
   ds = MixIterDataset(parents, weights)
   ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
   if worker_count > 0:
@@ -250,8 +268,8 @@ def make_train_iterator(sources: Mapping[str, Any],
                         weights: Mapping[str, float], vocab, seq_len: int,
                         global_batch_size: int, seed: int,
                         process_index: int = 0, process_count: int = 1,
-                        worker_count: int = 0,
-                        prefetch: int = 2) -> grain.DatasetIterator:
+                        worker_count: int = 0, prefetch: int = 2,
+                        read_threads: int = 0) -> grain.DatasetIterator:
   """An infinite iterator of training batches of this host.
 
   Args:
@@ -266,6 +284,7 @@ def make_train_iterator(sources: Mapping[str, Any],
     worker_count: grain worker processes (0 = in-process; workers re-import
       the main module, see env.md P8).
     prefetch: batches prefetched by a thread when worker_count == 0.
+    read_threads: per-source grain read threads (0 = inline).
 
   Returns:
     A grain DatasetIterator yielding {"tokens", "segment_ids", "positions"},
@@ -274,7 +293,8 @@ def make_train_iterator(sources: Mapping[str, Any],
   """
   return iter(make_train_dataset(sources, weights, vocab, seq_len,
                                  global_batch_size, seed, process_index,
-                                 process_count, worker_count, prefetch))
+                                 process_count, worker_count, prefetch,
+                                 read_threads))
 
 
 def heldout_sequences(source, vocab, seq_len: int, n_sequences: int,
@@ -304,7 +324,8 @@ def heldout_sequences(source, vocab, seq_len: int, n_sequences: int,
   if not len(docs):  # pylint: disable=g-explicit-length-test
     raise ValueError(f"source {source.name!r} has no held-out documents")
   ds = grain.MapDataset.source(docs).shuffle(seed=seed).map(Tokenize(vocab))
-  it = iter(PackIterDataset(ds.to_iter_dataset(), seq_len))
+  options = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
+  it = iter(PackIterDataset(ds.to_iter_dataset(options), seq_len))
   rows = []
   for row in it:
     rows.append(row)

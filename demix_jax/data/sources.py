@@ -216,6 +216,8 @@ class _RecordTexts(Sequence[str]):
       return [self[j] for j in range(*i.indices(len(self)))]
     if i < 0:
       i += len(self)
+    if not 0 <= i < len(self):
+      raise IndexError(i)
     if self._indices is not None:
       i = int(self._indices[i])
     return self._decode(self._records[i])
