@@ -2,5 +2,5 @@
 
 `metrics` (consistency metrics, mixture rank), `cost` (training-token and
 FLOP accounting), `harness` (`run_validation`: reference runs, trained-proxy
-baselines, merged proxies, the tables and the plot).
+baselines, merged proxies), `tables` (markdown tables and the plot).
 """

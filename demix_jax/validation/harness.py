@@ -23,7 +23,7 @@ Layout under workdir/validate/:
                          digest, recomputed if the mixtures change)
   table.json             one row per method and budget (see `_row`)
   table.md               paper Table 2 layout (+ Tables 4-5 for ablations,
-                         Table 3's rank columns for final models)
+                         Table 3's rank columns for final models; `tables`)
   rho_vs_tokens.png      macro rho vs total training tokens per family
 
 A rerun skips every reference with cached scores (or a DONE marker) and
@@ -44,9 +44,9 @@ from typing import Any
 from etils import epath
 import numpy as np
 
-from demix_jax.report import plots
 from demix_jax.validation import cost as cost_lib
 from demix_jax.validation import metrics
+from demix_jax.validation import tables
 
 _LOG = logging.getLogger(__name__)
 
@@ -295,156 +295,6 @@ def _row(method, family, budget_label, c: cost_lib.Cost, cons, **extra):
   return row
 
 
-def fmt_tokens(x: float) -> str:
-  """1.5B / 320M / 12K / 7: compact token counts for tables."""
-  for scale, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-    if abs(x) >= scale:
-      return f"{x / scale:.4g}{unit}"
-  return f"{x:.4g}"
-
-
-def _f(x: Any, digits: int = 2) -> str:
-  x = _float(x)
-  return "nan" if not math.isfinite(x) else f"{x:.{digits}f}"
-
-
-def _mean(rows, metric):
-  return metrics.macro({str(i): r[metric]["macro"] for i, r in enumerate(rows)})
-
-
-def markdown(table: Mapping[str, Any]) -> str:
-  """The report's tables (paper Tables 2, 4, 5 and 3's ranks) as markdown.
-
-  Args:
-    table: the dict `run_validation` writes to table.json.
-
-  Returns:
-    Markdown text.
-  """
-  domains = list(table["higher_is_better"])
-  rows = table["rows"]
-  arrows = ", ".join(
-      f"{d} {'higher' if h else 'lower'} is better"
-      for d, h in table["higher_is_better"].items()
-  )
-  lines = [
-      f"Proxy consistency against {table['n_references']} reference runs of "
-      f"{fmt_tokens(table['reference_tokens'])} tokens ({arrows}). rho = "
-      "Spearman; T25 = Spearman on the top-25% references; CR = capability "
-      "recovery (sum proxy / sum reference; inverted for lower-is-better "
-      "metrics, so < 1 = weaker than the trained model); Acc = pairwise "
-      "decision accuracy; Regret = best reference minus the reference score "
-      "of the proxy's pick (>= 0). Totals in training-token equivalents.",
-      "",
-  ]
-  head = ["Method", "Total", "Pre-Cost", "#Prox", "Tok/Prox"]
-  for name in ("rho", "T25", "CR"):
-    head += [f"{name} {d}" for d in domains] + [f"**{name} Macro**"]
-  head += ["Acc Macro", "Regret Macro"]
-  lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-  main = [r for r in rows if r["main"]]
-  for r in main:
-    pre = (
-        "–"
-        if r["family"] == "trained"
-        else f"{fmt_tokens(r['component_tokens'])}×{table['n_components']}"
-    )
-    cells = [
-        r["method"],
-        fmt_tokens(r["total_tokens"]),
-        pre,
-        str(r["n_proxies"]),
-        fmt_tokens(r["tokens_per_proxy"]),
-    ]
-    for m in ("rho", "top25_rho", "recovery"):
-      cells += [_f(r[m][d]) for d in domains] + [f"**{_f(r[m]['macro'])}**"]
-    cells += [_f(r["decision_accuracy"]["macro"]), _f(r["regret"]["macro"], 4)]
-    lines.append("| " + " | ".join(cells) + " |")
-  merged = [r for r in rows if r["family"] == "merged"]
-  for key, title, col, pick in (
-      (
-          "merge_method",
-          "Merge methods (paper Table 4; means over component budgets)",
-          "Merge method",
-          lambda r: r["beta"] == table["main_beta"],
-      ),
-      (
-          "beta",
-          "General-data proportion (paper Table 5; means over component "
-          "budgets)",
-          "General proportion beta",
-          lambda r: r["merge_method"] == table["main_merge_method"],
-      ),
-  ):
-    groups: dict[Any, list] = {}
-    for r in merged:
-      if pick(r):
-        groups.setdefault(r[key], []).append(r)
-    if len(groups) < 2:
-      continue
-    lines += [
-        "",
-        title,
-        "",
-        f"| {col} | Component budgets | rho (macro) | Capability "
-        "Recovery | T25 (macro) | Acc (macro) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for value, rs in groups.items():
-      budgets = ", ".join(fmt_tokens(r["component_tokens"]) for r in rs)
-      lines.append(
-          f"| {value} | {budgets} | {_f(_mean(rs, 'rho'), 3)} | "
-          f"{_f(_mean(rs, 'recovery'), 3)} | "
-          f"{_f(_mean(rs, 'top25_rho'), 3)} | "
-          f"{_f(_mean(rs, 'decision_accuracy'), 3)} |"
-      )
-  ranks = table.get("mixture_ranks") or {}
-  if ranks:
-    lines += [
-        "",
-        f"Final models ranked among the {table['n_references']} "
-        "references (1 = best; paper Table 3)",
-        "",
-        "| Model | "
-        + " | ".join(f"Rank {d}" for d in domains)
-        + " | Macro Rank |",
-        "|" + "---|" * (len(domains) + 2),
-    ]
-    for name, rk in ranks.items():
-      lines.append(
-          f"| {name} | "
-          + " | ".join(f"{rk[d]:.0f}" for d in domains)
-          + f" | {_f(rk['macro'])} |"
-      )
-  return "\n".join(lines) + "\n"
-
-
-def plot_rho_vs_tokens(rows: Sequence[Mapping[str, Any]], path: str) -> str:
-  """Macro rho and top-25% rho against total tokens, one colour per family.
-
-  Args:
-    rows: table rows (only the main, Table 2 rows are drawn).
-    path: output PNG path.
-
-  Returns:
-    The path written.
-  """
-  xs, rho, top = {}, {}, {}
-  for family, name in (
-      ("merged", "merged (DeMix)"),
-      ("trained", "trained (RegMix/CLIMB)"),
-  ):
-    rs = sorted(
-        (r for r in rows if r["main"] and r["family"] == family),
-        key=lambda r: r["total_tokens"],
-    )
-    if rs:
-      xs[name] = [r["total_tokens"] for r in rs]
-      rho[name] = [_float(r["rho"]["macro"]) for r in rs]
-      top[name] = [_float(r["top25_rho"]["macro"]) for r in rs]
-  return plots.accuracy_vs_cost(xs, rho, path, top_rho=top)
-
-
 def run_validation(
     workdir: str,
     alphas: np.ndarray,
@@ -565,7 +415,7 @@ def run_validation(
         _row(
             method,
             "merged",
-            f"{cost.n_components} x {fmt_tokens(v.component_tokens)}"
+            f"{cost.n_components} x {tables.fmt_tokens(v.component_tokens)}"
             " components",
             c,
             cons,
@@ -604,7 +454,7 @@ def run_validation(
   if write:
     root.mkdir(parents=True, exist_ok=True)
     _write_json(root / "table.json", table)
-    (root / "table.md").write_text(markdown(table))
-    plot_rho_vs_tokens(table["rows"], paths["plot"])
+    (root / "table.md").write_text(tables.markdown(table))
+    tables.plot_rho_vs_tokens(table["rows"], paths["plot"])
   table["paths"] = paths
   return table

@@ -1,0 +1,177 @@
+"""The validation report: markdown tables and the accuracy-vs-cost plot.
+
+Both read the dict `harness.run_validation` writes to table.json (NaN stored
+as null), so a table can be re-rendered from the JSON alone:
+
+* `markdown`: paper Table 2's layout (cost columns, then rho, top-25% rho
+  and capability recovery per domain and macro, plus macro decision accuracy
+  and regret) for the trained-proxy rows and the main DeMix rows; Table 4
+  (merge methods) and Table 5 (general fraction beta) when the ablation
+  variants are present, as means over component budgets like the paper's;
+  Table 3's rank columns for final models.
+* `plot_rho_vs_tokens`: macro rho and top-25% rho against total training
+  tokens, one colour per proxy family (the paper's Figure 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+import math
+from typing import Any
+
+from demix_jax.report import plots
+from demix_jax.validation import metrics
+
+
+def _float(x: Any) -> float:
+  return float("nan") if x is None else float(x)
+
+
+def fmt_tokens(x: float) -> str:
+  """1.5B / 320M / 12K / 7: compact token counts for tables."""
+  for scale, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+    if abs(x) >= scale:
+      return f"{x / scale:.4g}{unit}"
+  return f"{x:.4g}"
+
+
+def _f(x: Any, digits: int = 2) -> str:
+  x = _float(x)
+  return "nan" if not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _mean(rows, metric):
+  return metrics.macro({str(i): r[metric]["macro"] for i, r in enumerate(rows)})
+
+
+def markdown(table: Mapping[str, Any]) -> str:
+  """The report's tables (paper Tables 2, 4, 5 and 3's ranks) as markdown.
+
+  Args:
+    table: the dict `run_validation` writes to table.json.
+
+  Returns:
+    Markdown text.
+  """
+  domains = list(table["higher_is_better"])
+  rows = table["rows"]
+  arrows = ", ".join(
+      f"{d} {'higher' if h else 'lower'} is better"
+      for d, h in table["higher_is_better"].items()
+  )
+  lines = [
+      f"Proxy consistency against {table['n_references']} reference runs of "
+      f"{fmt_tokens(table['reference_tokens'])} tokens ({arrows}). rho = "
+      "Spearman; T25 = Spearman on the top-25% references; CR = capability "
+      "recovery (sum proxy / sum reference; inverted for lower-is-better "
+      "metrics, so < 1 = weaker than the trained model); Acc = pairwise "
+      "decision accuracy; Regret = best reference minus the reference score "
+      "of the proxy's pick (>= 0). Totals in training-token equivalents.",
+      "",
+  ]
+  head = ["Method", "Total", "Pre-Cost", "#Prox", "Tok/Prox"]
+  for name in ("rho", "T25", "CR"):
+    head += [f"{name} {d}" for d in domains] + [f"**{name} Macro**"]
+  head += ["Acc Macro", "Regret Macro"]
+  lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  main = [r for r in rows if r["main"]]
+  for r in main:
+    pre = (
+        "–"
+        if r["family"] == "trained"
+        else f"{fmt_tokens(r['component_tokens'])}×{table['n_components']}"
+    )
+    cells = [
+        r["method"],
+        fmt_tokens(r["total_tokens"]),
+        pre,
+        str(r["n_proxies"]),
+        fmt_tokens(r["tokens_per_proxy"]),
+    ]
+    for m in ("rho", "top25_rho", "recovery"):
+      cells += [_f(r[m][d]) for d in domains] + [f"**{_f(r[m]['macro'])}**"]
+    cells += [_f(r["decision_accuracy"]["macro"]), _f(r["regret"]["macro"], 4)]
+    lines.append("| " + " | ".join(cells) + " |")
+  merged = [r for r in rows if r["family"] == "merged"]
+  for key, title, col, pick in (
+      (
+          "merge_method",
+          "Merge methods (paper Table 4; means over component budgets)",
+          "Merge method",
+          lambda r: r["beta"] == table["main_beta"],
+      ),
+      (
+          "beta",
+          "General-data proportion (paper Table 5; means over component "
+          "budgets)",
+          "General proportion beta",
+          lambda r: r["merge_method"] == table["main_merge_method"],
+      ),
+  ):
+    groups: dict[Any, list] = {}
+    for r in merged:
+      if pick(r):
+        groups.setdefault(r[key], []).append(r)
+    if len(groups) < 2:
+      continue
+    lines += [
+        "",
+        title,
+        "",
+        f"| {col} | Component budgets | rho (macro) | Capability "
+        "Recovery | T25 (macro) | Acc (macro) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for value, rs in groups.items():
+      budgets = ", ".join(fmt_tokens(r["component_tokens"]) for r in rs)
+      lines.append(
+          f"| {value} | {budgets} | {_f(_mean(rs, 'rho'), 3)} | "
+          f"{_f(_mean(rs, 'recovery'), 3)} | "
+          f"{_f(_mean(rs, 'top25_rho'), 3)} | "
+          f"{_f(_mean(rs, 'decision_accuracy'), 3)} |"
+      )
+  ranks = table.get("mixture_ranks") or {}
+  if ranks:
+    lines += [
+        "",
+        f"Final models ranked among the {table['n_references']} "
+        "references (1 = best; paper Table 3)",
+        "",
+        "| Model | "
+        + " | ".join(f"Rank {d}" for d in domains)
+        + " | Macro Rank |",
+        "|" + "---|" * (len(domains) + 2),
+    ]
+    for name, rk in ranks.items():
+      lines.append(
+          f"| {name} | "
+          + " | ".join(f"{rk[d]:.0f}" for d in domains)
+          + f" | {_f(rk['macro'])} |"
+      )
+  return "\n".join(lines) + "\n"
+
+
+def plot_rho_vs_tokens(rows: Sequence[Mapping[str, Any]], path: str) -> str:
+  """Macro rho and top-25% rho against total tokens, one colour per family.
+
+  Args:
+    rows: table rows (only the main, Table 2 rows are drawn).
+    path: output PNG path.
+
+  Returns:
+    The path written.
+  """
+  xs, rho, top = {}, {}, {}
+  for family, name in (
+      ("merged", "merged (DeMix)"),
+      ("trained", "trained (RegMix/CLIMB)"),
+  ):
+    rs = sorted(
+        (r for r in rows if r["main"] and r["family"] == family),
+        key=lambda r: r["total_tokens"],
+    )
+    if rs:
+      xs[name] = [r["total_tokens"] for r in rs]
+      rho[name] = [_float(r["rho"]["macro"]) for r in rs]
+      top[name] = [_float(r["top25_rho"]["macro"]) for r in rs]
+  return plots.accuracy_vs_cost(xs, rho, path, top_rho=top)
