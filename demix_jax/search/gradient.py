@@ -165,8 +165,8 @@ def gradient_search(objective: Objective, bounds: pool_lib.Bounds,
   upper = jnp.asarray(bounds.upper, jnp.float32)
   value_and_grad = jax.value_and_grad(objective)
 
-  @jax.jit
-  def step(alpha, eta, scale):
+  def step(carry, eta):
+    alpha, scale = carry
     value, g = value_and_grad(alpha)
     g = g - jnp.mean(g)  # the simplex ignores a constant shift
     if cfg.normalize:
@@ -177,22 +177,27 @@ def gradient_search(objective: Objective, bounds: pool_lib.Bounds,
     logits = jnp.log(jnp.maximum(alpha, 1e-30)) - eta * g
     y = jnp.exp(logits - jnp.max(logits))
     y = jnp.where(upper > 0, y, 0.0)
-    return kl_project(y, lower, upper), value, scale
+    alpha = kl_project(y, lower, upper)
+    return (alpha, scale), (alpha, value)
 
-  value_only = jax.jit(objective)
+  @jax.jit
+  def descend(alpha0, etas):
+    # One compiled scan per start: no per-step dispatch from Python.
+    (last, _), (path, vals) = jax.lax.scan(
+        step, (alpha0, jnp.float32(0.0)), etas)
+    return path, vals, objective(last)
+
+  t = np.arange(cfg.steps, dtype=np.float64)
+  decay = np.sqrt(t + 1) if cfg.decay == "sqrt" else np.ones_like(t)
+  etas = cfg.learning_rate / decay
+  etas = jnp.asarray(etas, jnp.float32)
   paths, values = [], []
   for start in _starts(cfg, bounds, init):
-    alpha = jnp.asarray(start, jnp.float32)
-    path, vals = [np.asarray(alpha)], []
-    scale = jnp.float32(0.0)
-    for t in range(cfg.steps):
-      eta = cfg.learning_rate / (np.sqrt(t + 1) if cfg.decay == "sqrt" else 1)
-      alpha, value, scale = step(alpha, jnp.float32(eta), scale)
-      vals.append(float(value))
-      path.append(np.asarray(alpha))
-    vals.append(float(value_only(alpha)))
-    paths.append(np.stack(path))
-    values.append(np.array(vals))
+    alpha0 = jnp.asarray(start, jnp.float32)
+    path, vals, last = descend(alpha0, etas)
+    paths.append(np.concatenate([np.asarray(alpha0)[None],
+                                 np.asarray(path)]))
+    values.append(np.append(np.asarray(vals, np.float64), float(last)))
   paths, values = np.stack(paths), np.stack(values)
   vals = np.where(np.isfinite(values), values, np.inf)
   s, t = np.unravel_index(np.argmin(vals), vals.shape)

@@ -381,3 +381,35 @@ def epochs_per_source(alpha: np.ndarray, token_counts, run_tokens: float,
   """Passes over each source in a run of `run_tokens` with mixture alpha."""
   w = source_weights(alpha, beta, general_index)
   return w * run_tokens / np.asarray(token_counts, np.float64)
+
+
+def describe_mixture(alpha: np.ndarray, names: tuple[str, ...], token_counts,
+                     run_tokens: float, beta: float,
+                     general_index: int) -> dict:
+  """What a found alpha means for the final run.
+
+  Args:
+    alpha: [K] mixture over candidates.
+    names: candidate names (alpha's order); candidate i's source is names[i].
+    token_counts: [K] unique tokens per source.
+    run_tokens: tokens of the final run.
+    beta: general padding fraction of the components.
+    general_index: index of the general pool.
+
+  Returns:
+    {"alpha": {name: w}, "source_weights": {name: w}, "epochs": {name: e},
+    "snippet": config lines for the final run}.
+  """
+  a = np.asarray(alpha, np.float64)
+  w = source_weights(a, beta, general_index)
+  ep = epochs_per_source(a, token_counts, run_tokens, beta, general_index)
+  weights = {n: round(float(v), 6) for n, v in zip(names, w)}
+  snippet = ("# Source weights of the searched mixture (beta padding "
+             f"included), for a {run_tokens:.4g}-token run:\n"
+             f"c.final.fixed_mixtures.searched = {weights!r}")
+  return {
+      "alpha": {n: float(v) for n, v in zip(names, a)},
+      "source_weights": weights,
+      "epochs": {n: float(v) for n, v in zip(names, ep)},
+      "snippet": snippet,
+  }

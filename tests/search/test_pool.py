@@ -134,3 +134,13 @@ def test_source_weights_match_paper_stage3():
   w = pool.source_weights(a, 0.5, 0)
   np.testing.assert_allclose(w[0], 0.609, atol=1e-9)
   np.testing.assert_allclose(w[1:], 0.5 * a[1:], atol=1e-12)
+
+
+def test_describe_mixture():
+  d = pool.describe_mixture(np.array([0.5, 0.3, 0.2]), ("g", "m", "c"),
+                            [1000, 100, 50], run_tokens=100, beta=0.5,
+                            general_index=0)
+  np.testing.assert_allclose(list(d["source_weights"].values()),
+                             [0.75, 0.15, 0.1])
+  np.testing.assert_allclose(list(d["epochs"].values()), [0.075, 0.15, 0.2])
+  assert "c.final.fixed_mixtures.searched = {'g': 0.75" in d["snippet"]
