@@ -25,7 +25,15 @@ integers relative to the smallest, which is up to 1% off; this one is
 exact.)
 
 The returned iterator has `get_state()` / `set_state()`: small dicts of ints
-(JSON-serialisable) that restore the stream exactly.
+(JSON-serialisable) that restore the stream exactly. With worker processes
+(`worker_count` > 0) grain gives each worker a slice of the documents, so the
+stream differs from the in-process one (proportions stay exact, since each
+worker mixes exactly); resume with the same `worker_count`.
+
+Measured on 2 cores (bench/data_throughput.py, 16 x 128 batches, three
+offline sources): ~290k tokens/s inline, ~190k with the default thread
+prefetch while the consumer idles, ~380k with 2 worker processes; the tiny
+CPU trainer consumes ~8k tokens/s.
 """
 
 from __future__ import annotations

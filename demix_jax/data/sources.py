@@ -26,6 +26,7 @@ JSONL field is present, ...) so the pipeline can fail before training.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import hashlib
 import json
@@ -200,6 +201,41 @@ def _identity(x):
   return x
 
 
+def _open_offline(corpus: str, cache_dir: str, max_docs: int, split: str):
+  from demix_jax.data import offline  # pylint: disable=g-import-not-at-top
+  return offline.build(corpus, cache_dir, max_docs).as_data_source(split)
+
+
+def _open_tfds(dataset: str, data_dir: str, split: str):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return tfds.data_source(dataset, split=split, data_dir=data_dir or None,
+                          download=False)
+
+
+class _Reopenable(Sequence):
+  """A tfds data source that pickles as the recipe to reopen it.
+
+  tfds data sources hold their builder, which does not pickle; grain worker
+  processes get the recipe and reopen the (already prepared) files.
+  """
+
+  def __init__(self, opener):
+    self._opener = opener
+    self._ds = opener()
+
+  def __len__(self) -> int:
+    return len(self._ds)
+
+  def __getitem__(self, i):
+    return self._ds[i]
+
+  def __getstate__(self):
+    return {"opener": self._opener}
+
+  def __setstate__(self, state):
+    self.__init__(state["opener"])
+
+
 class _RecordTexts(Sequence[str]):
   """Random-access texts over a record source, optionally through indices."""
 
@@ -258,14 +294,14 @@ class Source:
       from demix_jax.data import offline  # pylint: disable=g-import-not-at-top
       if not self.cache_dir:
         raise ValueError("offline sources need a cache_dir")
-      try:
-        builder = offline.build(s.corpus, self.cache_dir, s.max_docs)
-      except ValueError as e:
-        raise SourceError(f"{s.field_prefix}.corpus", str(e),
-                          f"use one of {offline.CORPORA}") from e
-      dec = _Utf8("text")
+      if s.corpus not in offline.CORPORA:
+        raise SourceError(f"{s.field_prefix}.corpus",
+                          f"unknown offline corpus {s.corpus!r}",
+                          f"use one of {offline.CORPORA}")
       for split in SPLITS:
-        self._docs[split] = _RecordTexts(builder.as_data_source(split), dec)
+        self._docs[split] = _RecordTexts(_Reopenable(functools.partial(
+            _open_offline, s.corpus, self.cache_dir, s.max_docs, split)),
+                                         _Utf8("text"))
       return
     if s.kind == "tfds":
       train = self._tfds_split(s.split)
@@ -295,9 +331,10 @@ class Source:
   def _tfds_split(self, split: str) -> Sequence[str]:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     s = self.spec
+    del tfds  # imported here so that its import errors surface early
     try:
-      ds = tfds.data_source(s.dataset, split=split, data_dir=s.data_dir or None,
-                            download=False)
+      ds = _Reopenable(functools.partial(_open_tfds, s.dataset, s.data_dir,
+                                         split))
     except Exception as e:  # tfds raises many types for a missing dataset
       raise SourceError(
           f"{s.field_prefix}.dataset",
