@@ -138,7 +138,7 @@ def _read_text(path: str, unit: str) -> list[str]:
   if unit == "file":
     return [text] if text.strip() else []
   if unit == "line":
-    return [l for l in text.split("\n") if l.strip()]
+    return [ln for ln in text.split("\n") if ln.strip()]
   return [p for p in text.split("\n\n") if p.strip()]
 
 
@@ -481,8 +481,9 @@ def validate_sources(specs: Mapping[str, SourceSpec]) -> None:
   Args:
     specs: source name -> SourceSpec.
   """
-  from demix_jax.data import offline  # pylint: disable=g-import-not-at-top
   import importlib.util  # pylint: disable=g-import-not-at-top
+
+  from demix_jax.data import offline  # pylint: disable=g-import-not-at-top
   for name, s in specs.items():
     p = f"data.sources.{name}"
     if s.kind not in KINDS:
@@ -518,7 +519,7 @@ def validate_sources(specs: Mapping[str, SourceSpec]) -> None:
                             "remove it from the glob or fill it")
       if s.kind == "jsonl":
         with epath.Path(files[0]).open() as fh:
-          first = next((l for l in fh if l.strip()), "")
+          first = next((ln for ln in fh if ln.strip()), "")
         try:
           _get_field(json.loads(first), s.feature)
         except (KeyError, json.JSONDecodeError) as e:

@@ -180,7 +180,7 @@ def _training_lines(texts_by_source: Mapping[str, Iterable[str]],
   lines = []
   for i, name in enumerate(sorted(texts_by_source)):
     for text in sample_texts(texts_by_source[name], sample_chars, seed + i):
-      lines.extend(l for l in text.split("\n") if l)
+      lines.extend(ln for ln in text.split("\n") if ln)
   random.Random(seed).shuffle(lines)
   return lines
 
@@ -215,8 +215,8 @@ def train_vocab(texts_by_source: Mapping[str, Iterable[str]],
     raise ValueError("train_vocab: the sources gave no text to train on")
   key = hashlib.sha256()
   key.update(json.dumps([_TRAINER_VERSION, vocab_size, seed]).encode())
-  for l in lines:
-    key.update(l.encode())
+  for line in lines:
+    key.update(line.encode())
     key.update(b"\n")
   key = key.hexdigest()
   path, meta = epath.Path(out_path), epath.Path(out_path + ".json")
