@@ -183,6 +183,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.search.gradient.learning_rate = 0.5
   c.search.gradient.starts = 3
 
+  # ------------------------------------------------------------- validate
+  # The `validate` stage (not in the default stages; configs/validate_small
+  # runs it): reference runs trained on sampled mixtures vs merged proxies
+  # and trained proxies (early checkpoints of the references).
+  c.validate = ml_collections.ConfigDict()
+  c.validate.num_references = 16
+  c.validate.reference_tokens = 0  # 0 = components.tokens (the paper)
+  c.validate.proxy_fractions = (1 / 16, 1 / 8, 1 / 4)
+  c.validate.merge_methods = ("linear",)  # ablation: ("linear", "ties")
+  c.validate.betas = ()  # extra betas to ablate (components retrained)
+
   # --------------------------------------------------------------- report
   c.report = ml_collections.ConfigDict()
   c.report.formats = ("png",)

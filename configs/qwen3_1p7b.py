@@ -62,7 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.data.seq_len = 8192
   c.data.sources = ml_collections.ConfigDict({
-      name: {"kind": "tfds", "name": f"demix_{name}",
+      name: {"kind": "tfds", "dataset": f"demix_{name}",
              "data_dir": f"{arg.bucket}/tfds", "split": "train",
              "heldout_split": "validation", "feature": "text"}
       for name in _CANDIDATES})

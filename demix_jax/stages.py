@@ -233,7 +233,7 @@ def run_search(ctx: context_lib.RunContext) -> dict[str, Any]:
       top_region=float(s.top_region), final_topk=int(s.final_topk),
       surrogate=s.surrogate, exploration=float(s.exploration),
       lgbm=surrogates.LGBMParams(learning_rate=float(s.lgbm_learning_rate),
-                                 n_estimators=int(s.lgbm_iterations)),
+                                 num_iterations=int(s.lgbm_iterations)),
       chunk_size=int(c.merge.chunk_size), seed=int(c.seed))
   state_dir = ctx.workdir / "search" / "state"
   t0 = time.time()
@@ -271,8 +271,13 @@ def run_search(ctx: context_lib.RunContext) -> dict[str, Any]:
   from demix_jax.data import mixture as mixture_lib  # pylint: disable=g-import-not-at-top
   epochs = mixture_lib.epochs_per_source(weights, ctx.token_counts,
                                          int(c.final.tokens))
-  diag = diagnostics.component_report(ctx.model_cfg, store, ev) if hasattr(
-      diagnostics, "component_report") else {}
+  barriers = diagnostics.loss_barriers(ev)
+  if barriers.get("warning"):
+    logging.warning("%s", barriers["warning"])
+  diag = {"delta": diagnostics.weight_deltas(store),
+          "barrier": {k: v["barrier"] for k, v in barriers["pairs"].items()},
+          "barrier_target": barriers["target"],
+          "barrier_warning": barriers.get("warning")}
   search_dir = ctx.workdir / "search"
   if grad is not None:
     np.save(str(search_dir / "gradient_paths.npy"), np.asarray(grad.paths))
@@ -428,3 +433,123 @@ def _print_result(summary: dict[str, Any]) -> None:
       print(f"  {t:<28s}" + "".join(f"{runs[r].get(t, float('nan')):12.4f}"
                                     for r in runs)
             + f"{summary['merged'].get(t, float('nan')):12.4f}")
+
+
+# ---------------------------------------------------------------- validate
+
+
+def _domain_scores(scores: dict[str, Any]) -> dict[str, Any]:
+  return {k.split("/", 1)[1]: v for k, v in scores.items()
+          if k.startswith("domain/")}
+
+
+def _beta_components(ctx: context_lib.RunContext, beta: float) -> dict:
+  """Component run dirs for a beta ablation (trained here if missing)."""
+  from demix_jax.data import mixture as mixture_lib  # pylint: disable=g-import-not-at-top
+  if abs(beta - ctx.beta) < 1e-12:
+    comps = pipeline_lib.require(ctx, "components")["components"]
+    return {c: comps[c]["run_dir"] for c in ctx.candidates}
+  base = pipeline_lib.require(ctx, "base")
+  dirs = {}
+  for i, cand in enumerate(ctx.candidates):
+    run_dir = ctx.workdir / "validate" / f"components_beta{beta:g}" / cand
+    ctx.train(run_dir, mixture_lib.component_weights(cand, ctx.general, beta),
+              int(ctx.config.components.tokens),
+              what=f"component {cand} (beta={beta:g})",
+              budgets=tuple(int(b) for b in ctx.config.components.budgets),
+              init_from=base["run_dir"], seed_offset=1 + i)
+    dirs[cand] = str(run_dir)
+  return dirs
+
+
+def run_validate(ctx: context_lib.RunContext) -> dict[str, Any]:
+  """Reference runs vs merged and trained proxies (the paper's Table 2)."""
+  from demix_jax import models  # pylint: disable=g-import-not-at-top
+  from demix_jax.evals import scoring  # pylint: disable=g-import-not-at-top
+  from demix_jax.search import pool as pool_lib  # pylint: disable=g-import-not-at-top
+  from demix_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
+  from demix_jax.validation import harness  # pylint: disable=g-import-not-at-top
+  c, v = ctx.config, ctx.config.validate
+  base = pipeline_lib.require(ctx, "base")
+  ref_tokens = int(v.reference_tokens or c.components.tokens)
+  fractions = tuple(float(f) for f in v.proxy_fractions)
+  # Reference mixtures: the search's pool sampler, another seed.
+  pool_cfg = pool_lib.PoolConfig(
+      size=int(v.num_references), sampler=c.search.sampler,
+      temperature=float(c.search.temperature),
+      concentration_range=tuple(c.search.concentration_range),
+      concentration_count=int(c.search.concentration_count),
+      floor=float(c.search.floor))
+  prior = pool_lib.prior_from_tokens(
+      [ctx.token_counts[n] for n in ctx.candidates],
+      float(c.search.temperature))
+  alphas = pool_lib.sample_pool(
+      pool_cfg, np.random.default_rng(int(c.seed) + 7919), _bounds(ctx),
+      prior, ctx.candidates)
+  dm = dict(c.eval.domain_metrics)
+  ev0 = _evaluator(ctx)
+  domains = [t.split("/", 1)[1] for t in ev0.targets if
+             t.startswith("domain/")]
+  direction = {d: scoring.higher_is_better(f"domain/{d}", dm)
+               for d in domains}
+  budgets = harness.proxy_budgets(ref_tokens, fractions)
+
+  def train_reference(i, alpha, out_dir):
+    weights = ctx.source_weights(dict(zip(ctx.candidates, alpha.tolist())))
+    ctx.train(epath_path(out_dir), weights, ref_tokens,
+              what=f"reference {i}", budgets=tuple(budgets),
+              init_from=base["run_dir"], seed_offset=1000 + i)
+
+  def score_reference(i, fraction):
+    run = ctx.workdir / "validate" / "references" / f"ref_{i:04d}"
+    tokens = None if fraction >= 1.0 else int(round(fraction * ref_tokens))
+    params = checkpointing.load_params(run, tokens)
+    return _domain_scores(ev0.evaluate_params(params))
+
+  variants = []
+  for b in c.components.budgets:
+    for method in v.merge_methods:
+      for beta in (ctx.beta,) + tuple(float(x) for x in v.betas):
+        if method != "linear" and abs(beta - ctx.beta) > 1e-12:
+          continue  # ablate one factor at a time
+        if int(b) != int(c.components.use_budget) and (
+            method != "linear" or abs(beta - ctx.beta) > 1e-12):
+          continue
+        variants.append(harness.MergedVariant(
+            label=f"{method}|beta{beta:g}|{int(b)}", component_tokens=int(b),
+            merge_method=method, beta=beta))
+
+  def score_merged(a, label):
+    method, beta_s, tokens = label.split("|")
+    beta = float(beta_s[4:])
+    store = _store(ctx, int(tokens), _beta_components(ctx, beta))
+    ev = _evaluator(ctx, store, method)
+    return _domain_scores(ev.evaluate(a))
+
+  suite = ev0.suite
+  eval_tokens = float(suite.n_rows * int(c.data.seq_len))
+  cost = harness.CostSettings(
+      n_params=float(models.num_params(ctx.model_cfg)),
+      n_components=len(ctx.candidates),
+      n_proxies=int(sum(int(c.search.n_init) // 2**r
+                        for r in range(int(c.search.rounds)))),
+      eval_tokens=eval_tokens)
+  final = pipeline_lib.stage_done(ctx, "final")
+  final_scores = None
+  if final:
+    final_scores = {n: _domain_scores(r["scores"]) for n, r in
+                    final["runs"].items()}
+  table = harness.run_validation(
+      str(ctx.workdir), alphas, direction, train_reference, score_reference,
+      score_merged, reference_tokens=ref_tokens, variants=variants,
+      cost=cost, proxy_fractions=fractions,
+      main_merge_method="linear", main_beta=ctx.beta,
+      final_scores=final_scores, write=jax.process_index() == 0)
+  spent = len(alphas) * ref_tokens
+  return {"rows": table.get("rows", []), "table": str(
+      ctx.workdir / "validate" / "table.json"), "tokens": spent}
+
+
+def epath_path(p):
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  return epath.Path(p)
