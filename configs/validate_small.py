@@ -1,0 +1,53 @@
+r"""Validation at CPU scale: do merged proxies rank mixtures like training?
+
+Command:
+
+  python -m demix_jax.main --config=configs/validate_small.py \
+      --workdir=workdir/validate_small
+
+Hardware: one CPU machine (2 cores). Runtime: see the README's validation
+section (measured there, with the table it printed).
+
+What it does (the paper's Table 2, small): trains the demo's base and
+three components (general, math, code; beta = 0.5) on the offline corpora,
+then 16 reference models from the base, one per sampled mixture, each for
+the component budget. Merged proxies (linear, plus TIES and beta = 0 as
+ablations, at three component budgets) and trained proxies (checkpoints of
+the references at 1/16, 1/8 and 1/4 of their budget, as the official code
+does) are scored with the same evaluator, and compared with the references:
+Spearman rho per domain and macro, top-25% rho, capability recovery,
+pairwise decision accuracy, regret, and cost in training tokens.
+Outputs: workdir/validate/table.json, table.md, rho_vs_tokens.png.
+"""
+
+import ml_collections
+
+from configs import demo
+from demix_jax import config_lib
+
+_STEP = 16 * 128  # tokens per step of the demo's batch
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Returns the small validation config (`runlocal`: a few steps)."""
+  arg = config_lib.parse_arg(arg, runlocal=False, references=16)
+  c = demo.get_config("runlocal" if arg.runlocal else None)
+  c.stages = ("base", "components", "validate")
+  c.validate.num_references = arg.references
+  c.validate.merge_methods = ("linear", "ties")
+  c.validate.betas = (0.0,)
+  if arg.runlocal:
+    c.validate.num_references = min(arg.references, 6)
+    c.validate.proxy_fractions = (1 / 4, 1 / 2)
+    c.validate.merge_methods = ("linear",)
+    c.validate.betas = ()
+    return c
+  c.base.tokens = _STEP * 200
+  c.components.tokens = _STEP * 96
+  c.components.budgets = (_STEP * 24, _STEP * 48, _STEP * 96)
+  c.components.use_budget = _STEP * 96
+  c.validate.reference_tokens = 0  # = components.tokens, as in the paper
+  c.validate.proxy_fractions = (1 / 16, 1 / 8, 1 / 4)
+  c.train.eval_every_steps = 0  # references are scored by the evaluator
+  c.train.checkpoint_every_steps = 48
+  return c
