@@ -95,3 +95,21 @@ def test_paper_config_validates_for_a_pod():
   # 512 sequences do not split over 3 x 8 devices: named, before work.
   with pytest.raises(config_lib.ConfigError, match="global_batch_size"):
     config_lib.validate(config, num_devices=24 * 8)
+
+
+def test_local_jsonl_config(tmp_path):
+  from demix_jax import pipeline  # pylint: disable=g-import-not-at-top
+  for name in ("web", "code"):
+    (tmp_path / f"{name}.jsonl").write_text(
+        "\n".join(json.dumps({"text": f"{name} document {i}"})
+                  for i in range(20)) + "\n")
+  arg = f"runlocal,general={tmp_path}/web.jsonl,code={tmp_path}/code.jsonl"
+  config = _load("local_jsonl", arg)
+  config_lib.validate(config, num_devices=1)
+  pipeline.validate_inputs(config)
+  assert config.data.candidates == ("general", "code")
+  bad = _load("local_jsonl", arg + ",field=body")
+  with pytest.raises(config_lib.ConfigError, match="feature.*body"):
+    pipeline.validate_inputs(bad)
+  with pytest.raises(config_lib.ConfigError, match="general="):
+    _load("local_jsonl", f"code={tmp_path}/code.jsonl")
