@@ -191,11 +191,11 @@ def make_train_step(cfg: models.ModelConfig, tx: optax.GradientTransformation,
     denom = jnp.maximum(count, 1.0)
     grads = jax.tree.map(lambda g: (g / denom).astype(jnp.float32), grads)
     loss = total / denom
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     updates, new_opt = tx.update(grads, opt_state, params)
     new_params = optax.apply_updates(params, updates)
     ok = (jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-          & jnp.isfinite(optax.global_norm(updates)))
+          & jnp.isfinite(optax.tree.norm(updates)))
     keep = lambda new, old: jax.tree.map(
         lambda n, o: jnp.where(ok, n, o), new, old)
     metrics = {"loss": loss, "grad_norm": grad_norm, "ok": ok,
