@@ -41,8 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from demix_jax.search import gradient  # noqa: E402
 from demix_jax.search import objective  # noqa: E402
@@ -97,33 +96,63 @@ class Problem:
     res = gradient.gradient_search(self.f_jax, self.bounds, cfg)
     best = float(self.f_np(res.alpha)[0])
     # Sanity: no point of a large random pool beats it.
-    check = pool.sample_pool(pool.PoolConfig(size=50_000, sampler="uniform",
-                                             resolution=None),
-                             np.random.default_rng(0), self.bounds)
+    check = pool.sample_pool(
+        pool.PoolConfig(size=50_000, sampler="uniform", resolution=None),
+        np.random.default_rng(0),
+        self.bounds,
+    )
     assert self.f_np(check).min() >= best - 1e-6, "optimum not found"
     return best
 
 
 def run_methods(prob: Problem, seed: int, workroot: str) -> dict[str, float]:
   out = {}
-  cand = pool.sample_pool(pool.PoolConfig(size=50_000),
-                          np.random.default_rng(seed), prob.bounds, prob.prior)
+  cand = pool.sample_pool(
+      pool.PoolConfig(size=50_000),
+      np.random.default_rng(seed),
+      prob.bounds,
+      prob.prior,
+  )
   # Random search: the best observed of BUDGET pool mixtures.
   idx = np.random.default_rng(seed + 7).choice(len(cand), BUDGET, False)
   obs = prob.evaluate(cand[idx])["loss"]
   out["random"] = prob.f_np(cand[idx[np.argmin(obs)]])[0] - prob.f_star
   # Surrogate search (DeMix rounds).
   spec = objective.ObjectiveSpec(("loss",), kind="target")
-  cfg = rounds.SearchConfig(n_init=64, rounds=3, top_region=0.05,
-                            final_topk=128, surrogate="auto", seed=seed)
-  res = rounds.run_search(prob.evaluate, cand, spec, lambda name: False, cfg,
-                          tempfile.mkdtemp(dir=workroot))
+  cfg = rounds.SearchConfig(
+      n_init=64,
+      rounds=3,
+      top_region=0.05,
+      final_topk=128,
+      surrogate="auto",
+      seed=seed,
+  )
+  res = rounds.run_search(
+      prob.evaluate,
+      cand,
+      spec,
+      lambda name: False,
+      cfg,
+      tempfile.mkdtemp(dir=workroot),
+  )
   assert res.n_evaluated == BUDGET
   out["surrogate"] = prob.f_np(res.alpha)[0] - prob.f_star
-  cfg_gp = rounds.SearchConfig(n_init=64, rounds=3, top_region=0.05,
-                               final_topk=128, surrogate="gp", seed=seed)
-  res_gp = rounds.run_search(prob.evaluate, cand, spec, lambda name: False,
-                             cfg_gp, tempfile.mkdtemp(dir=workroot))
+  cfg_gp = rounds.SearchConfig(
+      n_init=64,
+      rounds=3,
+      top_region=0.05,
+      final_topk=128,
+      surrogate="gp",
+      seed=seed,
+  )
+  res_gp = rounds.run_search(
+      prob.evaluate,
+      cand,
+      spec,
+      lambda name: False,
+      cfg_gp,
+      tempfile.mkdtemp(dir=workroot),
+  )
   out["surrogate_gp"] = prob.f_np(res_gp.alpha)[0] - prob.f_star
   # Gradient search, same number of evaluations.
   gcfg = gradient.GradientConfig(steps=27, starts=4, seed=seed)
@@ -132,8 +161,11 @@ def run_methods(prob: Problem, seed: int, workroot: str) -> dict[str, float]:
   out["gradient"] = prob.f_np(g.alpha)[0] - prob.f_star
   # Refinement of the surrogate's alpha* (28 extra evaluations).
   r = gradient.gradient_search(
-      prob.proxy_jax, prob.bounds,
-      gradient.GradientConfig(steps=27, starts=1, seed=seed), init=res.alpha)
+      prob.proxy_jax,
+      prob.bounds,
+      gradient.GradientConfig(steps=27, starts=1, seed=seed),
+      init=res.alpha,
+  )
   out["surrogate+refine"] = prob.f_np(r.alpha)[0] - prob.f_star
   return {m: float(v) for m, v in out.items()}
 
@@ -155,21 +187,31 @@ def main():
       for s in range(args.seeds):
         prob = Problem(k, seed=100 * k + s, noise=args.noise)
         rows.append(run_methods(prob, s, root))
-        print(f"K={k} seed={s} f*={prob.f_star:.4f} " + " ".join(
-            f"{m}={v:.2e}" for m, v in rows[-1].items()), flush=True)
+        print(
+            f"K={k} seed={s} f*={prob.f_star:.4f} "
+            + " ".join(f"{m}={v:.2e}" for m, v in rows[-1].items()),
+            flush=True,
+        )
       table[k] = {m: float(np.median([r[m] for r in rows])) for m in rows[0]}
   methods = list(next(iter(table.values())))
   print(f"{'K':>3} " + " ".join(f"{m:>17}" for m in methods))
   for k, row in table.items():
     print(f"{k:>3} " + " ".join(f"{row[m]:>17.2e}" for m in methods))
-  overall = {m: float(np.median([table[k][m] for k in table]))
-             for m in methods}
-  print(json.dumps({
-      "bench": "search_regret", "budget": BUDGET, "noise": args.noise,
-      "seeds": args.seeds, "median_regret_by_k": {str(k): v
-                                                   for k, v in table.items()},
-      "median_regret": overall, "extra_evals": {"surrogate+refine": 28},
-      "seconds": round(time.time() - t0, 1)}))
+  overall = {m: float(np.median([table[k][m] for k in table])) for m in methods}
+  print(
+      json.dumps(
+          {
+              "bench": "search_regret",
+              "budget": BUDGET,
+              "noise": args.noise,
+              "seeds": args.seeds,
+              "median_regret_by_k": {str(k): v for k, v in table.items()},
+              "median_regret": overall,
+              "extra_evals": {"surrogate+refine": 28},
+              "seconds": round(time.time() - t0, 1),
+          }
+      )
+  )
 
 
 if __name__ == "__main__":

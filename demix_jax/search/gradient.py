@@ -17,8 +17,9 @@ eta whatever the objective's scale, and later steps shrink with the
 gradient, so the iterates converge like plain EG with a step size picked
 from the first gradient (a per-step normalisation would keep steps of size
 eta and orbit the optimum). `decay="sqrt"` further scales eta by
-1 / sqrt(t + 1) for noisy objectives. Several starts (the given alpha, then random points of the
-bounded simplex) guard against non-convexity; the best visited iterate wins.
+1 / sqrt(t + 1) for noisy objectives. Several starts (the given alpha,
+then random points of the bounded simplex) guard against non-convexity; the
+best visited iterate wins.
 
 Usable as a search method on its own, or as a refinement from the
 surrogate's alpha* (`init=alpha_star, starts=1`).
@@ -97,15 +98,19 @@ def kl_project(y, lower, upper):
     big = total(mid) > 1.0
     return jnp.where(big, lo, mid), jnp.where(big, mid, hi)
 
-  lo, hi = jax.lax.fori_loop(0, _BISECT_STEPS, body,
-                             (jnp.asarray(-60.0, y.dtype),
-                              jnp.asarray(60.0, y.dtype)))
+  lo, hi = jax.lax.fori_loop(
+      0,
+      _BISECT_STEPS,
+      body,
+      (jnp.asarray(-60.0, y.dtype), jnp.asarray(60.0, y.dtype)),
+  )
   x = jnp.clip(jnp.exp(0.5 * (lo + hi)) * y, lower, upper)
   return x / jnp.sum(x)
 
 
-def kl_project_np(y: np.ndarray, lower: np.ndarray,
-                  upper: np.ndarray) -> np.ndarray:
+def kl_project_np(
+    y: np.ndarray, lower: np.ndarray, upper: np.ndarray
+) -> np.ndarray:
   """Float64 NumPy twin of `kl_project`, exact to rounding (bounds hold)."""
   y = np.asarray(y, np.float64)
   y = np.maximum(y, 0.0) / y.sum()
@@ -124,8 +129,9 @@ def kl_project_np(y: np.ndarray, lower: np.ndarray,
   return x
 
 
-def _starts(cfg: GradientConfig, bounds: pool_lib.Bounds,
-            init: np.ndarray | None) -> np.ndarray:
+def _starts(
+    cfg: GradientConfig, bounds: pool_lib.Bounds, init: np.ndarray | None
+) -> np.ndarray:
   lower = np.asarray(bounds.lower, np.float64)
   upper = np.asarray(bounds.upper, np.float64)
   k = len(lower)
@@ -136,14 +142,21 @@ def _starts(cfg: GradientConfig, bounds: pool_lib.Bounds,
     points.append(np.asarray(init, np.float64))
   while len(points) < cfg.starts:
     points.append(rng.dirichlet(np.ones(k)))
-  out = [kl_project_np((1 - cfg.start_mix) * p + cfg.start_mix * centre,
-                       lower, upper) for p in points[:max(cfg.starts, 1)]]
+  out = [
+      kl_project_np(
+          (1 - cfg.start_mix) * p + cfg.start_mix * centre, lower, upper
+      )
+      for p in points[: max(cfg.starts, 1)]
+  ]
   return np.stack(out)
 
 
-def gradient_search(objective: Objective, bounds: pool_lib.Bounds,
-                    cfg: GradientConfig = GradientConfig(),
-                    init: np.ndarray | None = None) -> GradientResult:
+def gradient_search(
+    objective: Objective,
+    bounds: pool_lib.Bounds,
+    cfg: GradientConfig = GradientConfig(),
+    init: np.ndarray | None = None,
+) -> GradientResult:
   """Minimises a differentiable objective of alpha on the capped simplex.
 
   Args:
@@ -184,7 +197,8 @@ def gradient_search(objective: Objective, bounds: pool_lib.Bounds,
   def descend(alpha0, etas):
     # One compiled scan per start: no per-step dispatch from Python.
     (last, _), (path, vals) = jax.lax.scan(
-        step, (alpha0, jnp.float32(0.0)), etas)
+        step, (alpha0, jnp.float32(0.0)), etas
+    )
     return path, vals, objective(last)
 
   t = np.arange(cfg.steps, dtype=np.float64)
@@ -195,17 +209,25 @@ def gradient_search(objective: Objective, bounds: pool_lib.Bounds,
   for start in _starts(cfg, bounds, init):
     alpha0 = jnp.asarray(start, jnp.float32)
     path, vals, last = descend(alpha0, etas)
-    paths.append(np.concatenate([np.asarray(alpha0)[None],
-                                 np.asarray(path)]))
+    paths.append(np.concatenate([np.asarray(alpha0)[None], np.asarray(path)]))
     values.append(np.append(np.asarray(vals, np.float64), float(last)))
   paths, values = np.stack(paths), np.stack(values)
   vals = np.where(np.isfinite(values), values, np.inf)
   s, t = np.unravel_index(np.argmin(vals), vals.shape)
   if not np.isfinite(vals[s, t]):
-    raise FloatingPointError("gradient search: the objective is NaN/inf at "
-                             "every iterate")
-  alpha = kl_project_np(paths[s, t], np.asarray(bounds.lower, np.float64),
-                        np.asarray(bounds.upper, np.float64))
-  return GradientResult(alpha=alpha, value=float(values[s, t]), paths=paths,
-                        values=values, best_start=int(s),
-                        evaluations=int(values.size))
+    raise FloatingPointError(
+        "gradient search: the objective is NaN/inf at " "every iterate"
+    )
+  alpha = kl_project_np(
+      paths[s, t],
+      np.asarray(bounds.lower, np.float64),
+      np.asarray(bounds.upper, np.float64),
+  )
+  return GradientResult(
+      alpha=alpha,
+      value=float(values[s, t]),
+      paths=paths,
+      values=values,
+      best_start=int(s),
+      evaluations=int(values.size),
+  )

@@ -44,17 +44,22 @@ class ObjectiveSpec:
 
   def __post_init__(self):
     if self.kind not in ("composite", "target"):
-      raise ValueError(f"objective kind {self.kind!r}: use 'composite' or "
-                       "'target'")
+      raise ValueError(
+          f"objective kind {self.kind!r}: use 'composite' or " "'target'"
+      )
     if not self.targets:
       raise ValueError("objective: no targets given")
     if self.kind == "target" and len(self.targets) != 1:
-      raise ValueError(f"a single-target objective needs exactly one target, "
-                       f"got {self.targets}")
+      raise ValueError(
+          f"a single-target objective needs exactly one target, "
+          f"got {self.targets}"
+      )
     for name in self.weights or {}:
       if name not in self.targets:
-        raise ValueError(f"objective weight for {name!r}, which is not one of "
-                         f"the targets {self.targets}")
+        raise ValueError(
+            f"objective weight for {name!r}, which is not one of "
+            f"the targets {self.targets}"
+        )
     if self.weights and sum(self.weight_vector()) <= 0:
       raise ValueError("objective weights must have a positive sum")
 
@@ -78,20 +83,29 @@ def percentile_rank(values: np.ndarray, higher_is_better: bool) -> np.ndarray:
 def _check(scores: Mapping[str, np.ndarray], spec: ObjectiveSpec) -> None:
   missing = [t for t in spec.targets if t not in scores]
   if missing:
-    raise KeyError(f"objective targets {missing} not among the scores "
-                   f"{sorted(scores)}")
+    raise KeyError(
+        f"objective targets {missing} not among the scores " f"{sorted(scores)}"
+    )
 
 
-def nan_rows(scores: Mapping[str, np.ndarray],
-             spec: ObjectiveSpec) -> np.ndarray:
+def nan_rows(
+    scores: Mapping[str, np.ndarray], spec: ObjectiveSpec
+) -> np.ndarray:
   """Boolean [M]: rows with a non-finite value in any objective target."""
   _check(scores, spec)
-  return np.any([~np.isfinite(np.asarray(scores[t], np.float64))
-                 for t in spec.targets], axis=0)
+  return np.any(
+      [~np.isfinite(np.asarray(scores[t], np.float64)) for t in spec.targets],
+      axis=0,
+  )
 
 
-def evaluate(scores: Mapping[str, np.ndarray], spec: ObjectiveSpec,
-             direction: Direction, *, what: str = "mixtures") -> np.ndarray:
+def evaluate(
+    scores: Mapping[str, np.ndarray],
+    spec: ObjectiveSpec,
+    direction: Direction,
+    *,
+    what: str = "mixtures",
+) -> np.ndarray:
   """The objective of M scored rows (lower is better).
 
   Args:
@@ -108,8 +122,12 @@ def evaluate(scores: Mapping[str, np.ndarray], spec: ObjectiveSpec,
   if bad.any():
     _LOG.warning(
         "objective: %d of %d %s have NaN/inf scores (diverged proxy?) and are "
-        "excluded: rows %s", int(bad.sum()), len(bad), what,
-        np.flatnonzero(bad)[:20].tolist())
+        "excluded: rows %s",
+        int(bad.sum()),
+        len(bad),
+        what,
+        np.flatnonzero(bad)[:20].tolist(),
+    )
   if spec.kind == "target":
     t = spec.targets[0]
     v = np.asarray(scores[t], np.float64)
@@ -124,10 +142,13 @@ def evaluate(scores: Mapping[str, np.ndarray], spec: ObjectiveSpec,
   return total / w.sum()
 
 
-def optimistic_scores(mean: Mapping[str, np.ndarray],
-                      std: Mapping[str, np.ndarray], spec: ObjectiveSpec,
-                      direction: Direction,
-                      kappa: float) -> dict[str, np.ndarray]:
+def optimistic_scores(
+    mean: Mapping[str, np.ndarray],
+    std: Mapping[str, np.ndarray],
+    spec: ObjectiveSpec,
+    direction: Direction,
+    kappa: float,
+) -> dict[str, np.ndarray]:
   """Upper confidence bounds: mean + kappa * std in each target's good way.
 
   Ranking these with `evaluate` gives a UCB version of the composite, which

@@ -59,27 +59,34 @@ class Bounds:
     hi = np.asarray(self.upper, np.float64)
     names = names or tuple(f"candidate {i}" for i in range(len(lo)))
     if lo.shape != hi.shape or lo.ndim != 1:
-      raise ValueError(f"bounds: lower {lo.shape} and upper {hi.shape} must "
-                       "be 1-D arrays of the same length")
+      raise ValueError(
+          f"bounds: lower {lo.shape} and upper {hi.shape} must "
+          "be 1-D arrays of the same length"
+      )
     for i, name in enumerate(names):
       if not (0.0 <= lo[i] <= hi[i] + _EPS and hi[i] <= 1.0 + _EPS):
         raise ValueError(
             f"bounds of {name}: need 0 <= lower <= upper <= 1, got "
             f"[{lo[i]:.6g}, {hi[i]:.6g}]; fix the constraint or the caps "
-            "(max_epochs, token counts, run length)")
+            "(max_epochs, token counts, run length)"
+        )
     if lo.sum() > 1.0 + _EPS:
       raise ValueError(
           f"infeasible bounds: lower bounds sum to {lo.sum():.6g} > 1; no "
-          "mixture can satisfy them; lower the constraints")
+          "mixture can satisfy them; lower the constraints"
+      )
     if hi.sum() < 1.0 - _EPS:
       raise ValueError(
           f"infeasible bounds: upper caps sum to {hi.sum():.6g} < 1; no "
           "mixture can satisfy them. Raise max_epochs, add data, or shorten "
-          f"the run (caps: {dict(zip(names, np.round(hi, 6)))})")
+          f"the run (caps: {dict(zip(names, np.round(hi, 6)))})"
+      )
 
   def with_constraints(
-      self, names: tuple[str, ...],
-      constraints: dict[str, tuple[float, float] | float]) -> "Bounds":
+      self,
+      names: tuple[str, ...],
+      constraints: dict[str, tuple[float, float] | float],
+  ) -> "Bounds":
     """Returns bounds intersected with `{name: (lo, hi)}` or `{name: w}`.
 
     A float fixes the weight; a pair bounds it (e.g. general >= 0.2 is
@@ -89,8 +96,10 @@ class Bounds:
     hi = np.array(self.upper, np.float64)
     for name, c in constraints.items():
       if name not in names:
-        raise ValueError(f"constraint on unknown candidate {name!r}; "
-                         f"candidates are {names}")
+        raise ValueError(
+            f"constraint on unknown candidate {name!r}; "
+            f"candidates are {names}"
+        )
       i = names.index(name)
       a, b = (c, c) if np.isscalar(c) else c
       lo[i] = max(lo[i], float(a))
@@ -143,15 +152,20 @@ def prior_from_tokens(token_counts, temperature: float = 1.0) -> np.ndarray:
     bad = np.flatnonzero(t <= 0).tolist()
     raise ValueError(
         f"candidates {bad} have zero (or negative) token counts {t[bad]}; a "
-        "candidate with no data cannot be mixed: drop it or fix its source")
+        "candidate with no data cannot be mixed: drop it or fix its source"
+    )
   p = t / t.sum()
   p = p**temperature
   return p / p.sum()
 
 
-def epoch_caps(token_counts, run_tokens: float | None = None,
-               max_epochs: float = 4.0, beta: float = 0.0,
-               general_index: int | None = None) -> np.ndarray:
+def epoch_caps(
+    token_counts,
+    run_tokens: float | None = None,
+    max_epochs: float = 4.0,
+    beta: float = 0.0,
+    general_index: int | None = None,
+) -> np.ndarray:
   """Upper caps on alpha so that no source is repeated over `max_epochs`.
 
   The official sample.py caps alpha_i at min(max_epochs * p_i, 1) with p the
@@ -188,12 +202,14 @@ def epoch_caps(token_counts, run_tokens: float | None = None,
     raise ValueError(
         f"infeasible: the general pool gets at least beta={beta} of the run "
         f"({beta * run:.3g} tokens) but max_epochs allows only "
-        f"{budget[g] * run:.3g}; add general data or shorten the run")
+        f"{budget[g] * run:.3g}; add general data or shorten the run"
+    )
   return caps
 
 
-def cap_project(x: np.ndarray, lower: np.ndarray,
-                upper: np.ndarray) -> np.ndarray:
+def cap_project(
+    x: np.ndarray, lower: np.ndarray, upper: np.ndarray
+) -> np.ndarray:
   """Maps rows on the simplex into {lower <= a <= upper, sum a = 1}.
 
   Lower bounds are reserved first (a = lower + (1 - sum lower) * z); then
@@ -226,14 +242,18 @@ def cap_project(x: np.ndarray, lower: np.ndarray,
     wsum = w.sum(axis=1, keepdims=True)
     room = np.where(fixed, 0.0, cap - z)
     # Rows whose free entries are all zero take the excess by room instead.
-    share = np.where(wsum > _EPS, w / np.maximum(wsum, _EPS),
-                     room / np.maximum(room.sum(axis=1, keepdims=True), _EPS))
+    share = np.where(
+        wsum > _EPS,
+        w / np.maximum(wsum, _EPS),
+        room / np.maximum(room.sum(axis=1, keepdims=True), _EPS),
+    )
     z = z + excess * share
   return lower + free * z
 
 
-def round_to_grid(a: np.ndarray, lower: np.ndarray, upper: np.ndarray,
-                  resolution: float) -> np.ndarray:
+def round_to_grid(
+    a: np.ndarray, lower: np.ndarray, upper: np.ndarray, resolution: float
+) -> np.ndarray:
   """Rounds rows to integer multiples of `resolution`, keeping bounds and sum.
 
   Units are floored, then the missing units go one at a time to the entries
@@ -252,7 +272,8 @@ def round_to_grid(a: np.ndarray, lower: np.ndarray, upper: np.ndarray,
   if np.any(lo_u > hi_u) or lo_u.sum() > total or hi_u.sum() < total:
     raise ValueError(
         f"bounds are infeasible on a grid of resolution {resolution} (a "
-        "fixed weight must be a multiple of it); use a finer resolution")
+        "fixed weight must be a multiple of it); use a finer resolution"
+    )
   exact = a * total
   units = np.clip(np.floor(exact + 1e-9).astype(np.int64), lo_u, hi_u)
   for _ in range(4 * a.shape[1] + 8):
@@ -273,8 +294,9 @@ def round_to_grid(a: np.ndarray, lower: np.ndarray, upper: np.ndarray,
   return units
 
 
-def finish_rows(x: np.ndarray, bounds: Bounds, floor: float,
-                resolution: float | None) -> np.ndarray:
+def finish_rows(
+    x: np.ndarray, bounds: Bounds, floor: float, resolution: float | None
+) -> np.ndarray:
   """Floor, bounds and rounding applied to raw simplex draws [N, K]."""
   lower = np.asarray(bounds.lower, np.float64)
   upper = np.asarray(bounds.upper, np.float64)
@@ -289,8 +311,9 @@ def finish_rows(x: np.ndarray, bounds: Bounds, floor: float,
   return round_to_grid(a, lower, upper, resolution) * resolution
 
 
-def _draw(rng: np.random.Generator, n: int, cfg: PoolConfig,
-          prior: np.ndarray) -> np.ndarray:
+def _draw(
+    rng: np.random.Generator, n: int, cfg: PoolConfig, prior: np.ndarray
+) -> np.ndarray:
   k = len(prior)
   if cfg.sampler == "uniform":
     g = rng.standard_exponential((n, k))
@@ -300,8 +323,9 @@ def _draw(rng: np.random.Generator, n: int, cfg: PoolConfig,
     s = grid[rng.integers(0, len(grid), size=n)]
     g = rng.standard_gamma(s[:, None] * prior[None, :])
   else:
-    raise ValueError(f"unknown sampler {cfg.sampler!r}; use 'demix' or "
-                     "'uniform'")
+    raise ValueError(
+        f"unknown sampler {cfg.sampler!r}; use 'demix' or " "'uniform'"
+    )
   ssum = g.sum(axis=1, keepdims=True)
   # Tiny concentrations can underflow every gamma draw to 0: such a row is a
   # vertex in the limit, which argmax recovers.
@@ -309,9 +333,13 @@ def _draw(rng: np.random.Generator, n: int, cfg: PoolConfig,
   return np.where(ssum > 0, g / np.where(ssum > 0, ssum, 1.0), vertex)
 
 
-def sample_pool(cfg: PoolConfig, rng: np.random.Generator,
-                bounds: Bounds, prior: np.ndarray | None = None,
-                names: tuple[str, ...] | None = None) -> np.ndarray:
+def sample_pool(
+    cfg: PoolConfig,
+    rng: np.random.Generator,
+    bounds: Bounds,
+    prior: np.ndarray | None = None,
+    names: tuple[str, ...] | None = None,
+) -> np.ndarray:
   """Draws `cfg.size` distinct mixtures within `bounds`.
 
   Args:
@@ -343,8 +371,9 @@ def sample_pool(cfg: PoolConfig, rng: np.random.Generator,
   for _ in range(20):
     want = cfg.size - len(found)
     n = max(64, int(want * cfg.oversample))
-    rows = finish_rows(_draw(rng, n, cfg, prior), bounds, cfg.floor,
-                       cfg.resolution)
+    rows = finish_rows(
+        _draw(rng, n, cfg, prior), bounds, cfg.floor, cfg.resolution
+    )
     found = np.concatenate([found, rows])
     # Exact dedup; with a grid this is on integer units.
     if cfg.resolution:
@@ -356,14 +385,19 @@ def sample_pool(cfg: PoolConfig, rng: np.random.Generator,
     if len(found) >= cfg.size:
       break
   if len(found) < cfg.size:
-    _LOG.warning("pool: only %d distinct mixtures found (asked %d); the "
-                 "bounded grid is small", len(found), cfg.size)
+    _LOG.warning(
+        "pool: only %d distinct mixtures found (asked %d); the "
+        "bounded grid is small",
+        len(found),
+        cfg.size,
+    )
   # Draw order is already random; keep the first `size` distinct rows.
-  return found[:cfg.size]
+  return found[: cfg.size]
 
 
-def source_weights(alpha: np.ndarray, beta: float,
-                   general_index: int) -> np.ndarray:
+def source_weights(
+    alpha: np.ndarray, beta: float, general_index: int
+) -> np.ndarray:
   """Source weights of the final run for mixture(s) alpha (beta padding).
 
   general = alpha_g + beta * sum_{i != g} alpha_i; candidate i = (1 - beta)
@@ -372,20 +406,31 @@ def source_weights(alpha: np.ndarray, beta: float,
   a = np.asarray(alpha, np.float64)
   w = (1.0 - beta) * a
   w[..., general_index] = a[..., general_index] + beta * (
-      a.sum(axis=-1) - a[..., general_index])
+      a.sum(axis=-1) - a[..., general_index]
+  )
   return w
 
 
-def epochs_per_source(alpha: np.ndarray, token_counts, run_tokens: float,
-                      beta: float, general_index: int) -> np.ndarray:
+def epochs_per_source(
+    alpha: np.ndarray,
+    token_counts,
+    run_tokens: float,
+    beta: float,
+    general_index: int,
+) -> np.ndarray:
   """Passes over each source in a run of `run_tokens` with mixture alpha."""
   w = source_weights(alpha, beta, general_index)
   return w * run_tokens / np.asarray(token_counts, np.float64)
 
 
-def describe_mixture(alpha: np.ndarray, names: tuple[str, ...], token_counts,
-                     run_tokens: float, beta: float,
-                     general_index: int) -> dict:
+def describe_mixture(
+    alpha: np.ndarray,
+    names: tuple[str, ...],
+    token_counts,
+    run_tokens: float,
+    beta: float,
+    general_index: int,
+) -> dict:
   """What a found alpha means for the final run.
 
   Args:
@@ -404,9 +449,11 @@ def describe_mixture(alpha: np.ndarray, names: tuple[str, ...], token_counts,
   w = source_weights(a, beta, general_index)
   ep = epochs_per_source(a, token_counts, run_tokens, beta, general_index)
   weights = {n: round(float(v), 6) for n, v in zip(names, w)}
-  snippet = ("# Source weights of the searched mixture (beta padding "
-             f"included), for a {run_tokens:.4g}-token run:\n"
-             f"c.final.fixed_mixtures.searched = {weights!r}")
+  snippet = (
+      "# Source weights of the searched mixture (beta padding "
+      f"included), for a {run_tokens:.4g}-token run:\n"
+      f"c.final.fixed_mixtures.searched = {weights!r}"
+  )
   return {
       "alpha": {n: float(v) for n, v in zip(names, a)},
       "source_weights": weights,

@@ -111,8 +111,10 @@ def round_sizes(n_init: int, rounds: int) -> list[int]:
   """[n, n // 2, n // 4, ...]; every round must have at least one proxy."""
   sizes = [n_init // 2**r for r in range(rounds)]
   if rounds < 1 or min(sizes) < 1:
-    raise ValueError(f"search: n_init={n_init} with rounds={rounds} gives "
-                     f"round sizes {sizes}; every round needs >= 1 proxy")
+    raise ValueError(
+        f"search: n_init={n_init} with rounds={rounds} gives "
+        f"round sizes {sizes}; every round needs >= 1 proxy"
+    )
   return sizes
 
 
@@ -124,8 +126,9 @@ def region_size(top_region: float, pool_size: int) -> int:
   return int(min(pool_size, max(1, round(k))))
 
 
-def average_topk(pool: np.ndarray, values: np.ndarray,
-                 k: int) -> tuple[np.ndarray, np.ndarray]:
+def average_topk(
+    pool: np.ndarray, values: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
   """Mean of the k pool rows with the lowest objective (NaN never chosen).
 
   Ties are broken by pool order (stable sort), so the result is
@@ -145,23 +148,33 @@ def average_topk(pool: np.ndarray, values: np.ndarray,
 class _Search:
   """One search run bound to a directory (see run_search)."""
 
-  def __init__(self, evaluate_fn, pool, spec, direction, cfg, workdir,
-               names):
+  def __init__(self, evaluate_fn, pool, spec, direction, cfg, workdir, names):
     self.evaluate_fn = evaluate_fn
     self.spec = spec
     self.direction = direction
     self.cfg = cfg
     self.workdir = workdir
     self.sizes = round_sizes(cfg.n_init, cfg.rounds)
+    if cfg.n_init < surrogates.MIN_POINTS:
+      # Checked before anything is scored: the surrogate of round 1 (and of
+      # the final selection) needs this many proxies.
+      raise ValueError(
+          f"search: n_init={cfg.n_init} proxies are too few; the surrogate "
+          f"needs at least {surrogates.MIN_POINTS} (raise search.n_init)"
+      )
     os.makedirs(workdir, exist_ok=True)
     self.pool = self._load_or_save_pool(pool)
     self.names = tuple(names or (f"c{i}" for i in range(self.pool.shape[1])))
     if len(self.names) != self.pool.shape[1]:
-      raise ValueError(f"{len(self.names)} names for a pool of "
-                       f"{self.pool.shape[1]} candidates")
+      raise ValueError(
+          f"{len(self.names)} names for a pool of "
+          f"{self.pool.shape[1]} candidates"
+      )
     if sum(self.sizes) > len(self.pool):
-      raise ValueError(f"search needs {sum(self.sizes)} distinct mixtures but "
-                       f"the pool has {len(self.pool)}; enlarge the pool")
+      raise ValueError(
+          f"search needs {sum(self.sizes)} distinct mixtures but "
+          f"the pool has {len(self.pool)}; enlarge the pool"
+      )
     self.state = self._load_or_init_state()
     self.rng = np.random.default_rng(cfg.seed)
     if self.state["rng"] is not None:
@@ -175,7 +188,8 @@ class _Search:
       if not callable(pool) and not np.array_equal(saved, np.asarray(pool)):
         raise ValueError(
             f"{self.workdir} holds a search over a different pool; resume "
-            "with the same pool settings and seed, or use a new workdir")
+            "with the same pool settings and seed, or use a new workdir"
+        )
       return saved
     pool = np.asarray(pool() if callable(pool) else pool, np.float64)
     if pool.ndim != 2 or np.abs(pool.sum(axis=1) - 1).max() > 1e-6:
@@ -184,22 +198,37 @@ class _Search:
     return pool
 
   def _load_or_init_state(self) -> dict:
-    settings = {"search": self.cfg.fingerprint(),
-                "objective": {"targets": list(self.spec.targets),
-                              "kind": self.spec.kind,
-                              "weights": dict(self.spec.weights or {})}}
+    settings = {
+        "search": self.cfg.fingerprint(),
+        "objective": {
+            "targets": list(self.spec.targets),
+            "kind": self.spec.kind,
+            "weights": dict(self.spec.weights or {}),
+        },
+    }
     st = state_lib.load_state(self.workdir)
     if st is None:
-      st = {"version": 1, "settings": settings, "round": 0, "round_ids": [],
-            "pending": None, "rng": None, "summaries": []}
+      st = {
+          "version": 1,
+          "settings": settings,
+          "round": 0,
+          "round_ids": [],
+          "pending": None,
+          "rng": None,
+          "summaries": [],
+      }
       state_lib.save_state(self.workdir, st)
     elif st["settings"] != settings:
-      diff = [k for k in settings["search"]
-              if settings["search"][k] != st["settings"]["search"].get(k)]
+      diff = [
+          k
+          for k in settings["search"]
+          if settings["search"][k] != st["settings"]["search"].get(k)
+      ]
       raise ValueError(
           f"{self.workdir} holds a search with other settings (search fields "
           f"{diff}, objective {st['settings']['objective']}); resume with the "
-          "same settings or use a new workdir")
+          "same settings or use a new workdir"
+      )
     return st
 
   def _save(self):
@@ -214,25 +243,32 @@ class _Search:
   def _data(self, targets=None) -> tuple[np.ndarray, dict]:
     ids = self._scored_ids()
     x = self.pool[ids]
-    names = targets or sorted({t for i in ids
-                               for t in self.results[i]["scores"]})
-    y = {t: np.array([self.results[i]["scores"].get(t, np.nan) for i in ids])
-         for t in names}
+    names = targets or sorted(
+        {t for i in ids for t in self.results[i]["scores"]}
+    )
+    y = {
+        t: np.array([self.results[i]["scores"].get(t, np.nan) for i in ids])
+        for t in names
+    }
     return x, y
 
   def _fit(self, targets, kind=None):
     x, y = self._data(targets)
     kind = kind or self.cfg.surrogate
-    model = surrogates.make_surrogate(kind, len(x), self.cfg.lgbm,
-                                      self.cfg.ridge_alpha)
+    model = surrogates.make_surrogate(
+        kind, len(x), self.cfg.lgbm, self.cfg.ridge_alpha
+    )
     return model.fit(x, y), x, y
 
   def _cv(self, x, y) -> dict[str, float]:
     def factory(n):
-      return surrogates.make_surrogate(self.cfg.surrogate, n, self.cfg.lgbm,
-                                       self.cfg.ridge_alpha)
-    return surrogates.cross_validate(factory, x, y, self.cfg.cv_folds,
-                                     self.cfg.seed)
+      return surrogates.make_surrogate(
+          self.cfg.surrogate, n, self.cfg.lgbm, self.cfg.ridge_alpha
+      )
+
+    return surrogates.cross_validate(
+        factory, x, y, self.cfg.cv_folds, self.cfg.seed
+    )
 
   def _rank_pool(self, targets) -> tuple[np.ndarray, dict, object]:
     """Objective of every pool row under the current surrogate."""
@@ -242,11 +278,13 @@ class _Search:
       unc, _, _ = self._fit(targets, self.cfg.uncertainty)
       mean, std = unc.predict_with_std(self.pool)
       scores = objective_lib.optimistic_scores(
-          mean, std, self.spec, self.direction, self.cfg.exploration)
+          mean, std, self.spec, self.direction, self.cfg.exploration
+      )
     else:
       scores = model.predict(self.pool)
-    values = objective_lib.evaluate(scores, self.spec, self.direction,
-                                    what="pool mixtures")
+    values = objective_lib.evaluate(
+        scores, self.spec, self.direction, what="pool mixtures"
+    )
     return values, cv, model
 
   # ------------------------------------------------------------ the rounds
@@ -260,8 +298,12 @@ class _Search:
     values = np.where(seen, np.inf, values)
     k = region_size(self.cfg.top_region, len(self.pool))
     if k < size:
-      _LOG.warning("search: top region %d < round size %d; using the top %d",
-                   k, size, size)
+      _LOG.warning(
+          "search: top region %d < round size %d; using the top %d",
+          k,
+          size,
+          size,
+      )
       k = size
     region = np.argsort(values, kind="stable")[:k]
     region = region[np.isfinite(values[region])]
@@ -271,11 +313,15 @@ class _Search:
   def _evaluate(self, r: int, ids: list[int]) -> None:
     todo = [i for i in ids if i not in self.results]
     if len(todo) < len(ids):
-      _LOG.info("search round %d: %d of %d proxies already scored (resumed)",
-                r, len(ids) - len(todo), len(ids))
+      _LOG.info(
+          "search round %d: %d of %d proxies already scored (resumed)",
+          r,
+          len(ids) - len(todo),
+          len(ids),
+      )
     step = self.cfg.chunk_size or max(1, len(todo))
     for lo in range(0, len(todo), step):
-      chunk = todo[lo:lo + step]
+      chunk = todo[lo : lo + step]
       alphas = self.pool[chunk]
       scores = self.evaluate_fn(alphas)
       rows = []
@@ -284,36 +330,55 @@ class _Search:
         for t, v in scores.items():
           v = np.asarray(v).reshape(-1)
           if len(v) != len(chunk):
-            raise ValueError(f"evaluate_fn returned {len(v)} values of {t} "
-                             f"for {len(chunk)} mixtures")
+            raise ValueError(
+                f"evaluate_fn returned {len(v)} values of {t} "
+                f"for {len(chunk)} mixtures"
+            )
           s[t] = float(v[j])
         rows.append({"id": i, "round": r, "alpha": alphas[j], "scores": s})
       state_lib.append_results(self.workdir, rows)
       for row in rows:
         bad = [t for t, v in row["scores"].items() if not np.isfinite(v)]
         if bad:
-          _LOG.warning("search: proxy %d (round %d) has NaN/inf scores %s; "
-                       "it is kept in the table and left out of fits",
-                       row["id"], r, bad)
+          _LOG.warning(
+              "search: proxy %d (round %d) has NaN/inf scores %s; "
+              "it is kept in the table and left out of fits",
+              row["id"],
+              r,
+              bad,
+          )
         self.results[row["id"]] = state_lib.read_results_row(row)
-      _LOG.info("search round %d: scored %d/%d", r,
-                min(lo + step, len(todo)), len(todo))
+      _LOG.info(
+          "search round %d: scored %d/%d",
+          r,
+          min(lo + step, len(todo)),
+          len(todo),
+      )
 
   def _summary(self, r: int, ids: list[int], cv: dict) -> dict:
     x, y = self._data(self.spec.targets)
     all_ids = self._scored_ids()
-    values = objective_lib.evaluate(y, self.spec, self.direction,
-                                    what="scored proxies")
+    values = objective_lib.evaluate(
+        y, self.spec, self.direction, what="scored proxies"
+    )
     in_round = np.isin(all_ids, ids)
     v = np.where(in_round & np.isfinite(values), values, np.inf)
     b = int(np.argmin(v))
     best = None
     if np.isfinite(v[b]):
-      best = {"id": all_ids[b], "objective": float(values[b]),
-              "alpha": [float(a) for a in x[b]],
-              "scores": {t: float(y[t][b]) for t in y}}
-    return {"round": r, "size": len(ids), "cv_spearman": cv, "best": best,
-            "surrogate": self.cfg.surrogate if r else None}
+      best = {
+          "id": all_ids[b],
+          "objective": float(values[b]),
+          "alpha": [float(a) for a in x[b]],
+          "scores": {t: float(y[t][b]) for t in y},
+      }
+    return {
+        "round": r,
+        "size": len(ids),
+        "cv_spearman": cv,
+        "best": best,
+        "surrogate": self.cfg.surrogate if r else None,
+    }
 
   def run(self) -> SearchResult:
     for r in range(self.state["round"], len(self.sizes)):
@@ -330,16 +395,22 @@ class _Search:
       self.state["round"] = r + 1
       self.state["pending"] = None
       self._save()
-      _LOG.info("search round %d done: %d proxies, cv %s, best %s", r,
-                len(ids), cv, summary["best"] and summary["best"]["objective"])
+      _LOG.info(
+          "search round %d done: %d proxies, cv %s, best %s",
+          r,
+          len(ids),
+          cv,
+          summary["best"] and summary["best"]["objective"],
+      )
     return self._final()
 
   def _final(self) -> SearchResult:
     values, cv, model = self._rank_pool(self.spec.targets)
     alpha, top = average_topk(self.pool, values, self.cfg.final_topk)
     _, y_all = self._data()
-    targets = [t for t in y_all if np.isfinite(y_all[t]).sum() >=
-               surrogates.MIN_POINTS]
+    targets = [
+        t for t in y_all if np.isfinite(y_all[t]).sum() >= surrogates.MIN_POINTS
+    ]
     full, _, _ = self._fit(targets)
     unc, _, _ = self._fit(targets, self.cfg.uncertainty)
     pred = {t: float(v[0]) for t, v in full.predict(alpha[None]).items()}
@@ -348,11 +419,17 @@ class _Search:
     rank = objective_lib.evaluate(pool_pred, self.spec, self.direction)[-1]
     table = self._write_table()
     result = SearchResult(
-        alpha=alpha, names=self.names, predicted=pred,
+        alpha=alpha,
+        names=self.names,
+        predicted=pred,
         predicted_std={t: float(v[0]) for t, v in std.items()},
-        predicted_rank=float(rank), top_indices=top,
-        rounds=list(self.state["summaries"]), final_cv=cv,
-        table_path=table, n_evaluated=len(self._scored_ids()))
+        predicted_rank=float(rank),
+        top_indices=top,
+        rounds=list(self.state["summaries"]),
+        final_cv=cv,
+        table_path=table,
+        n_evaluated=len(self._scored_ids()),
+    )
     out = dataclasses.asdict(result)
     out["alpha"] = dict(zip(self.names, alpha.tolist()))
     out["top_indices"] = top.tolist()
@@ -363,27 +440,41 @@ class _Search:
     ids = self._scored_ids()
     x, y = self._data()
     values = objective_lib.evaluate(
-        {t: y[t] for t in self.spec.targets}, self.spec, self.direction,
-        what="scored proxies")
+        {t: y[t] for t in self.spec.targets},
+        self.spec,
+        self.direction,
+        what="scored proxies",
+    )
     path = os.path.join(self.workdir, "proxies.csv")
     tmp = path + ".tmp"
     with open(tmp, "w", newline="") as f:
       w = csv.writer(f)
-      w.writerow(["id", "round"] + [f"alpha/{n}" for n in self.names] +
-                 list(y) + ["objective"])
+      w.writerow(
+          ["id", "round"]
+          + [f"alpha/{n}" for n in self.names]
+          + list(y)
+          + ["objective"]
+      )
       for j, i in enumerate(ids):
-        w.writerow([i, self.results[i]["round"]] + [f"{a:.6g}" for a in x[j]]
-                   + [repr(float(y[t][j])) for t in y] + [values[j]])
+        w.writerow(
+            [i, self.results[i]["round"]]
+            + [f"{a:.6g}" for a in x[j]]
+            + [repr(float(y[t][j])) for t in y]
+            + [values[j]]
+        )
     os.replace(tmp, path)
     return path
 
 
-def run_search(evaluate_fn: EvaluateFn,
-               pool: np.ndarray | Callable[[], np.ndarray],
-               spec: objective_lib.ObjectiveSpec,
-               direction: objective_lib.Direction, cfg: SearchConfig,
-               workdir: str,
-               names: tuple[str, ...] | None = None) -> SearchResult:
+def run_search(
+    evaluate_fn: EvaluateFn,
+    pool: np.ndarray | Callable[[], np.ndarray],
+    spec: objective_lib.ObjectiveSpec,
+    direction: objective_lib.Direction,
+    cfg: SearchConfig,
+    workdir: str,
+    names: tuple[str, ...] | None = None,
+) -> SearchResult:
   """Runs (or resumes) the iterative search in `workdir`.
 
   Args:
@@ -400,5 +491,4 @@ def run_search(evaluate_fn: EvaluateFn,
   Returns:
     The SearchResult (also in workdir/result.json and proxies.csv).
   """
-  return _Search(evaluate_fn, pool, spec, direction, cfg, workdir,
-                 names).run()
+  return _Search(evaluate_fn, pool, spec, direction, cfg, workdir, names).run()

@@ -83,8 +83,9 @@ def _record(r: dict) -> dict:
 
 
 def _restore(rec: dict) -> dict:
-  rec["scores"] = {k: (math.nan if v is None else float(v))
-                   for k, v in rec["scores"].items()}
+  rec["scores"] = {
+      k: math.nan if v is None else float(v) for k, v in rec["scores"].items()
+  }
   return rec
 
 
@@ -116,8 +117,11 @@ def read_results(workdir: str) -> list[dict]:
         raise ValueError("no newline")
       rec = json.loads(line)
     except ValueError:
-      _LOG.warning("search state: dropping a partial last line of %s (the "
-                   "search was killed while writing it)", path)
+      _LOG.warning(
+          "search state: dropping a partial last line of %s (the "
+          "search was killed while writing it)",
+          path,
+      )
       break
     rows.append(_restore(rec))
     good += len(line)

@@ -48,7 +48,8 @@ class LGBMParams:
   num_threads: int = 1
   min_data_in_leaf: int | None = None  # None: min(20, max(2, n // 10))
   extra: Mapping[str, float | int | str] = dataclasses.field(
-      default_factory=dict)
+      default_factory=dict
+  )
 
   def params(self, n: int) -> dict:
     leaf = self.min_data_in_leaf or min(20, max(2, n // 10))
@@ -71,14 +72,19 @@ class LGBMParams:
 def _finite_rows(x: np.ndarray, y: np.ndarray, target: str) -> tuple:
   ok = np.isfinite(y)
   if not ok.all():
-    _LOG.warning("surrogate: target %s: %d of %d rows have NaN/inf scores "
-                 "(diverged proxies) and are left out of the fit", target,
-                 int((~ok).sum()), len(y))
+    _LOG.warning(
+        "surrogate: target %s: %d of %d rows have NaN/inf scores "
+        "(diverged proxies) and are left out of the fit",
+        target,
+        int((~ok).sum()),
+        len(y),
+    )
   if ok.sum() < MIN_POINTS:
     raise ValueError(
         f"surrogate: target {target} has {int(ok.sum())} finite scores; "
         f"need at least {MIN_POINTS} evaluated proxies to fit a surrogate "
-        "(raise search.n_init)")
+        "(raise search.n_init)"
+    )
   return x[ok], y[ok]
 
 
@@ -125,8 +131,9 @@ class LightGBMSurrogate(Surrogate):
 
   def _fit_one(self, x, y):
     p = self.params.params(len(y))
-    data = lgb.Dataset(x, y, params={"min_data_in_bin": p["min_data_in_bin"],
-                                     "verbosity": -1})
+    data = lgb.Dataset(
+        x, y, params={"min_data_in_bin": p["min_data_in_bin"], "verbosity": -1}
+    )
     return lgb.train(p, data, num_boost_round=self.params.num_iterations)
 
   def _predict_one(self, model, x):
@@ -168,7 +175,7 @@ class GPSurrogate(Surrogate):
   def _fit_one(self, x, y):
     mu, sd = y.mean(), y.std() or 1.0
     z = (y - mu) / sd
-    d2 = ((x[:, None, :] - x[None, :, :])**2).sum(-1)
+    d2 = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
     best = None
     for ell in self.length_scales:
       kern = np.exp(-0.5 * d2 / ell**2)
@@ -187,14 +194,16 @@ class GPSurrogate(Surrogate):
   def _predict_one(self, m, x):
     means, stds = [], []
     for lo in range(0, len(x), 8192):  # bounded memory on a 200k pool
-      xb = x[lo:lo + 8192]
-      d2 = ((xb[:, None, :] - m["x"][None, :, :])**2).sum(-1)
-      ks = np.exp(-0.5 * d2 / m["ell"]**2)
+      xb = x[lo : lo + 8192]
+      d2 = ((xb[:, None, :] - m["x"][None, :, :]) ** 2).sum(-1)
+      ks = np.exp(-0.5 * d2 / m["ell"] ** 2)
       means.append(ks @ m["a"])
       v = np.linalg.solve(m["chol"], ks.T)
       stds.append(np.sqrt(np.clip(1.0 - (v * v).sum(0), 0.0, None)))
-    return (np.concatenate(means) * m["sd"] + m["mu"],
-            np.concatenate(stds) * m["sd"])
+    return (
+        np.concatenate(means) * m["sd"] + m["mu"],
+        np.concatenate(stds) * m["sd"],
+    )
 
 
 class EnsembleSurrogate(Surrogate):
@@ -202,8 +211,9 @@ class EnsembleSurrogate(Surrogate):
 
   has_std = True
 
-  def __init__(self, params: LGBMParams = LGBMParams(), members: int = 8,
-               seed: int = 0):
+  def __init__(
+      self, params: LGBMParams = LGBMParams(), members: int = 8, seed: int = 0
+  ):
     self.params = params
     self.members = members
     self.seed = seed
@@ -218,14 +228,18 @@ class EnsembleSurrogate(Surrogate):
     return out
 
   def _predict_one(self, model, x):
-    preds = np.stack([m.predict(x, num_threads=self.params.num_threads)
-                      for m in model])
+    preds = np.stack(
+        [m.predict(x, num_threads=self.params.num_threads) for m in model]
+    )
     return preds.mean(0), preds.std(0)
 
 
-def make_surrogate(kind: str, n_points: int,
-                   params: LGBMParams = LGBMParams(),
-                   ridge_alpha: float = 0.5) -> Surrogate:
+def make_surrogate(
+    kind: str,
+    n_points: int,
+    params: LGBMParams = LGBMParams(),
+    ridge_alpha: float = 0.5,
+) -> Surrogate:
   """Builds a surrogate by name: lightgbm | ridge | gp | ensemble | auto."""
   if kind == "auto":
     kind = "ridge" if n_points < AUTO_RIDGE_BELOW else "lightgbm"
@@ -237,8 +251,10 @@ def make_surrogate(kind: str, n_points: int,
     return GPSurrogate()
   if kind == "ensemble":
     return EnsembleSurrogate(params)
-  raise ValueError(f"unknown surrogate {kind!r}; use lightgbm, ridge, gp, "
-                   "ensemble or auto")
+  raise ValueError(
+      f"unknown surrogate {kind!r}; use lightgbm, ridge, gp, "
+      "ensemble or auto"
+  )
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -250,9 +266,13 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
   return float(stats.spearmanr(a[ok], b[ok]).statistic)
 
 
-def cross_validate(factory: Callable[[int], Surrogate], x: np.ndarray,
-                   y: Mapping[str, np.ndarray], folds: int = 5,
-                   seed: int = 0) -> dict[str, float]:
+def cross_validate(
+    factory: Callable[[int], Surrogate],
+    x: np.ndarray,
+    y: Mapping[str, np.ndarray],
+    folds: int = 5,
+    seed: int = 0,
+) -> dict[str, float]:
   """Out-of-fold Spearman per target.
 
   The held-out predictions of all folds are pooled and ranked against the
@@ -287,4 +307,3 @@ def cross_validate(factory: Callable[[int], Surrogate], x: np.ndarray,
       pred[fold == f] = model._predict_one(fitted, x[fold == f])[0]
     out[t] = spearman(pred, yt)
   return out
-

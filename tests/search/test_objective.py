@@ -35,12 +35,14 @@ def test_composite_ties_and_weights():
 
 
 def test_single_target_direction():
-  scores = {"acc": np.array([0.1, 0.9]), "heldout/x/bpb": np.array([2., 1.])}
-  up = objective.evaluate(scores, objective.ObjectiveSpec(("acc",), "target"),
-                          _dir)
+  scores = {"acc": np.array([0.1, 0.9]), "heldout/x/bpb": np.array([2.0, 1.0])}
+  up = objective.evaluate(
+      scores, objective.ObjectiveSpec(("acc",), "target"), _dir
+  )
   np.testing.assert_allclose(up, [-0.1, -0.9])
   down = objective.evaluate(
-      scores, objective.ObjectiveSpec(("heldout/x/bpb",), "target"), _dir)
+      scores, objective.ObjectiveSpec(("heldout/x/bpb",), "target"), _dir
+  )
   np.testing.assert_allclose(down, [2.0, 1.0])
 
 
@@ -60,14 +62,17 @@ def test_bad_specs_raise():
   with pytest.raises(ValueError, match="not one of"):
     objective.ObjectiveSpec(("a",), weights={"b": 1.0})
   with pytest.raises(KeyError, match="not among"):
-    objective.evaluate({"a": np.ones(2)}, objective.ObjectiveSpec(("b",)),
-                       _dir)
+    objective.evaluate({"a": np.ones(2)}, objective.ObjectiveSpec(("b",)), _dir)
 
 
 def test_optimistic_scores_move_to_the_good_side():
   spec = objective.ObjectiveSpec(("acc", "x/bpb"))
   out = objective.optimistic_scores(
       {"acc": np.array([0.5]), "x/bpb": np.array([1.0])},
-      {"acc": np.array([0.1]), "x/bpb": np.array([0.2])}, spec, _dir, 2.0)
+      {"acc": np.array([0.1]), "x/bpb": np.array([0.2])},
+      spec,
+      _dir,
+      2.0,
+  )
   np.testing.assert_allclose(out["acc"], [0.7])
   np.testing.assert_allclose(out["x/bpb"], [0.6])

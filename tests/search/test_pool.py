@@ -20,10 +20,12 @@ def _official_pool(size=20_000, seed=0):
 def test_official_prior_and_caps():
   prior = pool.prior_from_tokens(TOKENS, 0.7)
   np.testing.assert_allclose(
-      prior, [0.388, 0.135, 0.050, 0.065, 0.041, 0.083, 0.237], atol=1e-3)
+      prior, [0.388, 0.135, 0.050, 0.065, 0.041, 0.083, 0.237], atol=1e-3
+  )
   caps = pool.epoch_caps(TOKENS, max_epochs=4.0)
   np.testing.assert_allclose(
-      caps, [1.0, 0.444, 0.108, 0.156, 0.080, 0.221, 0.991], atol=1e-3)
+      caps, [1.0, 0.444, 0.108, 0.156, 0.080, 0.221, 0.991], atol=1e-3
+  )
 
 
 def test_demix_pool_caps_floor_sum_grid():
@@ -43,11 +45,15 @@ def test_demix_pool_matches_official_statistics():
   # The digest's 5k-sample check of sample.py: mean and share of zeros.
   p, _ = _official_pool()
   np.testing.assert_allclose(
-      p.mean(axis=0), [0.448, 0.135, 0.028, 0.040, 0.017, 0.055, 0.277],
-      atol=0.02)
+      p.mean(axis=0),
+      [0.448, 0.135, 0.028, 0.040, 0.017, 0.055, 0.277],
+      atol=0.02,
+  )
   np.testing.assert_allclose(
-      (p == 0).mean(axis=0), [0.016, 0.18, 0.49, 0.41, 0.56, 0.33, 0.07],
-      atol=0.05)
+      (p == 0).mean(axis=0),
+      [0.016, 0.18, 0.49, 0.41, 0.56, 0.33, 0.07],
+      atol=0.05,
+  )
 
 
 def test_pool_is_reproducible():
@@ -69,7 +75,8 @@ def test_uniform_pool_is_uniform_on_the_simplex():
 def test_constraints_lower_bound_and_fixed_weight():
   names = ("general", "math", "code")
   b = pool.Bounds.unbounded(3).with_constraints(
-      names, {"general": (0.2, 1.0), "code": 0.1})
+      names, {"general": (0.2, 1.0), "code": 0.1}
+  )
   cfg = pool.PoolConfig(size=2000, sampler="uniform")
   p = pool.sample_pool(cfg, np.random.default_rng(0), b, names=names)
   assert np.all(p[:, 0] >= 0.2 - 1e-12)
@@ -102,11 +109,13 @@ def test_infeasible_bounds_raise():
     pool.Bounds(np.array([0.6, 0.6, 0.0]), np.ones(3)).validate()
   with pytest.raises(ValueError, match="general"):
     pool.Bounds.unbounded(2).with_constraints(
-        ("general", "code"), {"general": (0.5, 0.4)})
+        ("general", "code"), {"general": (0.5, 0.4)}
+    )
   with pytest.raises(ValueError, match="caps sum to"):
     # Too little data for the run: 4 epochs of 10 + 10 tokens < 100.
-    pool.Bounds(np.zeros(2), pool.epoch_caps([10, 10], run_tokens=100)
-                ).validate()
+    pool.Bounds(
+        np.zeros(2), pool.epoch_caps([10, 10], run_tokens=100)
+    ).validate()
 
 
 def test_zero_token_candidate_raises():
@@ -118,11 +127,13 @@ def test_zero_token_candidate_raises():
 
 def test_epoch_caps_with_beta_keep_epochs():
   tokens = np.array([1000.0, 50.0, 80.0])
-  caps = pool.epoch_caps(tokens, run_tokens=400.0, max_epochs=2.0,
-                         beta=0.5, general_index=0)
+  caps = pool.epoch_caps(
+      tokens, run_tokens=400.0, max_epochs=2.0, beta=0.5, general_index=0
+  )
   b = pool.Bounds(np.zeros(3), caps)
-  p = pool.sample_pool(pool.PoolConfig(size=500, sampler="uniform"),
-                       np.random.default_rng(0), b)
+  p = pool.sample_pool(
+      pool.PoolConfig(size=500, sampler="uniform"), np.random.default_rng(0), b
+  )
   ep = pool.epochs_per_source(p, tokens, 400.0, 0.5, 0)
   assert ep.max() <= 2.0 + 1e-9
   w = pool.source_weights(p, 0.5, 0)
@@ -137,10 +148,16 @@ def test_source_weights_match_paper_stage3():
 
 
 def test_describe_mixture():
-  d = pool.describe_mixture(np.array([0.5, 0.3, 0.2]), ("g", "m", "c"),
-                            [1000, 100, 50], run_tokens=100, beta=0.5,
-                            general_index=0)
-  np.testing.assert_allclose(list(d["source_weights"].values()),
-                             [0.75, 0.15, 0.1])
+  d = pool.describe_mixture(
+      np.array([0.5, 0.3, 0.2]),
+      ("g", "m", "c"),
+      [1000, 100, 50],
+      run_tokens=100,
+      beta=0.5,
+      general_index=0,
+  )
+  np.testing.assert_allclose(
+      list(d["source_weights"].values()), [0.75, 0.15, 0.1]
+  )
   np.testing.assert_allclose(list(d["epochs"].values()), [0.075, 0.15, 0.2])
   assert "c.final.fixed_mixtures.searched = {'g': 0.75" in d["snippet"]

@@ -13,15 +13,17 @@ import pytest
 
 from demix_jax.search import surrogates
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
+ROOT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)
 DATA = os.path.join(ROOT, "..", "shared", "data", "regmix")
 TARGET = "metric/the_pile_pile_cc_val_loss"
 
 pytestmark = pytest.mark.skipif(
     not os.path.isdir(DATA),
     reason=f"RegMix data not found at {DATA} (../shared/data/regmix from the "
-    "repository root)")
+    "repository root)",
+)
 
 
 def _read(name):
@@ -53,7 +55,8 @@ def test_lightgbm_from_1m_ranks_1b_runs(lr):
   _, x, y = _load("train_mixture_1m.csv", "train_pile_loss_1m.csv")
   _, xt, yt = _load("test_mixture_1B.csv", "test_pile_loss_1B.csv")
   model = surrogates.make_surrogate(
-      "auto", len(x), surrogates.LGBMParams(learning_rate=lr))
+      "auto", len(x), surrogates.LGBMParams(learning_rate=lr)
+  )
   assert isinstance(model, surrogates.LightGBMSurrogate)
   pred = model.fit(x, {"cc": y}).predict(xt)["cc"]
   rho = surrogates.spearman(pred, yt)

@@ -16,8 +16,9 @@ from demix_jax.search import objective
 from demix_jax.search import pool
 from demix_jax.search import rounds
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
+ROOT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)
 OPT = np.array([0.4, 0.25, 0.15, 0.12, 0.08])
 SPEC = objective.ObjectiveSpec(("domain/a", "domain/b"))
 
@@ -27,19 +28,32 @@ def _direction(name):
 
 
 def _evaluate(alphas):
-  d = ((alphas - OPT)**2).sum(axis=1)
-  return {"domain/a": -d, "domain/b": 2 * d + (alphas[:, 0] - 0.3)**2,
-          "extra": alphas[:, 1]}
+  d = ((alphas - OPT) ** 2).sum(axis=1)
+  return {
+      "domain/a": -d,
+      "domain/b": 2 * d + (alphas[:, 0] - 0.3) ** 2,
+      "extra": alphas[:, 1],
+  }
 
 
 def _pool(size=3000):
-  return pool.sample_pool(pool.PoolConfig(size=size, sampler="uniform"),
-                          np.random.default_rng(0), pool.Bounds.unbounded(5))
+  return pool.sample_pool(
+      pool.PoolConfig(size=size, sampler="uniform"),
+      np.random.default_rng(0),
+      pool.Bounds.unbounded(5),
+  )
 
 
 def _cfg(**kw):
-  base = dict(n_init=16, rounds=3, top_region=0.05, final_topk=16,
-              surrogate="ridge", chunk_size=4, seed=3)
+  base = dict(
+      n_init=16,
+      rounds=3,
+      top_region=0.05,
+      final_topk=16,
+      surrogate="ridge",
+      chunk_size=4,
+      seed=3,
+  )
   base.update(kw)
   return rounds.SearchConfig(**base)
 
@@ -73,9 +87,15 @@ def test_search_rounds_outputs_and_state(tmp_path):
     return _evaluate(a)
 
   # A GP fits the quadratic bowl (ridge would extrapolate to a vertex).
-  res = rounds.run_search(ev, _pool(), SPEC, _direction,
-                          _cfg(surrogate="gp"), str(tmp_path),
-                          names=tuple("abcde"))
+  res = rounds.run_search(
+      ev,
+      _pool(),
+      SPEC,
+      _direction,
+      _cfg(surrogate="gp"),
+      str(tmp_path),
+      names=tuple("abcde"),
+  )
   assert [s["size"] for s in res.rounds] == [16, 8, 4]
   assert calls == [4] * 7  # per chunk
   assert res.n_evaluated == 28
@@ -84,17 +104,32 @@ def test_search_rounds_outputs_and_state(tmp_path):
   # Later rounds come from the surrogate's top region: closer to OPT.
   lines = [json.loads(x) for x in open(tmp_path / "results.jsonl")]
   assert len(lines) == 28 and len({x["id"] for x in lines}) == 28
-  dist = {r: np.mean([np.sum((np.array(x["alpha"]) - OPT)**2)
-                      for x in lines if x["round"] == r]) for r in range(3)}
+  dist = {
+      r: np.mean(
+          [
+              np.sum((np.array(x["alpha"]) - OPT) ** 2)
+              for x in lines
+              if x["round"] == r
+          ]
+      )
+      for r in range(3)
+  }
   assert dist[2] < dist[0] and dist[1] < dist[0]
-  assert np.sum((res.alpha - OPT)**2) < dist[0] / 5
+  assert np.sum((res.alpha - OPT) ** 2) < dist[0] / 5
   assert set(res.rounds[1]["cv_spearman"]) == {"domain/a", "domain/b"}
   assert res.rounds[0]["best"]["id"] in range(16)
   assert set(res.predicted) == {"domain/a", "domain/b", "extra"}
   assert all(v >= 0 for v in res.predicted_std.values())
   header = open(res.table_path).readline().strip().split(",")
-  assert header[:7] == ["id", "round", "alpha/a", "alpha/b", "alpha/c",
-                        "alpha/d", "alpha/e"]
+  assert header[:7] == [
+      "id",
+      "round",
+      "alpha/a",
+      "alpha/b",
+      "alpha/c",
+      "alpha/d",
+      "alpha/e",
+  ]
   saved = json.load(open(tmp_path / "result.json"))
   assert set(saved["alpha"]) == set("abcde")
   st = json.load(open(tmp_path / "state.json"))
@@ -102,9 +137,14 @@ def test_search_rounds_outputs_and_state(tmp_path):
 
 
 def test_exploration_uses_uncertainty(tmp_path):
-  res = rounds.run_search(_evaluate, _pool(), SPEC, _direction,
-                          _cfg(exploration=1.0, uncertainty="gp"),
-                          str(tmp_path))
+  res = rounds.run_search(
+      _evaluate,
+      _pool(),
+      SPEC,
+      _direction,
+      _cfg(exploration=1.0, uncertainty="gp"),
+      str(tmp_path),
+  )
   assert res.n_evaluated == 28
 
 
@@ -113,8 +153,9 @@ class _Crash(Exception):
 
 
 def test_resume_after_a_crash_scores_nothing_twice(tmp_path):
-  ref = rounds.run_search(_evaluate, _pool(), SPEC, _direction, _cfg(),
-                          str(tmp_path / "ref"))
+  ref = rounds.run_search(
+      _evaluate, _pool(), SPEC, _direction, _cfg(), str(tmp_path / "ref")
+  )
   seen = []
   budget = {"n": 5}  # crash in round 1, in the middle of it
 
@@ -126,12 +167,14 @@ def test_resume_after_a_crash_scores_nothing_twice(tmp_path):
     return _evaluate(a)
 
   with pytest.raises(_Crash):
-    rounds.run_search(flaky, _pool(), SPEC, _direction, _cfg(),
-                      str(tmp_path / "run"))
+    rounds.run_search(
+        flaky, _pool(), SPEC, _direction, _cfg(), str(tmp_path / "run")
+    )
   budget["n"] = 100
   before = len(seen)
-  res = rounds.run_search(flaky, _pool, SPEC, _direction, _cfg(),
-                          str(tmp_path / "run"))
+  res = rounds.run_search(
+      flaky, _pool, SPEC, _direction, _cfg(), str(tmp_path / "run")
+  )
   assert len(set(seen)) == len(seen) == 28
   assert before == 20
   np.testing.assert_array_equal(res.alpha, ref.alpha)
@@ -144,8 +187,9 @@ def test_nan_scores_are_kept_and_excluded(tmp_path, caplog):
     return s
 
   with caplog.at_level(logging.WARNING):
-    res = rounds.run_search(diverging, _pool(), SPEC, _direction, _cfg(),
-                            str(tmp_path))
+    res = rounds.run_search(
+        diverging, _pool(), SPEC, _direction, _cfg(), str(tmp_path)
+    )
   assert "NaN" in caplog.text
   assert res.n_evaluated == 28
   assert np.isfinite(res.alpha).all()
@@ -155,20 +199,46 @@ def test_nan_scores_are_kept_and_excluded(tmp_path, caplog):
 
 def test_bad_inputs_raise(tmp_path):
   with pytest.raises(ValueError, match="returned 1 values"):
-    rounds.run_search(lambda a: {"domain/a": np.zeros(1),
-                                 "domain/b": np.zeros(1)},
-                      _pool(), SPEC, _direction, _cfg(), str(tmp_path / "a"))
+    rounds.run_search(
+        lambda a: {"domain/a": np.zeros(1), "domain/b": np.zeros(1)},
+        _pool(),
+        SPEC,
+        _direction,
+        _cfg(),
+        str(tmp_path / "a"),
+    )
+  calls = []
   with pytest.raises(ValueError, match="at least"):
-    rounds.run_search(_evaluate, _pool(), SPEC, _direction,
-                      _cfg(n_init=2, rounds=2), str(tmp_path / "b"))
-  rounds.run_search(_evaluate, _pool(), SPEC, _direction, _cfg(rounds=1),
-                    str(tmp_path / "c"))
+    rounds.run_search(
+        lambda a: calls.append(a),
+        _pool(),
+        SPEC,
+        _direction,
+        _cfg(n_init=2, rounds=2),
+        str(tmp_path / "b"),
+    )
+  assert not calls  # refused before any proxy was scored
+  rounds.run_search(
+      _evaluate, _pool(), SPEC, _direction, _cfg(rounds=1), str(tmp_path / "c")
+  )
   with pytest.raises(ValueError, match="other settings"):
-    rounds.run_search(_evaluate, _pool(), SPEC, _direction,
-                      _cfg(rounds=1, seed=4), str(tmp_path / "c"))
+    rounds.run_search(
+        _evaluate,
+        _pool(),
+        SPEC,
+        _direction,
+        _cfg(rounds=1, seed=4),
+        str(tmp_path / "c"),
+    )
   with pytest.raises(ValueError, match="different pool"):
-    rounds.run_search(_evaluate, _pool(2000), SPEC, _direction,
-                      _cfg(rounds=1), str(tmp_path / "c"))
+    rounds.run_search(
+        _evaluate,
+        _pool(2000),
+        SPEC,
+        _direction,
+        _cfg(rounds=1),
+        str(tmp_path / "c"),
+    )
 
 
 _SCRIPT = textwrap.dedent("""
@@ -194,20 +264,24 @@ _SCRIPT = textwrap.dedent("""
 
 def test_sigkill_and_resume_reaches_the_same_alpha(tmp_path):
   script = tmp_path / "search.py"
-  script.write_text(_SCRIPT.format(root=ROOT,
-                                   here=os.path.dirname(__file__)))
+  script.write_text(_SCRIPT.format(root=ROOT, here=os.path.dirname(__file__)))
   env = dict(os.environ, JAX_PLATFORMS="cpu")
 
   def run(workdir, log, delay):
-    return subprocess.run([sys.executable, str(script), str(workdir),
-                           str(log), str(delay)], env=env, check=True,
-                          capture_output=True, text=True).stdout
+    return subprocess.run(
+        [sys.executable, str(script), str(workdir), str(log), str(delay)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
 
   ref = run(tmp_path / "ref", tmp_path / "ref.log", 0.0)
   # Kill while round 1 is being scored (16 + a few of 8 results written).
   work, log = tmp_path / "run", tmp_path / "run.log"
-  proc = subprocess.Popen([sys.executable, str(script), str(work), str(log),
-                           "0.3"], env=env)
+  proc = subprocess.Popen(
+      [sys.executable, str(script), str(work), str(log), "0.3"], env=env
+  )
   results = work / "results.jsonl"
   deadline = time.time() + 120
   while time.time() < deadline:
@@ -222,8 +296,9 @@ def test_sigkill_and_resume_reaches_the_same_alpha(tmp_path):
   out = run(work, tmp_path / "resume.log", 0.0)
   resumed = set(open(tmp_path / "resume.log"))
   saved = [json.loads(x) for x in open(results)]
-  before = {" ".join(repr(v) for v in r["alpha"]) + "\n"
-            for r in saved[:n_scored]}
+  before = {
+      " ".join(repr(v) for v in r["alpha"]) + "\n" for r in saved[:n_scored]
+  }
   # Nothing recorded before the kill was evaluated again.
   assert not before & resumed
   assert len(saved) == 28 and len({r["id"] for r in saved}) == 28

@@ -11,7 +11,7 @@ from demix_jax.search import surrogates
 def _data(n, seed=0, noise=0.0):
   rng = np.random.default_rng(seed)
   x = rng.dirichlet(np.ones(4), size=n)
-  y = np.sin(3 * x[:, 0]) + (x[:, 1] - 0.3)**2 * 4 - x[:, 2]
+  y = np.sin(3 * x[:, 0]) + (x[:, 1] - 0.3) ** 2 * 4 - x[:, 2]
   return x, y + noise * rng.standard_normal(n)
 
 
@@ -30,8 +30,9 @@ def test_ridge_matches_closed_form():
 def test_nonlinear_fit_ranks_held_out_points(kind):
   x, y = _data(200, noise=0.01)
   xt, yt = _data(200, seed=1)
-  m = surrogates.make_surrogate(kind, len(x),
-                                surrogates.LGBMParams(num_iterations=200))
+  m = surrogates.make_surrogate(
+      kind, len(x), surrogates.LGBMParams(num_iterations=200)
+  )
   m.fit(x, {"y": y})
   assert surrogates.spearman(m.predict(xt)["y"], yt) > 0.9
 
@@ -79,10 +80,14 @@ def test_too_few_points_and_nan_rows(caplog):
 def test_cross_validate_reports_per_target():
   x, y = _data(80, noise=0.01)
   cv = surrogates.cross_validate(
-      lambda n: surrogates.make_surrogate("auto", n), x,
-      {"y": y, "neg": -y}, folds=5)
+      lambda n: surrogates.make_surrogate("auto", n),
+      x,
+      {"y": y, "neg": -y},
+      folds=5,
+  )
   assert set(cv) == {"y", "neg"}
   assert cv["y"] > 0.85 and cv["neg"] > 0.85
   tiny = surrogates.cross_validate(
-      lambda n: surrogates.RidgeSurrogate(), x[:4], {"y": y[:4]})
+      lambda n: surrogates.RidgeSurrogate(), x[:4], {"y": y[:4]}
+  )
   assert np.isnan(tiny["y"])
