@@ -82,7 +82,7 @@ def run_final(ctx: context_lib.RunContext) -> dict[str, Any]:
           "use 'natural' or list fixed mixtures in final.fixed_mixtures")
   for name, mix in dict(ctx.config.final.fixed_mixtures).items():
     runs[name] = dict(mix)
-  evaluator = _evaluator(ctx)
+  evaluator = evaluator(ctx)
   results, spent = {}, 0
   for i, (name, weights) in enumerate(runs.items()):
     done_path = ctx.workdir / "final" / name / "done.json"
@@ -105,7 +105,7 @@ def run_final(ctx: context_lib.RunContext) -> dict[str, Any]:
 # ------------------------------------------------------------------ search
 
 
-def _eval_suite(ctx: context_lib.RunContext):
+def eval_suite(ctx: context_lib.RunContext):
   """Benchmarks (tokenized once, cached) + held-out rows of every source."""
   from demix_jax.evals import benchmarks as bench_lib  # pylint: disable=g-import-not-at-top
   from demix_jax.evals import rows as rows_lib  # pylint: disable=g-import-not-at-top
@@ -122,21 +122,21 @@ def _eval_suite(ctx: context_lib.RunContext):
   return rows_lib.EvalSuite.build(groups, int(c.eval.batch_size))
 
 
-def _mesh(ctx: context_lib.RunContext):
+def mesh_and_rules(ctx: context_lib.RunContext):
   from demix_jax.training import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   cfg = ctx.train_config(1, mixture={})
-  mesh = sharding_lib.create_mesh(cfg.mesh_axes)
+  mesh = sharding_lib.createmesh_and_rules(cfg.mesh_axes)
   return mesh, sharding_lib.check_rules(cfg.rules, mesh)
 
 
-def _store(ctx: context_lib.RunContext, tokens: int | None = None,
+def component_store(ctx: context_lib.RunContext, tokens: int | None = None,
            beta_dirs: dict[str, str] | None = None):
   """The stacked components at the configured budget (+ the base)."""
   from demix_jax import models  # pylint: disable=g-import-not-at-top
   from demix_jax.merging import store as store_lib  # pylint: disable=g-import-not-at-top
   comps = pipeline_lib.require(ctx, "components")["components"]
   base = pipeline_lib.require(ctx, "base")
-  mesh, rules = _mesh(ctx)
+  mesh, rules = mesh_and_rules(ctx)
   dirs = beta_dirs or {c: comps[c]["run_dir"] for c in ctx.candidates}
   use = int(ctx.config.components.use_budget) if tokens is None else tokens
   store = store_lib.ComponentStore.from_checkpoints(
@@ -161,23 +161,32 @@ def _merge_spec(ctx: context_lib.RunContext, method: str | None = None):
 _EVALUATORS: dict[tuple, Any] = {}
 
 
-def _evaluator(ctx: context_lib.RunContext, store=None, method=None):
-  """The merge+evaluate engine over the components (one per context)."""
+def evaluator(ctx: context_lib.RunContext, store=None, method=None):
+  """The merge+evaluate engine over the components (cached per context).
+
+  Args:
+    ctx: the run context (base and components must be finished).
+    store: a ComponentStore (default: `component_store(ctx)`).
+    method: merge method (default config.merge.method).
+
+  Returns:
+    A `merging.engine.MixtureEvaluator`.
+  """
   from demix_jax.merging import engine as engine_lib  # pylint: disable=g-import-not-at-top
   key = (id(ctx), id(store), method)
   if key not in _EVALUATORS:
-    mesh, rules = _mesh(ctx)
+    mesh, rules = mesh_and_rules(ctx)
     if not hasattr(ctx, "_suite"):
-      ctx._suite = _eval_suite(ctx)  # pylint: disable=protected-access
+      ctx._suite = eval_suite(ctx)  # pylint: disable=protected-access
     _EVALUATORS[key] = engine_lib.MixtureEvaluator(
-        ctx.model_cfg, store if store is not None else _store(ctx),
+        ctx.model_cfg, store if store is not None else component_store(ctx),
         ctx._suite, spec=_merge_spec(ctx, method),  # pylint: disable=protected-access
         chunk_size=int(ctx.config.merge.chunk_size), mesh=mesh, rules=rules,
         domain_metrics=dict(ctx.config.eval.domain_metrics))
   return _EVALUATORS[key]
 
 
-def _bounds(ctx: context_lib.RunContext):
+def alpha_bounds(ctx: context_lib.RunContext):
   """Per-candidate alpha bounds: epoch caps of the final run + constraints."""
   from demix_jax.data import mixture as mixture_lib  # pylint: disable=g-import-not-at-top
   from demix_jax.search import pool as pool_lib  # pylint: disable=g-import-not-at-top
@@ -202,8 +211,8 @@ def run_search(ctx: context_lib.RunContext) -> dict[str, Any]:
   from demix_jax.search import rounds as rounds_lib  # pylint: disable=g-import-not-at-top
   from demix_jax.search import surrogates  # pylint: disable=g-import-not-at-top
   c, s = ctx.config, ctx.config.search
-  store = _store(ctx)
-  ev = _evaluator(ctx, store)
+  store = component_store(ctx)
+  ev = evaluator(ctx, store)
   dm = dict(c.eval.domain_metrics)
   direction = lambda t: scoring.higher_is_better(t, dm)
   if s.objective == "composite":
@@ -217,7 +226,7 @@ def run_search(ctx: context_lib.RunContext) -> dict[str, Any]:
           "search.objective", f"{s.objective!r} is not a target",
           f"use 'composite' or one of {ev.targets}")
     spec = objective_lib.ObjectiveSpec((s.objective,), "target")
-  bounds = _bounds(ctx)
+  bounds = alpha_bounds(ctx)
   prior = pool_lib.prior_from_tokens(
       [ctx.token_counts[n] for n in ctx.candidates], float(s.temperature))
   pool_cfg = pool_lib.PoolConfig(
@@ -484,10 +493,10 @@ def run_validate(ctx: context_lib.RunContext) -> dict[str, Any]:
       [ctx.token_counts[n] for n in ctx.candidates],
       float(c.search.temperature))
   alphas = pool_lib.sample_pool(
-      pool_cfg, np.random.default_rng(int(c.seed) + 7919), _bounds(ctx),
+      pool_cfg, np.random.default_rng(int(c.seed) + 7919), alpha_bounds(ctx),
       prior, ctx.candidates)
   dm = dict(c.eval.domain_metrics)
-  ev0 = _evaluator(ctx)
+  ev0 = evaluator(ctx)
   domains = [t.split("/", 1)[1] for t in ev0.targets if
              t.startswith("domain/")]
   direction = {d: scoring.higher_is_better(f"domain/{d}", dm)
@@ -522,8 +531,8 @@ def run_validate(ctx: context_lib.RunContext) -> dict[str, Any]:
   def score_merged(a, label):
     method, beta_s, tokens = label.split("|")
     beta = float(beta_s[4:])
-    store = _store(ctx, int(tokens), _beta_components(ctx, beta))
-    ev = _evaluator(ctx, store, method)
+    store = component_store(ctx, int(tokens), _beta_components(ctx, beta))
+    ev = evaluator(ctx, store, method)
     return _domain_scores(ev.evaluate(a))
 
   suite = ev0.suite
