@@ -264,3 +264,41 @@ def load_benchmarks(names, encode: Encode, fingerprint: str, seq_len: int,
     spec_of(n)
   return [load_benchmark(n, encode, fingerprint, seq_len, max_items, seed,
                          cache_dir) for n in names]
+
+
+def build_suite(benchmark_names, encode: Encode, fingerprint: str,
+                seq_len: int, batch_size: int, max_items: int = 0,
+                seed: int = 0, cache_dir: str | None = None,
+                heldout: dict[str, dict[str, np.ndarray]] | None = None,
+                token_bytes: np.ndarray | None = None
+                ) -> rows_lib.EvalSuite:
+  """The whole evaluation suite: benchmarks plus held-out rows per source.
+
+  Args:
+    benchmark_names: keys of BENCHMARKS (config.eval.benchmarks).
+    encode: the tokenizer's encode.
+    fingerprint: the tokenizer's fingerprint.
+    seq_len: row length (the model's training seq_len).
+    batch_size: rows per forward call (config.eval.batch_size).
+    max_items: seeded subsample per benchmark (config.eval.max_items).
+    seed: subsample seed.
+    cache_dir: .npz cache folder for tokenized benchmarks.
+    heldout: {source: batch dict} with `tokens` [N, seq_len] and optionally
+      `segment_ids`, `positions`, `n_bytes` [N] (the data layer's packed
+      held-out batches, concatenated).
+    token_bytes: `Vocab.token_byte_lengths()`, used when a held-out batch has
+      no `n_bytes`.
+
+  Returns:
+    The EvalSuite (benchmarks first, then held-out sources).
+  """
+  groups = load_benchmarks(benchmark_names, encode, fingerprint, seq_len,
+                           max_items, seed, cache_dir)
+  for source, b in (heldout or {}).items():
+    if b["tokens"].shape[1] != seq_len:
+      raise ValueError(f"held-out rows of {source!r} have length "
+                       f"{b['tokens'].shape[1]}, expected seq_len={seq_len}")
+    groups.append(rows_lib.heldout_rows(
+        source, b["tokens"], b.get("n_bytes"), b.get("segment_ids"),
+        b.get("positions"), token_bytes))
+  return rows_lib.EvalSuite.build(groups, batch_size)

@@ -95,7 +95,8 @@ class MixtureEvaluator:
                chunk_size: int = 8, mesh: Mesh | None = None,
                rules: Sequence[tuple[str, Any]] = (),
                domain_metrics: Mapping[str, str] | None = None,
-               merge_in_forward: bool | None = None):
+               merge_in_forward: bool | None = None,
+               vmap_width: int = 1):
     """Builds the evaluator (compiles lazily, once, on the first call).
 
     Args:
@@ -110,6 +111,10 @@ class MixtureEvaluator:
       domain_metrics: {domain: metric} for the domain scores.
       merge_in_forward: merge layer by layer inside the forward (default:
         True for linear, False otherwise).
+      vmap_width: mixtures vmapped together inside a device's part of the
+        chunk (`lax.map(..., batch_size=vmap_width)` loops over the rest).
+        1 (a sequential loop) is fastest on CPU (env.md 3c); larger widths
+        feed bigger matmuls to accelerators.
     """
     if chunk_size <= 0:
       raise ValueError(f"merge.chunk_size must be positive, got {chunk_size}")
@@ -131,10 +136,15 @@ class MixtureEvaluator:
       batch_entry = _rule(self.rules, "batch")
       shards = _axes_size(mesh, mix_entry)
     self.chunk = -(-chunk_size // shards) * shards
+    self.shards = shards
+    if vmap_width <= 0:
+      raise ValueError(f"vmap_width must be positive, got {vmap_width}")
+    self.vmap_width = min(vmap_width, self.chunk // shards)
     batches = suite.batched()
     if mesh is not None:
       self._alpha_sharding = NamedSharding(mesh, P(mix_entry, None))
       self._out_sharding = NamedSharding(mesh, P(mix_entry, None))
+      self._local_sharding = NamedSharding(mesh, P(mix_entry, None, None))
       self._batches = jax.device_put(batches, NamedSharding(mesh, P()))
       bsz = suite.batch_size
       row_entry = (batch_entry
@@ -143,6 +153,7 @@ class MixtureEvaluator:
           batches, NamedSharding(mesh, P(None, row_entry)))
     else:
       self._alpha_sharding = self._out_sharding = None
+      self._local_sharding = None
       self._batches = self._param_batches = jax.device_put(batches)
     self._chunk_fn = jax.jit(self._chunk_impl)
     self._params_fn = jax.jit(self._rows_of_params)
@@ -186,10 +197,20 @@ class MixtureEvaluator:
     return self._rows(params, layer_transform, batches)
 
   def _chunk_impl(self, alphas, stacked, base, batches):
+    # [C, K] -> [shards, C / shards, K]: the shard axis is vmapped (and
+    # sharded over the mixture devices); each device loops over its part,
+    # vmap_width mixtures at a time.
+    c, k = alphas.shape
+    local = alphas.reshape(self.shards, c // self.shards, k)
     if self._alpha_sharding is not None:
-      alphas = jax.lax.with_sharding_constraint(alphas, self._alpha_sharding)
-    out = jax.vmap(self._rows_of_mixture, in_axes=(0, None, None, None))(
-        alphas, stacked, base, batches)
+      local = jax.lax.with_sharding_constraint(local, self._local_sharding)
+
+    def per_shard(a_local):
+      return jax.lax.map(
+          lambda a: self._rows_of_mixture(a, stacked, base, batches),
+          a_local, batch_size=self.vmap_width)
+
+    out = jax.vmap(per_shard)(local).reshape(c, -1)
     if self._out_sharding is not None:
       out = jax.lax.with_sharding_constraint(out, self._out_sharding)
     return out

@@ -136,3 +136,18 @@ def test_read_every_benchmark_and_cache(tmp_path):
     np.testing.assert_array_equal(v, getattr(again, k))
   with pytest.raises(ValueError, match="unknown benchmark"):
     benchmarks.load_benchmarks(["arc"], byte_encode, "fp", 64)
+
+
+def test_build_suite_all_nine(tmp_path):
+  held = {"code": {"tokens": np.full((3, 48), 7, np.int32),
+                   "n_bytes": np.array([47.0, 47.0, 47.0])}}
+  suite = benchmarks.build_suite(list(benchmarks.BENCHMARKS), byte_encode,
+                                 "fp", 48, batch_size=8, max_items=2,
+                                 cache_dir=str(tmp_path), heldout=held)
+  assert suite.n_rows % 8 == 0
+  names = scoring.target_names(suite)
+  for d in ("general", "code", "math"):
+    assert f"domain/{d}" in names
+  assert "heldout/code/bpb" in names and "hellaswag/acc_norm" in names
+  s = scoring.score_rows(np.ones((2, suite.n_rows)), suite)
+  assert set(s) == set(names) and all(v.shape == (2,) for v in s.values())

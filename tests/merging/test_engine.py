@@ -53,7 +53,9 @@ def test_vertices_reproduce_each_component(tiny):
 
 def test_chunk_size_does_not_change_results(tiny):
   _, _, store, ev1 = _setup(tiny, chunk=1)
-  ev4 = engine_lib.MixtureEvaluator(tiny.cfg, store, ev1.suite, chunk_size=4)
+  ev4 = engine_lib.MixtureEvaluator(tiny.cfg, store, ev1.suite, chunk_size=4,
+                                    vmap_width=2)
+  assert ev4.vmap_width == 2
   a = ev1.evaluate_nll(ALPHAS)
   b = ev4.evaluate_nll(ALPHAS)
   np.testing.assert_allclose(a, b, **TOL)
