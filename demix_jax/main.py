@@ -53,8 +53,11 @@ def main(argv):
   from demix_jax import config_lib  # pylint: disable=g-import-not-at-top
   from demix_jax import pipeline  # pylint: disable=g-import-not-at-top
 
+  from demix_jax import multihost  # pylint: disable=g-import-not-at-top
+
   if _want_distributed(_MULTIHOST.value):
-    jax.distributed.initialize()
+    # Reads JAX_NUM_PROCESSES / JAX_PROCESS_ID where JAX cannot detect them.
+    multihost.initialize()
   logging.info("JAX %s, backend %s, process %d/%d, %d local / %d global"
                " devices", jax.__version__, jax.default_backend(),
                jax.process_index(), jax.process_count(),

@@ -24,6 +24,7 @@ import ml_collections
 
 from demix_jax import config_lib
 from demix_jax import context as context_lib
+from demix_jax import multihost
 
 STAGES = ("base", "components", "search", "final", "validate", "report")
 # A stage needs the outputs of these stages.
@@ -86,6 +87,8 @@ def mark_done(ctx: context_lib.RunContext, stage: str,
   if stage in context_lib.STAGE_SECTIONS:
     done["config_hash"] = context_lib.section_hash(ctx.config, stage)
   context_lib.write_json(ctx.workdir / stage / "done.json", done)
+  # Process 0 wrote it; later stages read it on every process.
+  multihost.barrier(f"done_{stage}")
   return done
 
 
@@ -121,6 +124,13 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   ctx.validate_inputs()
   save_config(config, workdir)
   ordered = [s for s in STAGES if s in stages]
+  if jax.process_count() > 1 and set(ordered) - {"report"}:
+    # The data caches under workdir/data (corpora builds, the tokenizer,
+    # token counts) are shared files: process 0 builds them, then the
+    # others read them.
+    if multihost.is_writer():
+      _ = ctx.token_counts
+    multihost.barrier("data_caches")
   # Check inputs of the first stage up front (later ones are produced here).
   for s in ordered:
     for need in REQUIRES[s]:

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from demix_jax import context as context_lib
+from demix_jax import multihost
 from demix_jax import pipeline as pipeline_lib
 
 # ---------------------------------------------------------------- training
@@ -275,6 +276,8 @@ def run_search(ctx: context_lib.RunContext) -> dict[str, Any]:
   chosen = alpha
   if s.method == "gradient" and grad is not None:
     chosen = np.asarray(grad.alpha, np.float64)
+  # The final runs train on this mixture on every process: use process 0's.
+  chosen = multihost.broadcast(np.asarray(chosen, np.float64))
   alpha_d = dict(zip(ctx.candidates, chosen.tolist()))
   weights = ctx.source_weights(alpha_d)
   from demix_jax.data import mixture as mixture_lib  # pylint: disable=g-import-not-at-top
@@ -288,7 +291,7 @@ def run_search(ctx: context_lib.RunContext) -> dict[str, Any]:
           "barrier_target": barriers["target"],
           "barrier_warning": barriers.get("warning")}
   search_dir = ctx.workdir / "search"
-  if grad is not None:
+  if grad is not None and multihost.is_writer():
     np.save(str(search_dir / "gradient_paths.npy"), np.asarray(grad.paths))
   snippet = ("--config.final.fixed_mixtures.found='" + json.dumps(
       {k: round(v, 6) for k, v in weights.items()}) + "'")

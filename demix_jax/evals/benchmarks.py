@@ -250,7 +250,8 @@ def load_benchmark(name: str, encode: Encode, fingerprint: str, seq_len: int,
   rs = build_rows(name, items, encode, seq_len)
   if path:
     os.makedirs(cache_dir, exist_ok=True)
-    tmp = path + ".tmp.npz"
+    # Per-process name: hosts that build the same cache never share a tmp.
+    tmp = f"{path}.tmp{os.getpid()}.npz"
     np.savez(tmp, **rs.arrays())
     os.replace(tmp, path)  # atomic: a killed run never leaves half a cache
   return rs

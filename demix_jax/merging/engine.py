@@ -40,6 +40,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import numpy as np
 
+from demix_jax import multihost
 from demix_jax.evals import rows as rows_lib
 from demix_jax.evals import scoring
 from demix_jax.merging import methods
@@ -256,7 +257,8 @@ class MixtureEvaluator:
                            self._batches)
       # np.asarray blocks on every call: back-to-back dispatch can deadlock
       # XLA:CPU collectives with many fake devices (env.md P1).
-      out[start:start + n] = np.asarray(res)[:n]
+      # to_numpy gathers the mixture shards held by other hosts.
+      out[start:start + n] = multihost.to_numpy(res)[:n]
       if progress is not None:
         progress(min(start + c, m), m)
     return out
@@ -276,7 +278,7 @@ class MixtureEvaluator:
 
   def evaluate_params_nll(self, params: Params) -> np.ndarray:
     """Row NLL sums [R] of one already-merged (or trained) model."""
-    return np.asarray(self._params_fn(params, self._param_batches))
+    return multihost.to_numpy(self._params_fn(params, self._param_batches))
 
   def evaluate_params(self, params: Params) -> dict[str, float]:
     """Every target for one model (the final run, baselines, components)."""

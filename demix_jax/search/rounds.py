@@ -163,6 +163,9 @@ class _Search:
           f"needs at least {surrogates.MIN_POINTS} (raise search.n_init)"
       )
     os.makedirs(workdir, exist_ok=True)
+    # Multi-host: every process reads the saved state before process 0 (the
+    # only writer) changes it, so all resume from the same point.
+    state_lib.barrier("search_init_start")
     self.pool = self._load_or_save_pool(pool)
     self.names = tuple(names or (f"c{i}" for i in range(self.pool.shape[1])))
     if len(self.names) != self.pool.shape[1]:
@@ -180,6 +183,7 @@ class _Search:
     if self.state["rng"] is not None:
       self.rng.bit_generator.state = self.state["rng"]
     self.results = {r["id"]: r for r in state_lib.read_results(workdir)}
+    state_lib.barrier("search_init_done")
 
   # ------------------------------------------------------------ state I/O
   def _load_or_save_pool(self, pool) -> np.ndarray:
@@ -308,6 +312,7 @@ class _Search:
     region = np.argsort(values, kind="stable")[:k]
     region = region[np.isfinite(values[region])]
     ids = self.rng.choice(region, size=size, replace=False)
+    ids = state_lib.agree(np.asarray(ids, np.int64))
     return [int(i) for i in ids], cv
 
   def _evaluate(self, r: int, ids: list[int]) -> None:
@@ -407,6 +412,7 @@ class _Search:
   def _final(self) -> SearchResult:
     values, cv, model = self._rank_pool(self.spec.targets)
     alpha, top = average_topk(self.pool, values, self.cfg.final_topk)
+    alpha, top = state_lib.agree((alpha, np.asarray(top, np.int64)))
     _, y_all = self._data()
     targets = [
         t for t in y_all if np.isfinite(y_all[t]).sum() >= surrogates.MIN_POINTS
@@ -446,6 +452,8 @@ class _Search:
         what="scored proxies",
     )
     path = os.path.join(self.workdir, "proxies.csv")
+    if not state_lib.is_writer():
+      return path
     tmp = path + ".tmp"
     with open(tmp, "w", newline="") as f:
       w = csv.writer(f)

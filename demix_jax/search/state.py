@@ -10,6 +10,10 @@ Layout of a search directory:
                   RNG state after drawing them, per-round summaries and the
                   search settings (checked on resume). Rewritten atomically.
 
+Multi-host: the files are shared; only process 0 writes them (the other
+processes compute the same results and keep them in memory), see
+`is_writer`, `barrier` and `agree` below.
+
 Every rewrite goes to a temporary file that is fsynced and renamed over the
 old one, so a kill leaves either the old or the new file. A kill in the
 middle of an append leaves a partial last line, which `read_results` drops
@@ -21,6 +25,7 @@ import json
 import logging
 import math
 import os
+import sys
 
 import numpy as np
 
@@ -31,8 +36,44 @@ RESULTS = "results.jsonl"
 STATE = "state.json"
 
 
+def _multihost():
+  """demix_jax.multihost when JAX runs several processes, else None."""
+  # The search itself is numpy-only: JAX is consulted only if loaded.
+  jax = sys.modules.get("jax")
+  if jax is None or jax.process_count() == 1:
+    return None
+  from demix_jax import multihost  # pylint: disable=g-import-not-at-top
+  return multihost
+
+
+def is_writer() -> bool:
+  """True where search files are written (process 0, or a lone process)."""
+  mh = _multihost()
+  return mh is None or mh.is_writer()
+
+
+def barrier(name: str) -> None:
+  """Waits for every process (no-op in a single process)."""
+  mh = _multihost()
+  if mh is not None:
+    mh.barrier(name)
+
+
+def agree(x):
+  """Process 0's value of a numpy pytree on every process (else identity).
+
+  Host-side decisions (proposals, alpha*) feed collective evaluations, so
+  every process must use the same ones, even if a surrogate library's
+  floats differed between hosts.
+  """
+  mh = _multihost()
+  return x if mh is None else mh.broadcast(x)
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
   """Writes `data` to `path` via a fsynced temporary file and a rename."""
+  if not is_writer():
+    return
   tmp = f"{path}.tmp.{os.getpid()}"
   with open(tmp, "wb") as f:
     f.write(data)
@@ -96,6 +137,8 @@ def read_results_row(row: dict) -> dict:
 
 def append_results(workdir: str, rows: list[dict]) -> None:
   """Appends scored rows ({id, round, alpha, scores}) and fsyncs."""
+  if not is_writer():
+    return
   lines = [json.dumps(_record(r), sort_keys=True) + "\n" for r in rows]
   with open(os.path.join(workdir, RESULTS), "a") as f:
     f.write("".join(lines))
@@ -125,7 +168,7 @@ def read_results(workdir: str) -> list[dict]:
       break
     rows.append(_restore(rec))
     good += len(line)
-  if good < len(data):
+  if good < len(data) and is_writer():
     with open(path, "r+b") as f:
       f.truncate(good)
   return rows
