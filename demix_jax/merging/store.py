@@ -202,16 +202,34 @@ class ComponentStore:
     """
     from demix_jax.training import checkpointing
     names = list(run_dirs)
+
+    def target(run_dir, tok):
+      # With a mesh, restore straight onto it: the default (one local
+      # device) cannot feed a computation over other devices or hosts.
+      if mesh is None:
+        return None
+      from demix_jax.training import sharding as sharding_lib
+      shapes = checkpointing.params_metadata(
+          run_dir, checkpointing.find_step(run_dir, tok))
+      axes = (logical_axes if logical_axes is not None else
+              jax.tree.map(lambda x: (None,) * len(x.shape), shapes))
+      sh = sharding_lib.param_shardings(shapes, axes, mesh, rules or ())
+      return jax.tree.map(
+          lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+          shapes, sh)
+
     comps, fps = [], []
     for n in names:
       meta = checkpointing.read_metadata(run_dirs[n], tokens)
       fps.append(meta.get("tokenizer_fingerprint"))
-      comps.append(checkpointing.load_params(run_dirs[n], tokens))
+      comps.append(checkpointing.load_params(
+          run_dirs[n], tokens, target=target(run_dirs[n], tokens)))
     base, base_fp = None, None
     if base_dir is not None:
       meta = checkpointing.read_metadata(base_dir, base_tokens)
       base_fp = meta.get("tokenizer_fingerprint")
-      base = checkpointing.load_params(base_dir, base_tokens)
+      base = checkpointing.load_params(
+          base_dir, base_tokens, target=target(base_dir, base_tokens))
     return cls.from_params(comps, names, base, fps, base_fp, mesh, rules,
                            logical_axes)
 
