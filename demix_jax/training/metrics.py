@@ -13,8 +13,8 @@ import math
 import os
 from typing import Any, Mapping
 
-import jax
 from clu import metric_writers
+import jax
 
 
 def _num(v: Any) -> Any:
