@@ -109,18 +109,17 @@ def run_final(ctx: context_lib.RunContext) -> dict[str, Any]:
 def eval_suite(ctx: context_lib.RunContext):
   """Benchmarks (tokenized once, cached) + held-out rows of every source."""
   from demix_jax.evals import benchmarks as bench_lib  # pylint: disable=g-import-not-at-top
-  from demix_jax.evals import rows as rows_lib  # pylint: disable=g-import-not-at-top
   c = ctx.config
-  groups = bench_lib.load_benchmarks(
-      tuple(c.eval.benchmarks), ctx.vocab.encode, ctx.vocab.fingerprint,
-      int(c.data.seq_len), max_items=int(c.eval.max_items), seed=int(c.seed),
-      cache_dir=str(ctx.data_dir / "benchmarks"))
+  heldout = {}
   for name in ctx.sources:
     h = ctx.heldout(name)
-    groups.append(rows_lib.heldout_rows(
-        name, h["tokens"], n_bytes=h["num_bytes"],
-        segment_ids=h["segment_ids"], positions=h["positions"]))
-  return rows_lib.EvalSuite.build(groups, int(c.eval.batch_size))
+    heldout[name] = {"tokens": h["tokens"], "segment_ids": h["segment_ids"],
+                     "positions": h["positions"], "n_bytes": h["num_bytes"]}
+  return bench_lib.build_suite(
+      tuple(c.eval.benchmarks), ctx.vocab.encode, ctx.vocab.fingerprint,
+      int(c.data.seq_len), int(c.eval.batch_size),
+      max_items=int(c.eval.max_items), seed=int(c.seed),
+      cache_dir=str(ctx.data_dir / "benchmarks"), heldout=heldout)
 
 
 def mesh_and_rules(ctx: context_lib.RunContext):
