@@ -125,7 +125,7 @@ def eval_suite(ctx: context_lib.RunContext):
 def mesh_and_rules(ctx: context_lib.RunContext):
   from demix_jax.training import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   cfg = ctx.train_config(1, mixture={})
-  mesh = sharding_lib.createmesh_and_rules(cfg.mesh_axes)
+  mesh = sharding_lib.create_mesh(cfg.mesh_axes)
   return mesh, sharding_lib.check_rules(cfg.rules, mesh)
 
 
