@@ -83,7 +83,7 @@ def run_final(ctx: context_lib.RunContext) -> dict[str, Any]:
           "use 'natural' or list fixed mixtures in final.fixed_mixtures")
   for name, mix in dict(ctx.config.final.fixed_mixtures).items():
     runs[name] = dict(mix)
-  evaluator = evaluator(ctx)
+  ev = evaluator(ctx)
   results, spent = {}, 0
   for i, (name, weights) in enumerate(runs.items()):
     done_path = ctx.workdir / "final" / name / "done.json"
@@ -94,7 +94,7 @@ def run_final(ctx: context_lib.RunContext) -> dict[str, Any]:
     run_dir = ctx.workdir / "final" / name
     r = ctx.train(run_dir, weights, tokens, what=f"final run {name}",
                   init_from=base["run_dir"], seed_offset=100 + i)
-    scores = evaluator.evaluate_params(r.params)
+    scores = ev.evaluate_params(r.params)
     results[name] = {"run_dir": str(run_dir), "weights": weights,
                      "tokens": r.tokens, "train_seconds": r.seconds,
                      "scores": {k: float(v) for k, v in scores.items()}}
