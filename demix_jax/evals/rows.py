@@ -42,6 +42,7 @@ class RowSet:
     gold: bool [N] whether the row is the item's gold answer.
     n_bytes: float64 [N] UTF-8 bytes of the scored text.
   """
+
   name: str
   kind: str
   domain: str | None
@@ -60,15 +61,19 @@ class RowSet:
     n = self.tokens.shape[0]
     for f in ("positions", "segment_ids", "target_mask"):
       if getattr(self, f).shape != self.tokens.shape:
-        raise ValueError(f"RowSet {self.name}: {f} shape "
-                         f"{getattr(self, f).shape} != tokens "
-                         f"{self.tokens.shape}")
+        raise ValueError(
+            f"RowSet {self.name}: {f} shape "
+            f"{getattr(self, f).shape} != tokens "
+            f"{self.tokens.shape}"
+        )
     for f in ("doc", "choice", "gold", "n_bytes"):
       if getattr(self, f).shape != (n,):
         raise ValueError(f"RowSet {self.name}: {f} must have shape ({n},)")
     if n and np.any(self.target_mask[:, 0] != 0):
-      raise ValueError(f"RowSet {self.name}: the first token of a row "
-                       "cannot be scored (nothing predicts it)")
+      raise ValueError(
+          f"RowSet {self.name}: the first token of a row "
+          "cannot be scored (nothing predicts it)"
+      )
 
   @property
   def seq_len(self) -> int:
@@ -79,12 +84,16 @@ class RowSet:
     return int(self.doc.max()) + 1 if self.doc.size else 0
 
   def arrays(self) -> dict[str, np.ndarray]:
-    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-            if isinstance(getattr(self, f.name), np.ndarray)}
+    return {
+        f.name: getattr(self, f.name)
+        for f in dataclasses.fields(self)
+        if isinstance(getattr(self, f.name), np.ndarray)
+    }
 
 
-def pack_pairs(contexts: list[list[int]], continuations: list[list[int]],
-               seq_len: int) -> dict[str, np.ndarray]:
+def pack_pairs(
+    contexts: list[list[int]], continuations: list[list[int]], seq_len: int
+) -> dict[str, np.ndarray]:
   """Packs (context, continuation) token lists, one pair per row.
 
   Each row is context + continuation, left-aligned, zero-padded; the
@@ -108,21 +117,25 @@ def pack_pairs(contexts: list[list[int]], continuations: list[list[int]],
   for i, (ctx, cont) in enumerate(zip(contexts, continuations)):
     m = len(ctx) + len(cont)
     if not ctx or m > seq_len:
-      raise ValueError(f"row {i}: context of {len(ctx)} + continuation of "
-                       f"{len(cont)} tokens does not fit seq_len={seq_len}")
+      raise ValueError(
+          f"row {i}: context of {len(ctx)} + continuation of "
+          f"{len(cont)} tokens does not fit seq_len={seq_len}"
+      )
     tokens[i, :m] = ctx + cont
-    mask[i, len(ctx):m] = 1.0
+    mask[i, len(ctx) : m] = 1.0
     seg[i, :m] = 1
     pos[i, :m] = np.arange(m)
-  return dict(tokens=tokens, positions=pos, segment_ids=seg,
-              target_mask=mask)
+  return dict(tokens=tokens, positions=pos, segment_ids=seg, target_mask=mask)
 
 
-def heldout_rows(source: str, tokens: np.ndarray,
-                 n_bytes: np.ndarray | None = None,
-                 segment_ids: np.ndarray | None = None,
-                 positions: np.ndarray | None = None,
-                 token_bytes: np.ndarray | None = None) -> RowSet:
+def heldout_rows(
+    source: str,
+    tokens: np.ndarray,
+    n_bytes: np.ndarray | None = None,
+    segment_ids: np.ndarray | None = None,
+    positions: np.ndarray | None = None,
+    token_bytes: np.ndarray | None = None,
+) -> RowSet:
   """Held-out sequences of one source as a row set (every token scored).
 
   Token t is scored when it continues the same document as token t-1
@@ -155,21 +168,30 @@ def heldout_rows(source: str, tokens: np.ndarray,
       positions[:, j] = np.where(same, positions[:, j - 1] + 1, 0)
     positions[segment_ids == 0] = 0  # padding: position 0 (interfaces.md)
   mask = np.zeros((n, t), np.float32)
-  mask[:, 1:] = ((segment_ids[:, 1:] == segment_ids[:, :-1])
-                 & (segment_ids[:, 1:] != 0))
+  mask[:, 1:] = (segment_ids[:, 1:] == segment_ids[:, :-1]) & (
+      segment_ids[:, 1:] != 0
+  )
   if n_bytes is None:
     if token_bytes is None:
-      raise ValueError(f"heldout_rows({source!r}): give n_bytes or "
-                       "token_bytes")
+      raise ValueError(
+          f"heldout_rows({source!r}): give n_bytes or " "token_bytes"
+      )
     table = np.asarray(token_bytes, np.float64)
     n_bytes = (table[tokens] * mask).sum(axis=1)
   n_bytes = np.asarray(n_bytes, np.float64).reshape(n)
-  return RowSet(name=f"heldout/{source}", kind="heldout", domain=None,
-                tokens=tokens, positions=np.asarray(positions, np.int32),
-                segment_ids=segment_ids, target_mask=mask,
-                doc=np.arange(n, dtype=np.int32),
-                choice=np.zeros(n, np.int32), gold=np.ones(n, bool),
-                n_bytes=n_bytes)
+  return RowSet(
+      name=f"heldout/{source}",
+      kind="heldout",
+      domain=None,
+      tokens=tokens,
+      positions=np.asarray(positions, np.int32),
+      segment_ids=segment_ids,
+      target_mask=mask,
+      doc=np.arange(n, dtype=np.int32),
+      choice=np.zeros(n, np.int32),
+      gold=np.ones(n, bool),
+      n_bytes=n_bytes,
+  )
 
 
 @dataclasses.dataclass
@@ -184,6 +206,7 @@ class EvalSuite:
       never count).
     batch_size: rows per forward call.
   """
+
   groups: list[RowSet]
   offsets: list[int]
   tokens: np.ndarray
@@ -212,8 +235,10 @@ class EvalSuite:
       raise ValueError(f"duplicate row-set names: {names}")
     lens = {g.seq_len for g in groups}
     if len(lens) != 1:
-      raise ValueError(f"row sets have different seq_len: "
-                       f"{ {g.name: g.seq_len for g in groups} }")
+      raise ValueError(
+          f"row sets have different seq_len: "
+          f"{ {g.name: g.seq_len for g in groups} }"
+      )
     offsets = list(np.cumsum([0] + [g.tokens.shape[0] for g in groups[:-1]]))
     r = sum(g.tokens.shape[0] for g in groups)
     pad = (-r) % batch_size
@@ -224,12 +249,15 @@ class EvalSuite:
       parts.append(np.zeros((pad, t), dtype))
       return np.concatenate(parts).astype(dtype)
 
-    return cls(groups=list(groups), offsets=[int(o) for o in offsets],
-               tokens=cat("tokens", np.int32),
-               positions=cat("positions", np.int32),
-               segment_ids=cat("segment_ids", np.int32),
-               target_mask=cat("target_mask", np.float32),
-               batch_size=batch_size)
+    return cls(
+        groups=list(groups),
+        offsets=[int(o) for o in offsets],
+        tokens=cat("tokens", np.int32),
+        positions=cat("positions", np.int32),
+        segment_ids=cat("segment_ids", np.int32),
+        target_mask=cat("target_mask", np.float32),
+        batch_size=batch_size,
+    )
 
   @property
   def n_rows(self) -> int:
@@ -243,11 +271,14 @@ class EvalSuite:
     for g, o in zip(self.groups, self.offsets):
       if g.name == name:
         return slice(o, o + g.tokens.shape[0])
-    raise KeyError(f"no row set named {name!r}; have "
-                   f"{[g.name for g in self.groups]}")
+    raise KeyError(
+        f"no row set named {name!r}; have " f"{[g.name for g in self.groups]}"
+    )
 
   def batched(self) -> dict[str, np.ndarray]:
     """The row arrays reshaped to [n_batches, batch_size, T]."""
     shape = (self.n_batches, self.batch_size, self.tokens.shape[1])
-    return {k: getattr(self, k).reshape(shape) for k in
-            ("tokens", "positions", "segment_ids", "target_mask")}
+    return {
+        k: getattr(self, k).reshape(shape)
+        for k in ("tokens", "positions", "segment_ids", "target_mask")
+    }

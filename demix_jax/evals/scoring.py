@@ -36,7 +36,10 @@ from demix_jax.evals import benchmarks as bench_lib
 from demix_jax.evals import rows as rows_lib
 
 DEFAULT_DOMAIN_METRICS: dict[str, str] = {
-    "general": "bpb", "code": "bpb", "math": "bpb"}
+    "general": "bpb",
+    "code": "bpb",
+    "math": "bpb",
+}
 _HIGHER = {"acc": True, "acc_norm": True, "bpb": False, "loss": False}
 _LN2 = math.log(2.0)
 
@@ -46,13 +49,15 @@ def _domain_metrics(domain_metrics: Mapping[str, str] | None):
   out.update(domain_metrics or {})
   for d, m in out.items():
     if m not in _HIGHER:
-      raise ValueError(f"domain metric for {d!r} is {m!r}; use one of "
-                       f"{sorted(_HIGHER)}")
+      raise ValueError(
+          f"domain metric for {d!r} is {m!r}; use one of " f"{sorted(_HIGHER)}"
+      )
   return out
 
 
-def higher_is_better(name: str,
-                     domain_metrics: Mapping[str, str] | None = None) -> bool:
+def higher_is_better(
+    name: str, domain_metrics: Mapping[str, str] | None = None
+) -> bool:
   """Whether a larger value of target `name` is better.
 
   Args:
@@ -86,8 +91,9 @@ def _choice_matrix(group: rows_lib.RowSet, offset: int):
   return idx, gold
 
 
-def _group_linear(suite: rows_lib.EvalSuite, group: rows_lib.RowSet,
-                  metric: str) -> np.ndarray:
+def _group_linear(
+    suite: rows_lib.EvalSuite, group: rows_lib.RowSet, metric: str
+) -> np.ndarray:
   """Row weights w with target = nll @ w for a group's bpb or loss."""
   w = np.zeros(suite.n_rows, np.float64)
   sl = suite.rows_of(group.name)
@@ -109,9 +115,9 @@ def _group_linear(suite: rows_lib.EvalSuite, group: rows_lib.RowSet,
   return w
 
 
-def target_names(suite: rows_lib.EvalSuite,
-                 domain_metrics: Mapping[str, str] | None = None
-                 ) -> list[str]:
+def target_names(
+    suite: rows_lib.EvalSuite, domain_metrics: Mapping[str, str] | None = None
+) -> list[str]:
   """Every target `score_rows` returns for this suite, in order."""
   dm = _domain_metrics(domain_metrics)
   names, heldout, present = [], [], set()
@@ -132,14 +138,18 @@ def target_names(suite: rows_lib.EvalSuite,
       names.append(f"domain/{d}")
       for b in have:
         if f"{b}/{dm[d]}" not in names:
-          raise ValueError(f"domain {d!r} metric {dm[d]!r} does not exist "
-                           f"for benchmark {b!r}")
+          raise ValueError(
+              f"domain {d!r} metric {dm[d]!r} does not exist "
+              f"for benchmark {b!r}"
+          )
   return names
 
 
-def linear_weights(suite: rows_lib.EvalSuite, target: str,
-                   domain_metrics: Mapping[str, str] | None = None
-                   ) -> np.ndarray:
+def linear_weights(
+    suite: rows_lib.EvalSuite,
+    target: str,
+    domain_metrics: Mapping[str, str] | None = None,
+) -> np.ndarray:
   """Row weights [R] such that target(mixture) = row_nll @ weights.
 
   Defined for every bpb and loss target and for domains whose metric is bpb
@@ -157,17 +167,20 @@ def linear_weights(suite: rows_lib.EvalSuite, target: str,
     members = [b for b in bench_lib.DOMAINS.get(parts[1], ()) if b in by_name]
     if not members:
       raise ValueError(f"no benchmark of domain {parts[1]!r} in the suite")
-    return sum(_group_linear(suite, by_name[b], dm[parts[1]])
-               for b in members) / len(members)
+    return sum(
+        _group_linear(suite, by_name[b], dm[parts[1]]) for b in members
+    ) / len(members)
   group_name, metric = "/".join(parts[:-1]), parts[-1]
   if group_name not in by_name:
     raise ValueError(f"unknown target {target!r}; groups: {sorted(by_name)}")
   return _group_linear(suite, by_name[group_name], metric)
 
 
-def score_rows(nll: np.ndarray, suite: rows_lib.EvalSuite,
-               domain_metrics: Mapping[str, str] | None = None
-               ) -> dict[str, np.ndarray]:
+def score_rows(
+    nll: np.ndarray,
+    suite: rows_lib.EvalSuite,
+    domain_metrics: Mapping[str, str] | None = None,
+) -> dict[str, np.ndarray]:
   """Every target for every mixture from the per-row NLL sums.
 
   Args:
@@ -183,8 +196,9 @@ def score_rows(nll: np.ndarray, suite: rows_lib.EvalSuite,
   squeeze = nll.ndim == 1
   nll = np.atleast_2d(nll)
   if nll.shape[1] != suite.n_rows:
-    raise ValueError(f"nll has {nll.shape[1]} rows, suite has "
-                     f"{suite.n_rows}")
+    raise ValueError(
+        f"nll has {nll.shape[1]} rows, suite has " f"{suite.n_rows}"
+    )
   out: dict[str, np.ndarray] = {}
   for g, off in zip(suite.groups, suite.offsets):
     if g.kind == "mc":
@@ -192,12 +206,14 @@ def score_rows(nll: np.ndarray, suite: rows_lib.EvalSuite,
       valid = idx >= 0
       ll = np.where(valid, -nll[:, np.maximum(idx, 0)], -np.inf)
       nbytes = np.zeros(suite.n_rows)
-      nbytes[off:off + g.doc.size] = g.n_bytes
-      per_byte = np.where(valid, ll / np.maximum(nbytes[np.maximum(idx, 0)],
-                                                 1.0), -np.inf)
+      nbytes[off : off + g.doc.size] = g.n_bytes
+      per_byte = np.where(
+          valid, ll / np.maximum(nbytes[np.maximum(idx, 0)], 1.0), -np.inf
+      )
       out[f"{g.name}/acc"] = np.mean(np.argmax(ll, -1) == gold, axis=-1)
-      out[f"{g.name}/acc_norm"] = np.mean(np.argmax(per_byte, -1) == gold,
-                                          axis=-1)
+      out[f"{g.name}/acc_norm"] = np.mean(
+          np.argmax(per_byte, -1) == gold, axis=-1
+      )
       out[f"{g.name}/bpb"] = nll @ _group_linear(suite, g, "bpb")
     elif g.kind == "bpb":
       out[f"{g.name}/bpb"] = nll @ _group_linear(suite, g, "bpb")

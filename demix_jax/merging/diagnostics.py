@@ -48,8 +48,9 @@ def weight_deltas(store: store_lib.ComponentStore) -> dict[str, float]:
     base_l1 = jnp.zeros((), jnp.float32)
     for key in stacked:
       axis = 1 if key == store_lib.LAYERS else 0
-      for x, b in zip(jax.tree.leaves(stacked[key]),
-                      jax.tree.leaves(base[key])):
+      for x, b in zip(
+          jax.tree.leaves(stacked[key]), jax.tree.leaves(base[key])
+      ):
         x = jnp.moveaxis(x.astype(jnp.float32), axis, 0)
         b = b.astype(jnp.float32)
         flat = x.reshape(store.k, -1)
@@ -58,14 +59,18 @@ def weight_deltas(store: store_lib.ComponentStore) -> dict[str, float]:
         base_l1 += jnp.sum(jnp.abs(b))
     return num, den + base_l1
 
-  num, den = (np.asarray(v, np.float64) for v in sums(store.stacked,
-                                                      store.base))
+  num, den = (
+      np.asarray(v, np.float64) for v in sums(store.stacked, store.base)
+  )
   return {n: float(a / b) for n, a, b in zip(store.names, num, den)}
 
 
-def loss_barriers(evaluator: engine_lib.MixtureEvaluator,
-                  target: str | None = None, points: int = 5,
-                  warn_fraction: float = 0.01) -> dict[str, Any]:
+def loss_barriers(
+    evaluator: engine_lib.MixtureEvaluator,
+    target: str | None = None,
+    points: int = 5,
+    warn_fraction: float = 0.01,
+) -> dict[str, Any]:
   """Barrier of `target` along the segment between each component pair.
 
   All pairs' points are scored in one batched `evaluate` call.
@@ -85,12 +90,14 @@ def loss_barriers(evaluator: engine_lib.MixtureEvaluator,
   names = evaluator.store.names
   k = len(names)
   if k < 2:
-    return {"target": target, "pairs": {}, "max_barrier": 0.0,
-            "warning": None}
+    return {"target": target, "pairs": {}, "max_barrier": 0.0, "warning": None}
   if target is None:
     ts = evaluator.targets
-    target = ("heldout/bpb" if "heldout/bpb" in ts else
-              next((t for t in ts if t.startswith("domain/")), ts[0]))
+    target = (
+        "heldout/bpb"
+        if "heldout/bpb" in ts
+        else next((t for t in ts if t.startswith("domain/")), ts[0])
+    )
   t = np.linspace(0.0, 1.0, points + 2)
   pairs = list(itertools.combinations(range(k), 2))
   alphas = []
@@ -101,23 +108,36 @@ def loss_barriers(evaluator: engine_lib.MixtureEvaluator,
       a[j] += tt
       alphas.append(a)
   values = evaluator.evaluate(np.stack(alphas))[target].reshape(
-      len(pairs), len(t))
-  sign = -1.0 if scoring.higher_is_better(target,
-                                          evaluator.domain_metrics) else 1.0
+      len(pairs), len(t)
+  )
+  sign = (
+      -1.0
+      if scoring.higher_is_better(target, evaluator.domain_metrics)
+      else 1.0
+  )
   out, worst = {}, -np.inf
   for (i, j), v in zip(pairs, values):
     loss = sign * v
     chord = (1.0 - t) * loss[0] + t * loss[-1]
     barrier = float(np.max(loss - chord))
     worst = max(worst, barrier)
-    out[f"{names[i]}|{names[j]}"] = {"values": [float(x) for x in v],
-                                     "barrier": barrier}
+    out[f"{names[i]}|{names[j]}"] = {
+        "values": [float(x) for x in v],
+        "barrier": barrier,
+    }
   scale = float(np.mean(np.abs(values[:, [0, -1]])))
   warning = None
   if worst > warn_fraction * scale:
-    warning = (f"loss barrier {worst:.4g} on {target} exceeds "
-               f"{warn_fraction:.0%} of its endpoint value ({scale:.4g}): "
-               "components are not linearly connected, merged proxies may "
-               "be unreliable")
-  return {"target": target, "t": [float(x) for x in t], "pairs": out,
-          "max_barrier": float(worst), "warning": warning}
+    warning = (
+        f"loss barrier {worst:.4g} on {target} exceeds "
+        f"{warn_fraction:.0%} of its endpoint value ({scale:.4g}): "
+        "components are not linearly connected, merged proxies may "
+        "be unreliable"
+    )
+  return {
+      "target": target,
+      "t": [float(x) for x in t],
+      "pairs": out,
+      "max_barrier": float(worst),
+      "warning": warning,
+  }

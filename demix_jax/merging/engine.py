@@ -50,8 +50,9 @@ from demix_jax.models import transformer
 Params = Any
 
 
-def row_nll(logits: jax.Array, tokens: jax.Array,
-            target_mask: jax.Array) -> jax.Array:
+def row_nll(
+    logits: jax.Array, tokens: jax.Array, target_mask: jax.Array
+) -> jax.Array:
   """Summed NLL (nats) of each row's scored tokens.
 
   Args:
@@ -90,14 +91,20 @@ class MixtureEvaluator:
     targets: names of every target `evaluate` returns.
   """
 
-  def __init__(self, model_cfg: transformer.ModelConfig,
-               store: store_lib.ComponentStore, suite: rows_lib.EvalSuite,
-               *, spec: methods.MergeSpec = methods.MergeSpec(),
-               chunk_size: int = 8, mesh: Mesh | None = None,
-               rules: Sequence[tuple[str, Any]] = (),
-               domain_metrics: Mapping[str, str] | None = None,
-               merge_in_forward: bool | None = None,
-               vmap_width: int = 1):
+  def __init__(
+      self,
+      model_cfg: transformer.ModelConfig,
+      store: store_lib.ComponentStore,
+      suite: rows_lib.EvalSuite,
+      *,
+      spec: methods.MergeSpec = methods.LINEAR,
+      chunk_size: int = 8,
+      mesh: Mesh | None = None,
+      rules: Sequence[tuple[str, Any]] = (),
+      domain_metrics: Mapping[str, str] | None = None,
+      merge_in_forward: bool | None = None,
+      vmap_width: int = 1,
+  ):
     """Builds the evaluator (compiles lazily, once, on the first call).
 
     Args:
@@ -128,8 +135,11 @@ class MixtureEvaluator:
     self.mesh = mesh
     self.rules = tuple(rules)
     self.domain_metrics = dict(domain_metrics or {})
-    self.merge_in_forward = (spec.method == "linear"
-                             if merge_in_forward is None else merge_in_forward)
+    self.merge_in_forward = (
+        spec.method == "linear"
+        if merge_in_forward is None
+        else merge_in_forward
+    )
     self.targets = scoring.target_names(suite, self.domain_metrics)
     shards, mix_entry, batch_entry = 1, None, None
     if mesh is not None:
@@ -148,10 +158,12 @@ class MixtureEvaluator:
       self._local_sharding = NamedSharding(mesh, P(mix_entry, None, None))
       self._batches = jax.device_put(batches, NamedSharding(mesh, P()))
       bsz = suite.batch_size
-      row_entry = (batch_entry
-                   if bsz % _axes_size(mesh, batch_entry) == 0 else None)
+      row_entry = (
+          batch_entry if bsz % _axes_size(mesh, batch_entry) == 0 else None
+      )
       self._param_batches = jax.device_put(
-          batches, NamedSharding(mesh, P(None, row_entry)))
+          batches, NamedSharding(mesh, P(None, row_entry))
+      )
     else:
       self._alpha_sharding = self._out_sharding = None
       self._local_sharding = None
@@ -167,9 +179,14 @@ class MixtureEvaluator:
     cfg = self.cfg
 
     def body(carry, b):
-      logits = transformer.forward(cfg, params, b["tokens"], b["positions"],
-                                   b["segment_ids"],
-                                   layer_transform=layer_transform)
+      logits = transformer.forward(
+          cfg,
+          params,
+          b["tokens"],
+          b["positions"],
+          b["segment_ids"],
+          layer_transform=layer_transform,
+      )
       return carry, row_nll(logits, b["tokens"], b["target_mask"])
 
     _, out = jax.lax.scan(body, None, batches)
@@ -189,11 +206,13 @@ class MixtureEvaluator:
     params[store_lib.LAYERS] = {
         "stack": stacked[store_lib.LAYERS],
         "base": None if base is None else base[store_lib.LAYERS],
-        "index": jnp.arange(n_layers, dtype=jnp.int32)}
+        "index": jnp.arange(n_layers, dtype=jnp.int32),
+    }
 
     def layer_transform(sl):
-      return store_lib.merge_layer(spec, stacked, sl["stack"], sl["base"],
-                                   sl["index"], alpha)
+      return store_lib.merge_layer(
+          spec, stacked, sl["stack"], sl["base"], sl["index"], alpha
+      )
 
     return self._rows(params, layer_transform, batches)
 
@@ -206,12 +225,21 @@ class MixtureEvaluator:
     if self._alpha_sharding is not None:
       local = jax.lax.with_sharding_constraint(local, self._local_sharding)
 
-    def per_shard(a_local):
-      return jax.lax.map(
-          lambda a: self._rows_of_mixture(a, stacked, base, batches),
-          a_local, batch_size=self.vmap_width)
+    def one(a):
+      return self._rows_of_mixture(a, stacked, base, batches)
 
-    out = jax.vmap(per_shard)(local).reshape(c, -1)
+    def per_shard(a_local):
+      # lax.map with batch_size vmaps even at width 1, and size-1 batched
+      # matmuls are slower on XLA:CPU than plain ones: a plain map at 1.
+      if self.vmap_width == 1:
+        return jax.lax.map(one, a_local)
+      return jax.lax.map(one, a_local, batch_size=self.vmap_width)
+
+    if self.shards == 1:
+      out = per_shard(local[0])
+    else:
+      out = jax.vmap(per_shard)(local)
+    out = out.reshape(c, -1)
     if self._out_sharding is not None:
       out = jax.lax.with_sharding_constraint(out, self._out_sharding)
     return out
@@ -224,16 +252,19 @@ class MixtureEvaluator:
       a = a[None]
     k = self.store.k
     if a.ndim != 2 or a.shape[1] != k:
-      raise ValueError(f"alphas must be [M, {k}] (one weight per component "
-                       f"{self.store.names}), got shape {a.shape}")
+      raise ValueError(
+          f"alphas must be [M, {k}] (one weight per component "
+          f"{self.store.names}), got shape {a.shape}"
+      )
     if not np.all(np.isfinite(a)) or np.any(a < 0):
       raise ValueError("alphas must be finite and non-negative")
     if np.any(a.sum(1) <= 0):
       raise ValueError("every mixture needs a positive weight sum")
     return a
 
-  def evaluate_nll(self, alphas, progress: Callable[[int, int], None] | None
-                   = None) -> np.ndarray:
+  def evaluate_nll(
+      self, alphas, progress: Callable[[int, int], None] | None = None
+  ) -> np.ndarray:
     """Row NLL sums of every mixture.
 
     Args:
@@ -247,18 +278,22 @@ class MixtureEvaluator:
     m, c = a.shape[0], self.chunk
     out = np.zeros((m, self.suite.n_rows), np.float32)
     for start in range(0, m, c):
-      part = a[start:start + c]
+      part = a[start : start + c]
       n = part.shape[0]
       if n < c:  # pad with a valid mixture; results dropped
         part = np.concatenate([part, np.repeat(part[:1], c - n, 0)])
-      x = (jax.device_put(part, self._alpha_sharding)
-           if self._alpha_sharding is not None else jnp.asarray(part))
-      res = self._chunk_fn(x, self.store.stacked, self.store.base,
-                           self._batches)
+      x = (
+          jax.device_put(part, self._alpha_sharding)
+          if self._alpha_sharding is not None
+          else jnp.asarray(part)
+      )
+      res = self._chunk_fn(
+          x, self.store.stacked, self.store.base, self._batches
+      )
       # np.asarray blocks on every call: back-to-back dispatch can deadlock
       # XLA:CPU collectives with many fake devices (env.md P1).
       # to_numpy gathers the mixture shards held by other hosts.
-      out[start:start + n] = multihost.to_numpy(res)[:n]
+      out[start : start + n] = multihost.to_numpy(res)[:n]
       if progress is not None:
         progress(min(start + c, m), m)
     return out
@@ -282,12 +317,14 @@ class MixtureEvaluator:
 
   def evaluate_params(self, params: Params) -> dict[str, float]:
     """Every target for one model (the final run, baselines, components)."""
-    s = scoring.score_rows(self.evaluate_params_nll(params), self.suite,
-                           self.domain_metrics)
+    s = scoring.score_rows(
+        self.evaluate_params_nll(params), self.suite, self.domain_metrics
+    )
     return {k: float(v) for k, v in s.items()}
 
-  def make_objective(self, targets: Sequence[str] | Mapping[str, float]
-                     | None = None) -> Callable[[jax.Array], jax.Array]:
+  def make_objective(
+      self, targets: Sequence[str] | Mapping[str, float] | None = None
+  ) -> Callable[[jax.Array], jax.Array]:
     """A jitted, differentiable objective alpha [K] -> scalar (minimise).
 
     The objective is sum_t c_t * target_t(alpha) over bits-per-byte or loss
@@ -310,20 +347,29 @@ class MixtureEvaluator:
       targets = {t: 1.0 / len(targets) for t in targets}
     for t in targets:
       if scoring.higher_is_better(t, self.domain_metrics):
-        raise ValueError(f"objective target {t!r} is higher-is-better and "
-                         "not differentiable; use bpb or loss targets")
+        raise ValueError(
+            f"objective target {t!r} is higher-is-better and "
+            "not differentiable; use bpb or loss targets"
+        )
     key = tuple(sorted(targets.items()))
     if key not in self._objectives:
-      w = sum(c * scoring.linear_weights(self.suite, t, self.domain_metrics)
-              for t, c in targets.items())
+      w = sum(
+          c * scoring.linear_weights(self.suite, t, self.domain_metrics)
+          for t, c in targets.items()
+      )
       w = jnp.asarray(w, jnp.float32)
 
       def objective(alpha, stacked, base, batches):
-        return self._rows_of_mixture(jnp.asarray(alpha, jnp.float32),
-                                     stacked, base, batches) @ w
+        return (
+            self._rows_of_mixture(
+                jnp.asarray(alpha, jnp.float32), stacked, base, batches
+            )
+            @ w
+        )
 
       fn = jax.jit(objective)
       store = self.store
-      self._objectives[key] = (
-          lambda alpha: fn(alpha, store.stacked, store.base, self._batches))
+      self._objectives[key] = lambda alpha: fn(
+          alpha, store.stacked, store.base, self._batches
+      )
     return self._objectives[key]

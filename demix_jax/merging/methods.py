@@ -32,11 +32,28 @@ import jax.numpy as jnp
 
 Params = Any
 
-METHODS = ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties",
-           "breadcrumbs", "breadcrumbs_ties", "slerp", "spherical")
+METHODS = (
+    "linear",
+    "task_arithmetic",
+    "ties",
+    "dare_linear",
+    "dare_ties",
+    "breadcrumbs",
+    "breadcrumbs_ties",
+    "slerp",
+    "spherical",
+)
 # Methods that read the base model.
-NEEDS_BASE = frozenset({"task_arithmetic", "ties", "dare_linear",
-                        "dare_ties", "breadcrumbs", "breadcrumbs_ties"})
+NEEDS_BASE = frozenset(
+    {
+        "task_arithmetic",
+        "ties",
+        "dare_linear",
+        "dare_ties",
+        "breadcrumbs",
+        "breadcrumbs_ties",
+    }
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +72,7 @@ class MergeSpec:
       deterministic and the same across calls).
     spherical_iters: fixed-point iterations of the spherical mean.
   """
+
   method: str = "linear"
   density: float = 0.9
   gamma: float = 0.01
@@ -69,15 +87,20 @@ class MergeSpec:
     if not 0.0 < self.density <= 1.0:
       raise ValueError(f"merge density must be in (0, 1], got {self.density}")
     bad_gamma = not 0.0 <= self.gamma < 1.0 or (
-        self.gamma + self.density > 1.0 + 1e-9)
+        self.gamma + self.density > 1.0 + 1e-9
+    )
     if self.method.startswith("breadcrumbs") and bad_gamma:
       raise ValueError(
           f"breadcrumbs needs 0 <= gamma and gamma + density <= 1, got "
-          f"gamma={self.gamma}, density={self.density}")
+          f"gamma={self.gamma}, density={self.density}"
+      )
 
   @property
   def needs_base(self) -> bool:
     return self.method in NEEDS_BASE
+
+
+LINEAR = MergeSpec()  # the default (DeMix's) method
 
 
 def _f32(x):
@@ -184,8 +207,15 @@ def dare_drop(tau: jax.Array, density: float, key: jax.Array) -> jax.Array:
   return jnp.where(keep, tau / density, 0.0)
 
 
-def dare_tensor(stack, weights, base, density: float, key: jax.Array,
-                scale: float = 1.0, ties: bool = False):
+def dare_tensor(
+    stack,
+    weights,
+    base,
+    density: float,
+    key: jax.Array,
+    scale: float = 1.0,
+    ties: bool = False,
+):
   """DARE merge: drop-and-rescale each tau_k, then combine.
 
   dare_linear: b + scale * sum_k w_k dare(tau_k);
@@ -201,8 +231,15 @@ def dare_tensor(stack, weights, base, density: float, key: jax.Array,
   return (b + scale * merged).astype(stack.dtype)
 
 
-def breadcrumbs_tensor(stack, weights, base, density: float, gamma: float,
-                       scale: float = 1.0, ties: bool = False):
+def breadcrumbs_tensor(
+    stack,
+    weights,
+    base,
+    density: float,
+    gamma: float,
+    scale: float = 1.0,
+    ties: bool = False,
+):
   """Model Breadcrumbs (Davari & Belilovsky 2024, "Model Breadcrumbs").
 
   Per tensor and component, entries of tau_k ranked by magnitude (0 =
@@ -297,9 +334,13 @@ def spherical_tensor(stack, weights, base=None, iters: int = 8):
 # ------------------------------------------------------------------ trees
 
 
-def merge_tensor(spec: MergeSpec, stack: jax.Array, weights: jax.Array,
-                 base: jax.Array | None = None,
-                 key: jax.Array | None = None) -> jax.Array:
+def merge_tensor(
+    spec: MergeSpec,
+    stack: jax.Array,
+    weights: jax.Array,
+    base: jax.Array | None = None,
+    key: jax.Array | None = None,
+) -> jax.Array:
   """Merges one tensor stack [K, ...] with the method of `spec`.
 
   Args:
@@ -324,15 +365,25 @@ def merge_tensor(spec: MergeSpec, stack: jax.Array, weights: jax.Array,
     return ties_tensor(stack, w, base, spec.density, spec.scale)
   if m in ("dare_linear", "dare_ties"):
     key = jax.random.key(spec.seed) if key is None else key
-    return dare_tensor(stack, w, base, spec.density, key, spec.scale,
-                       ties=m == "dare_ties")
+    return dare_tensor(
+        stack, w, base, spec.density, key, spec.scale, ties=m == "dare_ties"
+    )
   if m in ("breadcrumbs", "breadcrumbs_ties"):
-    return breadcrumbs_tensor(stack, w, base, spec.density, spec.gamma,
-                              spec.scale, ties=m == "breadcrumbs_ties")
+    return breadcrumbs_tensor(
+        stack,
+        w,
+        base,
+        spec.density,
+        spec.gamma,
+        spec.scale,
+        ties=m == "breadcrumbs_ties",
+    )
   if m == "slerp":
     if stack.shape[0] != 2:
-      raise ValueError(f"slerp merges exactly 2 models, got K="
-                       f"{stack.shape[0]}; use method='spherical'")
+      raise ValueError(
+          f"slerp merges exactly 2 models, got K="
+          f"{stack.shape[0]}; use method='spherical'"
+      )
     return slerp_tensor(stack[0], stack[1], w[1] / (w[0] + w[1]))
   if m == "spherical":
     return spherical_tensor(stack, w, base, spec.spherical_iters)
@@ -341,13 +392,20 @@ def merge_tensor(spec: MergeSpec, stack: jax.Array, weights: jax.Array,
 
 def leaf_key(seed_or_key, leaf_index: int, layer=0) -> jax.Array:
   """The DARE key of one tensor: fold_in(fold_in(seed, leaf), layer)."""
-  key = (jax.random.key(seed_or_key) if isinstance(seed_or_key, int)
-         else seed_or_key)
+  key = (
+      jax.random.key(seed_or_key)
+      if isinstance(seed_or_key, int)
+      else seed_or_key
+  )
   return jax.random.fold_in(jax.random.fold_in(key, leaf_index), layer)
 
 
-def merge(spec: MergeSpec, stacked: Params, weights: jax.Array,
-          base: Params | None = None) -> Params:
+def merge(
+    spec: MergeSpec,
+    stacked: Params,
+    weights: jax.Array,
+    base: Params | None = None,
+) -> Params:
   """Merges a pytree whose leaves are [K, ...] stacks, one tensor per leaf.
 
   Args:
@@ -361,22 +419,25 @@ def merge(spec: MergeSpec, stacked: Params, weights: jax.Array,
     `leaf_key(spec.seed, i)` for the i-th leaf in flattening order.
   """
   leaves, treedef = jax.tree.flatten(stacked)
-  bases = (jax.tree.leaves(base) if base is not None
-           else [None] * len(leaves))
+  bases = jax.tree.leaves(base) if base is not None else [None] * len(leaves)
   if len(bases) != len(leaves):
     raise ValueError("base and components have different tree structures")
-  out = [merge_tensor(spec, x, weights, b, leaf_key(spec.seed, i))
-         for i, (x, b) in enumerate(zip(leaves, bases))]
+  out = [
+      merge_tensor(spec, x, weights, b, leaf_key(spec.seed, i))
+      for i, (x, b) in enumerate(zip(leaves, bases))
+  ]
   return jax.tree.unflatten(treedef, out)
 
 
 def _tree_fn(method: str, **fixed) -> Callable[..., Params]:
   def fn(stacked, weights, base=None, **hparams):
-    return merge(MergeSpec(method, **fixed, **hparams), stacked, weights,
-                 base)
+    return merge(MergeSpec(method, **fixed, **hparams), stacked, weights, base)
+
   fn.__name__ = method
-  fn.__doc__ = (f"Tree version of the {method!r} merge; see `merge` and the "
-                f"`*_tensor` function for the definition.")
+  fn.__doc__ = (
+      f"Tree version of the {method!r} merge; see `merge` and the "
+      f"`*_tensor` function for the definition."
+  )
   return fn
 
 

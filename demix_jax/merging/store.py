@@ -34,14 +34,19 @@ class ComponentMismatchError(ValueError):
 
 
 def _leaves(tree) -> list[tuple[str, Any]]:
-  return [(jax.tree_util.keystr(p), x)
-          for p, x in jax.tree_util.tree_leaves_with_path(tree)]
+  return [
+      (jax.tree_util.keystr(p), x)
+      for p, x in jax.tree_util.tree_leaves_with_path(tree)
+  ]
 
 
-def check_compatible(components: Sequence[Params], names: Sequence[str],
-                     base: Params | None = None,
-                     fingerprints: Sequence[str | None] | None = None,
-                     base_fingerprint: str | None = None) -> None:
+def check_compatible(
+    components: Sequence[Params],
+    names: Sequence[str],
+    base: Params | None = None,
+    fingerprints: Sequence[str | None] | None = None,
+    base_fingerprint: str | None = None,
+) -> None:
   """Raises ComponentMismatchError naming the first mismatching leaf.
 
   Args:
@@ -68,16 +73,19 @@ def check_compatible(components: Sequence[Params], names: Sequence[str],
         have = got[i][0] if i < len(got) else "(nothing)"
         raise ComponentMismatchError(
             f"component {name!r} has a different tree structure than "
-            f"{ref_name!r}: first mismatching leaf {want} (found {have})")
+            f"{ref_name!r}: first mismatching leaf {want} (found {have})"
+        )
       (path, a), (_, b) = ref[i], got[i]
       if tuple(a.shape) != tuple(b.shape):
         raise ComponentMismatchError(
             f"component {name!r} leaf {path} has shape {tuple(b.shape)}, "
-            f"{ref_name!r} has {tuple(a.shape)}")
+            f"{ref_name!r} has {tuple(a.shape)}"
+        )
       if a.dtype != b.dtype:
         raise ComponentMismatchError(
             f"component {name!r} leaf {path} has dtype {b.dtype}, "
-            f"{ref_name!r} has {a.dtype}")
+            f"{ref_name!r} has {a.dtype}"
+        )
   fps = list(fingerprints or [None] * len(names))
   if base is not None:
     fps.append(base_fingerprint)
@@ -88,17 +96,28 @@ def check_compatible(components: Sequence[Params], names: Sequence[str],
       raise ComponentMismatchError(
           f"component {n!r} was trained with tokenizer {f[:12]}..., "
           f"{known[0][0]!r} with {known[0][1][:12]}...; components must "
-          "share one tokenizer")
+          "share one tokenizer"
+      )
 
 
 def stacked_logical_axes(logical_axes: Params) -> Params:
   """Logical axes of stacked params: `components` after `layers`, or first."""
-  out = {k: (jax.tree.map(lambda n: (n[0], "components") + tuple(n[1:]), v,
-                          is_leaf=lambda n: isinstance(n, tuple))
-             if k == LAYERS else
-             jax.tree.map(lambda n: ("components",) + tuple(n), v,
-                          is_leaf=lambda n: isinstance(n, tuple)))
-         for k, v in logical_axes.items()}
+  out = {
+      k: (
+          jax.tree.map(
+              lambda n: (n[0], "components") + tuple(n[1:]),
+              v,
+              is_leaf=lambda n: isinstance(n, tuple),
+          )
+          if k == LAYERS
+          else jax.tree.map(
+              lambda n: ("components",) + tuple(n),
+              v,
+              is_leaf=lambda n: isinstance(n, tuple),
+          )
+      )
+      for k, v in logical_axes.items()
+  }
   return out
 
 
@@ -107,8 +126,9 @@ def _stack(components: Sequence[Params]) -> Params:
   out = {}
   for k in first:
     axis = 1 if k == LAYERS else 0
-    out[k] = jax.tree.map(lambda *xs, a=axis: jnp.stack(xs, axis=a),
-                          *[c[k] for c in components])
+    out[k] = jax.tree.map(
+        lambda *xs, a=axis: jnp.stack(xs, axis=a), *[c[k] for c in components]
+    )
   return out
 
 
@@ -122,8 +142,13 @@ class ComponentStore:
     fingerprint: the shared tokenizer fingerprint (or None if unknown).
   """
 
-  def __init__(self, stacked: Params, names: Sequence[str],
-               base: Params | None = None, fingerprint: str | None = None):
+  def __init__(
+      self,
+      stacked: Params,
+      names: Sequence[str],
+      base: Params | None = None,
+      fingerprint: str | None = None,
+  ):
     self.stacked = stacked
     self.names = tuple(names)
     self.base = base
@@ -134,13 +159,17 @@ class ComponentStore:
     return len(self.names)
 
   @classmethod
-  def from_params(cls, components: Sequence[Params],
-                  names: Sequence[str] | None = None,
-                  base: Params | None = None,
-                  fingerprints: Sequence[str | None] | None = None,
-                  base_fingerprint: str | None = None,
-                  mesh: Mesh | None = None, rules=None,
-                  logical_axes: Params | None = None) -> "ComponentStore":
+  def from_params(
+      cls,
+      components: Sequence[Params],
+      names: Sequence[str] | None = None,
+      base: Params | None = None,
+      fingerprints: Sequence[str | None] | None = None,
+      base_fingerprint: str | None = None,
+      mesh: Mesh | None = None,
+      rules=None,
+      logical_axes: Params | None = None,
+  ) -> "ComponentStore":
     """Checks and stacks already-loaded param pytrees.
 
     Args:
@@ -162,16 +191,23 @@ class ComponentStore:
     if LAYERS not in components[0]:
       raise ComponentMismatchError(
           f"params have no {LAYERS!r} subtree (keys "
-          f"{sorted(components[0])}); expected models.init_params output")
-    fp = next((f for f in list(fingerprints or []) + [base_fingerprint]
-               if f), None)
+          f"{sorted(components[0])}); expected models.init_params output"
+      )
+    fp = next(
+        (f for f in list(fingerprints or []) + [base_fingerprint] if f), None
+    )
     if mesh is not None:
       from demix_jax.training import sharding as sharding_lib
-      axes = (logical_axes if logical_axes is not None else
-              jax.tree.map(lambda x: (None,) * x.ndim, components[0]))
+
+      axes = (
+          logical_axes
+          if logical_axes is not None
+          else jax.tree.map(lambda x: (None,) * x.ndim, components[0])
+      )
       shapes = jax.eval_shape(_stack, components)
-      sh = sharding_lib.param_shardings(shapes, stacked_logical_axes(axes),
-                                        mesh, rules or ())
+      sh = sharding_lib.param_shardings(
+          shapes, stacked_logical_axes(axes), mesh, rules or ()
+      )
       stacked = jax.jit(_stack, out_shardings=sh)(components)
       if base is not None:
         bsh = sharding_lib.param_shardings(base, axes, mesh, rules or ())
@@ -181,13 +217,16 @@ class ComponentStore:
     return cls(stacked, names, base, fp)
 
   @classmethod
-  def from_checkpoints(cls, run_dirs: Mapping[str, str],
-                       base_dir: str | None = None,
-                       tokens: int | None = None,
-                       base_tokens: int | None = None,
-                       mesh: Mesh | None = None, rules=None,
-                       logical_axes: Params | None = None
-                       ) -> "ComponentStore":
+  def from_checkpoints(
+      cls,
+      run_dirs: Mapping[str, str],
+      base_dir: str | None = None,
+      tokens: int | None = None,
+      base_tokens: int | None = None,
+      mesh: Mesh | None = None,
+      rules=None,
+      logical_axes: Params | None = None,
+  ) -> "ComponentStore":
     """Loads K component checkpoints (Orbax) and the base, then stacks them.
 
     Args:
@@ -201,6 +240,7 @@ class ComponentStore:
       The store.
     """
     from demix_jax.training import checkpointing
+
     names = list(run_dirs)
 
     def target(run_dir, tok):
@@ -209,38 +249,52 @@ class ComponentStore:
       if mesh is None:
         return None
       from demix_jax.training import sharding as sharding_lib
+
       shapes = checkpointing.params_metadata(
-          run_dir, checkpointing.find_step(run_dir, tok))
-      axes = (logical_axes if logical_axes is not None else
-              jax.tree.map(lambda x: (None,) * len(x.shape), shapes))
+          run_dir, checkpointing.find_step(run_dir, tok)
+      )
+      axes = (
+          logical_axes
+          if logical_axes is not None
+          else jax.tree.map(lambda x: (None,) * len(x.shape), shapes)
+      )
       sh = sharding_lib.param_shardings(shapes, axes, mesh, rules or ())
       return jax.tree.map(
           lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-          shapes, sh)
+          shapes,
+          sh,
+      )
 
     comps, fps = [], []
     for n in names:
       meta = checkpointing.read_metadata(run_dirs[n], tokens)
       fps.append(meta.get("tokenizer_fingerprint"))
-      comps.append(checkpointing.load_params(
-          run_dirs[n], tokens, target=target(run_dirs[n], tokens)))
+      comps.append(
+          checkpointing.load_params(
+              run_dirs[n], tokens, target=target(run_dirs[n], tokens)
+          )
+      )
     base, base_fp = None, None
     if base_dir is not None:
       meta = checkpointing.read_metadata(base_dir, base_tokens)
       base_fp = meta.get("tokenizer_fingerprint")
       base = checkpointing.load_params(
-          base_dir, base_tokens, target=target(base_dir, base_tokens))
-    return cls.from_params(comps, names, base, fps, base_fp, mesh, rules,
-                           logical_axes)
+          base_dir, base_tokens, target=target(base_dir, base_tokens)
+      )
+    return cls.from_params(
+        comps, names, base, fps, base_fp, mesh, rules, logical_axes
+    )
 
   def component(self, i: int) -> Params:
     """The i-th component's params (unstacked)."""
-    return {k: jax.tree.map(lambda x, a=(1 if k == LAYERS else 0):
-                            jnp.take(x, i, axis=a), v)
-            for k, v in self.stacked.items()}
+    return {
+        k: jax.tree.map(
+            lambda x, a=(1 if k == LAYERS else 0): jnp.take(x, i, axis=a), v
+        )
+        for k, v in self.stacked.items()
+    }
 
-  def merge(self, alpha, spec: methods.MergeSpec = methods.MergeSpec()
-            ) -> Params:
+  def merge(self, alpha, spec: methods.MergeSpec = methods.LINEAR) -> Params:
     """The merged params of one mixture (per tensor; per layer under
     `layers`), the reference the engine must reproduce.
 
@@ -252,10 +306,13 @@ class ComponentStore:
       Params with the structure of one component.
     """
     if spec.needs_base and self.base is None:
-      raise ValueError(f"merge method {spec.method!r} needs the base model; "
-                       "build the store with base=")
-    return _merge_jit(spec, self.stacked, self.base,
-                      jnp.asarray(alpha, jnp.float32))
+      raise ValueError(
+          f"merge method {spec.method!r} needs the base model; "
+          "build the store with base="
+      )
+    return _merge_jit(
+        spec, self.stacked, self.base, jnp.asarray(alpha, jnp.float32)
+    )
 
 
 def leaf_ids(tree: Params) -> Params:
@@ -268,26 +325,43 @@ def _merge_leaves(spec, stack_tree, base_tree, ids_tree, layer_index, alpha):
   """merge_tensor over matching leaves; base_tree may be None."""
   xs, treedef = jax.tree.flatten(stack_tree)
   ids = jax.tree.leaves(ids_tree)
-  bases = (jax.tree.leaves(base_tree) if base_tree is not None
-           else [None] * len(xs))
-  out = [methods.merge_tensor(spec, x, alpha, b,
-                              methods.leaf_key(spec.seed, i, layer_index))
-         for x, b, i in zip(xs, bases, ids)]
+  bases = (
+      jax.tree.leaves(base_tree) if base_tree is not None else [None] * len(xs)
+  )
+  out = [
+      methods.merge_tensor(
+          spec, x, alpha, b, methods.leaf_key(spec.seed, i, layer_index)
+      )
+      for x, b, i in zip(xs, bases, ids)
+  ]
   return jax.tree.unflatten(treedef, out)
 
 
-def merge_outer(spec: methods.MergeSpec, stacked: Params,
-                base: Params | None, alpha: jax.Array) -> dict:
+def merge_outer(
+    spec: methods.MergeSpec,
+    stacked: Params,
+    base: Params | None,
+    alpha: jax.Array,
+) -> dict:
   """Merges the non-layer leaves ([K, ...] stacks) of stacked params."""
   ids = leaf_ids(stacked)
-  return {k: _merge_leaves(spec, v, None if base is None else base[k],
-                           ids[k], 0, alpha)
-          for k, v in stacked.items() if k != LAYERS}
+  return {
+      k: _merge_leaves(
+          spec, v, None if base is None else base[k], ids[k], 0, alpha
+      )
+      for k, v in stacked.items()
+      if k != LAYERS
+  }
 
 
-def merge_layer(spec: methods.MergeSpec, stacked: Params,
-                layer_stack: Params, layer_base: Params | None,
-                layer_index: jax.Array, alpha: jax.Array) -> Params:
+def merge_layer(
+    spec: methods.MergeSpec,
+    stacked: Params,
+    layer_stack: Params,
+    layer_base: Params | None,
+    layer_index: jax.Array,
+    alpha: jax.Array,
+) -> Params:
   """Merges one layer's [K, ...] slices (per tensor) into one layer.
 
   Args:
@@ -302,20 +376,30 @@ def merge_layer(spec: methods.MergeSpec, stacked: Params,
   Returns:
     One layer's params.
   """
-  return _merge_leaves(spec, layer_stack, layer_base,
-                       leaf_ids(stacked)[LAYERS], layer_index, alpha)
+  return _merge_leaves(
+      spec,
+      layer_stack,
+      layer_base,
+      leaf_ids(stacked)[LAYERS],
+      layer_index,
+      alpha,
+  )
 
 
-def merge_stacked(spec: methods.MergeSpec, stacked: Params,
-                  base: Params | None, alpha: jax.Array) -> Params:
+def merge_stacked(
+    spec: methods.MergeSpec,
+    stacked: Params,
+    base: Params | None,
+    alpha: jax.Array,
+) -> Params:
   """The merged params of one mixture from stacked params (traceable)."""
   out = merge_outer(spec, stacked, base, alpha)
   layers = stacked[LAYERS]
   n_layers = jax.tree.leaves(layers)[0].shape[0]
   base_layers = base[LAYERS] if base is not None else None
   out[LAYERS] = jax.vmap(
-      lambda ls, lb, l: merge_layer(spec, stacked, ls, lb, l, alpha))(
-          layers, base_layers, jnp.arange(n_layers, dtype=jnp.int32))
+      lambda ls, lb, li: merge_layer(spec, stacked, ls, lb, li, alpha)
+  )(layers, base_layers, jnp.arange(n_layers, dtype=jnp.int32))
   return out
 
 
@@ -328,7 +412,8 @@ def host_linear_merge(components: Sequence[Params], alpha) -> Params:
   w = np.asarray(alpha, np.float64)
   w = w / w.sum()
   return jax.tree.map(
-      lambda *xs: sum(wi * np.asarray(x, np.float64) for wi, x in
-                      zip(w, xs)).astype(np.asarray(xs[0]).dtype),
-      *components)
-
+      lambda *xs: sum(
+          wi * np.asarray(x, np.float64) for wi, x in zip(w, xs)
+      ).astype(np.asarray(xs[0]).dtype),
+      *components,
+  )

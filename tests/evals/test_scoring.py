@@ -22,11 +22,16 @@ def _mc_group(name="piqa"):
   ctx = [[5, 6], [5, 6], [7], [7]]
   cont = [[8], [9, 10], [11, 12, 13], [14]]
   packed = rows.pack_pairs(ctx, cont, 8)
-  return rows.RowSet(name=name, kind="mc", domain="general", **packed,
-                     doc=np.array([0, 0, 1, 1], np.int32),
-                     choice=np.array([0, 1, 0, 1], np.int32),
-                     gold=np.array([False, True, True, False]),
-                     n_bytes=np.array([1.0, 4.0, 3.0, 1.0]))
+  return rows.RowSet(
+      name=name,
+      kind="mc",
+      domain="general",
+      **packed,
+      doc=np.array([0, 0, 1, 1], np.int32),
+      choice=np.array([0, 1, 0, 1], np.int32),
+      gold=np.array([False, True, True, False]),
+      n_bytes=np.array([1.0, 4.0, 3.0, 1.0]),
+  )
 
 
 def test_pack_pairs_layout():
@@ -62,18 +67,21 @@ def test_heldout_rows_and_linear_weights():
   seg = np.array([[1, 1, 2, 2] + z, [1, 1, 0, 0] + z])
   h = rows.heldout_rows("math", toks, n_bytes=[10, 6], segment_ids=seg)
   # Scored: row0 tokens 1 and 3 (token 2 starts a new document), row1 t=1.
-  np.testing.assert_array_equal(h.target_mask,
-                                [[0, 1, 0, 1] + z, [0, 1, 0, 0] + z])
-  np.testing.assert_array_equal(h.positions,
-                                [[0, 1, 0, 1] + z, [0, 1, 0, 0] + z])
+  np.testing.assert_array_equal(
+      h.target_mask, [[0, 1, 0, 1] + z, [0, 1, 0, 0] + z]
+  )
+  np.testing.assert_array_equal(
+      h.positions, [[0, 1, 0, 1] + z, [0, 1, 0, 0] + z]
+  )
   suite = rows.EvalSuite.build([h, _mc_group()], batch_size=2)
   nll = np.zeros((2, suite.n_rows))
   nll[0, :2] = [4.0, 2.0]
   nll[1, :2] = [1.0, 1.0]
   s = scoring.score_rows(nll, suite)
   np.testing.assert_allclose(s["heldout/math/loss"], [6.0 / 3, 2.0 / 3])
-  np.testing.assert_allclose(s["heldout/math/bpb"],
-                             [6.0 / (LN2 * 16), 2.0 / (LN2 * 16)])
+  np.testing.assert_allclose(
+      s["heldout/math/bpb"], [6.0 / (LN2 * 16), 2.0 / (LN2 * 16)]
+  )
   np.testing.assert_allclose(s["heldout/bpb"], s["heldout/math/bpb"])
   for t in ("heldout/math/bpb", "heldout/bpb", "piqa/bpb", "domain/general"):
     w = scoring.linear_weights(suite, t)
@@ -107,7 +115,7 @@ def test_fit_pair_truncates_context_left_and_long_continuation():
   assert ctx == byte_encode("ghij")  # left-truncated context
   ctx, cont, nb = benchmarks.fit_pair("abcdefgh", "0123456789", byte_encode, 8)
   # At least seq_len // 4 tokens of context room, kept from the right.
-  assert len(ctx) >= 2 and ctx == byte_encode("abcdefgh")[-len(ctx):]
+  assert len(ctx) >= 2 and ctx == byte_encode("abcdefgh")[-len(ctx) :]
   assert len(ctx) + len(cont) <= 8 and nb == len(cont)
   assert cont == byte_encode("0123456789"[:nb])
 
@@ -121,17 +129,24 @@ def test_read_every_benchmark_and_cache(tmp_path):
     assert len(sub) == 3
     if spec.kind == "mc":
       assert all(len(it.choices) >= 2 for it in sub)
-  rs = benchmarks.load_benchmark("arc_easy", byte_encode, "fp", 64,
-                                 max_items=4, seed=1,
-                                 cache_dir=str(tmp_path))
+  rs = benchmarks.load_benchmark(
+      "arc_easy",
+      byte_encode,
+      "fp",
+      64,
+      max_items=4,
+      seed=1,
+      cache_dir=str(tmp_path),
+  )
   assert rs.n_docs == 4 and rs.gold.sum() == 4
   assert rs.tokens.shape[1] == 64
   # Scored bytes equal the scored tokens for a byte tokenizer.
   np.testing.assert_array_equal(rs.target_mask.sum(1), rs.n_bytes)
   files = list(tmp_path.iterdir())
   assert len(files) == 1
-  again = benchmarks.load_benchmark("arc_easy", None, "fp", 64, max_items=4,
-                                    seed=1, cache_dir=str(tmp_path))
+  again = benchmarks.load_benchmark(
+      "arc_easy", None, "fp", 64, max_items=4, seed=1, cache_dir=str(tmp_path)
+  )
   for k, v in rs.arrays().items():
     np.testing.assert_array_equal(v, getattr(again, k))
   with pytest.raises(ValueError, match="unknown benchmark"):
@@ -139,11 +154,22 @@ def test_read_every_benchmark_and_cache(tmp_path):
 
 
 def test_build_suite_all_nine(tmp_path):
-  held = {"code": {"tokens": np.full((3, 48), 7, np.int32),
-                   "n_bytes": np.array([47.0, 47.0, 47.0])}}
-  suite = benchmarks.build_suite(list(benchmarks.BENCHMARKS), byte_encode,
-                                 "fp", 48, batch_size=8, max_items=2,
-                                 cache_dir=str(tmp_path), heldout=held)
+  held = {
+      "code": {
+          "tokens": np.full((3, 48), 7, np.int32),
+          "n_bytes": np.array([47.0, 47.0, 47.0]),
+      }
+  }
+  suite = benchmarks.build_suite(
+      list(benchmarks.BENCHMARKS),
+      byte_encode,
+      "fp",
+      48,
+      batch_size=8,
+      max_items=2,
+      cache_dir=str(tmp_path),
+      heldout=held,
+  )
   assert suite.n_rows % 8 == 0
   names = scoring.target_names(suite)
   for d in ("general", "code", "math"):

@@ -7,8 +7,15 @@ import pytest
 from demix_jax.evals import rows
 from demix_jax.models import transformer
 
-CFG = transformer.ModelConfig(vocab_size=128, d_model=32, n_layers=2,
-                              n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64)
+CFG = transformer.ModelConfig(
+    vocab_size=128,
+    d_model=32,
+    n_layers=2,
+    n_heads=2,
+    n_kv_heads=1,
+    head_dim=16,
+    d_ff=64,
+)
 SEQ = 16
 
 
@@ -19,9 +26,15 @@ def components(k=3, scale=0.05, seed=0):
   for i in range(k):
     leaves, treedef = jax.tree.flatten(base)
     keys = jax.random.split(jax.random.key(100 + i), len(leaves))
-    comps.append(jax.tree.unflatten(treedef, [
-        x + scale * jax.random.normal(kk, x.shape, x.dtype)
-        for x, kk in zip(leaves, keys)]))
+    comps.append(
+        jax.tree.unflatten(
+            treedef,
+            [
+                x + scale * jax.random.normal(kk, x.shape, x.dtype)
+                for x, kk in zip(leaves, keys)
+            ],
+        )
+    )
   return base, comps
 
 
@@ -41,22 +54,33 @@ def suite(batch_size=4, seed=0):
       doc.append(d)
       choice.append(j)
       gold.append(j == d % 3)
-  mc = rows.RowSet(name="piqa", kind="mc", domain="general",
-                   **rows.pack_pairs(ctx, cont, SEQ),
-                   doc=np.array(doc, np.int32),
-                   choice=np.array(choice, np.int32),
-                   gold=np.array(gold), n_bytes=np.array(
-                       [3.0 * len(c) for c in cont]))
+  mc = rows.RowSet(
+      name="piqa",
+      kind="mc",
+      domain="general",
+      **rows.pack_pairs(ctx, cont, SEQ),
+      doc=np.array(doc, np.int32),
+      choice=np.array(choice, np.int32),
+      gold=np.array(gold),
+      n_bytes=np.array([3.0 * len(c) for c in cont]),
+  )
   ctx = [toks(6) for _ in range(2)]
   cont = [toks(8) for _ in range(2)]
-  bpb = rows.RowSet(name="gsm8k", kind="bpb", domain="math",
-                    **rows.pack_pairs(ctx, cont, SEQ),
-                    doc=np.arange(2, dtype=np.int32),
-                    choice=np.zeros(2, np.int32), gold=np.ones(2, bool),
-                    n_bytes=np.array([20.0, 30.0]))
+  bpb = rows.RowSet(
+      name="gsm8k",
+      kind="bpb",
+      domain="math",
+      **rows.pack_pairs(ctx, cont, SEQ),
+      doc=np.arange(2, dtype=np.int32),
+      choice=np.zeros(2, np.int32),
+      gold=np.ones(2, bool),
+      n_bytes=np.array([20.0, 30.0]),
+  )
   held = rows.heldout_rows(
-      "code", rng.integers(2, CFG.vocab_size, (3, SEQ)),
-      n_bytes=np.array([40.0, 45.0, 50.0]))
+      "code",
+      rng.integers(2, CFG.vocab_size, (3, SEQ)),
+      n_bytes=np.array([40.0, 45.0, 50.0]),
+  )
   return rows.EvalSuite.build([mc, bpb, held], batch_size)
 
 

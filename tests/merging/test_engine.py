@@ -14,16 +14,26 @@ from demix_jax.training import sharding
 # fp32 forward of a tiny model; row NLL sums are O(10-100) nats.
 TOL = dict(rtol=2e-5, atol=2e-4)
 
-ALPHAS = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0],
-                   [0.2, 0.3, 0.5], [0.6, 0.1, 0.3]], np.float32)
+ALPHAS = np.array(
+    [
+        [1.0, 0.0, 0.0],
+        [0.0, 1.0, 0.0],
+        [0.0, 0.0, 1.0],
+        [0.2, 0.3, 0.5],
+        [0.6, 0.1, 0.3],
+    ],
+    np.float32,
+)
 
 
-def _setup(tiny, chunk=2, spec=methods.MergeSpec(), **kw):
+def _setup(tiny, chunk=2, spec=methods.LINEAR, **kw):
   base, comps = tiny.components()
-  store = store_lib.ComponentStore.from_params(comps, ["a", "b", "c"],
-                                               base=base)
-  ev = engine_lib.MixtureEvaluator(tiny.cfg, store, tiny.suite(),
-                                   spec=spec, chunk_size=chunk, **kw)
+  store = store_lib.ComponentStore.from_params(
+      comps, ["a", "b", "c"], base=base
+  )
+  ev = engine_lib.MixtureEvaluator(
+      tiny.cfg, store, tiny.suite(), spec=spec, chunk_size=chunk, **kw
+  )
   return base, comps, store, ev
 
 
@@ -43,18 +53,21 @@ def test_vertices_reproduce_each_component(tiny):
   for k in range(3):
     own = ev.evaluate_params(comps[k])
     for t in scoring.target_names(ev.suite):
-      np.testing.assert_allclose(scores[t][k], own[t], rtol=2e-5, atol=1e-6,
-                                 err_msg=t)
+      np.testing.assert_allclose(
+          scores[t][k], own[t], rtol=2e-5, atol=1e-6, err_msg=t
+      )
     # The store hands back exactly the component it was given.
-    for x, y in zip(jax.tree.leaves(store.component(k)),
-                    jax.tree.leaves(comps[k])):
+    for x, y in zip(
+        jax.tree.leaves(store.component(k)), jax.tree.leaves(comps[k])
+    ):
       np.testing.assert_array_equal(x, y)
 
 
 def test_chunk_size_does_not_change_results(tiny):
   _, _, store, ev1 = _setup(tiny, chunk=1)
-  ev4 = engine_lib.MixtureEvaluator(tiny.cfg, store, ev1.suite, chunk_size=4,
-                                    vmap_width=2)
+  ev4 = engine_lib.MixtureEvaluator(
+      tiny.cfg, store, ev1.suite, chunk_size=4, vmap_width=2
+  )
   assert ev4.vmap_width == 2
   a = ev1.evaluate_nll(ALPHAS)
   b = ev4.evaluate_nll(ALPHAS)
@@ -63,11 +76,14 @@ def test_chunk_size_does_not_change_results(tiny):
 
 def test_unnormalised_alphas_are_normalised(tiny):
   _, _, _, ev = _setup(tiny, chunk=2)
-  np.testing.assert_allclose(ev.evaluate_nll(ALPHAS[3:] * 7.0),
-                             ev.evaluate_nll(ALPHAS[3:]), **TOL)
+  np.testing.assert_allclose(
+      ev.evaluate_nll(ALPHAS[3:] * 7.0), ev.evaluate_nll(ALPHAS[3:]), **TOL
+  )
 
 
-@pytest.mark.parametrize("method", ["ties", "dare_linear"])
+@pytest.mark.parametrize(
+    "method", ["ties", pytest.param("dare_linear", marks=pytest.mark.slow)]
+)
 def test_nonlinear_method_matches_store_merge(tiny, method):
   spec = methods.MergeSpec(method, density=0.7)
   _, _, store, ev = _setup(tiny, chunk=2, spec=spec)
@@ -77,13 +93,16 @@ def test_nonlinear_method_matches_store_merge(tiny, method):
     np.testing.assert_allclose(got[i], want, **TOL)
 
 
+@pytest.mark.slow
 def test_merge_in_forward_equals_whole_tree_for_ties(tiny):
   spec = methods.MergeSpec("dare_ties", density=0.8)
   _, _, store, ev = _setup(tiny, chunk=2, spec=spec)
-  fwd = engine_lib.MixtureEvaluator(tiny.cfg, store, ev.suite, spec=spec,
-                                    chunk_size=2, merge_in_forward=True)
-  np.testing.assert_allclose(fwd.evaluate_nll(ALPHAS[3:]),
-                             ev.evaluate_nll(ALPHAS[3:]), **TOL)
+  fwd = engine_lib.MixtureEvaluator(
+      tiny.cfg, store, ev.suite, spec=spec, chunk_size=2, merge_in_forward=True
+  )
+  np.testing.assert_allclose(
+      fwd.evaluate_nll(ALPHAS[3:]), ev.evaluate_nll(ALPHAS[3:]), **TOL
+  )
 
 
 def test_objective_value_and_gradient(tiny):
@@ -99,8 +118,7 @@ def test_objective_value_and_gradient(tiny):
   d = jnp.array([1.0, -0.5, -0.5])
   eps = 1e-2
   fd = (f(a + eps * d) - f(a - eps * d)) / (2 * eps)
-  np.testing.assert_allclose(float(grad @ d), float(fd), rtol=2e-2,
-                             atol=1e-4)
+  np.testing.assert_allclose(float(grad @ d), float(fd), rtol=2e-2, atol=1e-4)
   with pytest.raises(ValueError, match="higher-is-better"):
     ev.make_objective(["piqa/acc"])
 
@@ -115,19 +133,34 @@ def test_bad_alphas_are_rejected(tiny):
 
 def test_mixtures_sharded_over_a_mesh(tiny):
   mesh = sharding.create_mesh({"data": -1, "fsdp": 1, "tensor": 1})
-  rules = (("batch", ("data", "fsdp")), ("mixtures", ("data", "fsdp")),
-           ("embed", "fsdp"), ("mlp", "tensor"), ("heads", "tensor"),
-           ("vocab", "tensor"))
+  rules = (
+      ("batch", ("data", "fsdp")),
+      ("mixtures", ("data", "fsdp")),
+      ("embed", "fsdp"),
+      ("mlp", "tensor"),
+      ("heads", "tensor"),
+      ("vocab", "tensor"),
+  )
   from demix_jax.models import transformer
+
   base, comps = tiny.components()
   store = store_lib.ComponentStore.from_params(
-      comps, base=base, mesh=mesh, rules=rules,
-      logical_axes=transformer.param_logical_axes(tiny.cfg))
-  ev = engine_lib.MixtureEvaluator(tiny.cfg, store, tiny.suite(),
-                                   chunk_size=2, mesh=mesh, rules=rules)
+      comps,
+      base=base,
+      mesh=mesh,
+      rules=rules,
+      logical_axes=transformer.param_logical_axes(tiny.cfg),
+  )
+  ev = engine_lib.MixtureEvaluator(
+      tiny.cfg, store, tiny.suite(), chunk_size=2, mesh=mesh, rules=rules
+  )
   assert ev.chunk == len(jax.devices())  # rounded up to the shards
   _, _, _, plain = _setup(tiny, chunk=2)
-  np.testing.assert_allclose(ev.evaluate_nll(ALPHAS),
-                             plain.evaluate_nll(ALPHAS), **TOL)
-  np.testing.assert_allclose(ev.evaluate_params_nll(comps[1]),
-                             plain.evaluate_params_nll(comps[1]), **TOL)
+  np.testing.assert_allclose(
+      ev.evaluate_nll(ALPHAS), plain.evaluate_nll(ALPHAS), **TOL
+  )
+  np.testing.assert_allclose(
+      ev.evaluate_params_nll(comps[1]),
+      plain.evaluate_params_nll(comps[1]),
+      **TOL,
+  )

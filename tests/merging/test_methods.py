@@ -19,8 +19,9 @@ def test_linear_normalises_weights_and_keeps_dtype():
   out = methods.linear({"w": stack}, jnp.array([1.0, 3.0]))["w"]
   # (1*[1,2] + 3*[3,6]) / 4 = [2.5, 5.0]
   np.testing.assert_allclose(out, [2.5, 5.0], **TOL)
-  bf = methods.linear({"w": stack.astype(jnp.bfloat16)},
-                      jnp.array([0.5, 0.5]))["w"]
+  bf = methods.linear({"w": stack.astype(jnp.bfloat16)}, jnp.array([0.5, 0.5]))[
+      "w"
+  ]
   assert bf.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(bf, np.float32), [2.0, 4.0])
 
@@ -44,15 +45,18 @@ def test_task_arithmetic_equals_linear_on_simplex():
   base = {"w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)}
   stack = {"w": jnp.asarray(rng.normal(size=(3, 4, 3)), jnp.float32)}
   w = jnp.array([0.2, 0.5, 0.3])
-  np.testing.assert_allclose(methods.task_arithmetic(stack, w, base)["w"],
-                             methods.linear(stack, w)["w"], **TOL)
+  np.testing.assert_allclose(
+      methods.task_arithmetic(stack, w, base)["w"],
+      methods.linear(stack, w)["w"],
+      **TOL,
+  )
 
 
 def test_ties_hand_case():
   base = jnp.zeros(4)
-  stack = _stack([3.0, -1.0, 0.5, 2.0],
-                 [-1.0, -2.0, 0.1, 4.0],
-                 [2.0, 1.0, -3.0, -0.2])
+  stack = _stack(
+      [3.0, -1.0, 0.5, 2.0], [-1.0, -2.0, 0.1, 4.0], [2.0, 1.0, -3.0, -0.2]
+  )
   # density 0.5 -> keep 2 of 4 per component:
   # t0 = [3, 0, 0, 2], t1 = [0, -2, 0, 4], t2 = [2, 0, -3, 0]
   # equal weights: sums [5, -2, -3, 6] -> signs [+, -, -, +]
@@ -64,8 +68,9 @@ def test_ties_hand_case():
 def test_ties_weighted_mean_and_scale():
   base = jnp.array([1.0])
   stack = _stack([3.0], [5.0])  # tau = 2, 4
-  out = methods.ties_tensor(stack, jnp.array([0.75, 0.25]), base,
-                            density=1.0, scale=0.5)
+  out = methods.ties_tensor(
+      stack, jnp.array([0.75, 0.25]), base, density=1.0, scale=0.5
+  )
   # weighted disjoint mean (0.75*2 + 0.25*4) / 1 = 2.5; 1 + 0.5*2.5
   np.testing.assert_allclose(out, [2.25], **TOL)
 
@@ -85,7 +90,8 @@ def test_dare_drop_rate_and_rescale():
   assert abs(frac - 0.9) < 0.01
   # Seeded: same key, same mask.
   np.testing.assert_array_equal(
-      out, methods.dare_drop(tau, 0.9, jax.random.key(0)))
+      out, methods.dare_drop(tau, 0.9, jax.random.key(0))
+  )
 
 
 def test_dare_density_one_is_task_arithmetic():
@@ -113,8 +119,9 @@ def test_breadcrumbs_hand_case():
   base = jnp.zeros(5)
   stack = _stack([5.0, -4.0, 3.0, 2.0, 1.0])
   # gamma 0.2 -> drop rank 0 (5); density 0.6 -> keep ranks 1..3.
-  out = methods.breadcrumbs_tensor(stack, jnp.ones(1), base, density=0.6,
-                                   gamma=0.2)
+  out = methods.breadcrumbs_tensor(
+      stack, jnp.ones(1), base, density=0.6, gamma=0.2
+  )
   np.testing.assert_allclose(out, [0.0, -4.0, 3.0, 2.0, 0.0], **TOL)
 
 
@@ -126,15 +133,17 @@ def test_slerp_hand_case():
   np.testing.assert_allclose(methods.slerp_tensor(a, b, 0.0), a, **TOL)
   np.testing.assert_allclose(methods.slerp_tensor(a, b, 1.0), b, **TOL)
   # Parallel tensors fall back to linear interpolation.
-  np.testing.assert_allclose(methods.slerp_tensor(a, 3 * a, 0.5), [2.0, 0.0],
-                             **TOL)
+  np.testing.assert_allclose(
+      methods.slerp_tensor(a, 3 * a, 0.5), [2.0, 0.0], **TOL
+  )
 
 
 def test_spherical_two_models_is_slerp():
   a = jnp.array([1.0, 0.0, 0.0])
   b = jnp.array([0.0, 0.6, 0.8])
-  out = methods.spherical_tensor(jnp.stack([a, b]), jnp.array([0.7, 0.3]),
-                                 iters=20)
+  out = methods.spherical_tensor(
+      jnp.stack([a, b]), jnp.array([0.7, 0.3]), iters=20
+  )
   np.testing.assert_allclose(out, methods.slerp_tensor(a, b, 0.3), atol=1e-5)
 
 
@@ -152,14 +161,17 @@ def test_merge_dispatch_errors():
   with pytest.raises(ValueError, match="needs the base"):
     methods.merge_tensor(spec, jnp.ones((2, 3)), jnp.ones(2))
   with pytest.raises(ValueError, match="exactly 2"):
-    methods.merge_tensor(methods.MergeSpec("slerp"), jnp.ones((3, 2)),
-                         jnp.ones(3))
+    methods.merge_tensor(
+        methods.MergeSpec("slerp"), jnp.ones((3, 2)), jnp.ones(3)
+    )
 
 
 def test_merge_is_jittable_for_every_method():
   rng = np.random.default_rng(2)
-  stacked = {"a": jnp.asarray(rng.normal(size=(2, 6)), jnp.float32),
-             "b": {"c": jnp.asarray(rng.normal(size=(2, 2, 3)), jnp.float32)}}
+  stacked = {
+      "a": jnp.asarray(rng.normal(size=(2, 6)), jnp.float32),
+      "b": {"c": jnp.asarray(rng.normal(size=(2, 2, 3)), jnp.float32)},
+  }
   base = jax.tree.map(lambda x: x[0] * 0.5, stacked)
   w = jnp.array([0.4, 0.6])
   for m in methods.METHODS:

@@ -11,13 +11,15 @@ from demix_jax.merging import store as store_lib
 
 def test_stacking_layout(tiny):
   base, comps = tiny.components(k=2)
-  s = store_lib.ComponentStore.from_params(comps, ["x", "y"], base=base,
-                                           fingerprints=["f", "f"])
+  s = store_lib.ComponentStore.from_params(
+      comps, ["x", "y"], base=base, fingerprints=["f", "f"]
+  )
   assert s.k == 2 and s.fingerprint == "f"
   assert s.stacked["embed"].shape == (2,) + comps[0]["embed"].shape
   q = comps[0]["layers"]["attn"]["q_proj"]
   assert s.stacked["layers"]["attn"]["q_proj"].shape == (
-      (q.shape[0], 2) + q.shape[1:])
+      (q.shape[0], 2) + q.shape[1:]
+  )
 
 
 def test_store_merge_equals_host_linear_merge(tiny):
@@ -30,16 +32,18 @@ def test_store_merge_equals_host_linear_merge(tiny):
     np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6)
   with pytest.raises(ValueError, match="needs the base"):
     store_lib.ComponentStore.from_params(comps).merge(
-        a, methods.MergeSpec("ties"))
+        a, methods.MergeSpec("ties")
+    )
 
 
 def test_mismatched_shape_names_leaf_and_component(tiny):
   _, comps = tiny.components(k=2)
   bad = jax.tree.map(lambda x: x, comps[1])
   bad["layers"]["mlp"]["up_proj"] = jnp.zeros((2, 32, 65))
-  with pytest.raises(store_lib.ComponentMismatchError,
-                     match=r"'code'.*\['layers'\]\['mlp'\]\['up_proj'\].*"
-                           r"shape"):
+  with pytest.raises(
+      store_lib.ComponentMismatchError,
+      match=r"'code'.*\['layers'\]\['mlp'\]\['up_proj'\].*" r"shape",
+  ):
     store_lib.ComponentStore.from_params([comps[0], bad], ["gen", "code"])
 
 
@@ -47,22 +51,28 @@ def test_mismatched_dtype_and_structure(tiny):
   base, comps = tiny.components(k=2)
   bad = jax.tree.map(lambda x: x, comps[1])
   bad["embed"] = bad["embed"].astype(jnp.bfloat16)
-  with pytest.raises(store_lib.ComponentMismatchError,
-                     match=r"\['embed'\].*dtype bfloat16"):
+  with pytest.raises(
+      store_lib.ComponentMismatchError, match=r"\['embed'\].*dtype bfloat16"
+  ):
     store_lib.ComponentStore.from_params([comps[0], bad])
   extra = dict(comps[1], lm_head=jnp.zeros((32, 128)))
-  with pytest.raises(store_lib.ComponentMismatchError,
-                     match="tree structure.*first mismatching leaf"):
+  with pytest.raises(
+      store_lib.ComponentMismatchError,
+      match="tree structure.*first mismatching leaf",
+  ):
     store_lib.ComponentStore.from_params([comps[0], extra])
   bad_base = dict(base)
   bad_base["final_norm"] = {"scale": jnp.ones(31)}
-  with pytest.raises(store_lib.ComponentMismatchError,
-                     match=r"'base' leaf \['final_norm'\]\['scale'\]"):
+  with pytest.raises(
+      store_lib.ComponentMismatchError,
+      match=r"'base' leaf \['final_norm'\]\['scale'\]",
+  ):
     store_lib.ComponentStore.from_params(comps, base=bad_base)
 
 
 def test_mismatched_tokenizer(tiny):
   _, comps = tiny.components(k=2)
   with pytest.raises(store_lib.ComponentMismatchError, match="tokenizer"):
-    store_lib.ComponentStore.from_params(comps, ["a", "b"],
-                                         fingerprints=["abc", "abd"])
+    store_lib.ComponentStore.from_params(
+        comps, ["a", "b"], fingerprints=["abc", "abd"]
+    )
