@@ -105,7 +105,7 @@ def mixture_landscape(
     sm = plt.cm.ScalarMappable(cmap=cmap,
                                norm=plt.Normalize(vmin=vmin, vmax=vmax))
     fig.colorbar(sm, ax=ax, label=value_label)
-  ax.set_title(title)
+  ax.set_title(title, pad=22 if k == 3 else 6)
   return _save(fig, path)
 
 
