@@ -64,6 +64,10 @@ def barrier(name: str) -> None:
 def broadcast(x: Any) -> Any:
   """Process 0's value of a numpy pytree on every process (identity alone).
 
+  The values travel as raw bytes, so float64 and int64 arrays arrive
+  bit-exact (a plain device broadcast would cast them to 32 bits unless
+  jax_enable_x64 is on).
+
   Args:
     x: a pytree of numpy arrays (or scalars) with the same structure, shapes
       and dtypes on every process.
@@ -74,9 +78,14 @@ def broadcast(x: Any) -> Any:
   if jax.process_count() == 1:
     return x
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  out = multihost_utils.broadcast_one_to_all(
-      jax.tree.map(np.asarray, x))
-  return jax.tree.map(np.asarray, out)
+  leaves, treedef = jax.tree.flatten(x)
+  arrays = [np.asarray(v) for v in leaves]
+  raw = [np.frombuffer(np.ascontiguousarray(a).tobytes(), np.uint8)
+         for a in arrays]
+  got = multihost_utils.broadcast_one_to_all(raw)
+  out = [np.frombuffer(np.asarray(g, np.uint8).tobytes(), a.dtype).reshape(
+      a.shape) for g, a in zip(got, arrays)]
+  return jax.tree.unflatten(treedef, out)
 
 
 def to_numpy(x: jax.Array | np.ndarray) -> np.ndarray:
