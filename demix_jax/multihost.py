@@ -1,7 +1,7 @@
 """Multi-host helpers: who writes, barriers, agreeing on host-side decisions.
 
 On a pod slice every host runs the same program under `jax.distributed`.
-The rules the pipeline follows (see docs/multihost.md for the audit):
+The rules the pipeline follows:
 
 * shared files (config.json, done.json, search state, the report) are
   written by process 0 only (`is_writer`), and every process reads them
