@@ -137,7 +137,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "arc_easy", "hellaswag", "piqa", "socialiqa", "winogrande",
       "humaneval", "mbpp", "gsm8k", "minerva_math",
   )
-  c.eval.max_items = 48  # seeded subsample per benchmark
+  c.eval.max_items = 32  # seeded subsample per benchmark
   c.eval.heldout_sequences = 32  # per source, packed seq_len sequences
   c.eval.batch_size = 32
   # Metric per domain for the domain scores: "bpb" (gold-continuation bits
@@ -179,9 +179,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.search.method = "surrogate"
   c.search.gradient = ml_collections.ConfigDict()
   c.search.gradient.enabled = True
-  c.search.gradient.steps = 20
+  c.search.gradient.steps = 12
   c.search.gradient.learning_rate = 0.5
-  c.search.gradient.starts = 3
+  c.search.gradient.starts = 2
+  c.search.barrier_points = 3  # interior points per component pair
 
   # ------------------------------------------------------------- validate
   # The `validate` stage (not in the default stages; configs/validate_small

@@ -282,7 +282,7 @@ def run_search(ctx: context_lib.RunContext) -> dict[str, Any]:
   from demix_jax.data import mixture as mixture_lib  # pylint: disable=g-import-not-at-top
   epochs = mixture_lib.epochs_per_source(weights, ctx.token_counts,
                                          int(c.final.tokens))
-  barriers = diagnostics.loss_barriers(ev)
+  barriers = diagnostics.loss_barriers(ev, points=int(s.barrier_points))
   if barriers.get("warning"):
     logging.warning("%s", barriers["warning"])
   diag = {"delta": diagnostics.weight_deltas(store),

@@ -322,6 +322,31 @@ class MixtureEvaluator:
     )
     return {k: float(v) for k, v in s.items()}
 
+  def _subset_batches(self, w: np.ndarray):
+    """Row batches holding only rows with w != 0, and their weights.
+
+    Rows are padded to a whole batch with masked copies of the first kept
+    row (weight 0, target_mask 0), so they never count.
+    """
+    rows = np.flatnonzero(w)
+    if rows.size == 0:
+      raise ValueError("the objective has no rows with non-zero weight")
+    bs = self.suite.batch_size
+    pad = (-rows.size) % bs
+    idx = np.concatenate([rows, np.full(pad, rows[0])])
+    arrays = {}
+    for k in ("tokens", "positions", "segment_ids", "target_mask"):
+      a = getattr(self.suite, k)[idx]
+      if k == "target_mask" and pad:
+        a[rows.size:] = 0
+      arrays[k] = a.reshape((-1, bs) + a.shape[1:])
+    weights = np.concatenate([w[rows], np.zeros(pad)])
+    if self.mesh is not None:
+      arrays = jax.device_put(arrays, NamedSharding(self.mesh, P()))
+    else:
+      arrays = jax.device_put(arrays)
+    return arrays, weights
+
   def make_objective(
       self, targets: Sequence[str] | Mapping[str, float] | None = None
   ) -> Callable[[jax.Array], jax.Array]:
@@ -357,6 +382,10 @@ class MixtureEvaluator:
           c * scoring.linear_weights(self.suite, t, self.domain_metrics)
           for t, c in targets.items()
       )
+      # Only rows with a non-zero weight enter the objective (e.g. the gold
+      # continuations of multiple-choice items, not the distractors), so
+      # the forward and backward passes run on those rows alone.
+      batches, w = self._subset_batches(np.asarray(w))
       w = jnp.asarray(w, jnp.float32)
 
       def objective(alpha, stacked, base, batches):
@@ -370,6 +399,6 @@ class MixtureEvaluator:
       fn = jax.jit(objective)
       store = self.store
       self._objectives[key] = lambda alpha: fn(
-          alpha, store.stacked, store.base, self._batches
+          alpha, store.stacked, store.base, batches
       )
     return self._objectives[key]
