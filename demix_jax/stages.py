@@ -8,6 +8,7 @@ whatever later stages read.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from typing import Any
@@ -291,7 +292,10 @@ def run_search(ctx: context_lib.RunContext) -> dict[str, Any]:
           "barrier_warning": barriers.get("warning")}
   search_dir = ctx.workdir / "search"
   if grad is not None and multihost.is_writer():
-    np.save(str(search_dir / "gradient_paths.npy"), np.asarray(grad.paths))
+    # Through bytes: np.save cannot write to gs:// itself.
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(grad.paths))
+    (search_dir / "gradient_paths.npy").write_bytes(buf.getvalue())
   snippet = ("--config.final.fixed_mixtures.found='" + json.dumps(
       {k: round(v, 6) for k, v in weights.items()}) + "'")
   out = {
@@ -325,8 +329,9 @@ def _progress(what: str):
 def _read_proxies(path: str, names: tuple[str, ...]):
   """proxies.csv -> (alphas [M, K], {column: [M]}, rounds [M])."""
   import csv  # pylint: disable=g-import-not-at-top
-  with open(path, newline="") as f:
-    rows = list(csv.DictReader(f))
+  # The table may be on gs://; bytes keep its \r\n line ends as written.
+  text = epath_path(path).read_bytes().decode()
+  rows = list(csv.DictReader(io.StringIO(text, newline="")))
   alphas = np.array([[float(r[f"alpha/{n}"]) for n in names] for r in rows])
   cols = {}
   for key in rows[0] if rows else []:
@@ -380,7 +385,7 @@ def run_report(ctx: context_lib.RunContext) -> dict[str, Any]:
     paths = []
     gpath = ctx.workdir / "search" / "gradient_paths.npy"
     if gpath.exists():
-      paths = list(np.load(str(gpath)))
+      paths = list(np.load(io.BytesIO(gpath.read_bytes())))
     label = "composite rank (lower is better)" if search["objective"][
         "kind"] == "composite" else search["objective"]["targets"][0]
     pngs["landscape"] = plots.mixture_landscape(

@@ -21,9 +21,10 @@ scoring anything twice and ends at the same alpha* (see state.py).
 from collections.abc import Callable, Mapping
 import csv
 import dataclasses
+import io
 import logging
-import os
 
+from etils import epath
 import numpy as np
 
 from demix_jax.search import objective as objective_lib
@@ -153,7 +154,7 @@ class _Search:
     self.spec = spec
     self.direction = direction
     self.cfg = cfg
-    self.workdir = workdir
+    self.workdir = epath.Path(workdir)
     self.sizes = round_sizes(cfg.n_init, cfg.rounds)
     if cfg.n_init < surrogates.MIN_POINTS:
       # Checked before anything is scored: the surrogate of round 1 (and of
@@ -162,7 +163,7 @@ class _Search:
           f"search: n_init={cfg.n_init} proxies are too few; the surrogate "
           f"needs at least {surrogates.MIN_POINTS} (raise search.n_init)"
       )
-    os.makedirs(workdir, exist_ok=True)
+    self.workdir.mkdir(parents=True, exist_ok=True)
     # Multi-host: every process reads the saved state before process 0 (the
     # only writer) changes it, so all resume from the same point.
     state_lib.barrier("search_init_start")
@@ -182,7 +183,7 @@ class _Search:
     self.rng = np.random.default_rng(cfg.seed)
     if self.state["rng"] is not None:
       self.rng.bit_generator.state = self.state["rng"]
-    self.results = {r["id"]: r for r in state_lib.read_results(workdir)}
+    self.results = {r["id"]: r for r in state_lib.read_results(self.workdir)}
     state_lib.barrier("search_init_done")
 
   # ------------------------------------------------------------ state I/O
@@ -439,7 +440,7 @@ class _Search:
     out = dataclasses.asdict(result)
     out["alpha"] = dict(zip(self.names, alpha.tolist()))
     out["top_indices"] = top.tolist()
-    state_lib.atomic_write_json(os.path.join(self.workdir, "result.json"), out)
+    state_lib.atomic_write_json(self.workdir / "result.json", out)
     return result
 
   def _write_table(self) -> str:
@@ -451,27 +452,28 @@ class _Search:
         self.direction,
         what="scored proxies",
     )
-    path = os.path.join(self.workdir, "proxies.csv")
+    path = self.workdir / "proxies.csv"
     if not state_lib.is_writer():
-      return path
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-      w = csv.writer(f)
+      return str(path)
+    # Built in memory: the file may live on gs://, and the atomic write
+    # keeps a kill from leaving half a table.
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(
+        ["id", "round"]
+        + [f"alpha/{n}" for n in self.names]
+        + list(y)
+        + ["objective"]
+    )
+    for j, i in enumerate(ids):
       w.writerow(
-          ["id", "round"]
-          + [f"alpha/{n}" for n in self.names]
-          + list(y)
-          + ["objective"]
+          [i, self.results[i]["round"]]
+          + [f"{a:.6g}" for a in x[j]]
+          + [repr(float(y[t][j])) for t in y]
+          + [values[j]]
       )
-      for j, i in enumerate(ids):
-        w.writerow(
-            [i, self.results[i]["round"]]
-            + [f"{a:.6g}" for a in x[j]]
-            + [repr(float(y[t][j])) for t in y]
-            + [values[j]]
-        )
-    os.replace(tmp, path)
-    return path
+    state_lib.atomic_write_bytes(path, buf.getvalue().encode())
+    return str(path)
 
 
 def run_search(
@@ -480,7 +482,7 @@ def run_search(
     spec: objective_lib.ObjectiveSpec,
     direction: objective_lib.Direction,
     cfg: SearchConfig,
-    workdir: str,
+    workdir: str | epath.PathLike,
     names: tuple[str, ...] | None = None,
 ) -> SearchResult:
   """Runs (or resumes) the iterative search in `workdir`.
@@ -493,7 +495,8 @@ def run_search(
     spec: the objective (composite or a single target).
     direction: target name -> True when higher is better.
     cfg: search settings.
-    workdir: the search directory (state, results, result.json, CSV).
+    workdir: the search directory (state, results, result.json, CSV); a
+      local path or any epath one (gs://).
     names: candidate names in alpha's order.
 
   Returns:
