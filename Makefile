@@ -33,7 +33,8 @@ format: $(VENV)/.installed
 	$(VENV)/bin/pyink demix_jax configs tests bench launch
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check demix_jax configs tests bench launch
+	$(VENV)/bin/ruff check demix_jax configs tests bench launch notebooks
+	$(PY) notebooks/strip_outputs.py --check
 	$(VENV)/bin/pyink --check demix_jax configs tests bench launch
 
 clean-venv:

@@ -23,8 +23,7 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top
 from demix_jax.data import pipeline
@@ -63,21 +62,29 @@ def main() -> None:
   args = ap.parse_args()
 
   t0 = time.perf_counter()
-  specs = {n: sources.spec_from_dict(n, {"kind": "offline", "corpus": c})
-           for n, c in CORPORA.items()}
+  specs = {
+      n: sources.spec_from_dict(n, {"kind": "offline", "corpus": c})
+      for n, c in CORPORA.items()
+  }
   srcs = sources.open_sources(specs, args.cache_dir)
   texts = {n: s.docs("train") for n, s in srcs.items()}
   build_s = time.perf_counter() - t0
   t0 = time.perf_counter()
-  vocab = tokenizer.train_vocab(texts, 2048,
-                                f"{args.cache_dir}/spm/demo2048.model",
-                                seed=0, sample_chars=2_000_000)
+  vocab = tokenizer.train_vocab(
+      texts,
+      2048,
+      f"{args.cache_dir}/spm/demo2048.model",
+      seed=0,
+      sample_chars=2_000_000,
+  )
   vocab_s = time.perf_counter() - t0
   t0 = time.perf_counter()
   counts = {n: s.token_count(vocab, "train") for n, s in srcs.items()}
   count_s = time.perf_counter() - t0
-  print(f"corpora ready in {build_s:.1f}s, tokenizer {vocab_s:.1f}s, "
-        f"token counts {count_s:.1f}s: {counts}")
+  print(
+      f"corpora ready in {build_s:.1f}s, tokenizer {vocab_s:.1f}s, "
+      f"token counts {count_s:.1f}s: {counts}"
+  )
 
   weights = {"general": 0.5, "math": 0.25, "code": 0.25}
   variants = {
@@ -88,24 +95,33 @@ def main() -> None:
   results = {}
   for name, kw in variants.items():
     make = lambda kw=kw: pipeline.make_train_iterator(
-        srcs, weights, vocab, args.seq_len, args.batch, seed=0, **kw)
+        srcs, weights, vocab, args.seq_len, args.batch, seed=0, **kw
+    )
     rate, first = _time(make, args.steps)
-    results[name] = {"tokens_per_s": round(rate), "first_batch_s":
-                     round(first, 3)}
+    results[name] = {
+        "tokens_per_s": round(rate),
+        "first_batch_s": round(first, 3),
+    }
     print(f"{name:16s} {rate:12,.0f} tokens/s  first batch {first:.2f}s")
   default = results["thread_prefetch"]["tokens_per_s"]
-  print(f"tiny trainer (env.md 5): ~{TRAINER_TOKENS_PER_S:,} tokens/s; "
-        f"loader / trainer = {default / TRAINER_TOKENS_PER_S:.0f}x")
-  print(json.dumps({
-      "loader_tokens_per_s": default,
-      "trainer_tokens_per_s_reference": TRAINER_TOKENS_PER_S,
-      "ratio": round(default / TRAINER_TOKENS_PER_S, 1),
-      "variants": results,
-      "token_counts": counts,
-      "seq_len": args.seq_len,
-      "batch": args.batch,
-      "steps": args.steps,
-  }))
+  print(
+      f"tiny trainer (env.md 5): ~{TRAINER_TOKENS_PER_S:,} tokens/s; "
+      f"loader / trainer = {default / TRAINER_TOKENS_PER_S:.0f}x"
+  )
+  print(
+      json.dumps(
+          {
+              "loader_tokens_per_s": default,
+              "trainer_tokens_per_s_reference": TRAINER_TOKENS_PER_S,
+              "ratio": round(default / TRAINER_TOKENS_PER_S, 1),
+              "variants": results,
+              "token_counts": counts,
+              "seq_len": args.seq_len,
+              "batch": args.batch,
+              "steps": args.steps,
+          }
+      )
+  )
 
 
 if __name__ == "__main__":

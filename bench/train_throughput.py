@@ -35,8 +35,9 @@ def bench_preset(name: str, batch: int, seq_len: int, steps: int) -> dict:
   opt_state = tx.init(params)
   step = jax.jit(trainer.make_train_step(cfg, tx), donate_argnums=(0, 1))
   it = synthetic.SyntheticIterator(batch, seq_len, cfg.vocab_size)
-  batches = [jax.device_put({k: v for k, v in next(it).items()})
-             for _ in range(4)]
+  batches = [
+      jax.device_put({k: v for k, v in next(it).items()}) for _ in range(4)
+  ]
   t = time.perf_counter()
   params, opt_state, m = step(params, opt_state, batches[0])
   jax.block_until_ready(m)
@@ -50,10 +51,14 @@ def bench_preset(name: str, batch: int, seq_len: int, steps: int) -> dict:
   # Median step time: robust to other processes sharing the cores.
   step_s = sorted(times)[len(times) // 2]
   tok_s = batch * seq_len / step_s
-  return {"params": models.num_params(cfg), "step_ms": 1e3 * step_s,
-          "tokens_per_s": tok_s, "compile_s": compile_s,
-          "model_flops_per_s": flops_lib.train_flops_per_token(cfg) * tok_s,
-          "final_loss": float(m["loss"])}
+  return {
+      "params": models.num_params(cfg),
+      "step_ms": 1e3 * step_s,
+      "tokens_per_s": tok_s,
+      "compile_s": compile_s,
+      "model_flops_per_s": flops_lib.train_flops_per_token(cfg) * tok_s,
+      "final_loss": float(m["loss"]),
+  }
 
 
 def main():
@@ -73,12 +78,22 @@ def main():
   peak = max(peak_before, peak_after)
   for r in results.values():
     r["mfu"] = r["model_flops_per_s"] / peak
-  print(json.dumps({
-      "device": str(jax.devices()[0]), "peak_flops": peak,
-      "peak_flops_before_after": [peak_before, peak_after],
-      "batch": args.batch, "seq_len": args.seq_len, "presets": results,
-      "tokens_per_s": {k: r["tokens_per_s"] for k, r in results.items()},
-      "mfu": {k: r["mfu"] for k, r in results.items()}}))
+  print(
+      json.dumps(
+          {
+              "device": str(jax.devices()[0]),
+              "peak_flops": peak,
+              "peak_flops_before_after": [peak_before, peak_after],
+              "batch": args.batch,
+              "seq_len": args.seq_len,
+              "presets": results,
+              "tokens_per_s": {
+                  k: r["tokens_per_s"] for k, r in results.items()
+              },
+              "mfu": {k: r["mfu"] for k, r in results.items()},
+          }
+      )
+  )
 
 
 if __name__ == "__main__":

@@ -74,11 +74,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.seq_len = 128
   # Sources: name -> {kind, ...}. Kinds: offline (built-in corpora),
   # tfds, jsonl, text, arrayrecord (see demix_jax/data/sources.py).
-  c.data.sources = ml_collections.ConfigDict({
-      "general": {"kind": "offline", "corpus": "wiki"},
-      "math": {"kind": "offline", "corpus": "math"},
-      "code": {"kind": "offline", "corpus": "code"},
-  })
+  c.data.sources = ml_collections.ConfigDict(
+      {
+          "general": {"kind": "offline", "corpus": "wiki"},
+          "math": {"kind": "offline", "corpus": "math"},
+          "code": {"kind": "offline", "corpus": "code"},
+      }
+  )
   c.data.candidates = ("general", "math", "code")  # order = alpha's order
   c.data.general = "general"  # the general pool G
   c.data.beta = 0.5  # token fraction of G in each component's data
@@ -134,8 +136,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # ----------------------------------------------------------------- eval
   c.eval = ml_collections.ConfigDict()
   c.eval.benchmarks = (
-      "arc_easy", "hellaswag", "piqa", "socialiqa", "winogrande",
-      "humaneval", "mbpp", "gsm8k", "minerva_math",
+      "arc_easy",
+      "hellaswag",
+      "piqa",
+      "socialiqa",
+      "winogrande",
+      "humaneval",
+      "mbpp",
+      "gsm8k",
+      "minerva_math",
   )
   c.eval.max_items = 32  # seeded subsample per benchmark
   c.eval.heldout_sequences = 32  # per source, packed seq_len sequences
@@ -144,7 +153,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # per byte, lower is better) or, for MC-only domains, "acc"/"acc_norm".
   # Tiny CPU models sit at chance on MC accuracy, so bpb is the default.
   c.eval.domain_metrics = ml_collections.ConfigDict(
-      {"general": "bpb", "code": "bpb", "math": "bpb"})
+      {"general": "bpb", "code": "bpb", "math": "bpb"}
+  )
 
   # ---------------------------------------------------------------- merge
   c.merge = ml_collections.ConfigDict()

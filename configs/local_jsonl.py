@@ -24,17 +24,28 @@ from demix_jax import config_lib
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns a demo-shaped config over local JSONL candidates."""
   arg = config_lib.parse_arg(
-      arg, runlocal=False, general="", math="", code="", field="text",
-      tokenizer="")
+      arg,
+      runlocal=False,
+      general="",
+      math="",
+      code="",
+      field="text",
+      tokenizer="",
+  )
   c = demo.get_config("runlocal" if arg.runlocal else None)
   names = [n for n in ("general", "math", "code") if arg[n]]
   if "general" not in names or len(names) < 2:
     raise config_lib.ConfigError(
-        "<arg>", "needs general=<glob> and at least one more candidate",
-        "pass e.g. general=web/*.jsonl,code=code/*.jsonl")
-  c.data.sources = ml_collections.ConfigDict({
-      n: {"kind": "jsonl", "paths": (arg[n],), "feature": arg.field}
-      for n in names})
+        "<arg>",
+        "needs general=<glob> and at least one more candidate",
+        "pass e.g. general=web/*.jsonl,code=code/*.jsonl",
+    )
+  c.data.sources = ml_collections.ConfigDict(
+      {
+          n: {"kind": "jsonl", "paths": (arg[n],), "feature": arg.field}
+          for n in names
+      }
+  )
   c.data.candidates = tuple(names)
   c.data.general = "general"
   c.data.tokenizer.path = arg.tokenizer  # "" = train one on your data

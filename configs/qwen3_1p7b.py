@@ -32,8 +32,15 @@ import ml_collections
 from configs import demo
 from demix_jax import config_lib
 
-_CANDIDATES = ("general_target", "math_very_high", "math_high", "math_medium",
-               "code_very_high", "code_high", "code_medium")
+_CANDIDATES = (
+    "general_target",
+    "math_very_high",
+    "math_high",
+    "math_medium",
+    "code_very_high",
+    "code_high",
+    "code_medium",
+)
 _B = 1_000_000_000
 _TOKENS_PER_STEP = 512 * 8192
 
@@ -61,11 +68,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.mesh.axes = ml_collections.ConfigDict({"data": -1, "fsdp": 8, "tensor": 1})
 
   c.data.seq_len = 8192
-  c.data.sources = ml_collections.ConfigDict({
-      name: {"kind": "tfds", "dataset": f"demix_{name}",
-             "data_dir": f"{arg.bucket}/tfds", "split": "train",
-             "heldout_split": "validation", "feature": "text"}
-      for name in _CANDIDATES})
+  c.data.sources = ml_collections.ConfigDict(
+      {
+          name: {
+              "kind": "tfds",
+              "dataset": f"demix_{name}",
+              "data_dir": f"{arg.bucket}/tfds",
+              "split": "train",
+              "heldout_split": "validation",
+              "feature": "text",
+          }
+          for name in _CANDIDATES
+      }
+  )
   c.data.candidates = _CANDIDATES
   c.data.general = "general_target"
   c.data.beta = 0.5
@@ -87,8 +102,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.base.tokens = 50 * _B
   c.components.tokens = 12_500 * _TOKENS_PER_STEP  # ~52.4B, one cosine run
-  c.components.budgets = tuple(s * _TOKENS_PER_STEP
-                               for s in (500, 2_500, 7_500, 12_500))
+  c.components.budgets = tuple(
+      s * _TOKENS_PER_STEP for s in (500, 2_500, 7_500, 12_500)
+  )
   c.components.use_budget = 7_500 * _TOKENS_PER_STEP  # "30B" (paper main)
   c.final.tokens = 50 * _B
 

@@ -116,7 +116,9 @@ def _check_int(config, dotted: str, minimum: int = 1) -> int:
     )
   if value < minimum:
     raise ConfigError(
-        dotted, f"must be >= {minimum}, got {value}", f"use a value >= {minimum}"
+        dotted,
+        f"must be >= {minimum}, got {value}",
+        f"use a value >= {minimum}",
     )
   return value
 
@@ -126,7 +128,9 @@ def _check_float(
 ) -> float:
   value = _get(config, dotted)
   if isinstance(value, bool) or not isinstance(value, (int, float)):
-    raise ConfigError(dotted, f"expected a number, got {value!r}", "give a number")
+    raise ConfigError(
+        dotted, f"expected a number, got {value!r}", "give a number"
+    )
   if not math.isfinite(value) or not low <= value <= high:
     raise ConfigError(
         dotted,
@@ -169,11 +173,15 @@ def resolve_mesh_shape(
   names = tuple(axes)
   sizes = [int(axes[n]) for n in names]
   if sum(s == -1 for s in sizes) > 1:
-    raise ConfigError(field, "more than one axis is -1", "infer at most one axis")
+    raise ConfigError(
+        field, "more than one axis is -1", "infer at most one axis"
+    )
   for name, size in zip(names, sizes):
     if size == 0 or size < -1:
       raise ConfigError(
-          f"{field}.{name}", f"size {size} is invalid", "use a positive size or -1"
+          f"{field}.{name}",
+          f"size {size} is invalid",
+          "use a positive size or -1",
       )
   known = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
@@ -296,7 +304,11 @@ def validate(
     _check_int(config, f"{stage}.tokens")
   budgets = list(_get(config, "components.budgets"))
   for i, b in enumerate(budgets):
-    if not isinstance(b, (int, float)) or b <= 0 or b > config.components.tokens:
+    if (
+        not isinstance(b, (int, float))
+        or b <= 0
+        or b > config.components.tokens
+    ):
       raise ConfigError(
           f"components.budgets[{i}]",
           f"{b!r} is not in (0, components.tokens={config.components.tokens}]",
@@ -311,15 +323,29 @@ def validate(
   _check_choice(
       config, "search.surrogate", ("lightgbm", "ridge", "ensemble", "auto")
   )
-  _check_choice(config, "merge.method", ("linear", "task_arithmetic", "ties",
-                                         "dare_linear", "dare_ties",
-                                         "breadcrumbs", "slerp", "multislerp"))
+  _check_choice(
+      config,
+      "merge.method",
+      (
+          "linear",
+          "task_arithmetic",
+          "ties",
+          "dare_linear",
+          "dare_ties",
+          "breadcrumbs",
+          "slerp",
+          "multislerp",
+      ),
+  )
   _check_int(config, "merge.chunk_size")
   _check_choice(config, "search.method", ("surrogate", "gradient"))
   for name in config.search.domain_weights:
     if name not in ("general", "code", "math"):
-      raise ConfigError(f"search.domain_weights.{name}", "unknown domain",
-                        "use general, code or math")
+      raise ConfigError(
+          f"search.domain_weights.{name}",
+          "unknown domain",
+          "use general, code or math",
+      )
   # Devices.
   if num_devices is not None:
     mesh = resolve_mesh_shape(dict(config.mesh.axes), num_devices)

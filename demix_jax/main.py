@@ -18,18 +18,27 @@ from absl import logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, e.g. configs/demo.py[:runlocal].",
-    lock_config=True)
+    "config",
+    None,
+    "Config file, e.g. configs/demo.py[:runlocal].",
+    lock_config=True,
+)
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Output directory (local path or gs://).", required=True)
+    "workdir", None, "Output directory (local path or gs://).", required=True
+)
 _STAGES = flags.DEFINE_list(
-    "stages", None,
+    "stages",
+    None,
     "Stages to run, in order (default: config.stages). Known: base,"
-    " components, search, final, validate, report.")
+    " components, search, final, validate, report.",
+)
 _MULTIHOST = flags.DEFINE_enum(
-    "multihost", "auto", ["auto", "on", "off"],
+    "multihost",
+    "auto",
+    ["auto", "on", "off"],
     "Call jax.distributed.initialize(): 'auto' does so on Cloud TPU VMs with"
-    " several hosts or when JAX_COORDINATOR_ADDRESS is set.")
+    " several hosts or when JAX_COORDINATOR_ADDRESS is set.",
+)
 
 EXIT_BAD_INPUT = 2
 EXIT_MISSING_INPUT = 3
@@ -50,18 +59,23 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   # Imported here so `--help` and flag errors do not pay for JAX.
   import jax  # pylint: disable=g-import-not-at-top
-  from demix_jax import config_lib  # pylint: disable=g-import-not-at-top
-  from demix_jax import pipeline  # pylint: disable=g-import-not-at-top
 
+  from demix_jax import config_lib  # pylint: disable=g-import-not-at-top
   from demix_jax import multihost  # pylint: disable=g-import-not-at-top
+  from demix_jax import pipeline  # pylint: disable=g-import-not-at-top
 
   if _want_distributed(_MULTIHOST.value):
     # Reads JAX_NUM_PROCESSES / JAX_PROCESS_ID where JAX cannot detect them.
     multihost.initialize()
-  logging.info("JAX %s, backend %s, process %d/%d, %d local / %d global"
-               " devices", jax.__version__, jax.default_backend(),
-               jax.process_index(), jax.process_count(),
-               jax.local_device_count(), jax.device_count())
+  logging.info(
+      "JAX %s, backend %s, process %d/%d, %d local / %d global" " devices",
+      jax.__version__,
+      jax.default_backend(),
+      jax.process_index(),
+      jax.process_count(),
+      jax.local_device_count(),
+      jax.device_count(),
+  )
   config = _CONFIG.value
   stages = tuple(_STAGES.value) if _STAGES.value else tuple(config.stages)
   try:

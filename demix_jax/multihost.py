@@ -58,6 +58,7 @@ def barrier(name: str) -> None:
   """
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     multihost_utils.sync_global_devices(name)
 
 
@@ -78,13 +79,17 @@ def broadcast(x: Any) -> Any:
   if jax.process_count() == 1:
     return x
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
   leaves, treedef = jax.tree.flatten(x)
   arrays = [np.asarray(v) for v in leaves]
-  raw = [np.frombuffer(np.ascontiguousarray(a).tobytes(), np.uint8)
-         for a in arrays]
+  raw = [
+      np.frombuffer(np.ascontiguousarray(a).tobytes(), np.uint8) for a in arrays
+  ]
   got = multihost_utils.broadcast_one_to_all(raw)
-  out = [np.frombuffer(np.asarray(g, np.uint8).tobytes(), a.dtype).reshape(
-      a.shape) for g, a in zip(got, arrays)]
+  out = [
+      np.frombuffer(np.asarray(g, np.uint8).tobytes(), a.dtype).reshape(a.shape)
+      for g, a in zip(got, arrays)
+  ]
   return jax.tree.unflatten(treedef, out)
 
 
@@ -103,5 +108,6 @@ def to_numpy(x: jax.Array | np.ndarray) -> np.ndarray:
   """
   if isinstance(x, jax.Array) and not x.is_fully_addressable:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
   return np.asarray(x)

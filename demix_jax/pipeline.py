@@ -50,7 +50,8 @@ def check_stages(stages: Sequence[str]) -> None:
   for s in stages:
     if s not in STAGES:
       raise config_lib.ConfigError(
-          "stages", f"unknown stage {s!r}", f"use names from {STAGES}")
+          "stages", f"unknown stage {s!r}", f"use names from {STAGES}"
+      )
 
 
 def validate_inputs(config: ml_collections.ConfigDict) -> None:
@@ -60,8 +61,9 @@ def validate_inputs(config: ml_collections.ConfigDict) -> None:
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Writes the resolved config to workdir/config.json (process 0 only)."""
-  context_lib.write_json(epath.Path(workdir) / "config.json",
-                         config_lib.to_dict(config))
+  context_lib.write_json(
+      epath.Path(workdir) / "config.json", config_lib.to_dict(config)
+  )
 
 
 def stage_done(ctx: context_lib.RunContext, stage: str) -> dict | None:
@@ -77,12 +79,14 @@ def stage_done(ctx: context_lib.RunContext, stage: str) -> dict | None:
           f"<workdir>/{stage}",
           f"{path} was produced with a different config (sections "
           f"{context_lib.STAGE_SECTIONS[stage]})",
-          f"use a new --workdir, or delete {ctx.workdir / stage} to redo it")
+          f"use a new --workdir, or delete {ctx.workdir / stage} to redo it",
+      )
   return done
 
 
-def mark_done(ctx: context_lib.RunContext, stage: str,
-              outputs: dict[str, Any]) -> dict[str, Any]:
+def mark_done(
+    ctx: context_lib.RunContext, stage: str, outputs: dict[str, Any]
+) -> dict[str, Any]:
   done = dict(outputs)
   if stage in context_lib.STAGE_SECTIONS:
     done["config_hash"] = context_lib.section_hash(ctx.config, stage)
@@ -97,12 +101,16 @@ def require(ctx: context_lib.RunContext, stage: str) -> dict[str, Any]:
   if done is None:
     raise MissingInputError(
         f"stage {stage!r} has not finished in {ctx.workdir}: run it first "
-        f"(--stages={stage}) or run the whole pipeline")
+        f"(--stages={stage}) or run the whole pipeline"
+    )
   return done
 
 
-def run(config: ml_collections.ConfigDict, workdir: str,
-        stages: Sequence[str] | None = None) -> dict[str, Any]:
+def run(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    stages: Sequence[str] | None = None,
+) -> dict[str, Any]:
   """Runs the requested stages in order and returns a short summary.
 
   Args:
@@ -140,8 +148,9 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   for s in ordered:
     done = stage_done(ctx, s) if s != "report" else None
     if done is not None:
-      logging.info("stage %s: complete, skipping (%s)", s,
-                   ctx.workdir / s / "done.json")
+      logging.info(
+          "stage %s: complete, skipping (%s)", s, ctx.workdir / s / "done.json"
+      )
       summary[s] = done
       continue
     logging.info("stage %s: starting", s)

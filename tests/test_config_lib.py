@@ -15,8 +15,13 @@ def _load(name, arg=None):
 
 
 def test_parse_arg_defaults_and_overrides():
-  arg = config_lib.parse_arg("runlocal,steps=10,lr=3e-4,name=abc",
-                             runlocal=False, steps=5, lr=1.0, name="x")
+  arg = config_lib.parse_arg(
+      "runlocal,steps=10,lr=3e-4,name=abc",
+      runlocal=False,
+      steps=5,
+      lr=1.0,
+      name="x",
+  )
   assert arg.runlocal is True
   assert arg.steps == 10 and isinstance(arg.steps, int)
   assert arg.lr == pytest.approx(3e-4)
@@ -99,10 +104,14 @@ def test_paper_config_validates_for_a_pod():
 
 def test_local_jsonl_config(tmp_path):
   from demix_jax import pipeline  # pylint: disable=g-import-not-at-top
+
   for name in ("web", "code"):
     (tmp_path / f"{name}.jsonl").write_text(
-        "\n".join(json.dumps({"text": f"{name} document {i}"})
-                  for i in range(20)) + "\n")
+        "\n".join(
+            json.dumps({"text": f"{name} document {i}"}) for i in range(20)
+        )
+        + "\n"
+    )
   arg = f"runlocal,general={tmp_path}/web.jsonl,code={tmp_path}/code.jsonl"
   config = _load("local_jsonl", arg)
   config_lib.validate(config, num_devices=1)

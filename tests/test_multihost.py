@@ -67,17 +67,22 @@ def _env(devices: int, **extra) -> dict:
   env = dict(os.environ)
   env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   env["JAX_PLATFORMS"] = "cpu"
-  for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES",
-            "JAX_PROCESS_ID"):
+  for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
     env.pop(k, None)
   env.update({k: str(v) for k, v in extra.items()})
   return env
 
 
 def _cmd(workdir, *args):
-  return [sys.executable, "-m", "demix_jax.main",
-          "--config=configs/demo.py:runlocal", f"--workdir={workdir}",
-          *SMALL, *args]
+  return [
+      sys.executable,
+      "-m",
+      "demix_jax.main",
+      "--config=configs/demo.py:runlocal",
+      f"--workdir={workdir}",
+      *SMALL,
+      *args,
+  ]
 
 
 def _start_pair(workdir, log_dir, *args, tag=""):
@@ -85,11 +90,24 @@ def _start_pair(workdir, log_dir, *args, tag=""):
   procs = []
   for i in range(2):
     log = open(os.path.join(log_dir, f"proc{i}{tag}.log"), "w")
-    env = _env(2, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-               JAX_NUM_PROCESSES=2, JAX_PROCESS_ID=i)
-    procs.append((subprocess.Popen(
-        _cmd(workdir, "--multihost=on", *args), cwd=ROOT, env=env,
-        stdout=log, stderr=subprocess.STDOUT), log))
+    env = _env(
+        2,
+        JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+        JAX_NUM_PROCESSES=2,
+        JAX_PROCESS_ID=i,
+    )
+    procs.append(
+        (
+            subprocess.Popen(
+                _cmd(workdir, "--multihost=on", *args),
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            ),
+            log,
+        )
+    )
   return procs
 
 
@@ -130,33 +148,48 @@ def test_two_processes_match_one_process(tmp_path):
   with open(tmp_path / "prefix.log", "w") as log:
     rc = subprocess.run(
         _cmd(single, "--multihost=off", "--stages=base,components"),
-        cwd=ROOT, env=_env(4), stdout=log, stderr=subprocess.STDOUT,
-        timeout=900).returncode
+        cwd=ROOT,
+        env=_env(4),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        timeout=900,
+    ).returncode
   assert rc == 0, _tail(tmp_path / "prefix.log")
   shutil.copytree(single, multi)
   with open(tmp_path / "single.log", "w") as log:
-    rc = subprocess.run(_cmd(single, "--multihost=off", STAGES), cwd=ROOT,
-                        env=_env(4), stdout=log, stderr=subprocess.STDOUT,
-                        timeout=900).returncode
+    rc = subprocess.run(
+        _cmd(single, "--multihost=off", STAGES),
+        cwd=ROOT,
+        env=_env(4),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        timeout=900,
+    ).returncode
   assert rc == 0, _tail(tmp_path / "single.log")
   codes = _wait(_start_pair(multi, tmp_path, STAGES), timeout=900)
-  assert codes == [0, 0], (_tail(tmp_path / "proc0.log")
-                           + _tail(tmp_path / "proc1.log"))
+  assert codes == [0, 0], _tail(tmp_path / "proc0.log") + _tail(
+      tmp_path / "proc1.log"
+  )
   for i in range(2):  # the pair really ran as 2 processes x 2 devices
     assert f"process {i}/2, 2 local / 4 global" in _tail(
-        tmp_path / f"proc{i}.log", 10**7)
+        tmp_path / f"proc{i}.log", 10**7
+    )
 
   s_search, m_search = _done(single, "search"), _done(multi, "search")
   names = sorted(s_search["alpha"])
   assert sorted(m_search["alpha"]) == names
-  np.testing.assert_allclose([m_search["alpha"][n] for n in names],
-                             [s_search["alpha"][n] for n in names],
-                             rtol=0, atol=ALPHA_ATOL)
+  np.testing.assert_allclose(
+      [m_search["alpha"][n] for n in names],
+      [s_search["alpha"][n] for n in names],
+      rtol=0,
+      atol=ALPHA_ATOL,
+  )
   s_merged, m_merged = s_search["merged_scores"], m_search["merged_scores"]
   keys = sorted(k for k in s_merged if np.isfinite(s_merged[k]))
   assert keys and sorted(m_merged) == sorted(s_merged)
-  np.testing.assert_allclose([m_merged[k] for k in keys],
-                             [s_merged[k] for k in keys], rtol=SCORE_RTOL)
+  np.testing.assert_allclose(
+      [m_merged[k] for k in keys], [s_merged[k] for k in keys], rtol=SCORE_RTOL
+  )
   assert m_search["n_proxies"] == s_search["n_proxies"]
   # Process 0 alone wrote the search state: one row per scored proxy.
   with open(multi / "search" / "state" / "results.jsonl") as f:
@@ -167,12 +200,17 @@ def test_two_processes_match_one_process(tmp_path):
   m_run = _done(multi, "final")["runs"]["demix"]
   assert m_run["weights"] == pytest.approx(s_run["weights"], abs=ALPHA_ATOL)
   assert m_run["tokens"] == s_run["tokens"]
-  keys = sorted(k for k in s_run["scores"] if k.endswith("bpb")
-                and np.isfinite(s_run["scores"][k]))
+  keys = sorted(
+      k
+      for k in s_run["scores"]
+      if k.endswith("bpb") and np.isfinite(s_run["scores"][k])
+  )
   assert keys
-  np.testing.assert_allclose([m_run["scores"][k] for k in keys],
-                             [s_run["scores"][k] for k in keys],
-                             rtol=DATA_ORDER_RTOL)
+  np.testing.assert_allclose(
+      [m_run["scores"][k] for k in keys],
+      [s_run["scores"][k] for k in keys],
+      rtol=DATA_ORDER_RTOL,
+  )
 
 
 _HELPERS = """
@@ -205,11 +243,24 @@ def test_helpers_across_two_processes(tmp_path):
   procs = []
   for i in range(2):
     log = open(tmp_path / f"h{i}.log", "w")
-    env = _env(2, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-               JAX_NUM_PROCESSES=2, JAX_PROCESS_ID=i)
-    procs.append((subprocess.Popen([sys.executable, "-c", _HELPERS],
-                                   cwd=ROOT, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT), log))
+    env = _env(
+        2,
+        JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+        JAX_NUM_PROCESSES=2,
+        JAX_PROCESS_ID=i,
+    )
+    procs.append(
+        (
+            subprocess.Popen(
+                [sys.executable, "-c", _HELPERS],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            ),
+            log,
+        )
+    )
   codes = _wait(procs, timeout=300)
   logs = [_tail(tmp_path / f"h{i}.log") for i in range(2)]
   assert codes == [0, 0], logs
@@ -221,15 +272,19 @@ def test_helpers_across_two_processes(tmp_path):
 def test_killed_pair_resumes_from_last_checkpoint(tmp_path):
   workdir = tmp_path / "wd"
   # 30 base steps, a checkpoint every 5: kill after the first one exists.
-  args = ("--stages=base", f"--config.base.tokens={ROW * 30}",
-          "--config.train.checkpoint_every_steps=5")
+  args = (
+      "--stages=base",
+      f"--config.base.tokens={ROW * 30}",
+      "--config.train.checkpoint_every_steps=5",
+  )
   procs = _start_pair(workdir, tmp_path, *args, tag="_a")
   ckpt_dir = workdir / "base" / "run" / "checkpoints"
   deadline = time.time() + 600
   saved = []
   while time.time() < deadline and not saved:
     assert all(p.poll() is None for p, _ in procs), _tail(
-        tmp_path / "proc0_a.log")
+        tmp_path / "proc0_a.log"
+    )
     if ckpt_dir.exists():
       saved = [int(d) for d in os.listdir(ckpt_dir) if d.isdigit()]
     time.sleep(0.5)
@@ -247,8 +302,11 @@ def test_killed_pair_resumes_from_last_checkpoint(tmp_path):
   logs = [_tail(tmp_path / f"proc{i}_b.log", 10**7) for i in range(2)]
   assert codes == [0, 0], logs[0][-4000:] + logs[1][-4000:]
   for log in logs:
-    restored = [line for line in log.splitlines()
-                if "restored step" in line and "from own" in line]
+    restored = [
+        line
+        for line in log.splitlines()
+        if "restored step" in line and "from own" in line
+    ]
     assert restored, log[-4000:]
     step = int(restored[0].split("restored step")[1].split()[0])
     assert step >= min(saved) and step % 5 == 0

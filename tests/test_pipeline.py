@@ -24,18 +24,33 @@ CONFIG = "--config=configs/demo.py:runlocal"
 
 
 def _cmd(workdir, stages):
-  return [sys.executable, "-m", "demix_jax.main", CONFIG,
-          f"--workdir={workdir}", f"--stages={stages}"]
+  return [
+      sys.executable,
+      "-m",
+      "demix_jax.main",
+      CONFIG,
+      f"--workdir={workdir}",
+      f"--stages={stages}",
+  ]
 
 
 def _env():
-  return dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-              TF_CPP_MIN_LOG_LEVEL="2")
+  return dict(
+      os.environ,
+      XLA_FLAGS="--xla_force_host_platform_device_count=1",
+      TF_CPP_MIN_LOG_LEVEL="2",
+  )
 
 
 def _run(workdir, stages, timeout=900):
-  proc = subprocess.run(_cmd(workdir, stages), cwd=ROOT, env=_env(),
-                        capture_output=True, text=True, timeout=timeout)
+  proc = subprocess.run(
+      _cmd(workdir, stages),
+      cwd=ROOT,
+      env=_env(),
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+  )
   assert proc.returncode == 0, proc.stderr[-4000:]
   return proc
 
@@ -57,8 +72,14 @@ def test_pipeline_end_to_end(finished):
   assert "Found mixture" in proc.stdout
   assert "Final runs" in proc.stdout
   summary = json.loads((workdir / "report" / "summary.json").read_text())
-  for key in ("alpha", "source_weights", "predicted", "final", "baselines",
-              "cost"):
+  for key in (
+      "alpha",
+      "source_weights",
+      "predicted",
+      "final",
+      "baselines",
+      "cost",
+  ):
     assert key in summary, key
   alpha = np.array(list(summary["alpha"].values()))
   assert abs(alpha.sum() - 1) < 1e-6 and (alpha >= 0).all()
@@ -74,8 +95,10 @@ def test_pipeline_end_to_end(finished):
   report = (workdir / "report" / "report.md").read_text()
   assert "Final runs vs baselines" in report and "landscape.png" in report
   # A rerun skips every finished stage (nothing is retrained).
-  before = {s: (workdir / s / "done.json").stat().st_mtime_ns
-            for s in ("base", "components", "search", "final")}
+  before = {
+      s: (workdir / s / "done.json").stat().st_mtime_ns
+      for s in ("base", "components", "search", "final")
+  }
   proc = _run(workdir, "base,components,search,final")
   after = {s: (workdir / s / "done.json").stat().st_mtime_ns for s in before}
   assert before == after
@@ -90,8 +113,13 @@ def test_killed_search_resumes_to_same_result(finished, tmp_path):
   for part in ("data", "base", "components"):
     shutil.copytree(workdir / part, resumed / part)
   base_mtime = (resumed / "base" / "done.json").stat().st_mtime_ns
-  proc = subprocess.Popen(_cmd(resumed, "search"), cwd=ROOT, env=_env(),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+      _cmd(resumed, "search"),
+      cwd=ROOT,
+      env=_env(),
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL,
+  )
   results = resumed / "search" / "state"
   deadline = time.time() + 600
   killed = False
@@ -115,8 +143,14 @@ def test_killed_search_resumes_to_same_result(finished, tmp_path):
 
 
 def test_missing_inputs_name_the_stage(tmp_path):
-  proc = subprocess.run(_cmd(tmp_path, "search"), cwd=ROOT, env=_env(),
-                        capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+      _cmd(tmp_path, "search"),
+      cwd=ROOT,
+      env=_env(),
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert proc.returncode == 3
   assert "components" in proc.stderr
 
@@ -127,11 +161,17 @@ def test_reduced_validation_table(finished, tmp_path):
   workdir, _ = finished
   for part in ("data", "base", "components"):
     shutil.copytree(workdir / part, tmp_path / part)
-  cmd = [sys.executable, "-m", "demix_jax.main",
-         "--config=configs/validate_small.py:runlocal",
-         f"--workdir={tmp_path}", "--stages=validate"]
-  proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True,
-                        text=True, timeout=1200)
+  cmd = [
+      sys.executable,
+      "-m",
+      "demix_jax.main",
+      "--config=configs/validate_small.py:runlocal",
+      f"--workdir={tmp_path}",
+      "--stages=validate",
+  ]
+  proc = subprocess.run(
+      cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=1200
+  )
   assert proc.returncode == 0, proc.stderr[-4000:]
   table = json.loads((tmp_path / "validate" / "table.json").read_text())
   rows = table["rows"]

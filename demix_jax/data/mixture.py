@@ -38,9 +38,12 @@ class RepetitionError(ValueError):
   """A run would repeat some source more than max_epochs times."""
 
 
-def validate_weights(weights: Mapping[str, float], sources: Sequence[str],
-                     field: str = "mixture",
-                     normalize: str = "error") -> dict[str, float]:
+def validate_weights(
+    weights: Mapping[str, float],
+    sources: Sequence[str],
+    field: str = "mixture",
+    normalize: str = "error",
+) -> dict[str, float]:
   """Checks a mixture and returns it (normalised if allowed).
 
   Args:
@@ -64,28 +67,40 @@ def validate_weights(weights: Mapping[str, float], sources: Sequence[str],
   out = {}
   for name, w in weights.items():
     if name not in sources:
-      raise MixtureError(f"{field}.{name}", "unknown source",
-                         f"use names from data.sources: {list(sources)}")
+      raise MixtureError(
+          f"{field}.{name}",
+          "unknown source",
+          f"use names from data.sources: {list(sources)}",
+      )
     try:
       w = float(w)
     except (TypeError, ValueError) as e:
-      raise MixtureError(f"{field}.{name}", f"{w!r} is not a number",
-                         "give a float token fraction") from e
+      raise MixtureError(
+          f"{field}.{name}",
+          f"{w!r} is not a number",
+          "give a float token fraction",
+      ) from e
     if not math.isfinite(w) or w < 0:
-      raise MixtureError(f"{field}.{name}", f"weight {w} is negative or "
-                         "not finite", "use a weight >= 0")
+      raise MixtureError(
+          f"{field}.{name}",
+          f"weight {w} is negative or " "not finite",
+          "use a weight >= 0",
+      )
     out[name] = w
   total = sum(out.values())
   if total <= 0:
-    raise MixtureError(field, "all weights are zero",
-                       "give some source a positive weight")
+    raise MixtureError(
+        field, "all weights are zero", "give some source a positive weight"
+    )
   if abs(total - 1.0) > SUM_TOL:
     if normalize == "error":
-      raise MixtureError(field, f"weights sum to {total:.6g}, not 1",
-                         "fix them, or set data.normalize_weights='warn'")
+      raise MixtureError(
+          field,
+          f"weights sum to {total:.6g}, not 1",
+          "fix them, or set data.normalize_weights='warn'",
+      )
     if normalize == "warn":
-      logging.warning("%s: weights sum to %.6g; normalising to 1", field,
-                      total)
+      logging.warning("%s: weights sum to %.6g; normalising to 1", field, total)
   return {k: v / total for k, v in out.items()}
 
 
@@ -94,8 +109,9 @@ def active(weights: Mapping[str, float]) -> dict[str, float]:
   return {k: float(v) for k, v in weights.items() if v > 0}
 
 
-def component_weights(candidate: str, general: str,
-                      beta: float) -> dict[str, float]:
+def component_weights(
+    candidate: str, general: str, beta: float
+) -> dict[str, float]:
   """Source weights of candidate's component: beta*G + (1-beta)*D_i."""
   _check_beta(beta)
   if candidate == general or beta >= 1.0:
@@ -105,8 +121,9 @@ def component_weights(candidate: str, general: str,
   return {general: beta, candidate: 1.0 - beta}
 
 
-def alpha_to_weights(alpha: Mapping[str, float], general: str,
-                     beta: float) -> dict[str, float]:
+def alpha_to_weights(
+    alpha: Mapping[str, float], general: str, beta: float
+) -> dict[str, float]:
   """DeMix mapping from component weights alpha to source token weights.
 
   Args:
@@ -120,8 +137,11 @@ def alpha_to_weights(alpha: Mapping[str, float], general: str,
   """
   _check_beta(beta)
   if general not in alpha:
-    raise MixtureError("data.general", f"{general!r} is not in alpha "
-                       f"{list(alpha)}", "include the general candidate")
+    raise MixtureError(
+        "data.general",
+        f"{general!r} is not in alpha " f"{list(alpha)}",
+        "include the general candidate",
+    )
   others = sum(float(v) for k, v in alpha.items() if k != general)
   out = {general: float(alpha[general]) + beta * others}
   for k, v in alpha.items():
@@ -130,27 +150,32 @@ def alpha_to_weights(alpha: Mapping[str, float], general: str,
   return out
 
 
-def weights_to_alpha(weights: Mapping[str, float], general: str,
-                     beta: float) -> dict[str, float]:
+def weights_to_alpha(
+    weights: Mapping[str, float], general: str, beta: float
+) -> dict[str, float]:
   """Inverse of alpha_to_weights (for beta < 1): alpha_i = w_i / (1-beta)."""
   _check_beta(beta)
   if beta >= 1.0:
     raise ValueError("alpha is not identifiable from weights when beta = 1")
-  out = {k: float(v) / (1.0 - beta) for k, v in weights.items()
-         if k != general}
+  out = {k: float(v) / (1.0 - beta) for k, v in weights.items() if k != general}
   out[general] = 1.0 - sum(out.values())
   return out
 
 
 def _check_beta(beta: float) -> None:
   if not 0.0 <= beta <= 1.0 or math.isnan(beta):
-    raise MixtureError("data.beta", f"{beta} is not in [0, 1]",
-                       "use a token fraction, e.g. 0.5")
+    raise MixtureError(
+        "data.beta",
+        f"{beta} is not in [0, 1]",
+        "use a token fraction, e.g. 0.5",
+    )
 
 
-def epochs_per_source(weights: Mapping[str, float],
-                      token_counts: Mapping[str, int],
-                      run_tokens: int) -> dict[str, float]:
+def epochs_per_source(
+    weights: Mapping[str, float],
+    token_counts: Mapping[str, int],
+    run_tokens: int,
+) -> dict[str, float]:
   """How many times a run of run_tokens passes over each weighted source."""
   out = {}
   for name, w in weights.items():
@@ -161,10 +186,14 @@ def epochs_per_source(weights: Mapping[str, float],
   return out
 
 
-def check_repetition(weights: Mapping[str, float],
-                     token_counts: Mapping[str, int], run_tokens: int,
-                     max_epochs: float, on_overrun: str = "error",
-                     what: str = "run") -> dict[str, float]:
+def check_repetition(
+    weights: Mapping[str, float],
+    token_counts: Mapping[str, int],
+    run_tokens: int,
+    max_epochs: float,
+    on_overrun: str = "error",
+    what: str = "run",
+) -> dict[str, float]:
   """Enforces max_epochs per source; returns the epochs per source.
 
   Args:
@@ -183,21 +212,30 @@ def check_repetition(weights: Mapping[str, float],
     return epochs
   over = {k: e for k, e in epochs.items() if e > max_epochs}
   if over:
-    msg = (f"{what}: {run_tokens} tokens would repeat "
-           + ", ".join(f"{k} {e:.2f}x ({token_counts.get(k, 0)} tokens)"
-                       for k, e in sorted(over.items()))
-           + f", above data.max_epochs={max_epochs}. Fix: add data, lower "
-           "the run's tokens or these weights, or raise data.max_epochs "
-           "(data.on_overrun='warn' to proceed anyway)")
+    msg = (
+        f"{what}: {run_tokens} tokens would repeat "
+        + ", ".join(
+            f"{k} {e:.2f}x ({token_counts.get(k, 0)} tokens)"
+            for k, e in sorted(over.items())
+        )
+        + f", above data.max_epochs={max_epochs}. Fix: add data, lower "
+        "the run's tokens or these weights, or raise data.max_epochs "
+        "(data.on_overrun='warn' to proceed anyway)"
+    )
     if on_overrun == "error":
       raise RepetitionError(msg)
     logging.warning("%s", msg)
   return epochs
 
 
-def alpha_caps(candidates: Sequence[str], general: str,
-               token_counts: Mapping[str, int], run_tokens: int,
-               beta: float, max_epochs: float) -> dict[str, float]:
+def alpha_caps(
+    candidates: Sequence[str],
+    general: str,
+    token_counts: Mapping[str, int],
+    run_tokens: int,
+    beta: float,
+    max_epochs: float,
+) -> dict[str, float]:
   """Per-candidate upper bounds on alpha so that no source exceeds max_epochs.
 
   A non-general candidate i receives (1-beta) alpha_i run_tokens tokens, so

@@ -110,10 +110,14 @@ def wiki_path() -> str:
   spec = importlib.util.find_spec("gensim")
   if spec is None or not spec.submodule_search_locations:
     raise RuntimeError(
-        "offline corpus 'wiki' needs gensim. Fix: pip install gensim==4.4.0")
+        "offline corpus 'wiki' needs gensim. Fix: pip install gensim==4.4.0"
+    )
   return os.path.join(
-      spec.submodule_search_locations[0], "test", "test_data",
-      "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
+      spec.submodule_search_locations[0],
+      "test",
+      "test_data",
+      "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2",
+  )
 
 
 def _clean_wiki(text: str) -> str:
@@ -125,6 +129,7 @@ def _clean_wiki(text: str) -> str:
 def wiki_documents(split: str) -> Iterator[tuple[str, str]]:
   """Yields (key, passage) of the wiki corpus for a split, in file order."""
   from gensim.corpora import wikicorpus  # pylint: disable=g-import-not-at-top
+
   with bz2.open(wiki_path()) as f:
     for title, text, _ in wikicorpus.extract_pages(f):
       if text.lstrip().lower().startswith("#redirect"):
@@ -155,20 +160,26 @@ class _MathShim(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
   EDITS = {
       "mathematics_dataset.sample.polynomials": (
-          ("from sympy.solvers.diophantine import base_solution_linear",
-           "from sympy.solvers.diophantine.diophantine import "
-           "base_solution_linear"),
+          (
+              "from sympy.solvers.diophantine import base_solution_linear",
+              "from sympy.solvers.diophantine.diophantine import "
+              "base_solution_linear",
+          ),
           ("np.object)", "object)"),
           ("coeffs.itemset(index, value)", "coeffs[index] = value"),
-          ("expanded_coefficients.itemset(power, coeffs)",
-           "expanded_coefficients[power] = coeffs"),
+          (
+              "expanded_coefficients.itemset(power, coeffs)",
+              "expanded_coefficients[power] = coeffs",
+          ),
       ),
       "mathematics_dataset.util.composition": (
-          ("  entities = list(entities)\n",
-           # The private fields: the public properties mark the entity's
-           # handle as used (a side effect).
-           "  entities = sorted(entities, key=lambda e: (e._description,"
-           " e._child_description))\n"),
+          (
+              "  entities = list(entities)\n",
+              # The private fields: the public properties mark the entity's
+              # handle as used (a side effect).
+              "  entities = sorted(entities, key=lambda e: (e._description,"
+              " e._child_description))\n",
+          ),
           ("random.choice(list(allowed))", "random.choice(sorted(allowed))"),
       ),
   }
@@ -198,7 +209,8 @@ class _MathShim(importlib.abc.MetaPathFinder, importlib.abc.Loader):
       if old not in src:
         raise RuntimeError(
             f"mathematics_dataset: expected code {old!r} not found in "
-            f"{origin}. Fix: pip install mathematics-dataset==1.0.1")
+            f"{origin}. Fix: pip install mathematics-dataset==1.0.1"
+        )
       src = src.replace(old, new)
     # pylint: disable-next=exec-used
     exec(compile(src, origin, "exec"), module.__dict__)
@@ -207,11 +219,14 @@ class _MathShim(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 def _import_math_modules():
   """Imports mathematics_dataset's module registry with the shim active."""
   if not any(isinstance(f, _MathShim) for f in sys.meta_path):
-    if any(k.startswith("mathematics_dataset.") and k in _MathShim.EDITS
-           for k in sys.modules):
+    if any(
+        k.startswith("mathematics_dataset.") and k in _MathShim.EDITS
+        for k in sys.modules
+    ):
       raise RuntimeError(
           "mathematics_dataset was imported before demix_jax's shim. Fix: "
-          "import demix_jax.data.offline first")
+          "import demix_jax.data.offline first"
+      )
     sys.meta_path.insert(0, _MathShim())
   # pylint: disable=g-import-not-at-top
   from mathematics_dataset import generate_settings
@@ -231,8 +246,9 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
   return out
 
 
-def math_documents(split: str, per_module: int,
-                   seed: int = MATH_SEED) -> Iterator[tuple[str, str]]:
+def math_documents(
+    split: str, per_module: int, seed: int = MATH_SEED
+) -> Iterator[tuple[str, str]]:
   """Yields (key, "Question: ...\\nAnswer: ...") for a split.
 
   Args:
@@ -247,9 +263,11 @@ def math_documents(split: str, per_module: int,
   import warnings  # pylint: disable=g-import-not-at-top
 
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   modules, settings = _import_math_modules()
   # sympy keeps a private RNG (used by e.g. randprime); seed it too.
   from sympy.core import random as sympy_random  # noqa: I001
+
   random.seed(seed)
   np.random.seed(seed)
   sympy_random.seed(seed)
@@ -263,8 +281,10 @@ def math_documents(split: str, per_module: int,
         problem = flat[name]()
         q, a = str(problem.question), str(problem.answer)
         # The package's own length filter (as in its generate.py).
-        if (len(q) > settings.MAX_QUESTION_LENGTH
-            or len(a) > settings.MAX_ANSWER_LENGTH):
+        if (
+            len(q) > settings.MAX_QUESTION_LENGTH
+            or len(a) > settings.MAX_ANSWER_LENGTH
+        ):
           continue
         yield f"{name}/{n}", f"Question: {q}\nAnswer: {a}"
         n += 1
@@ -291,7 +311,8 @@ def code_files(split: str) -> list[str]:
     # CPython's own test suites: test/ (held-out) and per-package tests
     # (e.g. idlelib/idle_test, tkinter/test) which are kept out of train.
     is_test = parts[0] == "test" or any(
-        p in ("test", "tests", "idle_test") for p in parts)
+        p in ("test", "tests", "idle_test") for p in parts
+    )
     if is_test != (split == "heldout"):
       continue
     if split == "heldout" and parts[0] != "test":
@@ -315,17 +336,20 @@ def code_documents(split: str) -> Iterator[tuple[str, str]]:
       yield f"{rel}/{i}", passage
 
 
-def iter_documents(corpus: str, split: str,
-                   max_docs: int = 0) -> Iterator[tuple[str, str]]:
+def iter_documents(
+    corpus: str, split: str, max_docs: int = 0
+) -> Iterator[tuple[str, str]]:
   """Yields (key, text) of an offline corpus split, at most max_docs (>0)."""
   if corpus not in CORPORA:
-    raise ValueError(f"unknown offline corpus {corpus!r}; use one of "
-                     f"{CORPORA}")
+    raise ValueError(
+        f"unknown offline corpus {corpus!r}; use one of " f"{CORPORA}"
+    )
   if split not in SPLITS:
     raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
   if corpus == "math":
-    per = MATH_TRAIN_PER_MODULE if split == "train" else (
-        MATH_HELDOUT_PER_MODULE)
+    per = (
+        MATH_TRAIN_PER_MODULE if split == "train" else (MATH_HELDOUT_PER_MODULE)
+    )
     if max_docs:
       per = min(per, max(1, -(-max_docs // 50)))
     gen = math_documents(split, per)
@@ -372,10 +396,12 @@ def _builder_class():
       return tfds.core.DatasetInfo(
           builder=self,
           description=f"demix_jax offline corpus {self.builder_config.name}",
-          features=tfds.features.FeaturesDict({
-              "text": tfds.features.Text(),
-              "key": tfds.features.Text(),
-          }),
+          features=tfds.features.FeaturesDict(
+              {
+                  "text": tfds.features.Text(),
+                  "key": tfds.features.Text(),
+              }
+          ),
       )
 
     def _split_generators(self, dl_manager):
@@ -383,9 +409,12 @@ def _builder_class():
       cfg = self.builder_config
       train = list(iter_documents(cfg.corpus, "train", cfg.max_docs))
       seen = {_text_hash(t) for _, t in train}
-      return {"train": self._generate_examples(train),
-              "heldout": self._generate_examples(
-                  iter_documents(cfg.corpus, "heldout", cfg.max_docs), seen)}
+      return {
+          "train": self._generate_examples(train),
+          "heldout": self._generate_examples(
+              iter_documents(cfg.corpus, "heldout", cfg.max_docs), seen
+          ),
+      }
 
     def _generate_examples(self, docs, exclude=frozenset()):
       # Held-out texts that also occur in train (short generated problems,
@@ -415,19 +444,31 @@ def build(corpus: str, cache_dir: str, max_docs: int = 0):
   """
   global _CLASSES
   if corpus not in CORPORA:
-    raise ValueError(f"unknown offline corpus {corpus!r}; use one of "
-                     f"{CORPORA}")
+    raise ValueError(
+        f"unknown offline corpus {corpus!r}; use one of " f"{CORPORA}"
+    )
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   if _CLASSES is None:
     _CLASSES = _builder_class()
   config_cls, builder_cls = _CLASSES
-  config = corpus if not max_docs else config_cls(
-      name=f"{corpus}-max{max_docs}", corpus=corpus, max_docs=max_docs)
-  builder = builder_cls(data_dir=os.path.join(cache_dir, "tfds"),
-                        config=config, file_format="array_record")
+  config = (
+      corpus
+      if not max_docs
+      else config_cls(
+          name=f"{corpus}-max{max_docs}", corpus=corpus, max_docs=max_docs
+      )
+  )
+  builder = builder_cls(
+      data_dir=os.path.join(cache_dir, "tfds"),
+      config=config,
+      file_format="array_record",
+  )
   if not builder.is_prepared():
     tfds.disable_progress_bar()
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(
-            download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+            download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+        )
+    )
   return builder

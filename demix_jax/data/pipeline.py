@@ -110,9 +110,11 @@ class _PackIterator(grain.DatasetIterator):
           continue
       n = min(t - fill, len(self._doc) - self._offset)
       seg += 1
-      row["tokens"][fill:fill + n] = self._doc[self._offset:self._offset + n]
-      row["segment_ids"][fill:fill + n] = seg
-      row["positions"][fill:fill + n] = np.arange(n, dtype=np.int32)
+      row["tokens"][fill : fill + n] = self._doc[
+          self._offset : self._offset + n
+      ]
+      row["segment_ids"][fill : fill + n] = seg
+      row["positions"][fill : fill + n] = np.arange(n, dtype=np.int32)
       fill += n
       self._offset += n
     return row
@@ -151,8 +153,9 @@ class PackIterDataset(grain.IterDataset):
 class _MixIterator(grain.DatasetIterator):
   """Largest-deficit weighted interleave of the parents (see module doc)."""
 
-  def __init__(self, parents: dict[str, grain.DatasetIterator],
-               weights: dict[str, float]):
+  def __init__(
+      self, parents: dict[str, grain.DatasetIterator], weights: dict[str, float]
+  ):
     super().__init__(list(parents.values()))
     self._names = list(parents)
     self._its = parents
@@ -169,18 +172,20 @@ class _MixIterator(grain.DatasetIterator):
     return elem
 
   def get_state(self) -> dict[str, Any]:
-    return {"step": self._step,
-            "counts": {n: int(c) for n, c in zip(self._names, self._counts)},
-            "parents": {n: it.get_state() for n, it in self._its.items()}}
+    return {
+        "step": self._step,
+        "counts": {n: int(c) for n, c in zip(self._names, self._counts)},
+        "parents": {n: it.get_state() for n, it in self._its.items()},
+    }
 
   def set_state(self, state: dict[str, Any]) -> None:
     if sorted(state["parents"]) != sorted(self._names):
       raise ValueError(
           f"iterator state has sources {sorted(state['parents'])}, the "
-          f"pipeline has {sorted(self._names)}; resume with the same mixture")
+          f"pipeline has {sorted(self._names)}; resume with the same mixture"
+      )
     self._step = int(state["step"])
-    self._counts = np.array([state["counts"][n] for n in self._names],
-                            np.int64)
+    self._counts = np.array([state["counts"][n] for n in self._names], np.int64)
     for n, it in self._its.items():
       it.set_state(state["parents"][n])
 
@@ -188,8 +193,11 @@ class _MixIterator(grain.DatasetIterator):
 class MixIterDataset(grain.IterDataset):
   """Deterministic exact-proportion mix of named IterDatasets."""
 
-  def __init__(self, parents: Mapping[str, grain.IterDataset],
-               weights: Mapping[str, float]):
+  def __init__(
+      self,
+      parents: Mapping[str, grain.IterDataset],
+      weights: Mapping[str, float],
+  ):
     names = sorted(parents)
     super().__init__([parents[n] for n in names])
     self._parents_by_name = {n: parents[n] for n in names}
@@ -199,7 +207,8 @@ class MixIterDataset(grain.IterDataset):
   def __iter__(self) -> _MixIterator:
     return _MixIterator(
         {n: p.__iter__() for n, p in self._parents_by_name.items()},
-        self._weights)
+        self._weights,
+    )
 
   def __str__(self) -> str:
     return f"MixIterDataset({self._weights})"
@@ -208,10 +217,16 @@ class MixIterDataset(grain.IterDataset):
 # ---------------------------------------------------------------- builders
 
 
-def packed_source_dataset(docs: Sequence[str], vocab, seq_len: int,
-                          seed: int, process_index: int = 0,
-                          process_count: int = 1, name: str = "",
-                          read_threads: int = 0) -> grain.IterDataset:
+def packed_source_dataset(
+    docs: Sequence[str],
+    vocab,
+    seq_len: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    name: str = "",
+    read_threads: int = 0,
+) -> grain.IterDataset:
   """The infinite stream of packed rows of one source for this host.
 
   Args:
@@ -232,52 +247,78 @@ def packed_source_dataset(docs: Sequence[str], vocab, seq_len: int,
   if n < process_count:
     raise ValueError(
         f"source {name!r} has {n} training documents, fewer than the "
-        f"{process_count} hosts. Fix: add data or raise its max_docs")
+        f"{process_count} hosts. Fix: add data or raise its max_docs"
+    )
   ds = grain.MapDataset.source(docs)
   # Shard documents per host before shuffling and mixing.
   ds = ds[process_index::process_count]
   ds = ds.shuffle(seed=seed).repeat()  # reshuffled every epoch
   ds = ds.map(Tokenize(vocab))
-  options = grain.ReadOptions(num_threads=read_threads,
-                              prefetch_buffer_size=64 if read_threads else 0)
+  options = grain.ReadOptions(
+      num_threads=read_threads, prefetch_buffer_size=64 if read_threads else 0
+  )
   return PackIterDataset(ds.to_iter_dataset(options), seq_len)
 
 
-def make_train_dataset(sources: Mapping[str, Any],
-                       weights: Mapping[str, float], vocab, seq_len: int,
-                       global_batch_size: int, seed: int,
-                       process_index: int = 0, process_count: int = 1,
-                       worker_count: int = 0, prefetch: int = 2,
-                       read_threads: int = 0) -> grain.IterDataset:
+def make_train_dataset(
+    sources: Mapping[str, Any],
+    weights: Mapping[str, float],
+    vocab,
+    seq_len: int,
+    global_batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    worker_count: int = 0,
+    prefetch: int = 2,
+    read_threads: int = 0,
+) -> grain.IterDataset:
   """The mixed, batched training IterDataset (see make_train_iterator)."""
   if global_batch_size % process_count:
-    raise ValueError(f"global_batch_size={global_batch_size} is not "
-                     f"divisible by process_count={process_count}")
-  weights = mixture_lib.validate_weights(weights, list(sources),
-                                         normalize="error")
+    raise ValueError(
+        f"global_batch_size={global_batch_size} is not "
+        f"divisible by process_count={process_count}"
+    )
+  weights = mixture_lib.validate_weights(
+      weights, list(sources), normalize="error"
+  )
   weights = mixture_lib.active(weights)
   parents = {}
   for name in sorted(weights):
     parents[name] = packed_source_dataset(
-        sources[name].docs("train"), vocab, seq_len,
-        source_seed(seed, name), process_index, process_count, name,
-        read_threads)
+        sources[name].docs("train"),
+        vocab,
+        seq_len,
+        source_seed(seed, name),
+        process_index,
+        process_count,
+        name,
+        read_threads,
+    )
   ds = MixIterDataset(parents, weights)
   ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
   if worker_count > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
   elif prefetch > 0:
     ds = grain.experimental.ThreadPrefetchIterDataset(
-        ds, prefetch_buffer_size=prefetch)
+        ds, prefetch_buffer_size=prefetch
+    )
   return ds
 
 
-def make_train_iterator(sources: Mapping[str, Any],
-                        weights: Mapping[str, float], vocab, seq_len: int,
-                        global_batch_size: int, seed: int,
-                        process_index: int = 0, process_count: int = 1,
-                        worker_count: int = 0, prefetch: int = 2,
-                        read_threads: int = 0) -> grain.DatasetIterator:
+def make_train_iterator(
+    sources: Mapping[str, Any],
+    weights: Mapping[str, float],
+    vocab,
+    seq_len: int,
+    global_batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    worker_count: int = 0,
+    prefetch: int = 2,
+    read_threads: int = 0,
+) -> grain.DatasetIterator:
   """An infinite iterator of training batches of this host.
 
   Args:
@@ -299,14 +340,26 @@ def make_train_iterator(sources: Mapping[str, Any],
     numpy int32 [global_batch_size // process_count, seq_len], with
     get_state()/set_state().
   """
-  return iter(make_train_dataset(sources, weights, vocab, seq_len,
-                                 global_batch_size, seed, process_index,
-                                 process_count, worker_count, prefetch,
-                                 read_threads))
+  return iter(
+      make_train_dataset(
+          sources,
+          weights,
+          vocab,
+          seq_len,
+          global_batch_size,
+          seed,
+          process_index,
+          process_count,
+          worker_count,
+          prefetch,
+          read_threads,
+      )
+  )
 
 
-def heldout_sequences(source, vocab, seq_len: int, n_sequences: int,
-                      seed: int = 0) -> dict[str, np.ndarray]:
+def heldout_sequences(
+    source, vocab, seq_len: int, n_sequences: int, seed: int = 0
+) -> dict[str, np.ndarray]:
   """Deterministic packed held-out rows of one source (for loss and bpb).
 
   Held-out documents are visited in a fixed seeded order (so a split sorted
@@ -340,8 +393,12 @@ def heldout_sequences(source, vocab, seq_len: int, n_sequences: int,
     if len(rows) == n_sequences:
       break
   if len(rows) < n_sequences:
-    logging.warning("source %s: held-out split gives only %d of %d rows",
-                    source.name, len(rows), n_sequences)
+    logging.warning(
+        "source %s: held-out split gives only %d of %d rows",
+        source.name,
+        len(rows),
+        n_sequences,
+    )
   out = {k: np.stack([r[k] for r in rows]) for k in BATCH_KEYS}
   token_bytes = vocab.token_byte_lengths()[out["tokens"]]
   token_bytes = np.where(out["segment_ids"] > 0, token_bytes, 0)

@@ -25,22 +25,27 @@ def task_name(prefix: str, source: str) -> str:
   return f"{prefix}_{source}"
 
 
-def _dataset_fn(split: str, shuffle_files: bool, seed: int | None = None, *,
-                source) -> Any:
+def _dataset_fn(
+    split: str, shuffle_files: bool, seed: int | None = None, *, source
+) -> Any:
   """tf.data of {"text": str} over a source split (seqio FunctionDataSource)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   del shuffle_files, seed  # seqio shuffles examples itself
   docs = source.docs(_SPLITS[split])
 
   def gen():
     for i in range(len(docs)):
       yield {"text": docs[i]}
+
   return tf.data.Dataset.from_generator(
-      gen, output_signature={"text": tf.TensorSpec((), tf.string)})
+      gen, output_signature={"text": tf.TensorSpec((), tf.string)}
+  )
 
 
-def register_source_tasks(sources: Mapping[str, Any], vocab,
-                          prefix: str = "demix") -> dict[str, str]:
+def register_source_tasks(
+    sources: Mapping[str, Any], vocab, prefix: str = "demix"
+) -> dict[str, str]:
   """Registers one seqio Task per source; returns source -> task name.
 
   Args:
@@ -52,8 +57,10 @@ def register_source_tasks(sources: Mapping[str, Any], vocab,
     source name -> registered task name.
   """
   import seqio  # pylint: disable=g-import-not-at-top
-  features = {"targets": seqio.Feature(vocabulary=vocab.seqio_vocab,
-                                       add_eos=True)}
+
+  features = {
+      "targets": seqio.Feature(vocabulary=vocab.seqio_vocab, add_eos=True)
+  }
   names = {}
   for name, source in sources.items():
     tname = task_name(prefix, name)
@@ -61,29 +68,36 @@ def register_source_tasks(sources: Mapping[str, Any], vocab,
     seqio.TaskRegistry.add(
         tname,
         source=seqio.FunctionDataSource(
-            functools.partial(_dataset_fn, source=source),
-            splits=list(_SPLITS)),
+            functools.partial(_dataset_fn, source=source), splits=list(_SPLITS)
+        ),
         preprocessors=[
-            functools.partial(seqio.preprocessors.rekey,
-                              key_map={"targets": "text"}),
+            functools.partial(
+                seqio.preprocessors.rekey, key_map={"targets": "text"}
+            ),
             seqio.preprocessors.tokenize,
             seqio.preprocessors.append_eos_after_trim,
         ],
         output_features=features,
-        metric_fns=[])
+        metric_fns=[],
+    )
     names[name] = tname
   return names
 
 
-def register_mixture(name: str, weights: Mapping[str, float],
-                     prefix: str = "demix") -> str:
+def register_mixture(
+    name: str, weights: Mapping[str, float], prefix: str = "demix"
+) -> str:
   """Registers a seqio Mixture with rates = token weights; returns its name.
 
   The source tasks must be registered first (`register_source_tasks`).
   """
   import seqio  # pylint: disable=g-import-not-at-top
-  rates = [(task_name(prefix, s), float(w)) for s, w in sorted(
-      weights.items()) if w > 0]
+
+  rates = [
+      (task_name(prefix, s), float(w))
+      for s, w in sorted(weights.items())
+      if w > 0
+  ]
   if not rates:
     raise ValueError(f"mixture {name!r} has no positive weight")
   mname = f"{prefix}_{name}"

@@ -74,19 +74,24 @@ class SourceSpec:
     return f"data.sources.{self.name}"
 
 
-def spec_from_dict(name: str, d: Mapping[str, Any],
-                   offline_max_docs: int = 0) -> SourceSpec:
+def spec_from_dict(
+    name: str, d: Mapping[str, Any], offline_max_docs: int = 0
+) -> SourceSpec:
   """Builds a SourceSpec from a config entry; unknown keys are errors."""
   d = dict(d)
   prefix = f"data.sources.{name}"
   if "kind" not in d:
-    raise SourceError(f"{prefix}.kind", "missing",
-                      f"set kind to one of {KINDS}")
+    raise SourceError(
+        f"{prefix}.kind", "missing", f"set kind to one of {KINDS}"
+    )
   fields = {f.name for f in dataclasses.fields(SourceSpec)} - {"name"}
   for k in d:
     if k not in fields:
-      raise SourceError(f"{prefix}.{k}", "unknown source key",
-                        f"use keys from {sorted(fields)}")
+      raise SourceError(
+          f"{prefix}.{k}",
+          "unknown source key",
+          f"use keys from {sorted(fields)}",
+      )
   for k in ("paths", "heldout_paths"):
     if k in d:
       v = d[k]
@@ -101,14 +106,22 @@ def _expand(globs: Sequence[str], field: str) -> list[str]:
   out = []
   for g in globs:
     if "://" in g:
-      matches = [os.fspath(p) for p in epath.Path(g.split("*")[0]).parent
-                 .glob(os.path.basename(g))] if "*" in g else (
-                     [g] if epath.Path(g).exists() else [])
+      matches = (
+          [
+              os.fspath(p)
+              for p in epath.Path(g.split("*")[0]).parent.glob(
+                  os.path.basename(g)
+              )
+          ]
+          if "*" in g
+          else ([g] if epath.Path(g).exists() else [])
+      )
     else:
       matches = glob.glob(os.path.expanduser(g), recursive=True)
     if not matches:
-      raise SourceError(field, f"no file matches {g!r}",
-                        "check the path (globs are allowed)")
+      raise SourceError(
+          field, f"no file matches {g!r}", "check the path (globs are allowed)"
+      )
     out.extend(sorted(matches))
   return out
 
@@ -151,16 +164,23 @@ def _read_jsonl(path: str, field: str, prefix: str) -> list[str]:
       try:
         v = _get_field(json.loads(line), field)
       except json.JSONDecodeError as e:
-        raise SourceError(f"{prefix}.paths", f"{path}:{lineno} is not JSON "
-                          f"({e})", "fix the file or the glob") from e
+        raise SourceError(
+            f"{prefix}.paths",
+            f"{path}:{lineno} is not JSON " f"({e})",
+            "fix the file or the glob",
+        ) from e
       except KeyError as e:
         raise SourceError(
-            f"{prefix}.feature", f"{path}:{lineno} has no field {field!r}",
-            "set feature to the JSON key that holds the text") from e
+            f"{prefix}.feature",
+            f"{path}:{lineno} has no field {field!r}",
+            "set feature to the JSON key that holds the text",
+        ) from e
       if not isinstance(v, str):
-        raise SourceError(f"{prefix}.feature", f"{path}:{lineno}: {field!r} "
-                          f"is a {type(v).__name__}, not text",
-                          "point feature at a string field")
+        raise SourceError(
+            f"{prefix}.feature",
+            f"{path}:{lineno}: {field!r} " f"is a {type(v).__name__}, not text",
+            "point feature at a string field",
+        )
       if v:
         out.append(v)
   return out
@@ -170,14 +190,17 @@ def _read_parquet(path: str, field: str, prefix: str) -> list[str]:
   try:
     import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise SourceError(f"{prefix}.kind", "parquet needs pyarrow",
-                      "pip install pyarrow") from e
+    raise SourceError(
+        f"{prefix}.kind", "parquet needs pyarrow", "pip install pyarrow"
+    ) from e
   with epath.Path(path).open("rb") as f:
     table = pq.read_table(f)
   if field not in table.column_names:
-    raise SourceError(f"{prefix}.feature", f"{path} has no column {field!r} "
-                      f"(columns: {table.column_names})",
-                      "set feature to the text column")
+    raise SourceError(
+        f"{prefix}.feature",
+        f"{path} has no column {field!r} " f"(columns: {table.column_names})",
+        "set feature to the text column",
+    )
   return [t for t in table.column(field).to_pylist() if t]
 
 
@@ -193,8 +216,7 @@ class _Utf8:
       record = json.loads(record)
     if self.field:
       record = _get_field(record, self.field)
-    return record.decode("utf-8") if isinstance(record, bytes) else str(
-        record)
+    return record.decode("utf-8") if isinstance(record, bytes) else str(record)
 
 
 def _identity(x):
@@ -203,13 +225,16 @@ def _identity(x):
 
 def _open_offline(corpus: str, cache_dir: str, max_docs: int, split: str):
   from demix_jax.data import offline  # pylint: disable=g-import-not-at-top
+
   return offline.build(corpus, cache_dir, max_docs).as_data_source(split)
 
 
 def _open_tfds(dataset: str, data_dir: str, split: str):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  return tfds.data_source(dataset, split=split, data_dir=data_dir or None,
-                          download=False)
+
+  return tfds.data_source(
+      dataset, split=split, data_dir=data_dir or None, download=False
+  )
 
 
 class _Reopenable(Sequence):
@@ -272,8 +297,11 @@ class Source:
 
   def __init__(self, spec: SourceSpec, cache_dir: str = ""):
     if spec.kind not in KINDS:
-      raise SourceError(f"{spec.field_prefix}.kind",
-                        f"unknown kind {spec.kind!r}", f"use one of {KINDS}")
+      raise SourceError(
+          f"{spec.field_prefix}.kind",
+          f"unknown kind {spec.kind!r}",
+          f"use one of {KINDS}",
+      )
     self.spec = spec
     self.name = spec.name
     self.cache_dir = cache_dir
@@ -292,64 +320,86 @@ class Source:
     s = self.spec
     if s.kind == "offline":
       from demix_jax.data import offline  # pylint: disable=g-import-not-at-top
+
       if not self.cache_dir:
         raise ValueError("offline sources need a cache_dir")
       if s.corpus not in offline.CORPORA:
-        raise SourceError(f"{s.field_prefix}.corpus",
-                          f"unknown offline corpus {s.corpus!r}",
-                          f"use one of {offline.CORPORA}")
+        raise SourceError(
+            f"{s.field_prefix}.corpus",
+            f"unknown offline corpus {s.corpus!r}",
+            f"use one of {offline.CORPORA}",
+        )
       for split in SPLITS:
-        self._docs[split] = _RecordTexts(_Reopenable(functools.partial(
-            _open_offline, s.corpus, self.cache_dir, s.max_docs, split)),
-                                         _Utf8("text"))
+        self._docs[split] = _RecordTexts(
+            _Reopenable(
+                functools.partial(
+                    _open_offline, s.corpus, self.cache_dir, s.max_docs, split
+                )
+            ),
+            _Utf8("text"),
+        )
       return
     if s.kind == "tfds":
       train = self._tfds_split(s.split)
       if s.heldout_split:
         held = self._tfds_split(s.heldout_split)
-        self._docs = {"train": _capped(train, s.max_docs),
-                      "heldout": _capped(held, s.max_docs)}
+        self._docs = {
+            "train": _capped(train, s.max_docs),
+            "heldout": _capped(held, s.max_docs),
+        }
       else:
         self._docs = self._hash_split(train)
       return
     prefix = s.field_prefix
     if not s.paths:
-      raise SourceError(f"{prefix}.paths", "no paths given",
-                        "list the files (globs allowed)")
+      raise SourceError(
+          f"{prefix}.paths", "no paths given", "list the files (globs allowed)"
+      )
     train = self._read_local(_expand(s.paths, f"{prefix}.paths"))
     if not len(train):  # pylint: disable=g-explicit-length-test
-      raise SourceError(f"{prefix}.paths", "the files hold no documents",
-                        "point paths at non-empty files")
+      raise SourceError(
+          f"{prefix}.paths",
+          "the files hold no documents",
+          "point paths at non-empty files",
+      )
     if s.heldout_paths:
       held = self._read_local(
-          _expand(s.heldout_paths, f"{prefix}.heldout_paths"))
-      self._docs = {"train": _capped(train, s.max_docs),
-                    "heldout": _capped(held, s.max_docs)}
+          _expand(s.heldout_paths, f"{prefix}.heldout_paths")
+      )
+      self._docs = {
+          "train": _capped(train, s.max_docs),
+          "heldout": _capped(held, s.max_docs),
+      }
     else:
       self._docs = self._hash_split(train)
 
   def _tfds_split(self, split: str) -> Sequence[str]:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
     s = self.spec
     del tfds  # imported here so that its import errors surface early
     try:
-      ds = _Reopenable(functools.partial(_open_tfds, s.dataset, s.data_dir,
-                                         split))
+      ds = _Reopenable(
+          functools.partial(_open_tfds, s.dataset, s.data_dir, split)
+      )
     except Exception as e:  # tfds raises many types for a missing dataset
       raise SourceError(
           f"{s.field_prefix}.dataset",
           f"cannot open tfds {s.dataset!r} split {split!r} in "
           f"{s.data_dir or 'the default data_dir'}: "
           f"{type(e).__name__}: {str(e).splitlines()[0][:200]}",
-          "prepare it with `tfds build` (ArrayRecord) or fix data_dir") from e
+          "prepare it with `tfds build` (ArrayRecord) or fix data_dir",
+      ) from e
     dec = _Utf8(s.feature)
     if len(ds):
       try:
         dec(ds[0])
       except KeyError as e:
-        raise SourceError(f"{s.field_prefix}.feature",
-                          f"tfds {s.dataset!r} has no feature {s.feature!r}",
-                          "set feature to its text feature") from e
+        raise SourceError(
+            f"{s.field_prefix}.feature",
+            f"tfds {s.dataset!r} has no feature {s.feature!r}",
+            "set feature to its text feature",
+        ) from e
     return _RecordTexts(ds, dec)
 
   def _read_local(self, files: list[str]) -> Sequence[str]:
@@ -357,23 +407,34 @@ class Source:
     prefix = s.field_prefix
     for f in files:
       if epath.Path(f).stat().length == 0:
-        raise SourceError(f"{prefix}.paths", f"{f} is empty",
-                          "remove it from the glob or fill it")
+        raise SourceError(
+            f"{prefix}.paths",
+            f"{f} is empty",
+            "remove it from the glob or fill it",
+        )
     if s.kind == "arrayrecord":
       import grain  # pylint: disable=g-import-not-at-top
+
       records = grain.sources.ArrayRecordDataSource(files)
       if s.record_format not in ("text", "json"):
-        raise SourceError(f"{prefix}.record_format",
-                          f"unknown {s.record_format!r}", "use text or json")
+        raise SourceError(
+            f"{prefix}.record_format",
+            f"unknown {s.record_format!r}",
+            "use text or json",
+        )
       json_records = s.record_format == "json"
-      return _RecordTexts(records, _Utf8(s.feature if json_records else "",
-                                         json_records))
+      return _RecordTexts(
+          records, _Utf8(s.feature if json_records else "", json_records)
+      )
     out = []
     for f in files:
       if s.kind == "text":
         if s.unit not in ("file", "line", "paragraph"):
-          raise SourceError(f"{prefix}.unit", f"unknown unit {s.unit!r}",
-                            "use file, line or paragraph")
+          raise SourceError(
+              f"{prefix}.unit",
+              f"unknown unit {s.unit!r}",
+              "use file, line or paragraph",
+          )
         out.extend(_read_text(f, s.unit))
       elif s.kind == "jsonl":
         out.extend(_read_jsonl(f, s.feature, prefix))
@@ -385,9 +446,11 @@ class Source:
     """Content-hash split into train / held-out (cached for record sources)."""
     pct = self.spec.heldout_percent
     if not 0 < pct < 100:
-      raise SourceError(f"{self.spec.field_prefix}.heldout_percent",
-                        f"{pct} is not in (0, 100)",
-                        "use e.g. 1.0, or give held-out data explicitly")
+      raise SourceError(
+          f"{self.spec.field_prefix}.heldout_percent",
+          f"{pct} is not in (0, 100)",
+          "use e.g. 1.0, or give held-out data explicitly",
+      )
     if isinstance(docs, list):
       train = [d for d in docs if not _is_heldout(d, pct)]
       held = [d for d in docs if _is_heldout(d, pct)]
@@ -395,28 +458,35 @@ class Source:
       # One pass over the records; fine for local files, slow for huge tfds
       # datasets (give heldout_split there).
       flags = [_is_heldout(docs[i], pct) for i in range(len(docs))]
-      train = _RecordTexts(docs, _identity,
-                           [i for i, h in enumerate(flags) if not h])
-      held = _RecordTexts(docs, _identity,
-                          [i for i, h in enumerate(flags) if h])
+      train = _RecordTexts(
+          docs, _identity, [i for i, h in enumerate(flags) if not h]
+      )
+      held = _RecordTexts(
+          docs, _identity, [i for i, h in enumerate(flags) if h]
+      )
     if not len(held):  # pylint: disable=g-explicit-length-test
-      logging.warning("source %s: the hash split held out no document",
-                      self.name)
-    return {"train": _capped(train, self.spec.max_docs),
-            "heldout": _capped(held, self.spec.max_docs)}
+      logging.warning(
+          "source %s: the hash split held out no document", self.name
+      )
+    return {
+        "train": _capped(train, self.spec.max_docs),
+        "heldout": _capped(held, self.spec.max_docs),
+    }
 
   # -- counting
   def fingerprint(self) -> str:
     """Identity of the source's data (spec + file sizes/mtimes)."""
-    h = hashlib.sha256(json.dumps(dataclasses.asdict(self.spec),
-                                  sort_keys=True).encode())
+    h = hashlib.sha256(
+        json.dumps(dataclasses.asdict(self.spec), sort_keys=True).encode()
+    )
     if self.spec.kind in _LOCAL:
-      for g in (self.spec.paths + self.spec.heldout_paths):
+      for g in self.spec.paths + self.spec.heldout_paths:
         for f in sorted(glob.glob(os.path.expanduser(g), recursive=True)):
           st = os.stat(f)
           h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
     if self.spec.kind == "offline":
       from demix_jax.data import offline  # pylint: disable=g-import-not-at-top
+
       h.update(offline._VERSION.encode())  # pylint: disable=protected-access
     return h.hexdigest()
 
@@ -427,10 +497,15 @@ class Source:
     sample. Cached in `<cache_dir>/token_counts.json` per source fingerprint,
     tokenizer fingerprint and split.
     """
-    key = f"{self.name}:{self.fingerprint()[:16]}:{vocab.fingerprint[:16]}:" \
-          f"{split}"
-    path = epath.Path(self.cache_dir) / "token_counts.json" if (
-        self.cache_dir) else None
+    key = (
+        f"{self.name}:{self.fingerprint()[:16]}:{vocab.fingerprint[:16]}:"
+        f"{split}"
+    )
+    path = (
+        epath.Path(self.cache_dir) / "token_counts.json"
+        if (self.cache_dir)
+        else None
+    )
     cache = {}
     if path is not None and path.exists():
       cache = json.loads(path.read_text())
@@ -441,17 +516,24 @@ class Source:
     if n <= EXACT_COUNT_MAX_DOCS:
       total = 0
       for start in range(0, n, 1024):
-        batch = docs[start:start + 1024]
+        batch = docs[start : start + 1024]
         total += sum(len(t) + 1 for t in vocab.encode_batch(list(batch)))
     else:
       import numpy as np  # pylint: disable=g-import-not-at-top
+
       idx = np.random.default_rng(0).choice(n, _COUNT_SAMPLE, replace=False)
       sample = [docs[int(i)] for i in idx]
       per_doc = sum(len(t) + 1 for t in vocab.encode_batch(sample)) / len(
-          sample)
+          sample
+      )
       total = int(round(per_doc * n))
-      logging.info("source %s/%s: %d tokens (estimated from %d docs)",
-                   self.name, split, total, _COUNT_SAMPLE)
+      logging.info(
+          "source %s/%s: %d tokens (estimated from %d docs)",
+          self.name,
+          split,
+          total,
+          _COUNT_SAMPLE,
+      )
     if path is not None:
       # Re-read so concurrent writers for other keys are not clobbered.
       if path.exists():
@@ -464,8 +546,9 @@ class Source:
     return total
 
 
-def open_sources(specs: Mapping[str, SourceSpec],
-                 cache_dir: str) -> dict[str, Source]:
+def open_sources(
+    specs: Mapping[str, SourceSpec], cache_dir: str
+) -> dict[str, Source]:
   """Opens every source (builds offline corpora on first use)."""
   return {name: Source(spec, cache_dir) for name, spec in specs.items()}
 
@@ -484,45 +567,65 @@ def validate_sources(specs: Mapping[str, SourceSpec]) -> None:
   import importlib.util  # pylint: disable=g-import-not-at-top
 
   from demix_jax.data import offline  # pylint: disable=g-import-not-at-top
+
   for name, s in specs.items():
     p = f"data.sources.{name}"
     if s.kind not in KINDS:
-      raise SourceError(f"{p}.kind", f"unknown kind {s.kind!r}",
-                        f"use one of {KINDS}")
+      raise SourceError(
+          f"{p}.kind", f"unknown kind {s.kind!r}", f"use one of {KINDS}"
+      )
     if s.max_docs < 0:
       raise SourceError(f"{p}.max_docs", "is negative", "use 0 (all) or > 0")
     if s.kind == "offline":
       if s.corpus not in offline.CORPORA:
-        raise SourceError(f"{p}.corpus", f"unknown offline corpus "
-                          f"{s.corpus!r}", f"use one of {offline.CORPORA}")
+        raise SourceError(
+            f"{p}.corpus",
+            f"unknown offline corpus " f"{s.corpus!r}",
+            f"use one of {offline.CORPORA}",
+        )
       need = {"wiki": "gensim", "math": "mathematics_dataset"}.get(s.corpus)
       if need and importlib.util.find_spec(need) is None:
-        raise SourceError(f"{p}.corpus", f"corpus {s.corpus!r} needs the "
-                          f"{need} package", "pip install -r requirements.txt")
+        raise SourceError(
+            f"{p}.corpus",
+            f"corpus {s.corpus!r} needs the " f"{need} package",
+            "pip install -r requirements.txt",
+        )
     elif s.kind == "tfds":
       if not s.dataset:
-        raise SourceError(f"{p}.dataset", "missing",
-                          "set the tfds dataset name, e.g. 'c4/en:3.1.0'")
+        raise SourceError(
+            f"{p}.dataset",
+            "missing",
+            "set the tfds dataset name, e.g. 'c4/en:3.1.0'",
+        )
       if s.data_dir and not epath.Path(s.data_dir).exists():
-        raise SourceError(f"{p}.data_dir", f"{s.data_dir} does not exist",
-                          "point it at the tfds data directory")
+        raise SourceError(
+            f"{p}.data_dir",
+            f"{s.data_dir} does not exist",
+            "point it at the tfds data directory",
+        )
     else:
       if not s.paths:
-        raise SourceError(f"{p}.paths", "no paths given",
-                          "list the files (globs allowed)")
+        raise SourceError(
+            f"{p}.paths", "no paths given", "list the files (globs allowed)"
+        )
       files = _expand(s.paths, f"{p}.paths")
       if s.heldout_paths:
         files += _expand(s.heldout_paths, f"{p}.heldout_paths")
       for f in files:
         if epath.Path(f).stat().length == 0:
-          raise SourceError(f"{p}.paths", f"{f} is empty",
-                            "remove it from the glob or fill it")
+          raise SourceError(
+              f"{p}.paths",
+              f"{f} is empty",
+              "remove it from the glob or fill it",
+          )
       if s.kind == "jsonl":
         with epath.Path(files[0]).open() as fh:
           first = next((ln for ln in fh if ln.strip()), "")
         try:
           _get_field(json.loads(first), s.feature)
         except (KeyError, json.JSONDecodeError) as e:
-          raise SourceError(f"{p}.feature", f"the first record of {files[0]} "
-                            f"has no field {s.feature!r}",
-                            "set feature to the JSON key of the text") from e
+          raise SourceError(
+              f"{p}.feature",
+              f"the first record of {files[0]} " f"has no field {s.feature!r}",
+              "set feature to the JSON key of the text",
+          ) from e

@@ -42,6 +42,7 @@ class Vocab:
 
   def __init__(self, model_proto: bytes, path: str = ""):
     import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+
     self._proto = bytes(model_proto)
     self.path = path
     self._sp = spm.SentencePieceProcessor()
@@ -51,7 +52,8 @@ class Vocab:
           f"tokenizer {path or '<proto>'}: pad_id={self._sp.pad_id()}, "
           f"eos_id={self._sp.eos_id()}; expected pad 0 and eos 1 (the seqio "
           "convention). Fix: train with pad_id=0, eos_id=1, or let demix_jax "
-          "train one (data.tokenizer.path='')")
+          "train one (data.tokenizer.path='')"
+      )
     self.fingerprint = hashlib.sha256(self._proto).hexdigest()
     self._byte_lengths = None
     self._seqio_vocab = None
@@ -89,8 +91,9 @@ class Vocab:
 
   def decode(self, ids: Iterable[int]) -> str:
     """Text of ids; pad and eos are skipped."""
-    return self._sp.DecodeIds([int(i) for i in ids if i not in (PAD_ID,
-                                                                EOS_ID)])
+    return self._sp.DecodeIds(
+        [int(i) for i in ids if i not in (PAD_ID, EOS_ID)]
+    )
 
   def token_byte_lengths(self) -> np.ndarray:
     """UTF-8 bytes each id stands for ([vocab_size] int32; 0 for control).
@@ -116,6 +119,7 @@ class Vocab:
     """The same model as a `seqio.SentencePieceVocabulary` (imports TF)."""
     if self._seqio_vocab is None:
       import seqio  # pylint: disable=g-import-not-at-top
+
       path = self.path
       if not path:
         raise ValueError("seqio_vocab needs a Vocab loaded from a file")
@@ -123,8 +127,10 @@ class Vocab:
     return self._seqio_vocab
 
   def __repr__(self) -> str:
-    return (f"Vocab(size={self.vocab_size}, fingerprint="
-            f"{self.fingerprint[:12]}, path={self.path!r})")
+    return (
+        f"Vocab(size={self.vocab_size}, fingerprint="
+        f"{self.fingerprint[:12]}, path={self.path!r})"
+    )
 
 
 def load_vocab(path: str) -> Vocab:
@@ -133,7 +139,8 @@ def load_vocab(path: str) -> Vocab:
   if not p.exists():
     raise FileNotFoundError(
         f"data.tokenizer.path: {path} does not exist. Fix: point it at a "
-        "SentencePiece .model file, or set it to '' to train one")
+        "SentencePiece .model file, or set it to '' to train one"
+    )
   return Vocab(p.read_bytes(), path=os.fspath(path))
 
 
@@ -144,11 +151,11 @@ def check_fingerprint(vocab: Vocab, expected: str, what: str) -> None:
         f"{what} was made with tokenizer {expected[:12]}..., but the current "
         f"tokenizer is {vocab.fingerprint[:12]}... ({vocab.path}). Fix: use "
         "the same data.tokenizer.path (and vocab_size/sample settings) as "
-        f"{what}, or start from a fresh workdir")
+        f"{what}, or start from a fresh workdir"
+    )
 
 
-def sample_texts(texts: Iterable[str], max_chars: int,
-                 seed: int) -> list[str]:
+def sample_texts(texts: Iterable[str], max_chars: int, seed: int) -> list[str]:
   """A seeded sample of whole texts totalling about max_chars characters.
 
   Args:
@@ -175,8 +182,9 @@ def sample_texts(texts: Iterable[str], max_chars: int,
   return out
 
 
-def _training_lines(texts_by_source: Mapping[str, Iterable[str]],
-                    sample_chars: int, seed: int) -> list[str]:
+def _training_lines(
+    texts_by_source: Mapping[str, Iterable[str]], sample_chars: int, seed: int
+) -> list[str]:
   lines = []
   for i, name in enumerate(sorted(texts_by_source)):
     for text in sample_texts(texts_by_source[name], sample_chars, seed + i):
@@ -185,9 +193,13 @@ def _training_lines(texts_by_source: Mapping[str, Iterable[str]],
   return lines
 
 
-def train_vocab(texts_by_source: Mapping[str, Iterable[str]],
-                vocab_size: int, out_path: str, seed: int = 0,
-                sample_chars: int = 2_000_000) -> Vocab:
+def train_vocab(
+    texts_by_source: Mapping[str, Iterable[str]],
+    vocab_size: int,
+    out_path: str,
+    seed: int = 0,
+    sample_chars: int = 2_000_000,
+) -> Vocab:
   """Trains (or loads from cache) a BPE SentencePiece model.
 
   The sample is balanced: up to `sample_chars` characters from every source,
@@ -206,10 +218,12 @@ def train_vocab(texts_by_source: Mapping[str, Iterable[str]],
     The Vocab.
   """
   import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+
   if vocab_size < 300:
     raise ValueError(
         f"data.tokenizer.vocab_size={vocab_size} is too small for a byte "
-        "fallback model (256 byte pieces + specials). Fix: use >= 300")
+        "fallback model (256 byte pieces + specials). Fix: use >= 300"
+    )
   lines = _training_lines(texts_by_source, sample_chars, seed)
   if not lines:
     raise ValueError("train_vocab: the sources gave no text to train on")
@@ -226,17 +240,38 @@ def train_vocab(texts_by_source: Mapping[str, Iterable[str]],
     logging.info("tokenizer cache %s is stale; retraining", out_path)
   model = io.BytesIO()
   spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(lines), model_writer=model,
-      model_type="bpe", vocab_size=vocab_size, character_coverage=1.0,
-      byte_fallback=True, normalization_rule_name="identity",
-      remove_extra_whitespaces=False, add_dummy_prefix=False,
-      allow_whitespace_only_pieces=True, split_digits=True,
-      user_defined_symbols=["\n"], pad_id=PAD_ID, eos_id=EOS_ID,
-      unk_id=UNK_ID, bos_id=-1, max_sentence_length=1 << 14,
-      shuffle_input_sentence=False, num_threads=1, seed_sentencepiece_size=
-      1_000_000, minloglevel=2)
+      sentence_iterator=iter(lines),
+      model_writer=model,
+      model_type="bpe",
+      vocab_size=vocab_size,
+      character_coverage=1.0,
+      byte_fallback=True,
+      normalization_rule_name="identity",
+      remove_extra_whitespaces=False,
+      add_dummy_prefix=False,
+      allow_whitespace_only_pieces=True,
+      split_digits=True,
+      user_defined_symbols=["\n"],
+      pad_id=PAD_ID,
+      eos_id=EOS_ID,
+      unk_id=UNK_ID,
+      bos_id=-1,
+      max_sentence_length=1 << 14,
+      shuffle_input_sentence=False,
+      num_threads=1,
+      seed_sentencepiece_size=1_000_000,
+      minloglevel=2,
+  )
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_bytes(model.getvalue())
-  meta.write_text(json.dumps({"key": key, "vocab_size": vocab_size,
-                              "seed": seed, "lines": len(lines)}))
+  meta.write_text(
+      json.dumps(
+          {
+              "key": key,
+              "vocab_size": vocab_size,
+              "seed": seed,
+              "lines": len(lines),
+          }
+      )
+  )
   return load_vocab(out_path)

@@ -338,7 +338,7 @@ class MixtureEvaluator:
     for k in ("tokens", "positions", "segment_ids", "target_mask"):
       a = getattr(self.suite, k)[idx]
       if k == "target_mask" and pad:
-        a[rows.size:] = 0
+        a[rows.size :] = 0
       arrays[k] = a.reshape((-1, bs) + a.shape[1:])
     weights = np.concatenate([w[rows], np.zeros(pad)])
     if self.mesh is not None:

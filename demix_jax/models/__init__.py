@@ -11,6 +11,13 @@ from demix_jax.models.transformer import init_params
 from demix_jax.models.transformer import param_logical_axes
 
 __all__ = [
-    "ModelConfig", "PRESETS", "attention_mask", "forward", "get_preset",
-    "init_params", "next_token_nll", "num_params", "param_logical_axes",
+    "ModelConfig",
+    "PRESETS",
+    "attention_mask",
+    "forward",
+    "get_preset",
+    "init_params",
+    "next_token_nll",
+    "num_params",
+    "param_logical_axes",
 ]

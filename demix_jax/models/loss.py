@@ -11,8 +11,9 @@ import jax
 import jax.numpy as jnp
 
 
-def next_token_nll(logits: jax.Array, tokens: jax.Array,
-                   segment_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+def next_token_nll(
+    logits: jax.Array, tokens: jax.Array, segment_ids: jax.Array
+) -> tuple[jax.Array, jax.Array]:
   """Per-position negative log-likelihood of the next token.
 
   Args:
@@ -28,9 +29,11 @@ def next_token_nll(logits: jax.Array, tokens: jax.Array,
   """
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   targets = jnp.concatenate(
-      [tokens[:, 1:], jnp.zeros_like(tokens[:, :1])], axis=1)
+      [tokens[:, 1:], jnp.zeros_like(tokens[:, :1])], axis=1
+  )
   next_seg = jnp.concatenate(
-      [segment_ids[:, 1:], jnp.zeros_like(segment_ids[:, :1])], axis=1)
+      [segment_ids[:, 1:], jnp.zeros_like(segment_ids[:, :1])], axis=1
+  )
   mask = jnp.logical_and(segment_ids == next_seg, segment_ids != 0)
   mask = mask.astype(jnp.float32)
   picked = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]

@@ -16,28 +16,66 @@ from demix_jax.models.transformer import ModelConfig
 PRESETS: dict[str, ModelConfig] = {
     # The demo model (configs/demo.py): 1.05M parameters.
     "tiny_1m": ModelConfig(
-        vocab_size=2048, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2,
-        head_dim=32, d_ff=384),
+        vocab_size=2048,
+        d_model=128,
+        n_layers=4,
+        n_heads=4,
+        n_kv_heads=2,
+        head_dim=32,
+        d_ff=384,
+    ),
     # 5.24M parameters.
     "tiny_5m": ModelConfig(
-        vocab_size=2048, d_model=256, n_layers=6, n_heads=8, n_kv_heads=4,
-        head_dim=32, d_ff=768),
+        vocab_size=2048,
+        d_model=256,
+        n_layers=6,
+        n_heads=8,
+        n_kv_heads=4,
+        head_dim=32,
+        d_ff=768,
+    ),
     # 19.9M parameters.
     "tiny_20m": ModelConfig(
-        vocab_size=2048, d_model=512, n_layers=6, n_heads=8, n_kv_heads=4,
-        head_dim=64, d_ff=1536),
+        vocab_size=2048,
+        d_model=512,
+        n_layers=6,
+        n_heads=8,
+        n_kv_heads=4,
+        head_dim=64,
+        d_ff=1536,
+    ),
     # Qwen/Qwen3-1.7B: 1.72B parameters (tied embeddings).
     "qwen3_1p7b": ModelConfig(
-        vocab_size=151_936, d_model=2048, n_layers=28, n_heads=16,
-        n_kv_heads=8, head_dim=128, d_ff=6144, rope_theta=1_000_000.0,
-        tie_embeddings=True, norm_eps=1e-6, dtype="bfloat16",
-        param_dtype="float32", remat=True),
+        vocab_size=151_936,
+        d_model=2048,
+        n_layers=28,
+        n_heads=16,
+        n_kv_heads=8,
+        head_dim=128,
+        d_ff=6144,
+        rope_theta=1_000_000.0,
+        tie_embeddings=True,
+        norm_eps=1e-6,
+        dtype="bfloat16",
+        param_dtype="float32",
+        remat=True,
+    ),
     # Qwen/Qwen3-8B: 8.19B parameters (untied LM head).
     "qwen3_8b": ModelConfig(
-        vocab_size=151_936, d_model=4096, n_layers=36, n_heads=32,
-        n_kv_heads=8, head_dim=128, d_ff=12288, rope_theta=1_000_000.0,
-        tie_embeddings=False, norm_eps=1e-6, dtype="bfloat16",
-        param_dtype="float32", remat=True),
+        vocab_size=151_936,
+        d_model=4096,
+        n_layers=36,
+        n_heads=32,
+        n_kv_heads=8,
+        head_dim=128,
+        d_ff=12288,
+        rope_theta=1_000_000.0,
+        tie_embeddings=False,
+        norm_eps=1e-6,
+        dtype="bfloat16",
+        param_dtype="float32",
+        remat=True,
+    ),
 }
 
 
@@ -52,8 +90,9 @@ def get_preset(name: str, **overrides) -> ModelConfig:
     The ModelConfig.
   """
   if name not in PRESETS:
-    raise ValueError(f"unknown model preset {name!r}; use one of "
-                     f"{sorted(PRESETS)}")
+    raise ValueError(
+        f"unknown model preset {name!r}; use one of " f"{sorted(PRESETS)}"
+    )
   return dataclasses.replace(PRESETS[name], **overrides)
 
 
@@ -72,8 +111,13 @@ def num_params(cfg: ModelConfig) -> int:
     The number of parameters.
   """
   d, hd = cfg.d_model, cfg.head_dim
-  per_layer = (2 * d + 2 * d * cfg.n_heads * hd + 2 * d * cfg.n_kv_heads * hd
-               + 2 * hd + 3 * d * cfg.d_ff)
+  per_layer = (
+      2 * d
+      + 2 * d * cfg.n_heads * hd
+      + 2 * d * cfg.n_kv_heads * hd
+      + 2 * hd
+      + 3 * d * cfg.d_ff
+  )
   outer = cfg.vocab_size * d + d
   if not cfg.tie_embeddings:
     outer += d * cfg.vocab_size

@@ -38,8 +38,11 @@ import jax.numpy as jnp
 Params = Any
 LayerTransform = Callable[[Params], Params]
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
-           "float16": jnp.float16}
+_DTYPES = {
+    "float32": jnp.float32,
+    "bfloat16": jnp.bfloat16,
+    "float16": jnp.float16,
+}
 # A large finite negative (not -inf) so fully masked rows cannot make NaNs.
 _MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 
@@ -64,6 +67,7 @@ class ModelConfig:
     remat: rematerialise each layer in the backward pass (saves memory on
       large models at ~1/3 more compute).
   """
+
   vocab_size: int
   d_model: int
   n_layers: int
@@ -79,21 +83,31 @@ class ModelConfig:
   remat: bool = False
 
   def __post_init__(self):
-    for name in ("vocab_size", "d_model", "n_layers", "n_heads",
-                 "n_kv_heads", "head_dim", "d_ff"):
+    for name in (
+        "vocab_size",
+        "d_model",
+        "n_layers",
+        "n_heads",
+        "n_kv_heads",
+        "head_dim",
+        "d_ff",
+    ):
       v = getattr(self, name)
       if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
         raise ValueError(f"model.{name} must be a positive int, got {v!r}")
     if self.n_heads % self.n_kv_heads:
       raise ValueError(
           f"model.n_heads ({self.n_heads}) must be a multiple of "
-          f"model.n_kv_heads ({self.n_kv_heads}) for grouped-query attention")
+          f"model.n_kv_heads ({self.n_kv_heads}) for grouped-query attention"
+      )
     if self.head_dim % 2:
       raise ValueError(f"model.head_dim ({self.head_dim}) must be even (RoPE)")
     for name in ("dtype", "param_dtype"):
       if getattr(self, name) not in _DTYPES:
-        raise ValueError(f"model.{name}={getattr(self, name)!r}; use one of "
-                         f"{sorted(_DTYPES)}")
+        raise ValueError(
+            f"model.{name}={getattr(self, name)!r}; use one of "
+            f"{sorted(_DTYPES)}"
+        )
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
@@ -109,8 +123,9 @@ class ModelConfig:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
-      raise ValueError(f"unknown model config keys {unknown}; known: "
-                       f"{sorted(names)}")
+      raise ValueError(
+          f"unknown model config keys {unknown}; known: " f"{sorted(names)}"
+      )
     return cls(**d)
 
   def to_dict(self) -> dict[str, Any]:
@@ -136,6 +151,7 @@ def _init(std: float = 0.02):
 
 class RMSNorm(nn.Module):
   """RMSNorm over the last axis, computed in float32."""
+
   eps: float
   dtype: Any
   param_dtype: Any
@@ -144,12 +160,13 @@ class RMSNorm(nn.Module):
   @nn.compact
   def __call__(self, x):
     scale = self.param(
-        "scale", nn.with_logical_partitioning(nn.initializers.ones,
-                                              (self.axis_name,)),
-        (x.shape[-1],), self.param_dtype)
+        "scale",
+        nn.with_logical_partitioning(nn.initializers.ones, (self.axis_name,)),
+        (x.shape[-1],),
+        self.param_dtype,
+    )
     xf = x.astype(jnp.float32)
-    y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True)
-                           + self.eps)
+    y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
     return (y * scale.astype(jnp.float32)).astype(self.dtype)
 
 
@@ -180,6 +197,7 @@ def attention_mask(segment_ids: jax.Array) -> jax.Array:
 
 class Attention(nn.Module):
   """Grouped-query self-attention with QK-norm and RoPE."""
+
   cfg: ModelConfig
 
   @nn.compact
@@ -204,9 +222,10 @@ class Attention(nn.Module):
     q = constrain(q, ("batch", "length", "heads", "kv"))
     b, t = x.shape[:2]
     g = h // kvh
-    q = q.reshape(b, t, kvh, g, hd) * jnp.asarray(hd ** -0.5, dt)
-    s = jnp.einsum("btkgd,bskd->bkgts", q, k,
-                   preferred_element_type=jnp.float32)
+    q = q.reshape(b, t, kvh, g, hd) * jnp.asarray(hd**-0.5, dt)
+    s = jnp.einsum(
+        "btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32
+    )
     s = jnp.where(mask[:, None, None], s, _MASK_VALUE)
     prob = jax.nn.softmax(s, axis=-1).astype(dt)
     o = jnp.einsum("bkgts,bskd->btkgd", prob, v).reshape(b, t, h, hd)
@@ -216,6 +235,7 @@ class Attention(nn.Module):
 
 class Mlp(nn.Module):
   """SwiGLU MLP: down(silu(gate(x)) * up(x))."""
+
   cfg: ModelConfig
 
   @nn.compact
@@ -235,6 +255,7 @@ class Mlp(nn.Module):
 
 class DecoderLayer(nn.Module):
   """One pre-norm decoder layer: attention and SwiGLU with residuals."""
+
   cfg: ModelConfig
 
   @nn.compact
@@ -250,20 +271,28 @@ class DecoderLayer(nn.Module):
 
 class _Outer(nn.Module):
   """Embedding, final norm and (untied) LM head: the non-layer params."""
+
   cfg: ModelConfig
 
   def setup(self):
     cfg = self.cfg
     pdt = cfg.weight_dtype
     self.embed = self.param(
-        "embed", nn.with_logical_partitioning(_init(), ("vocab", "embed")),
-        (cfg.vocab_size, cfg.d_model), pdt)
-    self.final_norm = RMSNorm(cfg.norm_eps, cfg.compute_dtype, pdt,
-                              name="final_norm")
+        "embed",
+        nn.with_logical_partitioning(_init(), ("vocab", "embed")),
+        (cfg.vocab_size, cfg.d_model),
+        pdt,
+    )
+    self.final_norm = RMSNorm(
+        cfg.norm_eps, cfg.compute_dtype, pdt, name="final_norm"
+    )
     if not cfg.tie_embeddings:
       self.lm_head = self.param(
-          "lm_head", nn.with_logical_partitioning(_init(), ("embed", "vocab")),
-          (cfg.d_model, cfg.vocab_size), pdt)
+          "lm_head",
+          nn.with_logical_partitioning(_init(), ("embed", "vocab")),
+          (cfg.d_model, cfg.vocab_size),
+          pdt,
+      )
 
   def __call__(self, tokens):
     # Used only by init: touches every parameter once.
@@ -279,12 +308,16 @@ class _Outer(nn.Module):
     x = self.final_norm(x)
     if cfg.tie_embeddings:
       w = self.embed.astype(cfg.compute_dtype)
-      logits = jnp.einsum("btd,vd->btv", x, w,
-                          preferred_element_type=jnp.float32)
+      logits = jnp.einsum(
+          "btd,vd->btv", x, w, preferred_element_type=jnp.float32
+      )
     else:
-      logits = jnp.einsum("btd,dv->btv", x,
-                          self.lm_head.astype(cfg.compute_dtype),
-                          preferred_element_type=jnp.float32)
+      logits = jnp.einsum(
+          "btd,dv->btv",
+          x,
+          self.lm_head.astype(cfg.compute_dtype),
+          preferred_element_type=jnp.float32,
+      )
     return constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
 
 
@@ -303,7 +336,8 @@ def _boxed_init(cfg: ModelConfig, rng: jax.Array) -> Params:
   pos = jnp.zeros((1, 1), jnp.int32)
   layer_keys = jax.random.split(k_layers, cfg.n_layers)
   layers = jax.vmap(
-      lambda k: DecoderLayer(cfg).init(k, x, mask, pos)["params"])(layer_keys)
+      lambda k: DecoderLayer(cfg).init(k, x, mask, pos)["params"]
+  )(layer_keys)
   params = dict(outer)
   params["layers"] = layers
   return params
@@ -339,14 +373,21 @@ def param_logical_axes(cfg: ModelConfig) -> Params:
   boxed = jax.eval_shape(lambda: _boxed_init(cfg, jax.random.key(0)))
   outer = {k: v for k, v in boxed.items() if k != "layers"}
   names = jax.tree.map(lambda b: tuple(b.names), outer, is_leaf=_is_boxed)
-  names["layers"] = jax.tree.map(lambda b: ("layers",) + tuple(b.names),
-                                 boxed["layers"], is_leaf=_is_boxed)
+  names["layers"] = jax.tree.map(
+      lambda b: ("layers",) + tuple(b.names), boxed["layers"], is_leaf=_is_boxed
+  )
   return names
 
 
-def forward(cfg: ModelConfig, params: Params, tokens: jax.Array,
-            positions: jax.Array, segment_ids: jax.Array, *,
-            layer_transform: LayerTransform | None = None) -> jax.Array:
+def forward(
+    cfg: ModelConfig,
+    params: Params,
+    tokens: jax.Array,
+    positions: jax.Array,
+    segment_ids: jax.Array,
+    *,
+    layer_transform: LayerTransform | None = None,
+) -> jax.Array:
   """Logits of the decoder (pure; jit, vmap or grad it freely).
 
   Args:

@@ -69,11 +69,24 @@ def mixture_landscape(
     corners = np.array([[0, 0], [1, 0], [0.5, math.sqrt(3) / 2], [0, 0]])
     ax.plot(corners[:, 0], corners[:, 1], color="0.3", lw=1)
     for i, (cx, cy) in enumerate(corners[:3]):
-      ax.annotate(names[i], (cx, cy), textcoords="offset points",
-                  xytext=(0, -14 if cy == 0 else 6), ha="center", fontsize=10)
+      ax.annotate(
+          names[i],
+          (cx, cy),
+          textcoords="offset points",
+          xytext=(0, -14 if cy == 0 else 6),
+          ha="center",
+          fontsize=10,
+      )
     x, y = _ternary_xy(alphas)
-    sc = ax.scatter(x[finite], y[finite], c=values[finite], cmap="viridis",
-                    s=28, edgecolor="k", linewidth=0.3)
+    sc = ax.scatter(
+        x[finite],
+        y[finite],
+        c=values[finite],
+        cmap="viridis",
+        s=28,
+        edgecolor="k",
+        linewidth=0.3,
+    )
     if (~finite).any():
       ax.scatter(x[~finite], y[~finite], facecolor="none", edgecolor="r", s=28)
     for p in paths:
@@ -82,8 +95,15 @@ def mixture_landscape(
       ax.plot(px[-1:], py[-1:], "o", color="tab:red", ms=4)
     if highlight is not None:
       hx, hy = _ternary_xy(np.asarray(highlight)[None])
-      ax.plot(hx, hy, "*", color="tab:orange", ms=18, mec="k",
-              label="chosen mixture")
+      ax.plot(
+          hx,
+          hy,
+          "*",
+          color="tab:orange",
+          ms=18,
+          mec="k",
+          label="chosen mixture",
+      )
       ax.legend(loc="upper right", fontsize=8)
     fig.colorbar(sc, ax=ax, label=value_label)
     ax.set_aspect("equal")
@@ -94,24 +114,33 @@ def mixture_landscape(
     vmax = np.nanmax(values) if finite.any() else 1
     cmap = plt.get_cmap("viridis")
     for a, v in zip(alphas, values):
-      color = cmap((v - vmin) / (vmax - vmin + 1e-12)) if np.isfinite(v) else "r"
+      color = (
+          cmap((v - vmin) / (vmax - vmin + 1e-12)) if np.isfinite(v) else "r"
+      )
       ax.plot(range(k), a, color=color, alpha=0.6, lw=1)
     if highlight is not None:
-      ax.plot(range(k), highlight, color="tab:orange", lw=3,
-              label="chosen mixture")
+      ax.plot(
+          range(k), highlight, color="tab:orange", lw=3, label="chosen mixture"
+      )
       ax.legend(fontsize=8)
     ax.set_xticks(range(k), names, rotation=30)
     ax.set_ylabel("weight")
-    sm = plt.cm.ScalarMappable(cmap=cmap,
-                               norm=plt.Normalize(vmin=vmin, vmax=vmax))
+    sm = plt.cm.ScalarMappable(
+        cmap=cmap, norm=plt.Normalize(vmin=vmin, vmax=vmax)
+    )
     fig.colorbar(sm, ax=ax, label=value_label)
   ax.set_title(title, pad=22 if k == 3 else 6)
   return _save(fig, path)
 
 
 def predicted_vs_observed(
-    predicted: np.ndarray, observed: np.ndarray, path: str, *,
-    label: str = "objective", rho: float | None = None) -> str:
+    predicted: np.ndarray,
+    observed: np.ndarray,
+    path: str,
+    *,
+    label: str = "objective",
+    rho: float | None = None,
+) -> str:
   """Scatter of surrogate predictions against measured scores."""
   predicted = np.asarray(predicted, dtype=np.float64)
   observed = np.asarray(observed, dtype=np.float64)
@@ -131,8 +160,12 @@ def predicted_vs_observed(
   return _save(fig, path)
 
 
-def best_per_round(best: Mapping[str, Sequence[float]], path: str, *,
-                   ylabel: str = "best score so far") -> str:
+def best_per_round(
+    best: Mapping[str, Sequence[float]],
+    path: str,
+    *,
+    ylabel: str = "best score so far",
+) -> str:
   """One line per method: the best objective after each round."""
   fig, ax = plt.subplots(figsize=(5.5, 4))
   for name, values in best.items():
@@ -154,8 +187,9 @@ def component_diagnostics(
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
   ax1.bar(names, [100 * deltas[n] for n in names], color="tab:blue")
   ax1.set_ylabel("delta vs base (%)")
-  ax1.set_title("component drift (paper: ~3% at 2B, ~10% at 30B tokens)",
-                fontsize=9)
+  ax1.set_title(
+      "component drift (paper: ~3% at 2B, ~10% at 30B tokens)", fontsize=9
+  )
   grid = np.full((len(names), len(names)), np.nan)
   for (a, b), v in barriers.items():
     if a in names and b in names:
@@ -167,8 +201,15 @@ def component_diagnostics(
   for i in range(len(names)):
     for j in range(len(names)):
       if np.isfinite(grid[i, j]):
-        ax2.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center",
-                 color="w", fontsize=8)
+        ax2.text(
+            j,
+            i,
+            f"{grid[i, j]:.3f}",
+            ha="center",
+            va="center",
+            color="w",
+            fontsize=8,
+        )
   fig.colorbar(im, ax=ax2, label="loss barrier (nats)")
   ax2.set_title("pairwise loss barrier along the merge line", fontsize=9)
   return _save(fig, path)
@@ -187,21 +228,39 @@ def final_vs_baselines(
   width = 0.8 / (len(runs) + (1 if predicted else 0))
   x = np.arange(len(targets))
   for i, run in enumerate(runs):
-    ax.bar(x + i * width, [table[run].get(t, np.nan) for t in targets],
-           width, label=run)
+    ax.bar(
+        x + i * width,
+        [table[run].get(t, np.nan) for t in targets],
+        width,
+        label=run,
+    )
   if predicted:
-    ax.bar(x + len(runs) * width, [predicted.get(t, np.nan) for t in targets],
-           width, label="proxy prediction", color="0.7", hatch="//")
-  ax.set_xticks(x + 0.4 - width / 2, targets, rotation=25, ha="right",
-                fontsize=8)
+    ax.bar(
+        x + len(runs) * width,
+        [predicted.get(t, np.nan) for t in targets],
+        width,
+        label="proxy prediction",
+        color="0.7",
+        hatch="//",
+    )
+  ax.set_xticks(
+      x + 0.4 - width / 2, targets, rotation=25, ha="right", fontsize=8
+  )
   ax.legend(fontsize=8)
   ax.set_title("final runs: found mixture vs baselines")
   return _save(fig, path)
 
 
-def curve(xs: Mapping[str, Sequence[float]], ys: Mapping[str, Sequence[float]],
-          path: str, *, xlabel: str, ylabel: str, title: str,
-          logx: bool = False) -> str:
+def curve(
+    xs: Mapping[str, Sequence[float]],
+    ys: Mapping[str, Sequence[float]],
+    path: str,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    logx: bool = False,
+) -> str:
   """Generic named line plot (e.g. rho vs total training tokens)."""
   fig, ax = plt.subplots(figsize=(5.5, 4))
   for name in ys:
@@ -253,15 +312,22 @@ def accuracy_vs_cost(
     color = f"C{i}"
     ax.plot(xs[name], rho[name], "o-", color=color, label=f"{name}: rho")
     if top_rho and name in top_rho:
-      ax.plot(xs[name], top_rho[name], "s--", color=color, alpha=0.7,
-              label=f"{name}: top-25% rho")
+      ax.plot(
+          xs[name],
+          top_rho[name],
+          "s--",
+          color=color,
+          alpha=0.7,
+          label=f"{name}: top-25% rho",
+      )
   if all(x > 0 for v in xs.values() for x in v):
     ax.set_xscale("log")
     # A short log axis gets 1-2-5 ticks with compact labels (3M, 20B);
     # matplotlib's default minor labels collide.
     ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
-        lambda v, _: _compact(v)))
+    ax.xaxis.set_major_formatter(
+        matplotlib.ticker.FuncFormatter(lambda v, _: _compact(v))
+    )
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   ax.axhline(0.0, color="0.7", lw=0.8)
   ax.set_xlabel("total training tokens (training-token equivalents)")

@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 
-def build_summary(done: Mapping[str, Mapping[str, Any]],
-                  key_targets: Sequence[str]) -> dict[str, Any]:
+def build_summary(
+    done: Mapping[str, Mapping[str, Any]], key_targets: Sequence[str]
+) -> dict[str, Any]:
   """One summary dict from {stage: done.json}.
 
   Args:
@@ -30,8 +31,10 @@ def build_summary(done: Mapping[str, Mapping[str, Any]],
   for stage, d in done.items():
     if stage == "report":
       continue
-    cost[stage] = {"tokens": int(d.get("tokens", 0)),
-                   "seconds": float(d.get("seconds", 0.0))}
+    cost[stage] = {
+        "tokens": int(d.get("tokens", 0)),
+        "seconds": float(d.get("seconds", 0.0)),
+    }
   summary = {
       "alpha": search["alpha"],
       "source_weights": search["source_weights"],
@@ -41,10 +44,14 @@ def build_summary(done: Mapping[str, Mapping[str, Any]],
       "merged": search.get("merged_scores", {}),
       "search_methods": search.get("methods", {}),
       "final": final.get("demix", {}).get("scores", {}),
-      "baselines": {name: r.get("scores", {}) for name, r in final.items()
-                    if name != "demix"},
-      "final_weights": {name: r.get("weights", {})
-                        for name, r in final.items()},
+      "baselines": {
+          name: r.get("scores", {})
+          for name, r in final.items()
+          if name != "demix"
+      },
+      "final_weights": {
+          name: r.get("weights", {}) for name, r in final.items()
+      },
       "cost": cost,
       "key_targets": list(key_targets),
       "n_proxies": search.get("n_proxies"),
@@ -64,63 +71,132 @@ def _fmt(v: Any) -> str:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-  lines = ["| " + " | ".join(header) + " |",
-           "|" + "|".join("---" for _ in header) + "|"]
+  lines = [
+      "| " + " | ".join(header) + " |",
+      "|" + "|".join("---" for _ in header) + "|",
+  ]
   lines += ["| " + " | ".join(_fmt(v) for v in r) + " |" for r in rows]
   return "\n".join(lines)
 
 
-def render_markdown(summary: Mapping[str, Any],
-                    plots: Mapping[str, str]) -> str:
+def render_markdown(
+    summary: Mapping[str, Any], plots: Mapping[str, str]
+) -> str:
   """report.md: mixture, final-vs-baseline table, cost, plots."""
   out = ["# DeMix report", ""]
-  out += ["## Found mixture", "",
-          _table(["candidate", "alpha", "source weight", "epochs (final)"],
-                 [[c, a, summary["source_weights"].get(c, 0.0),
-                   summary["epochs"].get(c, 0.0)]
-                  for c, a in summary["alpha"].items()]), ""]
+  out += [
+      "## Found mixture",
+      "",
+      _table(
+          ["candidate", "alpha", "source weight", "epochs (final)"],
+          [
+              [
+                  c,
+                  a,
+                  summary["source_weights"].get(c, 0.0),
+                  summary["epochs"].get(c, 0.0),
+              ]
+              for c, a in summary["alpha"].items()
+          ],
+      ),
+      "",
+  ]
   if summary.get("config_snippet"):
-    out += ["Reuse it as a fixed mixture:", "", "```",
-            summary["config_snippet"], "```", ""]
+    out += [
+        "Reuse it as a fixed mixture:",
+        "",
+        "```",
+        summary["config_snippet"],
+        "```",
+        "",
+    ]
   targets = summary["key_targets"]
   runs = {"demix": summary["final"], **summary["baselines"]}
   if summary["final"]:
     header = ["target", "proxy (merged)", "surrogate prediction"] + list(runs)
     rows = []
     for t in targets:
-      rows.append([t, summary["merged"].get(t, float("nan")),
-                   summary["predicted"].get(t, float("nan"))]
-                  + [runs[r].get(t, float("nan")) for r in runs])
-    out += ["## Final runs vs baselines", "",
-            "Lower is better for bpb/loss targets; higher for accuracies.",
-            "", _table(header, rows), ""]
+      rows.append(
+          [
+              t,
+              summary["merged"].get(t, float("nan")),
+              summary["predicted"].get(t, float("nan")),
+          ]
+          + [runs[r].get(t, float("nan")) for r in runs]
+      )
+    out += [
+        "## Final runs vs baselines",
+        "",
+        "Lower is better for bpb/loss targets; higher for accuracies.",
+        "",
+        _table(header, rows),
+        "",
+    ]
   if summary.get("search_methods"):
     rows = []
     for name, m in summary["search_methods"].items():
-      rows.append([name, ", ".join(f"{a:.3f}" for a in m["alpha"])]
-                  + [m["merged_scores"].get(t, float("nan"))
-                     for t in targets])
-    out += ["## Search methods (scored by the merged proxy)", "",
-            _table(["method", "alpha"] + list(targets), rows), ""]
-  out += ["## Cost", "",
-          _table(["stage", "training tokens", "seconds"],
-                 [[s, c["tokens"], c["seconds"]]
-                  for s, c in summary["cost"].items()]), ""]
+      rows.append(
+          [name, ", ".join(f"{a:.3f}" for a in m["alpha"])]
+          + [m["merged_scores"].get(t, float("nan")) for t in targets]
+      )
+    out += [
+        "## Search methods (scored by the merged proxy)",
+        "",
+        _table(["method", "alpha"] + list(targets), rows),
+        "",
+    ]
+  out += [
+      "## Cost",
+      "",
+      _table(
+          ["stage", "training tokens", "seconds"],
+          [[s, c["tokens"], c["seconds"]] for s, c in summary["cost"].items()],
+      ),
+      "",
+  ]
   diag = summary.get("diagnostics") or {}
   if diag.get("delta"):
-    out += ["## Component diagnostics", "",
-            _table(["component", "delta vs base"],
-                   [[k, v] for k, v in diag["delta"].items()]), ""]
+    out += [
+        "## Component diagnostics",
+        "",
+        _table(
+            ["component", "delta vs base"],
+            [[k, v] for k, v in diag["delta"].items()],
+        ),
+        "",
+    ]
   if summary.get("validation"):
     v = summary["validation"]
-    out += ["## Validation", "", _table(
-        ["method", "budget", "total tokens", "macro rho", "top-25% rho",
-         "recovery", "decision acc.", "regret"],
-        [[r["method"], r.get("budget_label", ""), r["total_tokens"],
-          r["rho"]["macro"], r.get("top25_rho", float("nan")),
-          r.get("recovery", float("nan")),
-          r.get("decision_accuracy", float("nan")),
-          r.get("regret", float("nan"))] for r in v]), ""]
+    out += [
+        "## Validation",
+        "",
+        _table(
+            [
+                "method",
+                "budget",
+                "total tokens",
+                "macro rho",
+                "top-25% rho",
+                "recovery",
+                "decision acc.",
+                "regret",
+            ],
+            [
+                [
+                    r["method"],
+                    r.get("budget_label", ""),
+                    r["total_tokens"],
+                    r["rho"]["macro"],
+                    r.get("top25_rho", float("nan")),
+                    r.get("recovery", float("nan")),
+                    r.get("decision_accuracy", float("nan")),
+                    r.get("regret", float("nan")),
+                ]
+                for r in v
+            ],
+        ),
+        "",
+    ]
   if plots:
     out += ["## Plots", ""]
     out += [f"![{name}]({path})" for name, path in plots.items()]

@@ -53,6 +53,7 @@ def _multihost():
   if jax is None or jax.process_count() == 1:
     return None
   from demix_jax import multihost  # pylint: disable=g-import-not-at-top
+
   return multihost
 
 

@@ -60,14 +60,17 @@ def _gather_strings(s: str) -> list[str]:
   if jax.process_count() == 1:
     return [s]
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
   raw = np.frombuffer(s.encode("utf-8"), np.uint8)
   lens = multihost_utils.process_allgather(np.asarray([raw.size], np.int64))
   width = int(np.max(lens))
   padded = np.zeros((width,), np.uint8)
-  padded[:raw.size] = raw
+  padded[: raw.size] = raw
   alls = multihost_utils.process_allgather(padded)
-  return [bytes(alls[i][:int(lens[i][0])]).decode("utf-8")
-          for i in range(alls.shape[0])]
+  return [
+      bytes(alls[i][: int(lens[i][0])]).decode("utf-8")
+      for i in range(alls.shape[0])
+  ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,36 +83,47 @@ class CheckpointConfig:
     budget_steps: steps kept forever (the token budgets).
     async_save: write in a background thread.
   """
+
   every_steps: int
   keep_last: int = 2
   budget_steps: tuple[int, ...] = ()
   async_save: bool = True
 
 
-def _manager(run_dir, cfg: CheckpointConfig | None,
-             read_only: bool = False) -> ocp.CheckpointManager:
+def _manager(
+    run_dir, cfg: CheckpointConfig | None, read_only: bool = False
+) -> ocp.CheckpointManager:
   if read_only or cfg is None:
     options = ocp.CheckpointManagerOptions(read_only=True, create=False)
   else:
     cm = ocp.checkpoint_managers
-    policy = cm.AnyPreservationPolicy([
-        cm.LatestN(n=max(cfg.keep_last, 1)),
-        cm.CustomSteps(list(cfg.budget_steps))])
+    policy = cm.AnyPreservationPolicy(
+        [
+            cm.LatestN(n=max(cfg.keep_last, 1)),
+            cm.CustomSteps(list(cfg.budget_steps)),
+        ]
+    )
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policy,
         enable_async_checkpointing=cfg.async_save,
-        cleanup_tmp_directories=True, create=True)
-  handlers = {"params": ocp.StandardCheckpointHandler(),
-              "opt_state": ocp.StandardCheckpointHandler(),
-              "data_iter": ocp.JsonCheckpointHandler(),
-              "meta": ocp.JsonCheckpointHandler()}
-  return ocp.CheckpointManager(checkpoint_dir(run_dir),
-                               item_handlers=handlers, options=options)
+        cleanup_tmp_directories=True,
+        create=True,
+    )
+  handlers = {
+      "params": ocp.StandardCheckpointHandler(),
+      "opt_state": ocp.StandardCheckpointHandler(),
+      "data_iter": ocp.JsonCheckpointHandler(),
+      "meta": ocp.JsonCheckpointHandler(),
+  }
+  return ocp.CheckpointManager(
+      checkpoint_dir(run_dir), item_handlers=handlers, options=options
+  )
 
 
 @dataclasses.dataclass
 class Restored:
   """A restored checkpoint."""
+
   step: int
   params: Any
   opt_state: Any | None
@@ -128,20 +142,34 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return sorted(self._mngr.all_steps())
 
-  def save(self, step: int, params: Any, opt_state: Any, iter_state: Any,
-           meta: dict[str, Any]) -> None:
+  def save(
+      self,
+      step: int,
+      params: Any,
+      opt_state: Any,
+      iter_state: Any,
+      meta: dict[str, Any],
+  ) -> None:
     """Saves (asynchronously) one step; every process must call it."""
     states = _gather_strings(json.dumps(encode_iter_state(iter_state)))
-    data_iter = {"process_count": len(states),
-                 "states": [json.loads(s) for s in states]}
-    self._mngr.save(step, args=ocp.args.Composite(
-        params=ocp.args.StandardSave(params),
-        opt_state=ocp.args.StandardSave(opt_state),
-        data_iter=ocp.args.JsonSave(data_iter),
-        meta=ocp.args.JsonSave(meta)), force=True)
+    data_iter = {
+        "process_count": len(states),
+        "states": [json.loads(s) for s in states],
+    }
+    self._mngr.save(
+        step,
+        args=ocp.args.Composite(
+            params=ocp.args.StandardSave(params),
+            opt_state=ocp.args.StandardSave(opt_state),
+            data_iter=ocp.args.JsonSave(data_iter),
+            meta=ocp.args.JsonSave(meta),
+        ),
+        force=True,
+    )
 
-  def restore_latest(self, abstract_params: Any,
-                     abstract_opt_state: Any) -> Restored | None:
+  def restore_latest(
+      self, abstract_params: Any, abstract_opt_state: Any
+  ) -> Restored | None:
     """Restores the newest readable checkpoint (None if there is none).
 
     Args:
@@ -152,8 +180,9 @@ class Checkpointer:
       The restored checkpoint, or None when the directory has no readable
       checkpoint.
     """
-    return _restore_newest(self._mngr, abstract_params, abstract_opt_state,
-                           self.run_dir)
+    return _restore_newest(
+        self._mngr, abstract_params, abstract_opt_state, self.run_dir
+    )
 
   def wait(self) -> None:
     self._mngr.wait_until_finished()
@@ -163,21 +192,33 @@ class Checkpointer:
     self._mngr.close()
 
 
-def _restore_newest(mngr, abstract_params, abstract_opt_state, run_dir,
-                    steps: Sequence[int] | None = None) -> Restored | None:
+def _restore_newest(
+    mngr,
+    abstract_params,
+    abstract_opt_state,
+    run_dir,
+    steps: Sequence[int] | None = None,
+) -> Restored | None:
   steps = sorted(mngr.all_steps() if steps is None else steps, reverse=True)
   for step in steps:
     try:
-      args = {"params": ocp.args.StandardRestore(abstract_params),
-              "meta": ocp.args.JsonRestore()}
+      args = {
+          "params": ocp.args.StandardRestore(abstract_params),
+          "meta": ocp.args.JsonRestore(),
+      }
       if abstract_opt_state is not None:
         args["opt_state"] = ocp.args.StandardRestore(abstract_opt_state)
         args["data_iter"] = ocp.args.JsonRestore()
       r = mngr.restore(step, args=ocp.args.Composite(**args))
     except Exception as e:  # pylint: disable=broad-except
-      logging.warning("checkpoint %s/checkpoints/%d is unreadable (%s: %s); "
-                      "falling back to the previous one", run_dir, step,
-                      type(e).__name__, str(e).splitlines()[0][:300])
+      logging.warning(
+          "checkpoint %s/checkpoints/%d is unreadable (%s: %s); "
+          "falling back to the previous one",
+          run_dir,
+          step,
+          type(e).__name__,
+          str(e).splitlines()[0][:300],
+      )
       continue
     iter_state = None
     if abstract_opt_state is not None:
@@ -186,11 +227,16 @@ def _restore_newest(mngr, abstract_params, abstract_opt_state, run_dir,
         raise CheckpointError(
             f"{run_dir} step {step} was saved by {blob['process_count']} "
             f"processes but this run has {jax.process_count()}; the data "
-            "iterator state cannot be split differently")
+            "iterator state cannot be split differently"
+        )
       iter_state = decode_iter_state(blob["states"][jax.process_index()])
-    return Restored(step=step, params=r["params"],
-                    opt_state=r.get("opt_state"), iter_state=iter_state,
-                    meta=dict(r["meta"]))
+    return Restored(
+        step=step,
+        params=r["params"],
+        opt_state=r.get("opt_state"),
+        iter_state=iter_state,
+        meta=dict(r["meta"]),
+    )
   return None
 
 
@@ -218,8 +264,9 @@ def find_step(run_dir: str | epath.Path, tokens: int | None = None) -> int:
       the budgets that exist).
   """
   if not checkpoint_dir(run_dir).exists():
-    raise CheckpointError(f"{run_dir} has no checkpoints/ directory; train "
-                          "that run first")
+    raise CheckpointError(
+        f"{run_dir} has no checkpoints/ directory; train " "that run first"
+    )
   mngr = _manager(run_dir, None, read_only=True)
   steps = sorted(mngr.all_steps())
   if not steps:
@@ -235,12 +282,14 @@ def find_step(run_dir: str | epath.Path, tokens: int | None = None) -> int:
   if int(tokens) not in seen:
     raise CheckpointError(
         f"{run_dir} has no checkpoint at {tokens} tokens; available: "
-        f"{sorted(seen)}")
+        f"{sorted(seen)}"
+    )
   return seen[int(tokens)]
 
 
-def read_metadata(run_dir: str | epath.Path,
-                  tokens: int | None = None) -> dict[str, Any]:
+def read_metadata(
+    run_dir: str | epath.Path, tokens: int | None = None
+) -> dict[str, Any]:
   """Metadata of the latest (or the budget) checkpoint of a run.
 
   Args:
@@ -263,16 +312,23 @@ def params_metadata(run_dir, step: int) -> Any:
   mngr = _manager(run_dir, None, read_only=True)
   md = mngr.item_metadata(step)["params"]
   tree = getattr(md, "tree", md)
-  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype),
-                      tree, is_leaf=lambda m: hasattr(m, "shape"))
+  return jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype),
+      tree,
+      is_leaf=lambda m: hasattr(m, "shape"),
+  )
 
 
 def check_structure(expected: Any, found: Any, source: str) -> None:
   """Raises CheckpointError naming the leaves where two trees differ."""
-  exp = {jax.tree_util.keystr(p): x for p, x in
-         jax.tree_util.tree_leaves_with_path(expected)}
-  got = {jax.tree_util.keystr(p): x for p, x in
-         jax.tree_util.tree_leaves_with_path(found)}
+  exp = {
+      jax.tree_util.keystr(p): x
+      for p, x in jax.tree_util.tree_leaves_with_path(expected)
+  }
+  got = {
+      jax.tree_util.keystr(p): x
+      for p, x in jax.tree_util.tree_leaves_with_path(found)
+  }
   problems = []
   for k in sorted(set(exp) - set(got)):
     problems.append(f"missing {k}")
@@ -280,18 +336,26 @@ def check_structure(expected: Any, found: Any, source: str) -> None:
     problems.append(f"unexpected {k}")
   for k in sorted(set(exp) & set(got)):
     if tuple(exp[k].shape) != tuple(got[k].shape):
-      problems.append(f"{k}: checkpoint shape {tuple(got[k].shape)} != model "
-                      f"shape {tuple(exp[k].shape)}")
+      problems.append(
+          f"{k}: checkpoint shape {tuple(got[k].shape)} != model "
+          f"shape {tuple(exp[k].shape)}"
+      )
   if problems:
     head = "; ".join(problems[:8])
     more = f" (+{len(problems) - 8} more)" if len(problems) > 8 else ""
     raise CheckpointError(
         f"checkpoint {source} does not match the model config: {head}{more}. "
-        "Initialise from a run with the same config.model")
+        "Initialise from a run with the same config.model"
+    )
 
 
-def load_params(run_dir: str | epath.Path, tokens: int | None = None, *,
-                target: Any | None = None, step: int | None = None) -> Any:
+def load_params(
+    run_dir: str | epath.Path,
+    tokens: int | None = None,
+    *,
+    target: Any | None = None,
+    step: int | None = None,
+) -> Any:
   """Params of a run's latest (or token-budget) checkpoint.
 
   Args:
@@ -313,7 +377,8 @@ def load_params(run_dir: str | epath.Path, tokens: int | None = None, *,
   if target is None:
     dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=dev), found)
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=dev), found
+    )
   else:
     check_structure(target, found, source)
   mngr = _manager(run_dir, None, read_only=True)

@@ -25,8 +25,12 @@ def train_flops_per_token(cfg: ModelConfig) -> float:
 _PEAK_CACHE: dict[tuple, float] = {}
 
 
-def measure_matmul_flops(n: int = 2048, dtype=jnp.float32, repeats: int = 5,
-                         device: jax.Device | None = None) -> float:
+def measure_matmul_flops(
+    n: int = 2048,
+    dtype=jnp.float32,
+    repeats: int = 5,
+    device: jax.Device | None = None,
+) -> float:
   """Measured FLOP/s of one device on an n x n x n matmul (best of repeats).
 
   Args:
@@ -53,5 +57,5 @@ def measure_matmul_flops(n: int = 2048, dtype=jnp.float32, repeats: int = 5,
     t = time.perf_counter()
     f(a, b).block_until_ready()
     best = min(best, time.perf_counter() - t)
-  _PEAK_CACHE[key] = 2.0 * n ** 3 / best
+  _PEAK_CACHE[key] = 2.0 * n**3 / best
   return _PEAK_CACHE[key]

@@ -36,12 +36,17 @@ class JsonlWriter(metric_writers.MetricWriter):
     self._f.write(json.dumps(obj, sort_keys=True) + "\n")
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
-    self._write({"step": int(step), **{k: _num(v) for k, v in
-                                       scalars.items()}})
+    self._write({"step": int(step), **{k: _num(v) for k, v in scalars.items()}})
 
   def write_hparams(self, hparams: Mapping[str, Any]) -> None:
-    self._write({"hparams": {k: _num(v) if not isinstance(v, str) else v
-                             for k, v in hparams.items()}})
+    self._write(
+        {
+            "hparams": {
+                k: _num(v) if not isinstance(v, str) else v
+                for k, v in hparams.items()
+            }
+        }
+    )
 
   def write_summaries(self, step, values, metadata=None):
     del step, values, metadata
@@ -73,11 +78,13 @@ def make_writer(workdir: str) -> metric_writers.MetricWriter:
   """TensorBoard + JSONL + logging on process 0; logging elsewhere."""
   if jax.process_index() != 0:
     return metric_writers.LoggingWriter()
-  return metric_writers.MultiWriter([
-      metric_writers.SummaryWriter(workdir),
-      JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
-      metric_writers.LoggingWriter(),
-  ])
+  return metric_writers.MultiWriter(
+      [
+          metric_writers.SummaryWriter(workdir),
+          JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
+          metric_writers.LoggingWriter(),
+      ]
+  )
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ class OptimConfig:
     clip_norm: global-norm gradient clipping (0 = off).
     decay_embeddings: also decay the embedding (and untied LM head).
   """
+
   peak_lr: float = 3e-4
   min_lr_ratio: float = 0.2
   warmup_steps: int = 0
@@ -43,13 +44,15 @@ class OptimConfig:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
-      raise ValueError(f"unknown optim config keys {unknown}; known: "
-                       f"{sorted(names)}")
+      raise ValueError(
+          f"unknown optim config keys {unknown}; known: " f"{sorted(names)}"
+      )
     return cls(**dict(d))
 
 
-def learning_rate_schedule(cfg: OptimConfig,
-                           total_steps: int) -> optax.Schedule:
+def learning_rate_schedule(
+    cfg: OptimConfig, total_steps: int
+) -> optax.Schedule:
   """Linear warmup to `peak_lr`, then cosine to `min_lr_ratio * peak_lr`.
 
   Args:
@@ -65,9 +68,12 @@ def learning_rate_schedule(cfg: OptimConfig,
     raise ValueError(f"optim.warmup_steps={cfg.warmup_steps} must be >= 0")
   warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
   return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=cfg.peak_lr, warmup_steps=warmup,
+      init_value=0.0,
+      peak_value=cfg.peak_lr,
+      warmup_steps=warmup,
       decay_steps=max(total_steps, warmup + 1),
-      end_value=cfg.peak_lr * cfg.min_lr_ratio)
+      end_value=cfg.peak_lr * cfg.min_lr_ratio,
+  )
 
 
 def _is_embedding(path) -> bool:
@@ -85,6 +91,7 @@ def decay_mask(params: Any, decay_embeddings: bool = False) -> Any:
   Returns:
     A pytree of bools with the structure of params.
   """
+
   def one(path, x):
     keys = [getattr(k, "key", None) for k in path]
     if "scale" in keys:  # RMSNorm scales (stacked ones are 2-D).
@@ -92,11 +99,13 @@ def decay_mask(params: Any, decay_embeddings: bool = False) -> Any:
     if _is_embedding(path):
       return decay_embeddings
     return x.ndim >= 2
+
   return jax.tree_util.tree_map_with_path(one, params)
 
 
-def make_optimizer(cfg: OptimConfig, total_steps: int,
-                   params_shape: Any) -> optax.GradientTransformation:
+def make_optimizer(
+    cfg: OptimConfig, total_steps: int, params_shape: Any
+) -> optax.GradientTransformation:
   """Global-norm clipping followed by masked AdamW on the schedule.
 
   Args:
@@ -111,8 +120,14 @@ def make_optimizer(cfg: OptimConfig, total_steps: int,
   parts = []
   if cfg.clip_norm and cfg.clip_norm > 0:
     parts.append(optax.clip_by_global_norm(cfg.clip_norm))
-  parts.append(optax.adamw(
-      schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
-      weight_decay=cfg.weight_decay,
-      mask=decay_mask(params_shape, cfg.decay_embeddings)))
+  parts.append(
+      optax.adamw(
+          schedule,
+          b1=cfg.b1,
+          b2=cfg.b2,
+          eps=cfg.eps,
+          weight_decay=cfg.weight_decay,
+          mask=decay_mask(params_shape, cfg.decay_embeddings),
+      )
+  )
   return optax.chain(*parts)

@@ -29,16 +29,27 @@ import numpy as np
 Rules = tuple[tuple[str, Any], ...]
 
 # Logical names the model and trainer use, for validating rules.
-LOGICAL_NAMES = ("batch", "length", "embed", "mlp", "heads", "kv", "vocab",
-                 "layers", "mixtures", "components")
+LOGICAL_NAMES = (
+    "batch",
+    "length",
+    "embed",
+    "mlp",
+    "heads",
+    "kv",
+    "vocab",
+    "layers",
+    "mixtures",
+    "components",
+)
 
 
 class ShardingError(ValueError):
   """A mesh, rule or batch that cannot work on these devices."""
 
 
-def create_mesh(axes: Mapping[str, int],
-                devices: Sequence[jax.Device] | None = None) -> Mesh:
+def create_mesh(
+    axes: Mapping[str, int], devices: Sequence[jax.Device] | None = None
+) -> Mesh:
   """Builds a mesh from {axis name: size}; one size may be -1 (inferred).
 
   Args:
@@ -64,22 +75,28 @@ def create_mesh(axes: Mapping[str, int],
     raise ShardingError(f"mesh.axes {bad} must be positive or -1: {dict(axes)}")
   if sizes.count(-1) > 1:
     raise ShardingError(
-        f"mesh.axes has more than one -1 ({dict(axes)}); set all but one")
+        f"mesh.axes has more than one -1 ({dict(axes)}); set all but one"
+    )
   known = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
     if n % known:
       raise ShardingError(
           f"mesh.axes {dict(axes)}: the fixed axes need a multiple of "
-          f"{known} devices, but there are {n}; change mesh.axes")
+          f"{known} devices, but there are {n}; change mesh.axes"
+      )
     sizes[sizes.index(-1)] = n // known
   if math.prod(sizes) != n:
     raise ShardingError(
         f"mesh.axes {dict(zip(names, sizes))} needs {math.prod(sizes)} "
         f"devices but {n} are available; change mesh.axes (use -1 for one "
-        f"axis to infer it)")
-  return jax.make_mesh(tuple(sizes), names,
-                       axis_types=(AxisType.Auto,) * len(names),
-                       devices=devices)
+        f"axis to infer it)"
+    )
+  return jax.make_mesh(
+      tuple(sizes),
+      names,
+      axis_types=(AxisType.Auto,) * len(names),
+      devices=devices,
+  )
 
 
 def check_rules(rules: Rules, mesh: Mesh) -> Rules:
@@ -94,9 +111,16 @@ def check_rules(rules: Rules, mesh: Mesh) -> Rules:
       if t not in mesh.axis_names:
         raise ShardingError(
             f"mesh.rules maps {name!r} to mesh axis {t!r}, which is not one "
-            f"of the mesh axes {mesh.axis_names}")
-    out.append((name, target if target is None or isinstance(target, str)
-                else tuple(target)))
+            f"of the mesh axes {mesh.axis_names}"
+        )
+    out.append(
+        (
+            name,
+            target
+            if target is None or isinstance(target, str)
+            else tuple(target),
+        )
+    )
   return tuple(out)
 
 
@@ -113,8 +137,9 @@ def _axis_size(mesh: Mesh, entry) -> int:
   return math.prod(mesh.shape[e] for e in entries)
 
 
-def param_shardings(shapes: Any, logical_axes: Any, mesh: Mesh,
-                    rules: Rules) -> Any:
+def param_shardings(
+    shapes: Any, logical_axes: Any, mesh: Mesh, rules: Rules
+) -> Any:
   """NamedShardings for a params pytree from its logical axes.
 
   Args:
@@ -141,8 +166,10 @@ def param_shardings(shapes: Any, logical_axes: Any, mesh: Mesh,
         raise ShardingError(
             f"parameter {jax.tree_util.keystr(path)} dim {dim} (size {size}, "
             f"logical {names[dim]!r}) does not divide by mesh axes {entry} "
-            f"(size {k}); change mesh.rules or mesh.axes")
+            f"(size {k}); change mesh.rules or mesh.axes"
+        )
     return NamedSharding(mesh, spec)
+
   return jax.tree_util.tree_map_with_path(one, shapes, logical_axes)
 
 
@@ -162,8 +189,9 @@ def batch_shards(mesh: Mesh, rules: Rules) -> int:
   return _axis_size(mesh, tuple(spec)[0] if len(tuple(spec)) else None)
 
 
-def check_batch(global_batch_size: int, mesh: Mesh, rules: Rules,
-                grad_accum_steps: int = 1) -> int:
+def check_batch(
+    global_batch_size: int, mesh: Mesh, rules: Rules, grad_accum_steps: int = 1
+) -> int:
   """Validates the global batch; returns the per-host batch size.
 
   Raises:
@@ -173,28 +201,33 @@ def check_batch(global_batch_size: int, mesh: Mesh, rules: Rules,
   pc = jax.process_count()
   shards = batch_shards(mesh, rules)
   if global_batch_size <= 0:
-    raise ShardingError(f"train.global_batch_size={global_batch_size} must "
-                        "be positive")
+    raise ShardingError(
+        f"train.global_batch_size={global_batch_size} must " "be positive"
+    )
   if global_batch_size % grad_accum_steps:
     raise ShardingError(
         f"train.global_batch_size={global_batch_size} does not divide by "
-        f"train.grad_accum_steps={grad_accum_steps}")
+        f"train.grad_accum_steps={grad_accum_steps}"
+    )
   micro = global_batch_size // grad_accum_steps
   if micro % shards:
     raise ShardingError(
         f"train.global_batch_size={global_batch_size} / grad_accum_steps="
         f"{grad_accum_steps} = {micro} sequences per micro-batch does not "
         f"divide by the {shards} batch shards of mesh {dict(mesh.shape)}; "
-        "change the batch size or mesh.axes")
+        "change the batch size or mesh.axes"
+    )
   if global_batch_size % pc:
     raise ShardingError(
         f"train.global_batch_size={global_batch_size} does not divide by the "
-        f"{pc} processes")
+        f"{pc} processes"
+    )
   return global_batch_size // pc
 
 
-def make_global_batch(host_batch: Mapping[str, np.ndarray], mesh: Mesh,
-                      rules: Rules) -> dict[str, jax.Array]:
+def make_global_batch(
+    host_batch: Mapping[str, np.ndarray], mesh: Mesh, rules: Rules
+) -> dict[str, jax.Array]:
   """Assembles each process's [B_host, ...] arrays into global arrays.
 
   Args:
@@ -211,7 +244,8 @@ def make_global_batch(host_batch: Mapping[str, np.ndarray], mesh: Mesh,
     v = np.asarray(v)
     sh = batch_sharding(mesh, rules, v.ndim)
     out[k] = jax.make_array_from_process_local_data(
-        sh, v, (v.shape[0] * pc,) + v.shape[1:])
+        sh, v, (v.shape[0] * pc,) + v.shape[1:]
+    )
   return out
 
 

@@ -27,9 +27,15 @@ class SyntheticIterator:
       2 bytes per predicted token), as evaluation batches may.
   """
 
-  def __init__(self, batch_size: int, seq_len: int, vocab_size: int,
-               seed: int = 0, process_index: int = 0,
-               with_bytes: bool = False):
+  def __init__(
+      self,
+      batch_size: int,
+      seq_len: int,
+      vocab_size: int,
+      seed: int = 0,
+      process_index: int = 0,
+      with_bytes: bool = False,
+  ):
     self.batch_size = batch_size
     self.seq_len = seq_len
     self.vocab_size = vocab_size
@@ -59,9 +65,9 @@ class SyntheticIterator:
         noise = rng.random(n) < 0.05
         doc[noise] = rng.integers(2, v, size=int(noise.sum()))
         doc[-1] = 1  # EOS
-        tokens[row, start:start + n] = doc
-        segs[row, start:start + n] = seg
-        pos[row, start:start + n] = np.arange(n)
+        tokens[row, start : start + n] = doc
+        segs[row, start : start + n] = seg
+        pos[row, start : start + n] = np.arange(n)
         start += n
         seg += 1
     out = {"tokens": tokens, "segment_ids": segs, "positions": pos}
@@ -81,6 +87,8 @@ class SyntheticIterator:
 
   def set_state(self, state: dict[str, Any]) -> None:
     if state.get("seed", self.seed) != self.seed:
-      raise ValueError(f"iterator state is for seed {state['seed']}, this "
-                       f"iterator has seed {self.seed}")
+      raise ValueError(
+          f"iterator state is for seed {state['seed']}, this "
+          f"iterator has seed {self.seed}"
+      )
     self._index = int(state["index"])

@@ -46,9 +46,15 @@ from demix_jax.training import sharding
 
 BATCH_KEYS = ("tokens", "segment_ids", "positions")
 DEFAULT_RULES = (
-    ("batch", ("data", "fsdp")), ("embed", "fsdp"), ("mlp", "tensor"),
-    ("heads", "tensor"), ("kv", None), ("vocab", "tensor"),
-    ("layers", None), ("length", None))
+    ("batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv", None),
+    ("vocab", "tensor"),
+    ("layers", None),
+    ("length", None),
+)
 
 
 class TrainingDivergedError(RuntimeError):
@@ -85,6 +91,7 @@ class TrainConfig:
     data_mixture: {source: weight}, recorded in metadata.
     tokenizer_fingerprint: recorded in metadata.
   """
+
   global_batch_size: int
   seq_len: int
   total_tokens: int
@@ -98,7 +105,8 @@ class TrainConfig:
   peak_flops: float = 0.0
   seed: int = 0
   mesh_axes: Mapping[str, int] = dataclasses.field(
-      default_factory=lambda: {"data": -1, "fsdp": 1, "tensor": 1})
+      default_factory=lambda: {"data": -1, "fsdp": 1, "tensor": 1}
+  )
   rules: tuple[tuple[str, Any], ...] = DEFAULT_RULES
   resume_from: str = ""
   init_from: str = ""
@@ -121,24 +129,32 @@ class TrainConfig:
     out: dict[int, list[int]] = {}
     for b in self.budgets:
       out.setdefault(math.ceil(int(b) / self.tokens_per_step), []).append(
-          int(b))
+          int(b)
+      )
     return out
 
   def validate(self) -> None:
-    for name in ("global_batch_size", "seq_len", "total_tokens",
-                 "grad_accum_steps", "log_every_steps",
-                 "checkpoint_every_steps"):
+    for name in (
+        "global_batch_size",
+        "seq_len",
+        "total_tokens",
+        "grad_accum_steps",
+        "log_every_steps",
+        "checkpoint_every_steps",
+    ):
       if int(getattr(self, name)) <= 0:
         raise ValueError(f"train.{name}={getattr(self, name)} must be > 0")
     bad = [b for b in self.budgets if not 0 < int(b) <= self.total_tokens]
     if bad:
       raise ValueError(
-          f"budgets {bad} must lie in (0, total_tokens={self.total_tokens}]")
+          f"budgets {bad} must lie in (0, total_tokens={self.total_tokens}]"
+      )
 
 
 @dataclasses.dataclass
 class TrainResult:
   """What a stage returns."""
+
   params: Any
   opt_state: Any
   steps: int
@@ -151,15 +167,20 @@ class TrainResult:
 
 
 def _batch_loss(cfg, params, batch):
-  logits = models.forward(cfg, params, batch["tokens"], batch["positions"],
-                          batch["segment_ids"])
-  nll, mask = models.next_token_nll(logits, batch["tokens"],
-                                    batch["segment_ids"])
+  logits = models.forward(
+      cfg, params, batch["tokens"], batch["positions"], batch["segment_ids"]
+  )
+  nll, mask = models.next_token_nll(
+      logits, batch["tokens"], batch["segment_ids"]
+  )
   return nll.sum(), mask.sum()
 
 
-def make_train_step(cfg: models.ModelConfig, tx: optax.GradientTransformation,
-                    grad_accum_steps: int = 1) -> Callable:
+def make_train_step(
+    cfg: models.ModelConfig,
+    tx: optax.GradientTransformation,
+    grad_accum_steps: int = 1,
+) -> Callable:
   """The pure step: (params, opt_state, batch) -> (params, opt_state, m).
 
   The loss is the mean next-token NLL over every counted position of the
@@ -168,7 +189,8 @@ def make_train_step(cfg: models.ModelConfig, tx: optax.GradientTransformation,
   params and optimizer state unchanged and reports `ok = False`.
   """
   value_and_grad = jax.value_and_grad(
-      lambda p, b: _batch_loss(cfg, p, b), has_aux=True)
+      lambda p, b: _batch_loss(cfg, p, b), has_aux=True
+  )
 
   def step(params, opt_state, batch):
     if grad_accum_steps == 1:
@@ -179,52 +201,71 @@ def make_train_step(cfg: models.ModelConfig, tx: optax.GradientTransformation,
       # local when B is sharded.
       micro = jax.tree.map(
           lambda x: jnp.swapaxes(
-              x.reshape((x.shape[0] // a, a) + x.shape[1:]), 0, 1), batch)
+              x.reshape((x.shape[0] // a, a) + x.shape[1:]), 0, 1
+          ),
+          batch,
+      )
 
       def body(carry, mb):
         g_acc, s_acc, n_acc = carry
         (s, n), g = value_and_grad(params, mb)
         return (jax.tree.map(jnp.add, g_acc, g), s_acc + s, n_acc + n), None
+
       zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
       (grads, total, count), _ = jax.lax.scan(
-          body, (zeros, jnp.float32(0), jnp.float32(0)), micro)
+          body, (zeros, jnp.float32(0), jnp.float32(0)), micro
+      )
     denom = jnp.maximum(count, 1.0)
     grads = jax.tree.map(lambda g: (g / denom).astype(jnp.float32), grads)
     loss = total / denom
     grad_norm = optax.tree.norm(grads)
     updates, new_opt = tx.update(grads, opt_state, params)
     new_params = optax.apply_updates(params, updates)
-    ok = (jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-          & jnp.isfinite(optax.tree.norm(updates)))
+    ok = (
+        jnp.isfinite(loss)
+        & jnp.isfinite(grad_norm)
+        & jnp.isfinite(optax.tree.norm(updates))
+    )
     keep = lambda new, old: jax.tree.map(
-        lambda n, o: jnp.where(ok, n, o), new, old)
-    metrics = {"loss": loss, "grad_norm": grad_norm, "ok": ok,
-               "tokens_counted": count}
+        lambda n, o: jnp.where(ok, n, o), new, old
+    )
+    metrics = {
+        "loss": loss,
+        "grad_norm": grad_norm,
+        "ok": ok,
+        "tokens_counted": count,
+    }
     return keep(new_params, params), keep(new_opt, opt_state), metrics
+
   return step
 
 
 def _eval_batch(cfg, params, batch):
-  logits = models.forward(cfg, params, batch["tokens"], batch["positions"],
-                          batch["segment_ids"])
-  nll, mask = models.next_token_nll(logits, batch["tokens"],
-                                    batch["segment_ids"])
+  logits = models.forward(
+      cfg, params, batch["tokens"], batch["positions"], batch["segment_ids"]
+  )
+  nll, mask = models.next_token_nll(
+      logits, batch["tokens"], batch["segment_ids"]
+  )
   return nll.sum(), mask.sum()
 
 
-def _check_host_batch(batch: Mapping[str, np.ndarray], host_bs: int,
-                      seq_len: int, what: str) -> None:
+def _check_host_batch(
+    batch: Mapping[str, np.ndarray], host_bs: int, seq_len: int, what: str
+) -> None:
   missing = [k for k in BATCH_KEYS if k not in batch]
   if missing:
-    raise ValueError(f"{what} batch lacks keys {missing}; it needs "
-                     f"{BATCH_KEYS}")
+    raise ValueError(
+        f"{what} batch lacks keys {missing}; it needs " f"{BATCH_KEYS}"
+    )
   for k in BATCH_KEYS:
     shape = np.shape(batch[k])
     if shape != (host_bs, seq_len):
       raise ValueError(
           f"{what} batch[{k!r}] has shape {shape}, expected (per-host batch "
           f"{host_bs}, seq_len {seq_len}) = global_batch_size / "
-          f"process_count x data.seq_len")
+          f"process_count x data.seq_len"
+      )
 
 
 def _take(source: Any, n: int) -> list[Mapping[str, np.ndarray]]:
@@ -237,12 +278,17 @@ def _take(source: Any, n: int) -> list[Mapping[str, np.ndarray]]:
   return out
 
 
-def train(model_cfg: models.ModelConfig, optim_cfg: optim.OptimConfig,
-          train_cfg: TrainConfig, workdir: str, train_iter: Any, *,
-          eval_data: Mapping[str, Any] | None = None,
-          devices: Sequence[jax.Device] | None = None,
-          step_callback: Callable[[int, dict[str, float]], None] | None = None
-          ) -> TrainResult:
+def train(
+    model_cfg: models.ModelConfig,
+    optim_cfg: optim.OptimConfig,
+    train_cfg: TrainConfig,
+    workdir: str,
+    train_iter: Any,
+    *,
+    eval_data: Mapping[str, Any] | None = None,
+    devices: Sequence[jax.Device] | None = None,
+    step_callback: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
   """Runs (or resumes) one training stage to `train_cfg.total_tokens`.
 
   Args:
@@ -277,30 +323,42 @@ def train(model_cfg: models.ModelConfig, optim_cfg: optim.OptimConfig,
   # ------------------------------------------------ mesh, shardings, state
   mesh = sharding.create_mesh(train_cfg.mesh_axes, devices)
   rules = sharding.check_rules(train_cfg.rules, mesh)
-  host_bs = sharding.check_batch(train_cfg.global_batch_size, mesh, rules,
-                                 train_cfg.grad_accum_steps)
+  host_bs = sharding.check_batch(
+      train_cfg.global_batch_size, mesh, rules, train_cfg.grad_accum_steps
+  )
   abstract = jax.eval_shape(
-      lambda: models.init_params(model_cfg, jax.random.key(0)))
+      lambda: models.init_params(model_cfg, jax.random.key(0))
+  )
   param_sh = sharding.param_shardings(
-      abstract, models.param_logical_axes(model_cfg), mesh, rules)
+      abstract, models.param_logical_axes(model_cfg), mesh, rules
+  )
   tx = optim.make_optimizer(optim_cfg, num_steps, abstract)
   abstract_opt = jax.eval_shape(tx.init, abstract)
   is_sh = lambda x: isinstance(x, jax.sharding.Sharding)
   opt_sh = optax.tree_map_params(
-      tx, lambda _, s: s, abstract_opt, param_sh,
-      transform_non_params=lambda _: sharding.replicated(mesh), is_leaf=is_sh)
+      tx,
+      lambda _, s: s,
+      abstract_opt,
+      param_sh,
+      transform_non_params=lambda _: sharding.replicated(mesh),
+      is_leaf=is_sh,
+  )
   with_sh = lambda tree, shs: jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-      tree, shs)
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, shs
+  )
   abstract_p = with_sh(abstract, param_sh)
   abstract_o = with_sh(abstract_opt, opt_sh)
   schedule = optim.learning_rate_schedule(optim_cfg, num_steps)
 
-  ckpt = checkpointing.Checkpointer(workdir, checkpointing.CheckpointConfig(
-      every_steps=train_cfg.checkpoint_every_steps,
-      keep_last=train_cfg.keep_last,
-      budget_steps=tuple(budget_steps),
-      async_save=train_cfg.async_checkpointing))
+  ckpt = checkpointing.Checkpointer(
+      workdir,
+      checkpointing.CheckpointConfig(
+          every_steps=train_cfg.checkpoint_every_steps,
+          keep_last=train_cfg.keep_last,
+          budget_steps=tuple(budget_steps),
+          async_save=train_cfg.async_checkpointing,
+      ),
+  )
   init_opt = jax.jit(tx.init, in_shardings=(param_sh,), out_shardings=opt_sh)
 
   # Restore order: own latest > resume_from > init_from (params only) > fresh.
@@ -308,22 +366,30 @@ def train(model_cfg: models.ModelConfig, optim_cfg: optim.OptimConfig,
   own_steps = ckpt.all_steps()
   if own_steps:
     checkpointing.check_structure(
-        abstract, checkpointing.params_metadata(workdir, own_steps[-1]),
-        f"{workdir} (this run's own)")
+        abstract,
+        checkpointing.params_metadata(workdir, own_steps[-1]),
+        f"{workdir} (this run's own)",
+    )
   r = ckpt.restore_latest(abstract_p, abstract_o) if own_steps else None
   if r is not None:
     restored_from = "own"
   elif train_cfg.resume_from:
     step0 = checkpointing.find_step(train_cfg.resume_from)
     checkpointing.check_structure(
-        abstract, checkpointing.params_metadata(train_cfg.resume_from, step0),
-        f"resume_from={train_cfg.resume_from}")
+        abstract,
+        checkpointing.params_metadata(train_cfg.resume_from, step0),
+        f"resume_from={train_cfg.resume_from}",
+    )
     r = checkpointing._restore_newest(  # pylint: disable=protected-access
         checkpointing._manager(train_cfg.resume_from, None, True),  # pylint: disable=protected-access
-        abstract_p, abstract_o, train_cfg.resume_from)
+        abstract_p,
+        abstract_o,
+        train_cfg.resume_from,
+    )
     if r is None:
       raise checkpointing.CheckpointError(
-          f"resume_from={train_cfg.resume_from} has no readable checkpoint")
+          f"resume_from={train_cfg.resume_from} has no readable checkpoint"
+      )
     restored_from = "resume_from"
   if r is not None:
     params, opt_state, start_step = r.params, r.opt_state, r.step
@@ -332,14 +398,19 @@ def train(model_cfg: models.ModelConfig, optim_cfg: optim.OptimConfig,
     logging.info("restored step %d from %s", start_step, restored_from)
   elif train_cfg.init_from:
     params = checkpointing.load_params(
-        train_cfg.init_from, train_cfg.init_from_tokens, target=abstract_p)
+        train_cfg.init_from, train_cfg.init_from_tokens, target=abstract_p
+    )
     opt_state = init_opt(params)
     restored_from = "init_from"
-    logging.info("initialised params from %s (tokens=%s)",
-                 train_cfg.init_from, train_cfg.init_from_tokens)
+    logging.info(
+        "initialised params from %s (tokens=%s)",
+        train_cfg.init_from,
+        train_cfg.init_from_tokens,
+    )
   else:
-    params = jax.jit(lambda k: models.init_params(model_cfg, k),
-                     out_shardings=param_sh)(jax.random.key(train_cfg.seed))
+    params = jax.jit(
+        lambda k: models.init_params(model_cfg, k), out_shardings=param_sh
+    )(jax.random.key(train_cfg.seed))
     opt_state = init_opt(params)
 
   # ------------------------------------------------------------ jit steps
@@ -348,9 +419,14 @@ def train(model_cfg: models.ModelConfig, optim_cfg: optim.OptimConfig,
   p_step = jax.jit(
       make_train_step(model_cfg, tx, train_cfg.grad_accum_steps),
       in_shardings=(param_sh, opt_sh, batch_sh),
-      out_shardings=(param_sh, opt_sh, rep), donate_argnums=(0, 1))
-  p_eval = jax.jit(lambda p, b: _eval_batch(model_cfg, p, b),
-                   in_shardings=(param_sh, batch_sh), out_shardings=rep)
+      out_shardings=(param_sh, opt_sh, rep),
+      donate_argnums=(0, 1),
+  )
+  p_eval = jax.jit(
+      lambda p, b: _eval_batch(model_cfg, p, b),
+      in_shardings=(param_sh, batch_sh),
+      out_shardings=rep,
+  )
   # XLA:CPU collectives can deadlock when steps are dispatched back to back
   # with several fake devices (env.md P1): block on every step there.
   block_every_step = jax.default_backend() == "cpu"
@@ -359,27 +435,38 @@ def train(model_cfg: models.ModelConfig, optim_cfg: optim.OptimConfig,
   peak = train_cfg.peak_flops
   if peak <= 0:
     peak = flops_lib.measure_matmul_flops(
-        1024 if jax.default_backend() == "cpu" else 8192)
+        1024 if jax.default_backend() == "cpu" else 8192
+    )
   flops_per_step = flops_lib.train_flops_per_token(model_cfg) * tps
 
   writer = metrics_lib.make_writer(workdir)
   if start_step == 0 and restored_from != "own":
-    writer.write_hparams({
-        "num_params": models.num_params(model_cfg), "num_steps": num_steps,
-        "tokens_per_step": tps, "devices": n_devices,
-        "restored_from": restored_from})
+    writer.write_hparams(
+        {
+            "num_params": models.num_params(model_cfg),
+            "num_steps": num_steps,
+            "tokens_per_step": tps,
+            "devices": n_devices,
+            "restored_from": restored_from,
+        }
+    )
   report = periodic_actions.ReportProgress(
-      num_train_steps=num_steps, writer=writer,
-      every_steps=train_cfg.log_every_steps)
+      num_train_steps=num_steps,
+      writer=writer,
+      every_steps=train_cfg.log_every_steps,
+  )
 
   def meta_for(step: int) -> dict[str, Any]:
     return {
-        "step": step, "tokens_seen": step * tps, "num_steps": num_steps,
+        "step": step,
+        "tokens_seen": step * tps,
+        "num_steps": num_steps,
         "budget_tokens": budget_steps.get(step, []),
         "config_hash": train_cfg.config_hash,
         "data_mixture": dict(train_cfg.data_mixture or {}),
         "tokenizer_fingerprint": train_cfg.tokenizer_fingerprint,
-        "model": model_cfg.to_dict(), "restored_from": restored_from,
+        "model": model_cfg.to_dict(),
+        "restored_from": restored_from,
         "init_from": train_cfg.init_from,
         "init_from_tokens": train_cfg.init_from_tokens,
     }
@@ -394,9 +481,11 @@ def train(model_cfg: models.ModelConfig, optim_cfg: optim.OptimConfig,
         if (ebs * jax.process_count()) % sharding.batch_shards(mesh, rules):
           raise ValueError(
               f"eval source {src!r}: batch of {ebs} per host does not divide "
-              f"by the mesh's batch shards; change eval.batch_size")
+              f"by the mesh's batch shards; change eval.batch_size"
+          )
         gb = sharding.make_global_batch(
-            {k: hb[k] for k in BATCH_KEYS}, mesh, rules)
+            {k: hb[k] for k in BATCH_KEYS}, mesh, rules
+        )
         s, c = jax.device_get(p_eval(params, gb))
         tot, cnt = tot + float(s), cnt + float(c)
         if "num_bytes" in hb:
@@ -405,8 +494,10 @@ def train(model_cfg: models.ModelConfig, optim_cfg: optim.OptimConfig,
           has_bytes = False
       if jax.process_count() > 1 and has_bytes:
         from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-        nbytes = float(np.sum(multihost_utils.process_allgather(
-            np.asarray([nbytes]))))
+
+        nbytes = float(
+            np.sum(multihost_utils.process_allgather(np.asarray([nbytes])))
+        )
       out[f"heldout/{src}/loss"] = tot / max(cnt, 1.0)
       if has_bytes and nbytes > 0:
         out[f"heldout/{src}/bpb"] = tot / (math.log(2.0) * nbytes)
@@ -428,10 +519,14 @@ def train(model_cfg: models.ModelConfig, optim_cfg: optim.OptimConfig,
         if step == start_step + 1:
           _check_host_batch(host_batch, host_bs, train_cfg.seq_len, "train")
         batch = sharding.make_global_batch(
-            {k: host_batch[k] for k in BATCH_KEYS}, mesh, rules)
+            {k: host_batch[k] for k in BATCH_KEYS}, mesh, rules
+        )
         params, opt_state, m = p_step(params, opt_state, batch)
-        is_save = (step % train_cfg.checkpoint_every_steps == 0
-                   or step in budget_steps or step == num_steps)
+        is_save = (
+            step % train_cfg.checkpoint_every_steps == 0
+            or step in budget_steps
+            or step == num_steps
+        )
         is_log = step % train_cfg.log_every_steps == 0 or step == num_steps
         if block_every_step or is_save or is_log or step_callback:
           hm = jax.device_get(m)
@@ -441,7 +536,8 @@ def train(model_cfg: models.ModelConfig, optim_cfg: optim.OptimConfig,
                 f"{float(hm['loss'])}, grad_norm={float(hm['grad_norm'])}); "
                 f"this step was not applied; the last good checkpoint is "
                 f"step {last_saved} in {workdir}/checkpoints. Lower "
-                "optim.peak_lr or check the data")
+                "optim.peak_lr or check the data"
+            )
           losses.append((step, float(hm["loss"])))
           window["loss"] += float(hm["loss"])
           window["grad_norm"] += float(hm["grad_norm"])
@@ -453,25 +549,37 @@ def train(model_cfg: models.ModelConfig, optim_cfg: optim.OptimConfig,
           dt = time.perf_counter() - t_window
           tok_s = steps_window * tps / max(dt, 1e-9)
           n = max(window["n"], 1)
-          writer.write_scalars(step, {
-              "train/loss": window["loss"] / n,
-              "train/grad_norm": window["grad_norm"] / n,
-              "train/lr": float(schedule(step - 1)),
-              "train/tokens_per_s": tok_s,
-              "train/tokens_seen": step * tps,
-              "train/mfu": flops_per_step * steps_window / max(dt, 1e-9)
-                           / (peak * n_devices),
-          })
+          writer.write_scalars(
+              step,
+              {
+                  "train/loss": window["loss"] / n,
+                  "train/grad_norm": window["grad_norm"] / n,
+                  "train/lr": float(schedule(step - 1)),
+                  "train/tokens_per_s": tok_s,
+                  "train/tokens_seen": step * tps,
+                  "train/mfu": (
+                      flops_per_step
+                      * steps_window
+                      / max(dt, 1e-9)
+                      / (peak * n_devices)
+                  ),
+              },
+          )
           window = {"loss": 0.0, "grad_norm": 0.0, "n": 0}
           t_window, steps_window = time.perf_counter(), 0
         report(step)
-        if eval_data and ((train_cfg.eval_every_steps and
-                           step % train_cfg.eval_every_steps == 0)
-                          or step == num_steps):
+        if eval_data and (
+            (
+                train_cfg.eval_every_steps
+                and step % train_cfg.eval_every_steps == 0
+            )
+            or step == num_steps
+        ):
           eval_metrics = evaluate(step)
         if is_save:
-          ckpt.save(step, params, opt_state, train_iter.get_state(),
-                    meta_for(step))
+          ckpt.save(
+              step, params, opt_state, train_iter.get_state(), meta_for(step)
+          )
           last_saved = step
   finally:
     ckpt.close()
@@ -479,9 +587,19 @@ def train(model_cfg: models.ModelConfig, optim_cfg: optim.OptimConfig,
   if start_step >= num_steps and eval_data:
     with sharding.activation_rules(mesh, rules):
       eval_metrics = evaluate(num_steps)
-  budget_paths = {b: str(checkpointing.checkpoint_dir(workdir) / str(s))
-                  for s, bs in budget_steps.items() for b in bs}
+  budget_paths = {
+      b: str(checkpointing.checkpoint_dir(workdir) / str(s))
+      for s, bs in budget_steps.items()
+      for b in bs
+  }
   return TrainResult(
-      params=params, opt_state=opt_state, steps=num_steps, tokens=num_steps * tps,
-      seconds=time.time() - t_start, budget_checkpoints=budget_paths,
-      losses=losses, eval_metrics=eval_metrics, restored_from=restored_from)
+      params=params,
+      opt_state=opt_state,
+      steps=num_steps,
+      tokens=num_steps * tps,
+      seconds=time.time() - t_start,
+      budget_checkpoints=budget_paths,
+      losses=losses,
+      eval_metrics=eval_metrics,
+      restored_from=restored_from,
+  )

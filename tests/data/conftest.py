@@ -20,8 +20,9 @@ def cache_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def offline_sources(cache_dir):
   specs = {
-      name: sources.spec_from_dict(name, {"kind": "offline", "corpus": c},
-                                   offline_max_docs=n)
+      name: sources.spec_from_dict(
+          name, {"kind": "offline", "corpus": c}, offline_max_docs=n
+      )
       for name, (c, n) in SMALL.items()
   }
   return sources.open_sources(specs, cache_dir)
@@ -30,5 +31,6 @@ def offline_sources(cache_dir):
 @pytest.fixture(scope="session")
 def vocab(offline_sources, cache_dir):
   texts = {n: s.docs("train") for n, s in offline_sources.items()}
-  return tokenizer.train_vocab(texts, 512, f"{cache_dir}/spm/v512.model",
-                               seed=0, sample_chars=100_000)
+  return tokenizer.train_vocab(
+      texts, 512, f"{cache_dir}/spm/v512.model", seed=0, sample_chars=100_000
+  )

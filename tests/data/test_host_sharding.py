@@ -27,8 +27,16 @@ def _epoch(src, vocab, name, process_index, process_count):
   """(document hashes, row hashes) of this host's first epoch."""
   n_docs = len(src.docs("train")[process_index::process_count])
   it = pipeline.make_train_iterator(
-      {name: src}, {name: 1.0}, vocab, T, GLOBAL_BATCH, seed=3,
-      process_index=process_index, process_count=process_count, prefetch=0)
+      {name: src},
+      {name: 1.0},
+      vocab,
+      T,
+      GLOBAL_BATCH,
+      seed=3,
+      process_index=process_index,
+      process_count=process_count,
+      prefetch=0,
+  )
   docs, rows, current = [], [], []
   while len(docs) < n_docs:
     batch = next(it)
@@ -48,11 +56,13 @@ def _epoch(src, vocab, name, process_index, process_count):
 
 
 @pytest.mark.parametrize("name", ["general", "math", "code"])
-def test_union_over_hosts_is_the_single_host_stream(offline_sources, vocab,
-                                                    name):
+def test_union_over_hosts_is_the_single_host_stream(
+    offline_sources, vocab, name
+):
   src = offline_sources[name]
   every_doc = collections.Counter(
-      _hash(vocab.encode(d)) for d in src.docs("train"))
+      _hash(vocab.encode(d)) for d in src.docs("train")
+  )
   single_docs, _ = _epoch(src, vocab, name, 0, 1)
   per_host = [_epoch(src, vocab, name, h, 2) for h in range(2)]
 
@@ -70,7 +80,8 @@ def test_union_over_hosts_is_the_single_host_stream(offline_sources, vocab,
   docs = src.docs("train")
   for h, (got, _) in enumerate(per_host):
     want = collections.Counter(
-        _hash(vocab.encode(docs[i])) for i in range(h, len(docs), 2))
+        _hash(vocab.encode(docs[i])) for i in range(h, len(docs), 2)
+    )
     assert collections.Counter(got) == want
     assert got
   # No packed sequence is read by both hosts (checked where the corpus has
@@ -79,12 +90,24 @@ def test_union_over_hosts_is_the_single_host_stream(offline_sources, vocab,
     assert not set(per_host[0][1]) & set(per_host[1][1])
 
 
-def test_hosts_get_disjoint_first_batches_of_a_mixture(offline_sources,
-                                                        vocab):
+def test_hosts_get_disjoint_first_batches_of_a_mixture(offline_sources, vocab):
   weights = {"general": 0.5, "math": 0.3, "code": 0.2}
-  batches = [next(pipeline.make_train_iterator(
-      offline_sources, weights, vocab, T, GLOBAL_BATCH, seed=3,
-      process_index=h, process_count=2, prefetch=0)) for h in range(2)]
+  batches = [
+      next(
+          pipeline.make_train_iterator(
+              offline_sources,
+              weights,
+              vocab,
+              T,
+              GLOBAL_BATCH,
+              seed=3,
+              process_index=h,
+              process_count=2,
+              prefetch=0,
+          )
+      )
+      for h in range(2)
+  ]
   rows = [{_hash(r) for r in b["tokens"]} for b in batches]
   assert len(rows[0]) == len(rows[1]) == GLOBAL_BATCH // 2
   assert not rows[0] & rows[1]

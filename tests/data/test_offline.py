@@ -11,16 +11,23 @@ _SNIPPET = (
     "import hashlib; from demix_jax.data import offline; "
     "h = hashlib.sha256(); "
     "[h.update(t.encode()) for _, t in offline.iter_documents('math', "
-    "'{split}', 40)]; print(h.hexdigest())")
+    "'{split}', 40)]; print(h.hexdigest())"
+)
 
 
 def _math_hash(split, hashseed):
   env = dict(os.environ, PYTHONHASHSEED=str(hashseed))
-  root = os.path.dirname(os.path.dirname(os.path.dirname(
-      os.path.abspath(__file__))))
-  out = subprocess.run([sys.executable, "-c", _SNIPPET.format(split=split)],
-                       env=env, cwd=root, capture_output=True, text=True,
-                       check=True)
+  root = os.path.dirname(
+      os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  )
+  out = subprocess.run(
+      [sys.executable, "-c", _SNIPPET.format(split=split)],
+      env=env,
+      cwd=root,
+      capture_output=True,
+      text=True,
+      check=True,
+  )
   return out.stdout.strip().splitlines()[-1]
 
 
@@ -32,8 +39,7 @@ def test_math_is_deterministic_across_hash_seeds():
 
 def test_math_format_and_split_modules():
   train = list(offline.iter_documents("math", "train", 5))
-  assert all(t.startswith("Question: ") and "\nAnswer: " in t
-             for _, t in train)
+  assert all(t.startswith("Question: ") and "\nAnswer: " in t for _, t in train)
   assert len(train) == 5
 
 
@@ -43,8 +49,7 @@ def test_code_split_is_test_package():
   assert len(train) > 300 and len(held) > 300
   assert not set(train) & set(held)
   assert all(p.split(os.sep)[0] == "test" for p in held)
-  assert not any(p.split(os.sep)[0] in ("test", "site-packages")
-                 for p in train)
+  assert not any(p.split(os.sep)[0] in ("test", "site-packages") for p in train)
 
 
 def test_split_passages_keeps_all_text():
@@ -61,6 +66,9 @@ def test_builder_is_cached(cache_dir):
   d1 = b1.as_data_source("train")
   assert len(d1) == 30
   texts = [d1[i]["text"] for i in range(len(d1))]
-  assert hashlib.sha256(b"".join(texts)).hexdigest() == hashlib.sha256(
-      b"".join(b2.as_data_source("train")[i]["text"]
-               for i in range(30))).hexdigest()
+  assert (
+      hashlib.sha256(b"".join(texts)).hexdigest()
+      == hashlib.sha256(
+          b"".join(b2.as_data_source("train")[i]["text"] for i in range(30))
+      ).hexdigest()
+  )

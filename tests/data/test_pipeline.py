@@ -14,8 +14,9 @@ W3 = {"general": 0.5, "math": 0.3, "code": 0.2}
 
 
 def _iter(srcs, vocab, weights=W3, batch=8, seed=0, **kw):
-  return pipeline.make_train_iterator(srcs, weights, vocab, T, batch, seed,
-                                      **kw)
+  return pipeline.make_train_iterator(
+      srcs, weights, vocab, T, batch, seed, **kw
+  )
 
 
 def _take(it, n):
@@ -66,7 +67,7 @@ def test_packing_invariants(offline_sources, vocab):
         np.testing.assert_array_equal(pos[r, s:e], np.arange(e - s))
         # EOS only closes a document; every segment but a row's last is a
         # whole document tail, so it ends with EOS.
-        assert eos not in tok[r, s:e - 1]
+        assert eos not in tok[r, s : e - 1]
         if i < len(bounds) - 2:
           assert tok[r, e - 1] == eos
 
@@ -91,17 +92,19 @@ def test_nothing_dropped_and_hosts_disjoint(offline_sources, vocab):
   all_docs = collections.Counter(src.docs("train"))
   n_tokens = src.token_count(vocab, "train")
   n_batches = n_tokens // (8 * T) + 4
-  got = _stream_docs(_rows(_iter({"math": src}, vocab, {"math": 1.0}),
-                           n_batches), vocab)
+  got = _stream_docs(
+      _rows(_iter({"math": src}, vocab, {"math": 1.0}), n_batches), vocab
+  )
   # The first epoch is a permutation of all documents, none cut or lost.
-  assert collections.Counter(got[:len(src.docs("train"))]) == all_docs
+  assert collections.Counter(got[: len(src.docs("train"))]) == all_docs
   per_host = []
   for host in range(2):
-    it = _iter({"math": src}, vocab, {"math": 1.0}, process_index=host,
-               process_count=2)
+    it = _iter(
+        {"math": src}, vocab, {"math": 1.0}, process_index=host, process_count=2
+    )
     # Each host gets half the rows per batch and half the documents.
     docs = _stream_docs(_rows(it, n_batches), vocab)
-    per_host.append(collections.Counter(docs[:len(all_docs) // 2]))
+    per_host.append(collections.Counter(docs[: len(all_docs) // 2]))
   assert not set(per_host[0]) & set(per_host[1])
   assert per_host[0] + per_host[1] == all_docs
 
@@ -111,9 +114,17 @@ def test_three_source_token_proportions(offline_sources, vocab):
   batch, n_rows = 16, 3200
   mixed = _rows(_iter(offline_sources, vocab, batch=batch), n_rows // batch)
   streams = {
-      n: iter(pipeline.packed_source_dataset(
-          offline_sources[n].docs("train"), vocab, T,
-          pipeline.source_seed(0, n), name=n)) for n in W3}
+      n: iter(
+          pipeline.packed_source_dataset(
+              offline_sources[n].docs("train"),
+              vocab,
+              T,
+              pipeline.source_seed(0, n),
+              name=n,
+          )
+      )
+      for n in W3
+  }
   heads = {n: next(s)["tokens"] for n, s in streams.items()}
   tokens = collections.Counter()
   for row in mixed:
@@ -151,6 +162,7 @@ def test_zero_weight_source_is_never_read(offline_sources, vocab):
 
     def docs(self, split):
       raise AssertionError(f"read {split}")
+
   srcs = dict(offline_sources, boom=Exploding())
   weights = {"general": 0.6, "math": 0.4, "code": 0.0, "boom": 0.0}
   next(_iter(srcs, vocab, weights))

@@ -19,16 +19,25 @@ def _hashes(seq):
 @pytest.fixture()
 def jsonl_file(tmp_path):
   p = tmp_path / "a.jsonl"
-  rows = [{"meta": {"body": f"document number {i} " * 3}, "id": i}
-          for i in range(400)]
+  rows = [
+      {"meta": {"body": f"document number {i} " * 3}, "id": i}
+      for i in range(400)
+  ]
   p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
   return p
 
 
 def test_jsonl_nested_field_and_hash_split(jsonl_file, tmp_path):
-  s = sources.Source(_spec("j", kind="jsonl", paths=str(jsonl_file),
-                           feature="meta.body", heldout_percent=10.0),
-                     str(tmp_path))
+  s = sources.Source(
+      _spec(
+          "j",
+          kind="jsonl",
+          paths=str(jsonl_file),
+          feature="meta.body",
+          heldout_percent=10.0,
+      ),
+      str(tmp_path),
+  )
   train, held = s.docs("train"), s.docs("heldout")
   assert len(train) + len(held) == 400
   assert 15 <= len(held) <= 70  # ~10% of 400
@@ -40,35 +49,65 @@ def test_text_units_and_explicit_heldout(tmp_path):
   (tmp_path / "t1.txt").write_text("para one\nline two\n\npara two\n")
   (tmp_path / "t2.txt").write_text("second file\n")
   (tmp_path / "h.txt").write_text("held out text\n")
-  spec = _spec("t", kind="text", paths=str(tmp_path / "t*.txt"),
-               heldout_paths=[str(tmp_path / "h.txt")], unit="paragraph")
+  spec = _spec(
+      "t",
+      kind="text",
+      paths=str(tmp_path / "t*.txt"),
+      heldout_paths=[str(tmp_path / "h.txt")],
+      unit="paragraph",
+  )
   s = sources.Source(spec, str(tmp_path))
-  assert list(s.docs("train")) == ["para one\nline two", "para two\n",
-                                   "second file\n"]
+  assert list(s.docs("train")) == [
+      "para one\nline two",
+      "para two\n",
+      "second file\n",
+  ]
   assert list(s.docs("heldout")) == ["held out text\n"]
-  spec = _spec("t", kind="text", paths=str(tmp_path / "t*.txt"),
-               heldout_paths=[str(tmp_path / "h.txt")], unit="file")
+  spec = _spec(
+      "t",
+      kind="text",
+      paths=str(tmp_path / "t*.txt"),
+      heldout_paths=[str(tmp_path / "h.txt")],
+      unit="file",
+  )
   assert len(sources.Source(spec).docs("train")) == 2
 
 
 def test_arrayrecord_and_parquet(tmp_path):
   from array_record.python import array_record_module as arm
+
   path = str(tmp_path / "d.array_record")
   w = arm.ArrayRecordWriter(path, "group_size:1")
   for i in range(50):
     w.write(json.dumps({"text": f"record {i}"}).encode())
   w.close()
-  s = sources.Source(_spec("r", kind="arrayrecord", paths=path,
-                           record_format="json", heldout_percent=20.0))
+  s = sources.Source(
+      _spec(
+          "r",
+          kind="arrayrecord",
+          paths=path,
+          record_format="json",
+          heldout_percent=20.0,
+      )
+  )
   docs = list(s.docs("train")) + list(s.docs("heldout"))
   assert sorted(docs) == sorted(f"record {i}" for i in range(50))
   pa = pytest.importorskip("pyarrow")
   import pyarrow.parquet as pq
-  pq.write_table(pa.table({"content": [f"row {i}" for i in range(30)]}),
-                 str(tmp_path / "p.parquet"))
-  s = sources.Source(_spec("p", kind="parquet",
-                           paths=str(tmp_path / "*.parquet"),
-                           feature="content", heldout_percent=20.0))
+
+  pq.write_table(
+      pa.table({"content": [f"row {i}" for i in range(30)]}),
+      str(tmp_path / "p.parquet"),
+  )
+  s = sources.Source(
+      _spec(
+          "p",
+          kind="parquet",
+          paths=str(tmp_path / "*.parquet"),
+          feature="content",
+          heldout_percent=20.0,
+      )
+  )
   assert len(s.docs("train")) + len(s.docs("heldout")) == 30
 
 
@@ -76,19 +115,35 @@ def test_tfds_kind_reads_prepared_dataset(offline_sources, cache_dir):
   # The offline corpora are ordinary tfds ArrayRecord datasets.
   ref = offline_sources["general"]
   ref.docs("train")  # builds it
-  s = sources.Source(_spec(
-      "w", kind="tfds", dataset="demix_offline/wiki-max120",
-      data_dir=f"{cache_dir}/tfds", split="train", heldout_split="heldout"))
+  s = sources.Source(
+      _spec(
+          "w",
+          kind="tfds",
+          dataset="demix_offline/wiki-max120",
+          data_dir=f"{cache_dir}/tfds",
+          split="train",
+          heldout_split="heldout",
+      )
+  )
   assert len(s.docs("train")) == len(ref.docs("train"))
   assert s.docs("train")[3] == ref.docs("train")[3]
   with pytest.raises(sources.SourceError, match=r"sources\.w\.feature"):
-    sources.Source(_spec(
-        "w", kind="tfds", dataset="demix_offline/wiki-max120",
-        data_dir=f"{cache_dir}/tfds", heldout_split="heldout",
-        feature="body")).docs("train")
+    sources.Source(
+        _spec(
+            "w",
+            kind="tfds",
+            dataset="demix_offline/wiki-max120",
+            data_dir=f"{cache_dir}/tfds",
+            heldout_split="heldout",
+            feature="body",
+        )
+    ).docs("train")
   with pytest.raises(sources.SourceError, match=r"sources\.x\.dataset"):
-    sources.Source(_spec("x", kind="tfds", dataset="no_such_dataset_xyz",
-                         data_dir=cache_dir)).docs("train")
+    sources.Source(
+        _spec(
+            "x", kind="tfds", dataset="no_such_dataset_xyz", data_dir=cache_dir
+        )
+    ).docs("train")
 
 
 def test_offline_splits_never_overlap(offline_sources):
@@ -114,19 +169,20 @@ def test_bad_inputs_raise_clear_errors(tmp_path, jsonl_file):
   with pytest.raises(sources.SourceError, match=r"sources\.a\.colour"):
     sources.spec_from_dict("a", {"kind": "text", "colour": 1})
   with pytest.raises(sources.SourceError, match=r"sources\.a\.corpus"):
-    sources.validate_sources({"a": _spec("a", kind="offline",
-                                         corpus="novels")})
+    sources.validate_sources({"a": _spec("a", kind="offline", corpus="novels")})
   with pytest.raises(sources.SourceError, match=r"sources\.a\.paths.*no file"):
-    sources.validate_sources({"a": _spec("a", kind="text",
-                                         paths=str(tmp_path / "nope*.txt"))})
+    sources.validate_sources(
+        {"a": _spec("a", kind="text", paths=str(tmp_path / "nope*.txt"))}
+    )
   (tmp_path / "empty.txt").write_text("")
   with pytest.raises(sources.SourceError, match=r"empty\.txt is empty"):
-    sources.validate_sources({"a": _spec("a", kind="text",
-                                         paths=str(tmp_path / "empty.txt"))})
+    sources.validate_sources(
+        {"a": _spec("a", kind="text", paths=str(tmp_path / "empty.txt"))}
+    )
   with pytest.raises(sources.SourceError, match=r"sources\.a\.feature.*'txt'"):
-    sources.validate_sources({"a": _spec("a", kind="jsonl",
-                                         paths=str(jsonl_file),
-                                         feature="txt")})
+    sources.validate_sources(
+        {"a": _spec("a", kind="jsonl", paths=str(jsonl_file), feature="txt")}
+    )
   bad = tmp_path / "bad.jsonl"
   bad.write_text('{"text": "ok"}\n{"other": "x"}\n')
   with pytest.raises(sources.SourceError, match=r"bad\.jsonl:2 has no field"):
@@ -134,6 +190,10 @@ def test_bad_inputs_raise_clear_errors(tmp_path, jsonl_file):
   with pytest.raises(sources.SourceError, match=r"sources\.a\.dataset"):
     sources.validate_sources({"a": _spec("a", kind="tfds")})
   # All good: no exception.
-  sources.validate_sources({"a": _spec("a", kind="jsonl",
-                                       paths=str(jsonl_file),
-                                       feature="meta.body")})
+  sources.validate_sources(
+      {
+          "a": _spec(
+              "a", kind="jsonl", paths=str(jsonl_file), feature="meta.body"
+          )
+      }
+  )

@@ -32,16 +32,19 @@ def test_round_trip_and_byte_lengths(vocab, offline_sources):
 
 def test_training_is_seeded_and_cached(offline_sources, vocab, tmp_path):
   texts = {n: s.docs("train") for n, s in offline_sources.items()}
-  a = tokenizer.train_vocab(texts, 512, str(tmp_path / "a.model"), seed=0,
-                            sample_chars=100_000)
+  a = tokenizer.train_vocab(
+      texts, 512, str(tmp_path / "a.model"), seed=0, sample_chars=100_000
+  )
   assert a.fingerprint == vocab.fingerprint  # same sample -> same model
   mtime = (tmp_path / "a.model").stat().st_mtime_ns
-  again = tokenizer.train_vocab(texts, 512, str(tmp_path / "a.model"),
-                                seed=0, sample_chars=100_000)
+  again = tokenizer.train_vocab(
+      texts, 512, str(tmp_path / "a.model"), seed=0, sample_chars=100_000
+  )
   assert (tmp_path / "a.model").stat().st_mtime_ns == mtime  # cache hit
   assert again.fingerprint == a.fingerprint
-  other = tokenizer.train_vocab(texts, 512, str(tmp_path / "a.model"),
-                                seed=1, sample_chars=100_000)
+  other = tokenizer.train_vocab(
+      texts, 512, str(tmp_path / "a.model"), seed=1, sample_chars=100_000
+  )
   assert other.fingerprint != a.fingerprint  # stale cache retrained
 
 
@@ -59,8 +62,10 @@ def test_pickle_and_load(vocab, tmp_path):
 
 def test_fingerprint_check(vocab):
   tokenizer.check_fingerprint(vocab, vocab.fingerprint, "checkpoint base")
-  with pytest.raises(tokenizer.TokenizerMismatchError,
-                     match="checkpoint base was made with tokenizer"):
+  with pytest.raises(
+      tokenizer.TokenizerMismatchError,
+      match="checkpoint base was made with tokenizer",
+  ):
     tokenizer.check_fingerprint(vocab, "0" * 64, "checkpoint base")
 
 

@@ -10,13 +10,21 @@ import pytest
 from demix_jax import models
 from demix_jax.models import presets
 
-CFG = models.ModelConfig(vocab_size=97, d_model=32, n_layers=3, n_heads=4,
-                         n_kv_heads=2, head_dim=8, d_ff=48)
+CFG = models.ModelConfig(
+    vocab_size=97,
+    d_model=32,
+    n_layers=3,
+    n_heads=4,
+    n_kv_heads=2,
+    head_dim=8,
+    d_ff=48,
+)
 
 
 def _fwd(cfg, params, tokens, positions, segs, **kw):
   return jax.jit(lambda p, t, q, s: models.forward(cfg, p, t, q, s, **kw))(
-      params, tokens, positions, segs)
+      params, tokens, positions, segs
+  )
 
 
 def _packed(rng, b=2, t=24):
@@ -42,10 +50,12 @@ def test_param_count_matches_formula(name):
   def check(x, names):
     assert len(names) == x.ndim
     assert set(names) <= allowed
+
   jax.tree.map(check, shapes, axes)
-  for leaf, names in zip(jax.tree.leaves(shapes["layers"]),
-                         jax.tree.leaves(axes["layers"],
-                                         is_leaf=lambda n: isinstance(n, tuple))):
+  for leaf, names in zip(
+      jax.tree.leaves(shapes["layers"]),
+      jax.tree.leaves(axes["layers"], is_leaf=lambda n: isinstance(n, tuple)),
+  ):
     assert leaf.shape[0] == cfg.n_layers and names[0] == "layers"
 
 
@@ -53,7 +63,8 @@ def test_qwen3_shapes():
   c = presets.PRESETS["qwen3_1p7b"]
   assert 1.7e9 < models.num_params(c) < 1.75e9
   assert "lm_head" not in jax.eval_shape(
-      lambda: models.init_params(c, jax.random.key(0)))
+      lambda: models.init_params(c, jax.random.key(0))
+  )
   c8 = presets.PRESETS["qwen3_8b"]
   s8 = jax.eval_shape(lambda: models.init_params(c8, jax.random.key(0)))
   assert s8["lm_head"].shape == (4096, 151_936)
@@ -88,8 +99,9 @@ def test_causal_and_segment_masking():
   t3 = tokens.copy()
   t3[:, :10] = rng.integers(2, CFG.vocab_size, size=(2, 10))
   out = np.asarray(_fwd(CFG, params, t3, pos, segs))
-  np.testing.assert_allclose(out[:, 10:20], base[:, 10:20], atol=1e-5,
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+      out[:, 10:20], base[:, 10:20], atol=1e-5, rtol=1e-5
+  )
   # Without segment ids the same change leaks into document 2 (test can fail).
   one = np.ones_like(segs)
   a = np.asarray(_fwd(CFG, params, tokens, pos, one))
@@ -101,26 +113,37 @@ def test_layer_transform_identity_and_merge_of_copies():
   params = models.init_params(CFG, jax.random.key(3))
   tokens, pos, segs = _packed(np.random.default_rng(2))
   base = np.asarray(_fwd(CFG, params, tokens, pos, segs))
-  ident = np.asarray(_fwd(CFG, params, tokens, pos, segs,
-                          layer_transform=lambda lp: lp))
+  ident = np.asarray(
+      _fwd(CFG, params, tokens, pos, segs, layer_transform=lambda lp: lp)
+  )
   np.testing.assert_array_equal(ident, base)
   # Stack K=3 copies on axis 1 ([L, K, ...]) and merge with weights summing
   # to one inside the scan: equals the original model.
   w = jnp.asarray([0.2, 0.5, 0.3])
   stacked = dict(params)
   stacked["layers"] = jax.tree.map(
-      lambda x: jnp.stack([x, x, x], axis=1), params["layers"])
+      lambda x: jnp.stack([x, x, x], axis=1), params["layers"]
+  )
 
   def merge(lp):
     assert all(x.shape[0] == 3 for x in jax.tree.leaves(lp))
     return jax.tree.map(lambda x: jnp.tensordot(w, x, axes=1), lp)
-  merged = np.asarray(_fwd(CFG, stacked, tokens, pos, segs,
-                           layer_transform=merge))
+
+  merged = np.asarray(
+      _fwd(CFG, stacked, tokens, pos, segs, layer_transform=merge)
+  )
   np.testing.assert_allclose(merged, base, atol=1e-5, rtol=1e-5)
   # A transform that changes weights changes the output (test can fail).
-  other = np.asarray(_fwd(CFG, params, tokens, pos, segs,
-                          layer_transform=lambda lp: jax.tree.map(
-                              lambda x: 0.5 * x, lp)))
+  other = np.asarray(
+      _fwd(
+          CFG,
+          params,
+          tokens,
+          pos,
+          segs,
+          layer_transform=lambda lp: jax.tree.map(lambda x: 0.5 * x, lp),
+      )
+  )
   assert np.abs(other - base).max() > 1e-3
 
 

@@ -10,7 +10,9 @@ import tempfile
 
 import jax
 
-jax.config.update("jax_compilation_cache_dir", os.path.join(
-    tempfile.gettempdir(), "demix_jax_test_xla_cache"))
+jax.config.update(
+    "jax_compilation_cache_dir",
+    os.path.join(tempfile.gettempdir(), "demix_jax_test_xla_cache"),
+)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -21,17 +21,25 @@ def _state(seed):
 def _abstract(tree):
   dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   return jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev), tree)
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev), tree
+  )
 
 
 def _meta(step, budgets=()):
-  return {"step": step, "tokens_seen": step * 100, "budget_tokens":
-          list(budgets), "config_hash": "abc", "data_mixture": {"g": 1.0},
-          "tokenizer_fingerprint": "ff"}
+  return {
+      "step": step,
+      "tokens_seen": step * 100,
+      "budget_tokens": list(budgets),
+      "config_hash": "abc",
+      "data_mixture": {"g": 1.0},
+      "tokenizer_fingerprint": "ff",
+  }
 
 
-@pytest.mark.parametrize("iter_state", [
-    {"index": 7, "nested": {"a": [1, 2]}}, b"\x00\x01grain-state\xff"])
+@pytest.mark.parametrize(
+    "iter_state",
+    [{"index": 7, "nested": {"a": [1, 2]}}, b"\x00\x01grain-state\xff"],
+)
 def test_round_trip_with_iterator_state(tmp_path, iter_state):
   c = ck.Checkpointer(tmp_path, ck.CheckpointConfig(every_steps=1))
   params, opt = _state(3)
@@ -47,8 +55,10 @@ def test_round_trip_with_iterator_state(tmp_path, iter_state):
 
 
 def test_keep_last_and_budgets_and_lookup(tmp_path):
-  c = ck.Checkpointer(tmp_path, ck.CheckpointConfig(
-      every_steps=1, keep_last=2, budget_steps=(2,)))
+  c = ck.Checkpointer(
+      tmp_path,
+      ck.CheckpointConfig(every_steps=1, keep_last=2, budget_steps=(2,)),
+  )
   for s in range(1, 7):
     params, opt = _state(s)
     c.save(s, params, opt, {"index": s}, _meta(s, [200] if s == 2 else []))
@@ -60,8 +70,9 @@ def test_keep_last_and_budgets_and_lookup(tmp_path):
   with pytest.raises(ValueError, match="no checkpoint at 300 tokens"):
     ck.find_step(tmp_path, tokens=300)
   p2 = ck.load_params(tmp_path, tokens=200)
-  np.testing.assert_array_equal(np.asarray(p2["w"]),
-                                np.asarray(_state(2)[0]["w"]))
+  np.testing.assert_array_equal(
+      np.asarray(p2["w"]), np.asarray(_state(2)[0]["w"])
+  )
   with pytest.raises(ValueError, match="no checkpoints/"):
     ck.find_step(tmp_path / "nothing")
 
@@ -89,9 +100,11 @@ def test_structure_mismatch_is_named(tmp_path):
   params, opt = _state(1)
   c.save(1, params, opt, {"index": 1}, _meta(1))
   c.close()
-  want = {"w": jax.ShapeDtypeStruct((4, 4), jnp.float32),
-          "b": {"c": jax.ShapeDtypeStruct((5,), jnp.float32)},
-          "extra": jax.ShapeDtypeStruct((2,), jnp.float32)}
+  want = {
+      "w": jax.ShapeDtypeStruct((4, 4), jnp.float32),
+      "b": {"c": jax.ShapeDtypeStruct((5,), jnp.float32)},
+      "extra": jax.ShapeDtypeStruct((2,), jnp.float32),
+  }
   with pytest.raises(ValueError) as e:
     ck.load_params(tmp_path, target=want)
   msg = str(e.value)

@@ -18,14 +18,20 @@ def test_schedule_warmup_cosine_floor():
   np.testing.assert_allclose(float(s(110)), 6e-5, rtol=1e-6)
   np.testing.assert_allclose(float(s(500)), 6e-5, rtol=1e-6)
   with pytest.raises(ValueError, match="min_lr_ratio"):
-    optim.learning_rate_schedule(
-        optim.OptimConfig(min_lr_ratio=1.5), 10)
+    optim.learning_rate_schedule(optim.OptimConfig(min_lr_ratio=1.5), 10)
 
 
 def test_decay_mask():
-  cfg = models.ModelConfig(vocab_size=64, d_model=16, n_layers=2, n_heads=2,
-                           n_kv_heads=1, head_dim=8, d_ff=32,
-                           tie_embeddings=False)
+  cfg = models.ModelConfig(
+      vocab_size=64,
+      d_model=16,
+      n_layers=2,
+      n_heads=2,
+      n_kv_heads=1,
+      head_dim=8,
+      d_ff=32,
+      tie_embeddings=False,
+  )
   shapes = jax.eval_shape(lambda: models.init_params(cfg, jax.random.key(0)))
   m = optim.decay_mask(shapes)
   assert not m["embed"] and not m["lm_head"]

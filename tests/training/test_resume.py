@@ -14,19 +14,33 @@ from demix_jax.training import optim
 from demix_jax.training import synthetic
 from demix_jax.training import trainer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-CFG = models.ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2,
-                         n_kv_heads=1, head_dim=16, d_ff=64)
+ROOT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)
+CFG = models.ModelConfig(
+    vocab_size=64,
+    d_model=32,
+    n_layers=2,
+    n_heads=2,
+    n_kv_heads=1,
+    head_dim=16,
+    d_ff=64,
+)
 OPT = optim.OptimConfig(peak_lr=1e-2, warmup_steps=2)
 STEPS = 10
 
 
 def _tc():
   return trainer.TrainConfig(
-      global_batch_size=4, seq_len=32, total_tokens=4 * 32 * STEPS,
-      log_every_steps=5, checkpoint_every_steps=2, keep_last=2,
-      peak_flops=1e10, mesh_axes={"data": 1, "fsdp": 1, "tensor": 1})
+      global_batch_size=4,
+      seq_len=32,
+      total_tokens=4 * 32 * STEPS,
+      log_every_steps=5,
+      checkpoint_every_steps=2,
+      keep_last=2,
+      peak_flops=1e10,
+      mesh_axes={"data": 1, "fsdp": 1, "tensor": 1},
+  )
 
 
 # The child trains the same run; it prints each finished step and, when it
@@ -52,16 +66,25 @@ np.savez(out, *[np.asarray(x) for x in jax.tree.leaves(r.params)])
 
 def _child(workdir, out):
   return subprocess.Popen(
-      [sys.executable, "-c", CHILD, str(workdir), str(out)], cwd=ROOT,
-      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-      env={**os.environ, "PYTHONPATH": ROOT})
+      [sys.executable, "-c", CHILD, str(workdir), str(out)],
+      cwd=ROOT,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.DEVNULL,
+      text=True,
+      env={**os.environ, "PYTHONPATH": ROOT},
+  )
 
 
 @pytest.mark.slow
 def test_sigkill_then_resume_reaches_same_params(tmp_path):
-  ref = trainer.train(CFG, OPT, _tc(), tmp_path / "ref",
-                      synthetic.SyntheticIterator(4, 32, CFG.vocab_size),
-                      devices=jax.devices()[:1])
+  ref = trainer.train(
+      CFG,
+      OPT,
+      _tc(),
+      tmp_path / "ref",
+      synthetic.SyntheticIterator(4, 32, CFG.vocab_size),
+      devices=jax.devices()[:1],
+  )
   run = tmp_path / "run"
   p = _child(run, tmp_path / "unused.npz")
   killed_after = None
@@ -83,5 +106,6 @@ def test_sigkill_then_resume_reaches_same_params(tmp_path):
   want = jax.tree.leaves(ref.params)
   assert len(got.files) == len(want)
   for i, w in enumerate(want):
-    np.testing.assert_allclose(got[f"arr_{i}"], np.asarray(w), rtol=0,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        got[f"arr_{i}"], np.asarray(w), rtol=0, atol=1e-6
+    )

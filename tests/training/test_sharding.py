@@ -7,9 +7,16 @@ import pytest
 from demix_jax import models
 from demix_jax.training import sharding
 
-RULES = (("batch", ("data", "fsdp")), ("embed", "fsdp"), ("mlp", "tensor"),
-         ("heads", "tensor"), ("kv", None), ("vocab", "tensor"),
-         ("layers", None), ("length", None))
+RULES = (
+    ("batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv", None),
+    ("vocab", "tensor"),
+    ("layers", None),
+    ("length", None),
+)
 
 
 def test_create_mesh_infers_and_rejects():
@@ -25,23 +32,43 @@ def test_create_mesh_infers_and_rejects():
 
 def test_param_shardings_follow_rules_and_check_divisibility():
   mesh = sharding.create_mesh({"data": 1, "fsdp": 2, "tensor": 2})
-  cfg = models.ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4,
-                           n_kv_heads=2, head_dim=8, d_ff=48)
+  cfg = models.ModelConfig(
+      vocab_size=64,
+      d_model=32,
+      n_layers=2,
+      n_heads=4,
+      n_kv_heads=2,
+      head_dim=8,
+      d_ff=48,
+  )
   shapes = jax.eval_shape(lambda: models.init_params(cfg, jax.random.key(0)))
-  sh = sharding.param_shardings(shapes, models.param_logical_axes(cfg), mesh,
-                                RULES)
+  sh = sharding.param_shardings(
+      shapes, models.param_logical_axes(cfg), mesh, RULES
+  )
   assert tuple(sh["embed"].spec) == ("tensor", "fsdp")
   assert tuple(sh["layers"]["mlp"]["down_proj"].spec) == (
-      None, "tensor", "fsdp")
-  params = jax.jit(lambda k: models.init_params(cfg, k),
-                   out_shardings=sh)(jax.random.key(0))
+      None,
+      "tensor",
+      "fsdp",
+  )
+  params = jax.jit(lambda k: models.init_params(cfg, k), out_shardings=sh)(
+      jax.random.key(0)
+  )
   assert params["embed"].sharding == sh["embed"]
-  bad = models.ModelConfig(vocab_size=63, d_model=32, n_layers=2, n_heads=4,
-                           n_kv_heads=2, head_dim=8, d_ff=48)
+  bad = models.ModelConfig(
+      vocab_size=63,
+      d_model=32,
+      n_layers=2,
+      n_heads=4,
+      n_kv_heads=2,
+      head_dim=8,
+      d_ff=48,
+  )
   bshapes = jax.eval_shape(lambda: models.init_params(bad, jax.random.key(0)))
   with pytest.raises(ValueError, match=r"\['embed'\] dim 0 \(size 63"):
-    sharding.param_shardings(bshapes, models.param_logical_axes(bad), mesh,
-                             RULES)
+    sharding.param_shardings(
+        bshapes, models.param_logical_axes(bad), mesh, RULES
+    )
   with pytest.raises(ValueError, match="not one of the mesh axes"):
     sharding.check_rules((("batch", "dp"),), mesh)
 
