@@ -27,12 +27,15 @@ surrogate's alpha* (`init=alpha_star, starts=1`).
 
 from collections.abc import Callable
 import dataclasses
+import logging
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from demix_jax.search import pool as pool_lib
+
+_LOG = logging.getLogger(__name__)
 
 Objective = Callable[[jax.Array], jax.Array]
 
@@ -178,9 +181,8 @@ def gradient_search(
   upper = jnp.asarray(bounds.upper, jnp.float32)
   value_and_grad = jax.value_and_grad(objective)
 
-  def step(carry, eta):
-    alpha, scale = carry
-    value, g = value_and_grad(alpha)
+  @jax.jit
+  def update(alpha, g, scale, eta):
     g = g - jnp.mean(g)  # the simplex ignores a constant shift
     if cfg.normalize:
       scale = jnp.maximum(scale, jnp.max(jnp.abs(g)))
@@ -190,27 +192,31 @@ def gradient_search(
     logits = jnp.log(jnp.maximum(alpha, 1e-30)) - eta * g
     y = jnp.exp(logits - jnp.max(logits))
     y = jnp.where(upper > 0, y, 0.0)
-    alpha = kl_project(y, lower, upper)
-    return (alpha, scale), (alpha, value)
+    return kl_project(y, lower, upper), scale
 
-  @jax.jit
-  def descend(alpha0, etas):
-    # One compiled scan per start: no per-step dispatch from Python.
-    (last, _), (path, vals) = jax.lax.scan(
-        step, (alpha0, jnp.float32(0.0)), etas
-    )
-    return path, vals, objective(last)
-
+  # A Python loop, not a jitted scan over steps: the objective usually
+  # closes over the stacked components (megabytes to gigabytes), which an
+  # outer jit would bake into the program as constants (slow to compile,
+  # memory twice). The objective is jitted itself, so each step is one
+  # compiled value-and-gradient call plus a tiny compiled update.
   t = np.arange(cfg.steps, dtype=np.float64)
   decay = np.sqrt(t + 1) if cfg.decay == "sqrt" else np.ones_like(t)
-  etas = cfg.learning_rate / decay
-  etas = jnp.asarray(etas, jnp.float32)
+  etas = (cfg.learning_rate / decay).astype(np.float32)
   paths, values = [], []
-  for start in _starts(cfg, bounds, init):
-    alpha0 = jnp.asarray(start, jnp.float32)
-    path, vals, last = descend(alpha0, etas)
-    paths.append(np.concatenate([np.asarray(alpha0)[None], np.asarray(path)]))
-    values.append(np.append(np.asarray(vals, np.float64), float(last)))
+  for i, start in enumerate(_starts(cfg, bounds, init)):
+    alpha = jnp.asarray(start, jnp.float32)
+    scale = jnp.float32(0.0)
+    path, vals = [np.asarray(alpha)], []
+    for eta in etas:
+      value, g = value_and_grad(alpha)
+      alpha, scale = update(alpha, g, scale, jnp.float32(eta))
+      path.append(np.asarray(alpha))
+      vals.append(float(value))
+    vals.append(float(objective(alpha)))
+    _LOG.info("gradient search start %d: objective %.5g -> %.5g", i,
+              vals[0], vals[-1])
+    paths.append(np.stack(path))
+    values.append(np.asarray(vals, np.float64))
   paths, values = np.stack(paths), np.stack(values)
   vals = np.where(np.isfinite(values), values, np.inf)
   s, t = np.unravel_index(np.argmin(vals), vals.shape)
