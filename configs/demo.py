@@ -121,14 +121,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # Token budgets of each training stage.
   c.base = ml_collections.ConfigDict()
-  c.base.tokens = 16 * 128 * 300
+  c.base.tokens = 16 * 128 * 160
   c.components = ml_collections.ConfigDict()
-  c.components.tokens = 16 * 128 * 200
+  c.components.tokens = 16 * 128 * 120
   # Checkpoints kept forever at these token counts of the component run.
-  c.components.budgets = (16 * 128 * 100, 16 * 128 * 200)
-  c.components.use_budget = 16 * 128 * 200  # which budget the search merges
+  c.components.budgets = (16 * 128 * 60, 16 * 128 * 120)
+  c.components.use_budget = 16 * 128 * 120  # which budget the search merges
   c.final = ml_collections.ConfigDict()
-  c.final.tokens = 16 * 128 * 200
+  c.final.tokens = 16 * 128 * 120
   # Baselines trained like the found mixture: "natural" = token-count prior.
   c.final.baselines = ("natural",)
   c.final.fixed_mixtures = ml_collections.ConfigDict()  # name -> {src: w}

@@ -8,7 +8,6 @@ field and the fix; nothing was computed); 3 a stage's inputs are missing
 (the message names the stage to run first); 1 anything else.
 """
 
-import json
 import os
 import sys
 
@@ -97,7 +96,11 @@ def main(argv):
     print(f"error: {e}", file=sys.stderr)
     sys.exit(EXIT_BAD_INPUT)
   if result and jax.process_index() == 0:
-    print(json.dumps(result, indent=1, sort_keys=True, default=str))
+    # The stage outputs are in <workdir>/<stage>/done.json; print where.
+    for stage in result:
+      print(f"{stage:>10s}: {workdir}/{stage}/done.json")
+    if "report" in result:
+      print(f"report: {workdir}/report/report.md")
 
 
 if __name__ == "__main__":
