@@ -213,8 +213,9 @@ def gradient_search(
       path.append(np.asarray(alpha))
       vals.append(float(value))
     vals.append(float(objective(alpha)))
-    _LOG.info("gradient search start %d: objective %.5g -> %.5g", i,
-              vals[0], vals[-1])
+    _LOG.info(
+        "gradient search start %d: objective %.5g -> %.5g", i, vals[0], vals[-1]
+    )
     paths.append(np.stack(path))
     values.append(np.asarray(vals, np.float64))
   paths, values = np.stack(paths), np.stack(values)
