@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 from typing import Any, Mapping
 
 from absl import logging
@@ -92,6 +93,10 @@ class RunContext:
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     self.config = config
+    # Local workdirs are made absolute once here: Orbax rejects relative
+    # paths, and done.json files record run directories for later stages.
+    if workdir and "://" not in str(workdir):
+      workdir = os.path.abspath(os.fspath(workdir))
     self.workdir = epath.Path(workdir)
     self.data_dir = self.workdir / "data"
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import os
 from typing import Any, Sequence
 
 from absl import logging
@@ -39,7 +40,11 @@ class CheckpointError(ValueError):
 
 
 def checkpoint_dir(run_dir: str | epath.Path) -> epath.Path:
-  return epath.Path(run_dir) / "checkpoints"
+  """`<run_dir>/checkpoints`, absolute (Orbax rejects relative paths)."""
+  path = epath.Path(run_dir)
+  if "://" not in str(path):
+    path = epath.Path(os.path.abspath(os.fspath(path)))
+  return path / "checkpoints"
 
 
 def encode_iter_state(state: Any) -> dict[str, Any]:
