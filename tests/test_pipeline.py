@@ -61,8 +61,23 @@ def _done(workdir, stage):
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
+  """The README's `make demo`, on the runlocal twin, with a relative WORKDIR."""
   workdir = tmp_path_factory.mktemp("full")
-  proc = _run(workdir, "base,components,search,final,report")
+  relative = os.path.relpath(workdir, ROOT)
+  proc = subprocess.run(
+      [
+          "make",
+          "demo",
+          "CONFIG=configs/demo.py:runlocal",
+          f"WORKDIR={relative}",
+      ],
+      cwd=ROOT,
+      env=_env(),
+      capture_output=True,
+      text=True,
+      timeout=1200,
+  )
+  assert proc.returncode == 0, proc.stderr[-4000:]
   return workdir, proc
 
 
