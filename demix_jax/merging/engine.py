@@ -83,6 +83,28 @@ def _rule(rules, name: str):
   return None
 
 
+class BoundObjective:
+  """alpha -> scalar objective with its arrays bound as jit arguments.
+
+  Calling it (or `.value_and_grad`) runs a compiled function that takes the
+  stacked components and row batches as arguments, so they are never baked
+  into a program as constants and the compiled value-and-gradient is reused
+  across steps. It is also an ordinary JAX-differentiable function of alpha.
+  """
+
+  def __init__(self, fn, value_and_grad_fn, args):
+    self._fn = fn
+    self._vg = value_and_grad_fn
+    self._args = args
+
+  def __call__(self, alpha):
+    return self._fn(alpha, *self._args)
+
+  def value_and_grad(self, alpha):
+    """(objective, d objective / d alpha) in one compiled call."""
+    return self._vg(alpha, *self._args)
+
+
 class MixtureEvaluator:
   """Scores mixtures of the stored components on an evaluation suite.
 
@@ -349,7 +371,7 @@ class MixtureEvaluator:
 
   def make_objective(
       self, targets: Sequence[str] | Mapping[str, float] | None = None
-  ) -> Callable[[jax.Array], jax.Array]:
+  ) -> "BoundObjective":
     """A jitted, differentiable objective alpha [K] -> scalar (minimise).
 
     The objective is sum_t c_t * target_t(alpha) over bits-per-byte or loss
@@ -396,9 +418,9 @@ class MixtureEvaluator:
             @ w
         )
 
-      fn = jax.jit(objective)
-      store = self.store
-      self._objectives[key] = lambda alpha: fn(
-          alpha, store.stacked, store.base, batches
+      self._objectives[key] = BoundObjective(
+          jax.jit(objective),
+          jax.jit(jax.value_and_grad(objective)),
+          (self.store.stacked, self.store.base, batches),
       )
     return self._objectives[key]

@@ -179,7 +179,10 @@ def gradient_search(
     raise ValueError("gradient search needs steps >= 0 and starts >= 1")
   lower = jnp.asarray(bounds.lower, jnp.float32)
   upper = jnp.asarray(bounds.upper, jnp.float32)
-  value_and_grad = jax.value_and_grad(objective)
+  # The merge engine's objectives carry a compiled value-and-gradient.
+  value_and_grad = getattr(objective, "value_and_grad", None)
+  if value_and_grad is None:
+    value_and_grad = jax.value_and_grad(objective)
 
   @jax.jit
   def update(alpha, g, scale, eta):
