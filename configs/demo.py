@@ -189,9 +189,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.search.method = "surrogate"
   c.search.gradient = ml_collections.ConfigDict()
   c.search.gradient.enabled = True
-  c.search.gradient.steps = 12
+  # Each step is a forward + backward pass of the merged model over the
+  # objective's rows (~6 s here), so the demo refines alpha* from one start;
+  # notebooks/02 runs several starts.
+  c.search.gradient.steps = 8
   c.search.gradient.learning_rate = 0.5
-  c.search.gradient.starts = 2
+  c.search.gradient.starts = 1
   c.search.barrier_points = 3  # interior points per component pair
 
   # ------------------------------------------------------------- validate
