@@ -2,9 +2,9 @@
 
 import os
 
+from configs import demo
 from demix_jax import context
 from demix_jax.training import checkpointing
-from configs import demo
 
 
 def test_checkpoint_dir_is_absolute(tmp_path, monkeypatch):
