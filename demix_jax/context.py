@@ -29,56 +29,15 @@ from demix_jax.data import tokenizer as tokenizer_lib
 from demix_jax.training import optim as optim_lib
 
 # Config sections each stage's outputs depend on (a stage is redone, or
-# refused, when they change; see pipeline.StageDir).
+# refused, when they change; see pipeline.stage_done).
+_TRAINING = ("seed", "model", "data", "train", "optim", "base")
+_SEARCH = _TRAINING + ("components", "eval", "merge", "search")
 STAGE_SECTIONS = {
-    "base": ("seed", "model", "data", "train", "optim", "base"),
-    "components": (
-        "seed",
-        "model",
-        "data",
-        "train",
-        "optim",
-        "base",
-        "components",
-    ),
-    "search": (
-        "seed",
-        "model",
-        "data",
-        "train",
-        "optim",
-        "base",
-        "components",
-        "eval",
-        "merge",
-        "search",
-    ),
-    "final": (
-        "seed",
-        "model",
-        "data",
-        "train",
-        "optim",
-        "base",
-        "components",
-        "eval",
-        "merge",
-        "search",
-        "final",
-    ),
-    "validate": (
-        "seed",
-        "model",
-        "data",
-        "train",
-        "optim",
-        "base",
-        "components",
-        "eval",
-        "merge",
-        "search",
-        "validate",
-    ),
+    "base": _TRAINING,
+    "components": _TRAINING + ("components",),
+    "search": _SEARCH,
+    "final": _SEARCH + ("final",),
+    "validate": _SEARCH + ("validate",),
 }
 
 
