@@ -174,10 +174,7 @@ def compile_train_step(model_cfg, optim_cfg, train_cfg, devices=None):
     (CompileReport, the jax Compiled object).
   """
   import jax  # pylint: disable=g-import-not-at-top
-  import optax  # pylint: disable=g-import-not-at-top
 
-  from demix_jax import models  # pylint: disable=g-import-not-at-top
-  from demix_jax.training import optim  # pylint: disable=g-import-not-at-top
   from demix_jax.training import sharding  # pylint: disable=g-import-not-at-top
   from demix_jax.training import trainer  # pylint: disable=g-import-not-at-top
 
@@ -188,22 +185,8 @@ def compile_train_step(model_cfg, optim_cfg, train_cfg, devices=None):
       train_cfg.global_batch_size, mesh, rules, train_cfg.grad_accum_steps
   )
   # The same construction as trainer.train (state shardings, optimizer).
-  abstract = jax.eval_shape(
-      lambda: models.init_params(model_cfg, jax.random.key(0))
-  )
-  param_sh = sharding.param_shardings(
-      abstract, models.param_logical_axes(model_cfg), mesh, rules
-  )
-  tx = optim.make_optimizer(optim_cfg, train_cfg.num_steps, abstract)
-  abstract_opt = jax.eval_shape(tx.init, abstract)
-  is_sh = lambda x: isinstance(x, jax.sharding.Sharding)
-  opt_sh = optax.tree_map_params(
-      tx,
-      lambda _, s: s,
-      abstract_opt,
-      param_sh,
-      transform_non_params=lambda _: sharding.replicated(mesh),
-      is_leaf=is_sh,
+  abstract, abstract_opt, param_sh, opt_sh, tx = trainer.state_layout(
+      model_cfg, optim_cfg, train_cfg.num_steps, mesh, rules
   )
   batch_sh = {
       k: sharding.batch_sharding(mesh, rules) for k in trainer.BATCH_KEYS

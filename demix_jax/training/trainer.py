@@ -278,6 +278,44 @@ def _take(source: Any, n: int) -> list[Mapping[str, np.ndarray]]:
   return out
 
 
+def state_layout(
+    model_cfg: models.ModelConfig,
+    optim_cfg: optim.OptimConfig,
+    num_steps: int,
+    mesh: Any,
+    rules: Any,
+) -> tuple[Any, Any, Any, Any, optax.GradientTransformation]:
+  """Shapes and shardings of the train state, without allocating it.
+
+  Shared by `train` and the compile check (`demix_jax.aot`), so both build
+  exactly the same state.
+
+  Returns:
+    (abstract params, abstract optimizer state, param shardings, optimizer
+    shardings, the optax transformation).
+  """
+  abstract = jax.eval_shape(
+      lambda: models.init_params(model_cfg, jax.random.key(0))
+  )
+  param_sh = sharding.param_shardings(
+      abstract, models.param_logical_axes(model_cfg), mesh, rules
+  )
+  tx = optim.make_optimizer(optim_cfg, num_steps, abstract)
+  abstract_opt = jax.eval_shape(tx.init, abstract)
+  is_sh = lambda x: isinstance(x, jax.sharding.Sharding)
+  # The optimizer state mirrors the params; its scalars (e.g. the step
+  # count) are replicated (env.md P6).
+  opt_sh = optax.tree_map_params(
+      tx,
+      lambda _, s: s,
+      abstract_opt,
+      param_sh,
+      transform_non_params=lambda _: sharding.replicated(mesh),
+      is_leaf=is_sh,
+  )
+  return abstract, abstract_opt, param_sh, opt_sh, tx
+
+
 def train(
     model_cfg: models.ModelConfig,
     optim_cfg: optim.OptimConfig,
@@ -326,22 +364,8 @@ def train(
   host_bs = sharding.check_batch(
       train_cfg.global_batch_size, mesh, rules, train_cfg.grad_accum_steps
   )
-  abstract = jax.eval_shape(
-      lambda: models.init_params(model_cfg, jax.random.key(0))
-  )
-  param_sh = sharding.param_shardings(
-      abstract, models.param_logical_axes(model_cfg), mesh, rules
-  )
-  tx = optim.make_optimizer(optim_cfg, num_steps, abstract)
-  abstract_opt = jax.eval_shape(tx.init, abstract)
-  is_sh = lambda x: isinstance(x, jax.sharding.Sharding)
-  opt_sh = optax.tree_map_params(
-      tx,
-      lambda _, s: s,
-      abstract_opt,
-      param_sh,
-      transform_non_params=lambda _: sharding.replicated(mesh),
-      is_leaf=is_sh,
+  abstract, abstract_opt, param_sh, opt_sh, tx = state_layout(
+      model_cfg, optim_cfg, num_steps, mesh, rules
   )
   with_sh = lambda tree, shs: jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, shs
