@@ -44,7 +44,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.stages = ("base", "components", "search", "final", "report")
 
   # ---------------------------------------------------------------- model
-  # Qwen3-style decoder (demix_jax/models/transformer.py). ~1.3M params.
+  # Qwen3-style decoder (demix_jax/models/transformer.py). 1.05M params.
   c.model = ml_collections.ConfigDict()
   c.model.vocab_size = 2048  # must equal the tokenizer's size
   c.model.d_model = 128
