@@ -27,6 +27,8 @@ import logging
 
 import numpy as np
 
+from demix_jax.data import mixture as mixture_lib
+
 _LOG = logging.getLogger(__name__)
 
 # Slack for float comparisons of weights that sum to 1.
@@ -195,16 +197,19 @@ def epoch_caps(
     return np.minimum(budget, 1.0)
   if general_index is None:
     raise ValueError("epoch_caps: general_index is required when beta > 0")
-  caps = np.minimum(budget / (1.0 - beta), 1.0)
   g = general_index
-  caps[g] = np.clip((budget[g] - beta) / (1.0 - beta), 0.0, 1.0)
   if budget[g] < beta:
     raise ValueError(
         f"infeasible: the general pool gets at least beta={beta} of the run "
         f"({beta * run:.3g} tokens) but max_epochs allows only "
         f"{budget[g] * run:.3g}; add general data or shorten the run"
     )
-  return caps
+  # The padded formula lives in one place: data.mixture.alpha_caps.
+  names = [str(i) for i in range(len(t))]
+  caps = mixture_lib.alpha_caps(
+      names, names[g], dict(zip(names, t)), run, beta, max_epochs
+  )
+  return np.array([caps[n] for n in names])
 
 
 def cap_project(
@@ -393,70 +398,3 @@ def sample_pool(
     )
   # Draw order is already random; keep the first `size` distinct rows.
   return found[: cfg.size]
-
-
-def source_weights(
-    alpha: np.ndarray, beta: float, general_index: int
-) -> np.ndarray:
-  """Source weights of the final run for mixture(s) alpha (beta padding).
-
-  general = alpha_g + beta * sum_{i != g} alpha_i; candidate i = (1 - beta)
-  * alpha_i. Works on [K] or [N, K].
-  """
-  a = np.asarray(alpha, np.float64)
-  w = (1.0 - beta) * a
-  w[..., general_index] = a[..., general_index] + beta * (
-      a.sum(axis=-1) - a[..., general_index]
-  )
-  return w
-
-
-def epochs_per_source(
-    alpha: np.ndarray,
-    token_counts,
-    run_tokens: float,
-    beta: float,
-    general_index: int,
-) -> np.ndarray:
-  """Passes over each source in a run of `run_tokens` with mixture alpha."""
-  w = source_weights(alpha, beta, general_index)
-  return w * run_tokens / np.asarray(token_counts, np.float64)
-
-
-def describe_mixture(
-    alpha: np.ndarray,
-    names: tuple[str, ...],
-    token_counts,
-    run_tokens: float,
-    beta: float,
-    general_index: int,
-) -> dict:
-  """What a found alpha means for the final run.
-
-  Args:
-    alpha: [K] mixture over candidates.
-    names: candidate names (alpha's order); candidate i's source is names[i].
-    token_counts: [K] unique tokens per source.
-    run_tokens: tokens of the final run.
-    beta: general padding fraction of the components.
-    general_index: index of the general pool.
-
-  Returns:
-    {"alpha": {name: w}, "source_weights": {name: w}, "epochs": {name: e},
-    "snippet": config lines for the final run}.
-  """
-  a = np.asarray(alpha, np.float64)
-  w = source_weights(a, beta, general_index)
-  ep = epochs_per_source(a, token_counts, run_tokens, beta, general_index)
-  weights = {n: round(float(v), 6) for n, v in zip(names, w)}
-  snippet = (
-      "# Source weights of the searched mixture (beta padding "
-      f"included), for a {run_tokens:.4g}-token run:\n"
-      f"c.final.fixed_mixtures.searched = {weights!r}"
-  )
-  return {
-      "alpha": {n: float(v) for n, v in zip(names, a)},
-      "source_weights": weights,
-      "epochs": {n: float(v) for n, v in zip(names, ep)},
-      "snippet": snippet,
-  }

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from demix_jax.data import mixture
 from demix_jax.search import pool
 
 # The official DeMix prior (unique tokens of the 7 candidates, general first).
@@ -126,6 +127,7 @@ def test_zero_token_candidate_raises():
 
 
 def test_epoch_caps_with_beta_keep_epochs():
+  """Pool rows under the padded caps never repeat a source > max_epochs."""
   tokens = np.array([1000.0, 50.0, 80.0])
   caps = pool.epoch_caps(
       tokens, run_tokens=400.0, max_epochs=2.0, beta=0.5, general_index=0
@@ -134,30 +136,10 @@ def test_epoch_caps_with_beta_keep_epochs():
   p = pool.sample_pool(
       pool.PoolConfig(size=500, sampler="uniform"), np.random.default_rng(0), b
   )
-  ep = pool.epochs_per_source(p, tokens, 400.0, 0.5, 0)
-  assert ep.max() <= 2.0 + 1e-9
-  w = pool.source_weights(p, 0.5, 0)
-  np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-12)
-
-
-def test_source_weights_match_paper_stage3():
-  a = np.array([0.218, 0.403, 0.002, 0.063, 0.044, 0.176, 0.094])
-  w = pool.source_weights(a, 0.5, 0)
-  np.testing.assert_allclose(w[0], 0.609, atol=1e-9)
-  np.testing.assert_allclose(w[1:], 0.5 * a[1:], atol=1e-12)
-
-
-def test_describe_mixture():
-  d = pool.describe_mixture(
-      np.array([0.5, 0.3, 0.2]),
-      ("g", "m", "c"),
-      [1000, 100, 50],
-      run_tokens=100,
-      beta=0.5,
-      general_index=0,
-  )
-  np.testing.assert_allclose(
-      list(d["source_weights"].values()), [0.75, 0.15, 0.1]
-  )
-  np.testing.assert_allclose(list(d["epochs"].values()), [0.075, 0.15, 0.2])
-  assert "c.final.fixed_mixtures.searched = {'g': 0.75" in d["snippet"]
+  names = ("g", "m", "c")
+  counts = dict(zip(names, tokens))
+  for row in p:
+    w = mixture.alpha_to_weights(dict(zip(names, row)), "g", 0.5)
+    assert abs(sum(w.values()) - 1.0) < 1e-12
+    ep = mixture.epochs_per_source(w, counts, 400)
+    assert max(ep.values()) <= 2.0 + 1e-9
