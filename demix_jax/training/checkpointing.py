@@ -245,6 +245,35 @@ def _restore_newest(
   return None
 
 
+def restore_newest(
+    run_dir: str | epath.Path,
+    abstract_params: Any,
+    abstract_opt_state: Any | None = None,
+) -> Restored | None:
+  """Another run's newest readable checkpoint, read-only (None if none).
+
+  For continuing a run from a different directory (`resume_from`): the
+  manager is read-only, so the run being continued is never pruned or
+  written to, and an unreadable newest step falls back to the one before
+  (with a warning), like this run's own restore.
+
+  Args:
+    run_dir: the run directory to read.
+    abstract_params: ShapeDtypeStructs with shardings for the params.
+    abstract_opt_state: the same for the optimizer state; None restores
+      params and metadata only (no optimizer or iterator state).
+
+  Returns:
+    The restored checkpoint, or None when none is readable.
+  """
+  return _restore_newest(
+      _manager(run_dir, None, read_only=True),
+      abstract_params,
+      abstract_opt_state,
+      run_dir,
+  )
+
+
 def _read_meta_step(mngr, step) -> dict[str, Any] | None:
   try:
     r = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
