@@ -5,8 +5,9 @@ Configs live in `configs/<name>.py` and expose `get_config(arg=None)`. The
 and is parsed by `parse_arg`. Library code never reads a ConfigDict; only
 `main.py` and `pipeline.py` do, and they pass typed values down.
 
-`validate(config)` is called before any expensive work. Each check raises
-`ConfigError` with the dotted name of the offending field and what to do.
+Validation lives in `demix_jax.spec.resolve`, which reads the whole config
+once and raises `ConfigError` (defined here) with the dotted name of the
+offending field and what to do.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import dataclasses
 import hashlib
 import json
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import ml_collections
 
@@ -94,61 +95,6 @@ def config_hash(config: ml_collections.ConfigDict | dict[str, Any]) -> str:
   return hashlib.sha256(blob).hexdigest()[:16]
 
 
-# ----------------------------------------------------------------------------
-# Validation.
-# ----------------------------------------------------------------------------
-
-
-def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:
-  node = config
-  for part in dotted.split("."):
-    if part not in node:
-      raise ConfigError(dotted, "is missing", f"add config.{dotted}")
-    node = node[part]
-  return node
-
-
-def _check_int(config, dotted: str, minimum: int = 1) -> int:
-  value = _get(config, dotted)
-  if isinstance(value, bool) or not isinstance(value, int):
-    raise ConfigError(
-        dotted, f"expected an integer, got {value!r}", "give an integer"
-    )
-  if value < minimum:
-    raise ConfigError(
-        dotted,
-        f"must be >= {minimum}, got {value}",
-        f"use a value >= {minimum}",
-    )
-  return value
-
-
-def _check_float(
-    config, dotted: str, low: float = -math.inf, high: float = math.inf
-) -> float:
-  value = _get(config, dotted)
-  if isinstance(value, bool) or not isinstance(value, (int, float)):
-    raise ConfigError(
-        dotted, f"expected a number, got {value!r}", "give a number"
-    )
-  if not math.isfinite(value) or not low <= value <= high:
-    raise ConfigError(
-        dotted,
-        f"must be in [{low}, {high}], got {value}",
-        f"use a value in [{low}, {high}]",
-    )
-  return float(value)
-
-
-def _check_choice(config, dotted: str, choices: tuple[str, ...]) -> str:
-  value = _get(config, dotted)
-  if value not in choices:
-    raise ConfigError(
-        dotted, f"{value!r} is not one of {choices}", f"use one of {choices}"
-    )
-  return value
-
-
 @dataclasses.dataclass(frozen=True)
 class MeshSpec:
   """Resolved mesh: axis names and sizes (product = device count)."""
@@ -203,162 +149,111 @@ def resolve_mesh_shape(
   return MeshSpec(names, tuple(sizes))
 
 
-def _check_weights(config, dotted: str, names: list[str]) -> None:
-  weights = _get(config, dotted)
-  if weights is None:
-    return
-  weights = dict(weights)
-  for name, w in weights.items():
-    if name not in names:
+# ----------------------------------------------------------------------------
+# Typed reads of a plain config dict (used by demix_jax.spec.resolve).
+# ----------------------------------------------------------------------------
+
+
+class Reader:
+  """Reads a plain config dict by dotted path; every error names the field."""
+
+  def __init__(self, config: Mapping[str, Any]):
+    self.config = config
+
+  def get(self, dotted: str) -> Any:
+    node: Any = self.config
+    for part in dotted.split("."):
+      if not isinstance(node, Mapping) or part not in node:
+        raise ConfigError(dotted, "is missing", f"add config.{dotted}")
+      node = node[part]
+    return node
+
+  def int(self, dotted: str, minimum: int | None = 1) -> int:
+    v = self.get(dotted)
+    if isinstance(v, bool) or not isinstance(v, int):
+      if isinstance(v, float) and v.is_integer():
+        v = int(v)
+      else:
+        raise ConfigError(
+            dotted, f"expected an integer, got {v!r}", "give an integer"
+        )
+    if minimum is not None and v < minimum:
       raise ConfigError(
-          f"{dotted}.{name}", f"unknown source {name!r}", f"use one of {names}"
+          dotted, f"must be >= {minimum}, got {v}", f"use a value >= {minimum}"
       )
-    if (
-        isinstance(w, bool)
-        or not isinstance(w, (int, float))
-        or not math.isfinite(w)
-        or w < 0
-    ):
+    return v
+
+  def float(
+      self,
+      dotted: str,
+      low: float = -math.inf,
+      high: float = math.inf,
+      *,
+      open_low: bool = False,
+      open_high: bool = False,
+  ) -> float:
+    v = self.get(dotted)
+    return number(dotted, v, low, high, open_low, open_high)
+
+  def bool(self, dotted: str) -> bool:
+    v = self.get(dotted)
+    if not isinstance(v, bool):
+      raise ConfigError(dotted, f"expected True/False, got {v!r}", "use a bool")
+    return v
+
+  def str(self, dotted: str) -> str:
+    v = self.get(dotted)
+    if not isinstance(v, str):
+      raise ConfigError(dotted, f"expected a string, got {v!r}", "use a str")
+    return v
+
+  def choice(self, dotted: str, choices: tuple[str, ...]) -> str:
+    v = self.get(dotted)
+    if v not in choices:
       raise ConfigError(
-          f"{dotted}.{name}",
-          f"weight {w!r} is not a finite non-negative number",
-          "give weights >= 0",
+          dotted, f"{v!r} is not one of {choices}", f"use one of {choices}"
       )
-  if sum(weights.values()) <= 0:
-    raise ConfigError(dotted, "all weights are zero", "give a positive weight")
+    return v
+
+  def names(
+      self, dotted: str, choices: tuple[str, ...], *, empty: bool = True
+  ) -> tuple[str, ...]:
+    v = self.get(dotted)
+    if isinstance(v, str) or not isinstance(v, (list, tuple)):
+      raise ConfigError(
+          dotted, f"expected a list of names, got {v!r}", "give a tuple"
+      )
+    for i, name in enumerate(v):
+      if name not in choices:
+        raise ConfigError(
+            f"{dotted}[{i}]", f"{name!r} is not known", f"use one of {choices}"
+        )
+    if not empty and not v:
+      raise ConfigError(dotted, "is empty", f"list some of {choices}")
+    if len(set(v)) != len(v):
+      raise ConfigError(dotted, "has duplicates", "list each name once")
+    return tuple(v)
+
+  def mapping(self, dotted: str) -> dict[str, Any]:
+    v = self.get(dotted)
+    if v is None:
+      return {}
+    if not isinstance(v, Mapping):
+      raise ConfigError(dotted, f"expected a dict, got {v!r}", "give a dict")
+    return dict(v)
 
 
-def validate(
-    config: ml_collections.ConfigDict, num_devices: int | None = None
-) -> None:
-  """Checks types, ranges and cross-field consistency of a pipeline config.
-
-  Runs before any expensive work. Checks that need devices (mesh size, batch
-  divisibility) run when `num_devices` is given.
-
-  Args:
-    config: the full pipeline config (see configs/demo.py for the schema).
-    num_devices: the global device count, or None to skip device checks.
-
-  Raises:
-    ConfigError: naming the first offending field and the fix.
-  """
-  _check_int(config, "seed", minimum=0)
-  # Model.
-  for key in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads"):
-    _check_int(config, f"model.{key}")
-  _check_int(config, "model.head_dim")
-  _check_int(config, "model.d_ff")
-  if config.model.n_heads % config.model.n_kv_heads:
+def number(
+    dotted, v, low=-math.inf, high=math.inf, open_low=False, open_high=False
+) -> float:
+  if isinstance(v, bool) or not isinstance(v, (int, float)):
+    raise ConfigError(dotted, f"expected a number, got {v!r}", "give a number")
+  lo_bad = v <= low if open_low else v < low
+  hi_bad = v >= high if open_high else v > high
+  if not math.isfinite(v) or lo_bad or hi_bad:
+    lb, hb = "(" if open_low else "[", ")" if open_high else "]"
+    rng = f"{lb}{low}, {high}{hb}"
     raise ConfigError(
-        "model.n_kv_heads",
-        f"{config.model.n_kv_heads} does not divide n_heads="
-        f"{config.model.n_heads}",
-        "use a divisor of n_heads (grouped-query attention)",
+        dotted, f"must be in {rng}, got {v}", f"use a value in {rng}"
     )
-  _check_choice(config, "model.dtype", ("float32", "bfloat16"))
-  _check_choice(config, "model.param_dtype", ("float32", "bfloat16"))
-  # Data.
-  sources = list(_get(config, "data.sources").keys())
-  if not sources:
-    raise ConfigError("data.sources", "no sources are defined", "add sources")
-  _check_int(config, "data.seq_len", minimum=8)
-  candidates = list(_get(config, "data.candidates"))
-  if len(candidates) < 2:
-    raise ConfigError(
-        "data.candidates", "need at least 2 candidates", "list >= 2 sources"
-    )
-  for name in candidates:
-    if name not in sources:
-      raise ConfigError(
-          "data.candidates",
-          f"candidate {name!r} is not a source",
-          f"use names from data.sources: {sources}",
-      )
-  if len(set(candidates)) != len(candidates):
-    raise ConfigError("data.candidates", "has duplicates", "list each once")
-  if config.data.general not in candidates:
-    raise ConfigError(
-        "data.general",
-        f"{config.data.general!r} is not in data.candidates",
-        "name the general-pool candidate",
-    )
-  _check_float(config, "data.beta", 0.0, 1.0)
-  _check_float(config, "data.max_epochs", 0.0)
-  _check_choice(config, "data.on_overrun", ("error", "warn"))
-  # Training stages.
-  _check_int(config, "train.global_batch_size")
-  _check_int(config, "train.grad_accum_steps")
-  if config.train.global_batch_size % config.train.grad_accum_steps:
-    raise ConfigError(
-        "train.grad_accum_steps",
-        f"does not divide global_batch_size={config.train.global_batch_size}",
-        "use a divisor of the global batch size",
-    )
-  _check_float(config, "optim.peak_lr", 0.0)
-  _check_float(config, "optim.min_lr_ratio", 0.0, 1.0)
-  _check_float(config, "optim.weight_decay", 0.0)
-  _check_float(config, "optim.clip_norm", 0.0)
-  _check_int(config, "optim.warmup_steps", minimum=0)
-  for stage in ("base", "components", "final"):
-    _check_int(config, f"{stage}.tokens")
-  budgets = list(_get(config, "components.budgets"))
-  for i, b in enumerate(budgets):
-    if (
-        not isinstance(b, (int, float))
-        or b <= 0
-        or b > config.components.tokens
-    ):
-      raise ConfigError(
-          f"components.budgets[{i}]",
-          f"{b!r} is not in (0, components.tokens={config.components.tokens}]",
-          "list token budgets within the component run",
-      )
-  _check_weights(config, "data.pretrain_mixture", sources)
-  # Search.
-  _check_choice(config, "search.sampler", ("demix", "uniform"))
-  _check_int(config, "search.pool_size", minimum=8)
-  _check_int(config, "search.n_init", minimum=2)
-  _check_int(config, "search.rounds", minimum=1)
-  _check_choice(
-      config, "search.surrogate", ("lightgbm", "ridge", "ensemble", "auto")
-  )
-  _check_choice(
-      config,
-      "merge.method",
-      (
-          "linear",
-          "task_arithmetic",
-          "ties",
-          "dare_linear",
-          "dare_ties",
-          "breadcrumbs",
-          "slerp",
-          "multislerp",
-      ),
-  )
-  _check_int(config, "merge.chunk_size")
-  _check_choice(config, "search.method", ("surrogate", "gradient"))
-  for name in config.search.domain_weights:
-    if name not in ("general", "code", "math"):
-      raise ConfigError(
-          f"search.domain_weights.{name}",
-          "unknown domain",
-          "use general, code or math",
-      )
-  # Devices.
-  if num_devices is not None:
-    mesh = resolve_mesh_shape(dict(config.mesh.axes), num_devices)
-    dp = 1
-    for name, size in zip(mesh.axis_names, mesh.shape):
-      if name in ("data", "fsdp"):
-        dp *= size
-    micro = config.train.global_batch_size // config.train.grad_accum_steps
-    if micro % dp:
-      raise ConfigError(
-          "train.global_batch_size",
-          f"micro-batch {micro} (global_batch_size / grad_accum_steps) is not"
-          f" divisible by the {dp} data-parallel devices of mesh"
-          f" {dict(zip(mesh.axis_names, mesh.shape))}",
-          f"use a global batch that is a multiple of {dp * config.train.grad_accum_steps}",
-      )
+  return float(v)

@@ -1,15 +1,28 @@
 r"""Command-line entry point.
 
   python -m demix_jax.main --config=configs/demo.py --workdir=workdir/demo \
-      [--stages=base,components,search,final,report] [--config.seed=1]
+      [--stages=base,components,search,final,report] [--config.seed=1] \
+      [--verbosity=0]
+
+Output: one progress line per stage (rate, ETA), warnings, then the result
+tables. INFO logging (ours, Orbax, absl, TensorFlow, Grain) is off unless
+`--verbosity` is given: absl's own flag, so `--verbosity=0` brings back INFO
+and `--verbosity=1` DEBUG, as in every absl program.
 
 Exit codes: 0 success; 2 bad config or bad input (the message names the
 field and the fix; nothing was computed); 3 a stage's inputs are missing
-(the message names the stage to run first); 1 anything else.
+(the message names the stage to run first); 4 a saved result is corrupt
+(the message names the file); 1 anything else.
 """
 
+import logging as py_logging
 import os
 import sys
+
+# TensorFlow's C++ logging is read once, when TF loads (seqio and clu load
+# it): decide before any import can pull it in.
+if not any(a.startswith(("--verbosity", "-v")) for a in sys.argv[1:]):
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app
 from absl import flags
@@ -41,6 +54,37 @@ _MULTIHOST = flags.DEFINE_enum(
 
 EXIT_BAD_INPUT = 2
 EXIT_MISSING_INPUT = 3
+EXIT_CORRUPT = 4
+# Libraries that log routine events at INFO/WARNING (Orbax's read-only
+# managers, tfds's builder configs) through absl or Python logging.
+_QUIET_PACKAGES = (
+    "orbax",
+    "tensorflow_datasets",
+    "tensorflow",
+    "grain",
+    "etils",
+    "jax",
+    "seqio",
+    "clu",
+)
+
+
+class _ThirdPartyFilter(py_logging.Filter):
+  """Drops other packages' records below ERROR; ours pass from WARNING."""
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    if record.levelno >= py_logging.ERROR:
+      return True
+    path = record.pathname.replace(os.sep, "/")
+    return not any(f"/{p}/" in path for p in _QUIET_PACKAGES)
+
+
+def quiet_logging() -> None:
+  """INFO off everywhere, third-party warnings off: progress and tables."""
+  logging.set_verbosity(logging.WARNING)
+  logging.get_absl_handler().addFilter(_ThirdPartyFilter())
+  for name in _QUIET_PACKAGES:
+    py_logging.getLogger(name).setLevel(py_logging.ERROR)
 
 
 def _want_distributed(mode: str) -> bool:
@@ -53,21 +97,35 @@ def _want_distributed(mode: str) -> bool:
   return len([h for h in hosts.split(",") if h]) > 1
 
 
+def storage_json(path: str):
+  from demix_jax import storage  # pylint: disable=g-import-not-at-top
+
+  return storage.read_json(path)
+
+
+def _fail(code: int, e: Exception) -> None:
+  print(f"error: {e}", file=sys.stderr)
+  sys.exit(code)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    quiet_logging()
   # Imported here so `--help` and flag errors do not pay for JAX.
   import jax  # pylint: disable=g-import-not-at-top
 
-  from demix_jax import config_lib  # pylint: disable=g-import-not-at-top
   from demix_jax import multihost  # pylint: disable=g-import-not-at-top
   from demix_jax import pipeline  # pylint: disable=g-import-not-at-top
+  from demix_jax import spec as spec_lib  # pylint: disable=g-import-not-at-top
+  from demix_jax.config_lib import ConfigError  # pylint: disable=g-import-not-at-top
 
   if _want_distributed(_MULTIHOST.value):
     # Reads JAX_NUM_PROCESSES / JAX_PROCESS_ID where JAX cannot detect them.
     multihost.initialize()
   logging.info(
-      "JAX %s, backend %s, process %d/%d, %d local / %d global" " devices",
+      "JAX %s, backend %s, process %d/%d, %d local / %d global devices",
       jax.__version__,
       jax.default_backend(),
       jax.process_index(),
@@ -75,32 +133,31 @@ def main(argv):
       jax.local_device_count(),
       jax.device_count(),
   )
-  config = _CONFIG.value
-  stages = tuple(_STAGES.value) if _STAGES.value else tuple(config.stages)
-  try:
-    pipeline.check_stages(stages)
-    config_lib.validate(config, num_devices=jax.device_count())
-    pipeline.validate_inputs(config)
-  except config_lib.ConfigError as e:
-    logging.error("%s", e)
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(EXIT_BAD_INPUT)
   workdir = _WORKDIR.value
-  pipeline.save_config(config, workdir)
   try:
-    result = pipeline.run(config, workdir, stages)
+    spec = spec_lib.resolve(
+        _CONFIG.value,
+        num_devices=jax.device_count(),
+        stages=tuple(_STAGES.value) if _STAGES.value else None,
+    )
+    pipeline.preflight(spec, workdir)
+  except ConfigError as e:
+    _fail(EXIT_BAD_INPUT, e)
+  try:
+    result = pipeline.run(spec, workdir)
   except pipeline.MissingInputError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(EXIT_MISSING_INPUT)
-  except config_lib.ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(EXIT_BAD_INPUT)
+    _fail(EXIT_MISSING_INPUT, e)
+  except pipeline.CorruptResultError as e:
+    _fail(EXIT_CORRUPT, e)
+  except ConfigError as e:
+    _fail(EXIT_BAD_INPUT, e)
   if result and jax.process_index() == 0:
-    # The stage outputs are in <workdir>/<stage>/done.json; print where.
-    for stage in result:
-      print(f"{stage:>10s}: {workdir}/{stage}/done.json")
+    print(f"\nOutputs: {workdir}/<stage>/done.json for {', '.join(result)}")
     if "report" in result:
-      print(f"report: {workdir}/report/report.md")
+      from demix_jax.stages import report  # pylint: disable=g-import-not-at-top
+
+      print(f"Report: {workdir}/report/report.md")
+      report.print_result(storage_json(result["report"].summary))
 
 
 if __name__ == "__main__":

@@ -1,40 +1,95 @@
 """The DeMix pipeline: base -> components -> search -> final -> report.
 
 `run(config, workdir, stages)` is shared by the CLI, tests and notebooks.
-Each stage writes under `workdir/<stage>/` and finishes by writing
-`workdir/<stage>/done.json` (atomically) with its outputs, cost and the hash
-of the config sections it depends on. A stage whose `done.json` exists with
-the same hash is skipped, so a killed pipeline resumes where it stopped
-(inside a stage, training runs resume from their own Orbax checkpoints and
-the search from its state files). A `done.json` with a different hash is
-refused with an error rather than silently reused or overwritten: results in
-a workdir always belong to one config.
+The pipeline alone orders the stages, checks their prerequisites, and saves
+and loads their results: each stage's result is written (atomically) to
+`workdir/<stage>/done.json` with the hash of the config fields that change
+it (`RESULT_FIELDS`). A finished stage with the same hash is skipped, so a
+killed pipeline resumes where it stopped (inside a stage, training runs
+resume from their own Orbax checkpoints and the search from its state
+files). A finished stage with a different hash is refused rather than
+silently reused or overwritten: results in a workdir belong to one config.
+Fields that do not change a result (chunk sizes, logging and checkpoint
+cadence, worker counts, the mesh) are not hashed, so changing them resumes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from absl import logging
-from etils import epath
 import jax
 import ml_collections
 
-from demix_jax import config_lib
-from demix_jax import context as context_lib
 from demix_jax import multihost
+from demix_jax import spec as spec_lib
+from demix_jax import storage
+from demix_jax import workspace as workspace_lib
+from demix_jax.config_lib import ConfigError
+from demix_jax.stages import MODULES
+from demix_jax.stages import common
+from demix_jax.stages import results as results_lib
 
-STAGES = ("base", "components", "search", "final", "validate", "report")
-# A stage needs the outputs of these stages.
+STAGES = spec_lib.STAGES
+# A stage needs the results of these stages...
 REQUIRES = {
     "base": (),
     "components": ("base",),
-    "search": ("components",),
-    "final": ("base", "search"),
+    "search": ("base", "components"),
+    "final": ("base", "components", "search"),
     "validate": ("base", "components"),
     "report": ("search",),
+}
+# ...and reads these when they are finished.
+OPTIONAL = {
+    "validate": ("final",),
+    "report": ("base", "components", "final", "validate"),
+}
+
+# The config fields each stage's result depends on (dotted prefixes).
+# Left out on purpose: data.worker_count, train.log_every_steps,
+# train.eval_every_steps, train.checkpoint_every_steps, train.keep_last,
+# train.peak_flops, merge.chunk_size, mesh.*, report.*, stages: they change
+# speed, logging or layout, never a result.
+_TRAINING = (
+    "seed",
+    "model",
+    "optim",
+    "data.sources",
+    "data.candidates",
+    "data.general",
+    "data.beta",
+    "data.seq_len",
+    "data.pretrain_mixture",
+    "data.max_epochs",
+    "data.on_overrun",
+    "data.normalize_weights",
+    "data.shuffle_seed",
+    "data.tokenizer",
+    "data.offline_max_docs",
+    "train.global_batch_size",
+    "train.grad_accum_steps",
+    "train.eval_batches",
+    "base.tokens",
+)
+_COMPONENTS = _TRAINING + ("components.tokens", "components.budgets")
+_SCORING = _COMPONENTS + (
+    "components.use_budget",
+    "eval",
+    "merge.method",
+    "merge.density",
+    "merge.gamma",
+)
+RESULT_FIELDS = {
+    "base": _TRAINING,
+    "components": _COMPONENTS,
+    # The final run's token count sets the epoch caps on alpha.
+    "search": _SCORING + ("search", "final.tokens"),
+    "final": _SCORING + ("search", "final"),
+    "validate": _SCORING + ("search", "final.tokens", "validate"),
 }
 
 
@@ -42,121 +97,167 @@ class MissingInputError(RuntimeError):
   """A stage's inputs are missing; the message names the stage to run."""
 
 
-class StaleStageError(config_lib.ConfigError):
+class StaleStageError(ConfigError):
   """A stage's outputs were produced with a different config."""
 
 
-def check_stages(stages: Sequence[str]) -> None:
-  for s in stages:
-    if s not in STAGES:
-      raise config_lib.ConfigError(
-          "stages", f"unknown stage {s!r}", f"use names from {STAGES}"
-      )
+class CorruptResultError(RuntimeError):
+  """A done.json cannot be read as its stage's result; names the file."""
 
 
-def validate_inputs(config: ml_collections.ConfigDict) -> None:
-  """Input checks that need more than the config (files, sources, weights)."""
-  context_lib.RunContext(config, "").validate_inputs()
-
-
-def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Writes the resolved config to workdir/config.json (process 0 only)."""
-  context_lib.write_json(
-      epath.Path(workdir) / "config.json", config_lib.to_dict(config)
+def stage_hash(spec: spec_lib.RunSpec, stage: str) -> str:
+  return (
+      spec.fields_hash(RESULT_FIELDS[stage]) if stage in RESULT_FIELDS else ""
   )
 
 
-def stage_done(ctx: context_lib.RunContext, stage: str) -> dict | None:
-  """The stage's done.json if complete for this config, else None."""
-  path = ctx.workdir / stage / "done.json"
+def load_result(
+    spec: spec_lib.RunSpec, workdir: Any, stage: str
+) -> results_lib.Result | None:
+  """The stage's saved result if finished for this config, else None."""
+  path = workdir / stage / "done.json"
   if not path.exists():
     return None
-  done = json.loads(path.read_text())
-  if stage in context_lib.STAGE_SECTIONS:
-    want = context_lib.section_hash(ctx.config, stage)
-    if done.get("config_hash") != want:
-      raise StaleStageError(
-          f"<workdir>/{stage}",
-          f"{path} was produced with a different config (sections "
-          f"{context_lib.STAGE_SECTIONS[stage]})",
-          f"use a new --workdir, or delete {ctx.workdir / stage} to redo it",
-      )
-  return done
+  try:
+    done = json.loads(path.read_text())
+    if not isinstance(done, dict):
+      raise ValueError("not a JSON object")
+    saved_hash = done.pop("config_hash", None)
+    result = results_lib.TYPES[stage].from_json(done, str(path))
+  except (ValueError, results_lib.ResultError) as e:
+    raise CorruptResultError(
+        f"{path} is corrupt or truncated ({e}); delete it to redo stage"
+        f" {stage!r}"
+    ) from e
+  want = stage_hash(spec, stage)
+  if want and saved_hash != want:
+    raise StaleStageError(
+        f"<workdir>/{stage}",
+        f"{path} was produced with a different config (fields"
+        f" {RESULT_FIELDS[stage]})",
+        f"use a new --workdir, or delete {workdir / stage} to redo it",
+    )
+  return result
 
 
-def mark_done(
-    ctx: context_lib.RunContext, stage: str, outputs: dict[str, Any]
-) -> dict[str, Any]:
-  done = dict(outputs)
-  if stage in context_lib.STAGE_SECTIONS:
-    done["config_hash"] = context_lib.section_hash(ctx.config, stage)
-  context_lib.write_json(ctx.workdir / stage / "done.json", done)
+def save_result(
+    spec: spec_lib.RunSpec, workdir: Any, stage: str, result: results_lib.Result
+) -> None:
+  done = result.to_json()
+  if stage in RESULT_FIELDS:
+    done["config_hash"] = stage_hash(spec, stage)
+  if multihost.is_writer():
+    storage.atomic_write_json(workdir / stage / "done.json", done)
   # Process 0 wrote it; later stages read it on every process.
   multihost.barrier(f"done_{stage}")
-  return done
 
 
-def require(ctx: context_lib.RunContext, stage: str) -> dict[str, Any]:
-  done = stage_done(ctx, stage)
-  if done is None:
-    raise MissingInputError(
-        f"stage {stage!r} has not finished in {ctx.workdir}: run it first "
-        f"(--stages={stage}) or run the whole pipeline"
-    )
-  return done
+def preflight(spec: spec_lib.RunSpec, workdir: str) -> workspace_lib.Workspace:
+  """Cheap checks that read files, before any training.
+
+  Source files and fields are checked without reading them in full; then
+  the tokenizer and token counts are built (cached for the stages), so bad
+  data fails here, not after the base model trained.
+  """
+  from demix_jax.data import sources as sources_lib  # pylint: disable=g-import-not-at-top  # cycle-free but heavy
+
+  try:
+    sources_lib.validate_sources(spec.data.sources)
+  except ValueError as e:
+    if isinstance(e, ConfigError):
+      raise
+    raise ConfigError(
+        spec_lib.library_error_field(e, "data.sources"),
+        getattr(e, "problem", None) or str(e),
+        getattr(e, "fix", None) or "check the source's paths and fields",
+    ) from e
+  return workspace_lib.Workspace(spec, workdir)
+
+
+def save_config(spec: spec_lib.RunSpec, workdir: str) -> None:
+  """Writes the config to workdir/config.json (process 0 only)."""
+  if multihost.is_writer():
+    path = workspace_lib.Workspace(spec, workdir).workdir / "config.json"
+    storage.atomic_write_json(path, dict(spec.config))
+
+
+def _inputs(ws, spec, stage, have: Mapping[str, results_lib.Result]):
+  res = {}
+  for need in REQUIRES[stage]:
+    r = have.get(need) or load_result(spec, ws.workdir, need)
+    if r is None:
+      raise MissingInputError(
+          f"stage {need!r} has not finished in {ws.workdir}: run it first"
+          f" (--stages={need}) or run the whole pipeline"
+      )
+    res[need] = r
+  for opt in OPTIONAL.get(stage, ()):
+    r = have.get(opt) or load_result(spec, ws.workdir, opt)
+    if r is not None:
+      res[opt] = r
+  if stage == "report":  # the summary's cost table lists search first
+    res = {"search": res["search"], **res}
+  return common.Inputs(ws=ws, results=res, config_hash=stage_hash(spec, stage))
 
 
 def run(
-    config: ml_collections.ConfigDict,
+    config: ml_collections.ConfigDict | spec_lib.RunSpec,
     workdir: str,
     stages: Sequence[str] | None = None,
-) -> dict[str, Any]:
-  """Runs the requested stages in order and returns a short summary.
+) -> dict[str, results_lib.Result]:
+  """Runs the requested stages in order.
 
   Args:
-    config: the pipeline config (validated by the caller or here).
+    config: the pipeline config, or a RunSpec already resolved from it.
     workdir: output directory (local or gs://).
-    stages: subset of STAGES, run in pipeline order (default config.stages).
+    stages: subset of STAGES, run in pipeline order (default: the config's).
 
   Returns:
-    {stage: its done.json} for the stages run or skipped.
+    {stage: its result} for the stages run or skipped.
   """
-  # Stage bodies live in their own modules; imported here so `validate`-only
-  # calls stay light.
-  from demix_jax import stages as stages_lib  # pylint: disable=g-import-not-at-top
-
-  stages = tuple(stages or config.stages)
-  check_stages(stages)
-  config_lib.validate(config, num_devices=jax.device_count())
-  ctx = context_lib.RunContext(config, workdir)
-  ctx.validate_inputs()
-  save_config(config, workdir)
-  ordered = [s for s in STAGES if s in stages]
-  if jax.process_count() > 1 and set(ordered) - {"report"}:
-    # The data caches under workdir/data (corpora builds, the tokenizer,
-    # token counts) are shared files: process 0 builds them, then the
-    # others read them.
+  if isinstance(config, spec_lib.RunSpec):
+    spec = config
+    if stages is not None:
+      spec = dataclasses.replace(spec, stages=tuple(stages))
+  else:
+    spec = spec_lib.resolve(
+        config,
+        num_devices=jax.device_count(),
+        stages=tuple(stages) if stages else None,
+    )
+  ws = preflight(spec, workdir)
+  save_config(spec, workdir)
+  ordered = [s for s in STAGES if s in spec.stages]
+  if set(ordered) - {"report"}:
+    # The data caches under workdir/data (corpora, the tokenizer, token
+    # counts) are shared files: process 0 builds them, then the others read
+    # them. Building them here also finds bad data before any training.
     if multihost.is_writer():
-      _ = ctx.token_counts
+      ws.preflight()
     multihost.barrier("data_caches")
-  # Check inputs of the first stage up front (later ones are produced here).
+    ws.preflight()
+  # The first stage's inputs must exist (later ones are produced here).
   for s in ordered:
     for need in REQUIRES[s]:
-      if need not in ordered:
-        require(ctx, need)
-  summary = {}
+      if need not in ordered and load_result(spec, ws.workdir, need) is None:
+        raise MissingInputError(
+            f"stage {need!r} has not finished in {ws.workdir}: run it first"
+            f" (--stages={need}) or run the whole pipeline"
+        )
+  out: dict[str, results_lib.Result] = {}
   for s in ordered:
-    done = stage_done(ctx, s) if s != "report" else None
+    done = load_result(spec, ws.workdir, s) if s != "report" else None
     if done is not None:
-      logging.info(
-          "stage %s: complete, skipping (%s)", s, ctx.workdir / s / "done.json"
-      )
-      summary[s] = done
+      logging.info("stage %s: complete, skipping", s)
+      if jax.process_index() == 0:
+        print(f"[{s}] complete, skipped ({ws.workdir / s / 'done.json'})")
+      out[s] = done
       continue
     logging.info("stage %s: starting", s)
     t0 = time.time()
-    outputs = getattr(stages_lib, f"run_{s}")(ctx)
-    outputs.setdefault("seconds", time.time() - t0)
-    summary[s] = mark_done(ctx, s, outputs)
-    logging.info("stage %s: done in %.1f s", s, outputs["seconds"])
-  return summary
+    result = MODULES[s].run(spec, _inputs(ws, spec, s, out))
+    result = dataclasses.replace(result, seconds=time.time() - t0)
+    save_result(spec, ws.workdir, s, result)
+    out[s] = result
+    logging.info("stage %s: done in %.1f s", s, result.seconds)
+  return out

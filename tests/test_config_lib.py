@@ -7,6 +7,7 @@ import ml_collections
 import pytest
 
 from demix_jax import config_lib
+from demix_jax import spec as spec_lib
 
 
 def _load(name, arg=None):
@@ -42,8 +43,8 @@ def test_parse_arg_int_to_float_and_unknown_key():
 @pytest.mark.parametrize("arg", [None, "runlocal"])
 def test_demo_config_validates(arg):
   config = _load("demo", arg)
-  config_lib.validate(config, num_devices=1)
-  config_lib.validate(config, num_devices=4)
+  spec_lib.resolve(config, num_devices=1)
+  spec_lib.resolve(config, num_devices=4)
 
 
 def test_config_round_trip_json():
@@ -71,7 +72,7 @@ def test_validate_names_the_field(field, value, match):
   section, key = field.split(".")
   config[section][key] = value
   with pytest.raises(config_lib.ConfigError, match=match) as err:
-    config_lib.validate(config, num_devices=4)
+    spec_lib.resolve(config, num_devices=4)
   assert "Fix:" in str(err.value)
 
 
@@ -79,7 +80,7 @@ def test_validate_negative_mixture_weight():
   config = _load("demo", "runlocal")
   config.data.pretrain_mixture["general"] = -1.0
   with pytest.raises(config_lib.ConfigError, match="pretrain_mixture.general"):
-    config_lib.validate(config)
+    spec_lib.resolve(config)
 
 
 def test_resolve_mesh_shape():
@@ -94,12 +95,12 @@ def test_resolve_mesh_shape():
 
 def test_paper_config_validates_for_a_pod():
   config = _load("qwen3_1p7b")
-  config_lib.validate(config, num_devices=64)
+  spec_lib.resolve(config, num_devices=64)
   assert config.model.n_layers == 28 and config.model.vocab_size == 151_936
   assert config.search.n_init == 64 and config.search.rounds == 3
   # 512 sequences do not split over 3 x 8 devices: named, before work.
   with pytest.raises(config_lib.ConfigError, match="global_batch_size"):
-    config_lib.validate(config, num_devices=24 * 8)
+    spec_lib.resolve(config, num_devices=24 * 8)
 
 
 def test_local_jsonl_config(tmp_path):
@@ -114,11 +115,11 @@ def test_local_jsonl_config(tmp_path):
     )
   arg = f"runlocal,general={tmp_path}/web.jsonl,code={tmp_path}/code.jsonl"
   config = _load("local_jsonl", arg)
-  config_lib.validate(config, num_devices=1)
-  pipeline.validate_inputs(config)
+  spec_lib.resolve(config, num_devices=1)
+  pipeline.preflight(spec_lib.resolve(config, num_devices=1), str(tmp_path))
   assert config.data.candidates == ("general", "code")
   bad = _load("local_jsonl", arg + ",field=body")
   with pytest.raises(config_lib.ConfigError, match="feature.*body"):
-    pipeline.validate_inputs(bad)
+    pipeline.preflight(spec_lib.resolve(bad, num_devices=1), str(tmp_path))
   with pytest.raises(config_lib.ConfigError, match="general="):
     _load("local_jsonl", f"code={tmp_path}/code.jsonl")

@@ -119,17 +119,31 @@ def target_names(
     suite: rows_lib.EvalSuite, domain_metrics: Mapping[str, str] | None = None
 ) -> list[str]:
   """Every target `score_rows` returns for this suite, in order."""
+  return names_for_groups(
+      [(g.name, g.kind) for g in suite.groups], domain_metrics
+  )
+
+
+def names_for_groups(
+    groups: list[tuple[str, str]],
+    domain_metrics: Mapping[str, str] | None = None,
+) -> list[str]:
+  """Target names from (group name, kind) pairs alone.
+
+  Kinds are "mc", "bpb" and anything else for held-out sources. Needing no
+  rows lets the run spec check `search.objective` before any data exists.
+  """
   dm = _domain_metrics(domain_metrics)
   names, heldout, present = [], [], set()
-  for g in suite.groups:
-    if g.kind == "mc":
-      names += [f"{g.name}/acc", f"{g.name}/acc_norm", f"{g.name}/bpb"]
-    elif g.kind == "bpb":
-      names.append(f"{g.name}/bpb")
+  for name, kind in groups:
+    if kind == "mc":
+      names += [f"{name}/acc", f"{name}/acc_norm", f"{name}/bpb"]
+    elif kind == "bpb":
+      names.append(f"{name}/bpb")
     else:
-      names += [f"{g.name}/loss", f"{g.name}/bpb"]
-      heldout.append(g.name)
-    present.add(g.name)
+      names += [f"{name}/loss", f"{name}/bpb"]
+      heldout.append(name)
+    present.add(name)
   if heldout:
     names.append("heldout/bpb")
   for d, members in bench_lib.DOMAINS.items():

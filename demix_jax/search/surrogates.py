@@ -307,3 +307,35 @@ def cross_validate(
       pred[fold == f] = model._predict_one(fitted, x[fold == f])[0]
     out[t] = spearman(pred, yt)
   return out
+
+
+def out_of_fold(
+    kind: str, x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0
+) -> np.ndarray:
+  """Held-out-fold predictions of one target (predicted-vs-observed plots).
+
+  Folds are `permutation(n) % folds` with `default_rng(seed)`; a fold whose
+  training part has fewer than MIN_POINTS finite targets stays NaN.
+
+  Args:
+    kind: surrogate name (make_surrogate), chosen per fold's size.
+    x: [N, K] mixtures.
+    y: [N] observed values (NaN = missing).
+    folds: number of folds (capped at N).
+    seed: fold assignment seed.
+
+  Returns:
+    [N] predictions, each from a model that did not see that point.
+  """
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  n = len(x)
+  pred = np.full(n, np.nan)
+  folds = min(folds, n)
+  fold = np.random.default_rng(seed).permutation(n) % folds
+  for f in range(folds):
+    tr = (fold != f) & np.isfinite(y)
+    if tr.sum() < MIN_POINTS:
+      continue
+    model = make_surrogate(kind, int(tr.sum()))
+    pred[fold == f] = model.fit(x[tr], {"y": y[tr]}).predict(x[fold == f])["y"]
+  return pred

@@ -178,7 +178,7 @@ def test_crash_and_resume_on_gcs(gcs):
 
 def test_report_reads_the_table_on_gcs(gcs, tmp_path_factory):
   del gcs
-  from demix_jax import stages  # pylint: disable=g-import-not-at-top
+  from demix_jax.search import table  # pylint: disable=g-import-not-at-top
 
   local = tmp_path_factory.mktemp("local")
   names = ("a", "b", "c", "d", "e")
@@ -194,7 +194,7 @@ def test_report_reads_the_table_on_gcs(gcs, tmp_path_factory):
       ).table_path
       for w in (local, ROOT)
   ]
-  (x0, c0, r0), (x1, c1, r1) = [stages._read_proxies(t, names) for t in tables]
+  (x0, c0, r0), (x1, c1, r1) = [table.read_proxies(t, names) for t in tables]
   np.testing.assert_array_equal(x1, x0)
   np.testing.assert_array_equal(r1, r0)
   assert c1.keys() == c0.keys()

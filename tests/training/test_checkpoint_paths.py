@@ -3,7 +3,8 @@
 import os
 
 from configs import demo
-from demix_jax import context
+from demix_jax import spec as spec_lib
+from demix_jax import workspace
 from demix_jax.training import checkpointing
 
 
@@ -16,7 +17,8 @@ def test_checkpoint_dir_is_absolute(tmp_path, monkeypatch):
   assert str(remote) == "gs://bucket/run/checkpoints"
 
 
-def test_run_context_resolves_relative_workdir(tmp_path, monkeypatch):
+def test_workspace_resolves_relative_workdir(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
-  ctx = context.RunContext(demo.get_config("runlocal"), "workdir/demo")
-  assert str(ctx.workdir) == str(tmp_path / "workdir/demo")
+  spec = spec_lib.resolve(demo.get_config("runlocal"))
+  ws = workspace.Workspace(spec, "workdir/demo")
+  assert str(ws.workdir) == str(tmp_path / "workdir/demo")

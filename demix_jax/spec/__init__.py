@@ -1,0 +1,131 @@
+"""The run spec: a pipeline config read once, typed and validated.
+
+`resolve(config)` is the only place a ConfigDict is read. It returns a frozen
+`RunSpec` whose sections are the typed arguments the libraries take
+(ModelConfig, OptimConfig, SourceSpec, MergeSpec, PoolConfig, SearchConfig,
+ObjectiveSpec, GradientConfig, ...), built once and checked against the
+libraries' own registries (merge methods, surrogates, samplers, benchmarks,
+target names). Every invalid value, whichever stage would use it, is refused
+here, before any work, as a `ConfigError` naming the field and the fix: a
+typo in a search field must not surface after hours of component training.
+
+Target names need no data: they follow from the benchmark names, the source
+names (held-out rows) and the domain metrics, so `search.objective` is
+checked at startup too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import ml_collections
+
+from demix_jax import config_lib
+from demix_jax.config_lib import ConfigError
+from demix_jax.spec import search
+from demix_jax.spec import sections
+from demix_jax.spec.sections import library_error_field
+from demix_jax.spec.sections import static_targets
+from demix_jax.spec.types import BASELINES
+from demix_jax.spec.types import LOGICAL_AXES
+from demix_jax.spec.types import NORMALIZE
+from demix_jax.spec.types import REPORT_FORMATS
+from demix_jax.spec.types import SAMPLERS
+from demix_jax.spec.types import SEARCH_METHODS
+from demix_jax.spec.types import STAGES
+from demix_jax.spec.types import SURROGATES
+from demix_jax.spec.types import BudgetSpec
+from demix_jax.spec.types import DataSpec
+from demix_jax.spec.types import EvalSpec
+from demix_jax.spec.types import FinalSpec
+from demix_jax.spec.types import MergeSettings
+from demix_jax.spec.types import MeshSpec
+from demix_jax.spec.types import RunSpec
+from demix_jax.spec.types import SearchSpec
+from demix_jax.spec.types import TokenizerSpec
+from demix_jax.spec.types import TrainSpec
+from demix_jax.spec.types import ValidateSpec
+
+
+def resolve(
+    config: ml_collections.ConfigDict | Mapping[str, Any],
+    num_devices: int | None = None,
+    stages: tuple[str, ...] | None = None,
+) -> RunSpec:
+  """Reads, types and validates a whole pipeline config.
+
+  Args:
+    config: the pipeline ConfigDict (configs/*.py) or its plain dict.
+    num_devices: the global device count; None skips the checks that need
+      it (mesh size, batch divisibility).
+    stages: the stages this run will execute (default: config.stages).
+
+  Returns:
+    The frozen RunSpec.
+
+  Raises:
+    ConfigError: naming the first offending field and the fix.
+  """
+  if isinstance(config, ml_collections.ConfigDict):
+    config = config_lib.to_dict(config)
+  r = config_lib.Reader(config)
+  seed = r.int("seed", 0)
+  if stages is None:
+    stages = r.names("stages", STAGES, empty=False)
+  else:
+    for s in stages:
+      if s not in STAGES:
+        raise ConfigError(
+            "stages", f"unknown stage {s!r}", f"use names from {STAGES}"
+        )
+  model = sections.model(r)
+  mesh = sections.mesh(r, num_devices)
+  data = sections.data(r, model)
+  budgets = sections.budgets(r)
+  ev = sections.eval(r, data)
+  merge = sections.merge(r, seed)
+  formats = r.names("report.formats", REPORT_FORMATS)
+  return RunSpec(
+      seed=seed,
+      stages=tuple(stages),
+      model=model,
+      optim=sections.optim(r),
+      mesh=mesh,
+      data=data,
+      train=sections.train(r, num_devices, mesh),
+      budgets=budgets,
+      eval=ev,
+      merge=merge,
+      search=search.search(r, seed, data, ev, merge.chunk_size),
+      final=search.final(r, data),
+      validate=search.validate(r, budgets),
+      report_formats=formats,
+      config=config,
+  )
+
+
+__all__ = [
+    "BASELINES",
+    "BudgetSpec",
+    "ConfigError",
+    "DataSpec",
+    "EvalSpec",
+    "FinalSpec",
+    "LOGICAL_AXES",
+    "MergeSettings",
+    "MeshSpec",
+    "NORMALIZE",
+    "REPORT_FORMATS",
+    "RunSpec",
+    "SAMPLERS",
+    "SEARCH_METHODS",
+    "STAGES",
+    "SURROGATES",
+    "SearchSpec",
+    "TokenizerSpec",
+    "TrainSpec",
+    "ValidateSpec",
+    "library_error_field",
+    "resolve",
+    "static_targets",
+]

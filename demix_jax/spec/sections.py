@@ -1,0 +1,341 @@
+"""Readers of the training-side config sections (model to merge)."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Mapping
+
+from demix_jax import config_lib
+from demix_jax import models
+from demix_jax.config_lib import ConfigError
+from demix_jax.data import mixture as mixture_lib
+from demix_jax.data import sources as sources_lib
+from demix_jax.evals import benchmarks as bench_lib
+from demix_jax.evals import scoring
+from demix_jax.merging import methods as merge_methods
+from demix_jax.spec import types
+from demix_jax.training import optim as optim_lib
+
+
+def lib(field: str, fix: str, fn, *args, **kwargs):
+  """Calls a library constructor; its ValueError becomes a ConfigError."""
+  try:
+    return fn(*args, **kwargs)
+  except ConfigError:
+    raise
+  except (ValueError, TypeError) as e:
+    raise ConfigError(field, str(e), fix) from e
+
+
+def library_error_field(e: Exception, default: str) -> str:
+  """The config field path a library error refers to (edge mapping)."""
+  return str(getattr(e, "field", "") or default)
+
+
+# ----------------------------------------------------------------------------
+# Sections.
+# ----------------------------------------------------------------------------
+
+
+def model(r: config_lib.Reader) -> models.ModelConfig:
+  d = r.mapping("model")
+  for key in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads"):
+    r.int(f"model.{key}")
+  r.int("model.head_dim")
+  r.int("model.d_ff")
+  r.float("model.rope_theta", 0.0, open_low=True)
+  r.float("model.norm_eps", 0.0, 1.0, open_low=True, open_high=True)
+  r.bool("model.tie_embeddings")
+  r.choice("model.dtype", ("float32", "bfloat16"))
+  r.choice("model.param_dtype", ("float32", "bfloat16"))
+  if "remat" in d:
+    r.bool("model.remat")
+  if d["n_heads"] % d["n_kv_heads"]:
+    raise ConfigError(
+        "model.n_kv_heads",
+        f"{d['n_kv_heads']} does not divide n_heads={d['n_heads']}",
+        "use a divisor of n_heads (grouped-query attention)",
+    )
+  return lib(
+      "model",
+      "use the fields of demix_jax.models.ModelConfig",
+      models.ModelConfig.from_dict,
+      d,
+  )
+
+
+def mesh(r: config_lib.Reader, num_devices: int | None) -> types.MeshSpec:
+  axes = r.mapping("mesh.axes")
+  if not axes:
+    raise ConfigError("mesh.axes", "is empty", "give e.g. {'data': -1}")
+  for name, size in axes.items():
+    if isinstance(size, bool) or not isinstance(size, int):
+      raise ConfigError(
+          f"mesh.axes.{name}", f"expected an integer, got {size!r}", "use -1/n"
+      )
+  if num_devices is not None:
+    config_lib.resolve_mesh_shape(axes, num_devices)
+  rules = r.get("mesh.rules")
+  out = []
+  for i, rule in enumerate(rules):
+    if not isinstance(rule, (list, tuple)) or len(rule) != 2:
+      raise ConfigError(
+          f"mesh.rules[{i}]", f"{rule!r} is not a pair", "use (logical, mesh)"
+      )
+    name, target = rule
+    if name not in types.LOGICAL_AXES:
+      raise ConfigError(
+          f"mesh.rules[{i}]",
+          f"unknown logical axis {name!r}",
+          f"use one of {types.LOGICAL_AXES}",
+      )
+    targets = (
+        ()
+        if target is None
+        else (target,)
+        if isinstance(target, str)
+        else target
+    )
+    for t in targets:
+      if t not in axes:
+        raise ConfigError(
+            f"mesh.rules[{i}]",
+            f"mesh axis {t!r} is not in mesh.axes",
+            f"use one of {tuple(axes)} or None",
+        )
+    out.append((name, tuple(target) if isinstance(target, list) else target))
+  return types.MeshSpec(dict(axes), tuple(out))
+
+
+def weights(r, dotted, names, normalize) -> dict[str, float]:
+  """Checks a {source: weight} field; returns it as written.
+
+  Normalisation (data.normalize_weights) happens where the weights are
+  used, so what is recorded in results is what the user wrote.
+  """
+  w = r.mapping(dotted)
+  try:
+    mixture_lib.validate_weights(
+        w,
+        names,
+        field=dotted,
+        normalize="error" if normalize == "error" else "silent",
+    )
+  except ValueError as e:
+    raise ConfigError(
+        library_error_field(e, dotted),
+        getattr(e, "problem", None) or str(e),
+        getattr(e, "fix", None) or "give known sources with weights >= 0",
+    ) from e
+  return w
+
+
+def data(r: config_lib.Reader, model: models.ModelConfig) -> types.DataSpec:
+  max_docs = r.int("data.offline_max_docs", 0)
+  raw = r.mapping("data.sources")
+  if not raw:
+    raise ConfigError("data.sources", "no sources are defined", "add sources")
+  specs = {}
+  for name, d in raw.items():
+    if not isinstance(d, Mapping):
+      raise ConfigError(
+          f"data.sources.{name}", f"expected a dict, got {d!r}", "give a dict"
+      )
+    specs[name] = lib(
+        f"data.sources.{name}",
+        "see demix_jax/data/sources.py for the keys of each kind",
+        sources_lib.spec_from_dict,
+        name,
+        d,
+        offline_max_docs=max_docs,
+    )
+  names = tuple(specs)
+  seq_len = r.int("data.seq_len", 8)
+  candidates = r.names("data.candidates", names)
+  if len(candidates) < 2:
+    raise ConfigError(
+        "data.candidates", "need at least 2 candidates", "list >= 2 sources"
+    )
+  general = r.get("data.general")
+  if general not in candidates:
+    raise ConfigError(
+        "data.general",
+        f"{general!r} is not in data.candidates",
+        "name the general-pool candidate",
+    )
+  normalize = r.choice("data.normalize_weights", types.NORMALIZE)
+  pretrain = weights(r, "data.pretrain_mixture", list(names), normalize)
+  tok_path = r.str("data.tokenizer.path")
+  if tok_path and "://" not in tok_path and not os.path.exists(tok_path):
+    raise ConfigError(
+        "data.tokenizer.path",
+        f"{tok_path!r} does not exist",
+        "give an existing SentencePiece .model, or '' to train one",
+    )
+  vocab_size = r.int("data.tokenizer.vocab_size", 2)
+  if vocab_size > model.vocab_size:
+    raise ConfigError(
+        "data.tokenizer.vocab_size",
+        f"{vocab_size} exceeds model.vocab_size={model.vocab_size}",
+        "make the tokenizer no larger than the model's vocabulary",
+    )
+  return types.DataSpec(
+      sources=specs,
+      candidates=candidates,
+      general=general,
+      beta=r.float("data.beta", 0.0, 1.0),
+      seq_len=seq_len,
+      pretrain_mixture=pretrain,
+      max_epochs=r.float("data.max_epochs", 0.0, open_low=True),
+      on_overrun=r.choice("data.on_overrun", ("error", "warn")),
+      normalize_weights=normalize,
+      shuffle_seed=r.int("data.shuffle_seed", 0),
+      worker_count=r.int("data.worker_count", 0),
+      tokenizer=types.TokenizerSpec(
+          tok_path, vocab_size, r.int("data.tokenizer.sample_chars")
+      ),
+  )
+
+
+def train(
+    r: config_lib.Reader, num_devices: int | None, mesh: types.MeshSpec
+) -> types.TrainSpec:
+  gbs = r.int("train.global_batch_size")
+  accum = r.int("train.grad_accum_steps")
+  if gbs % accum:
+    raise ConfigError(
+        "train.grad_accum_steps",
+        f"does not divide global_batch_size={gbs}",
+        "use a divisor of the global batch size",
+    )
+  if num_devices is not None:
+    m = config_lib.resolve_mesh_shape(dict(mesh.axes), num_devices)
+    dp = math.prod(
+        s for n, s in zip(m.axis_names, m.shape) if n in ("data", "fsdp")
+    )
+    if (gbs // accum) % dp:
+      raise ConfigError(
+          "train.global_batch_size",
+          f"micro-batch {gbs // accum} (global_batch_size / grad_accum_steps)"
+          f" is not divisible by the {dp} data-parallel devices of mesh"
+          f" {dict(zip(m.axis_names, m.shape))}",
+          f"use a global batch that is a multiple of {dp * accum}",
+      )
+  return types.TrainSpec(
+      global_batch_size=gbs,
+      grad_accum_steps=accum,
+      log_every_steps=r.int("train.log_every_steps"),
+      eval_every_steps=r.int("train.eval_every_steps", 0),
+      eval_batches=r.int("train.eval_batches"),
+      checkpoint_every_steps=r.int("train.checkpoint_every_steps"),
+      keep_last=r.int("train.keep_last"),
+      peak_flops=r.float("train.peak_flops", 0.0),
+  )
+
+
+def optim(r: config_lib.Reader) -> optim_lib.OptimConfig:
+  r.float("optim.peak_lr", 0.0, open_low=True)
+  r.float("optim.min_lr_ratio", 0.0, 1.0)
+  r.int("optim.warmup_steps", 0)
+  r.float("optim.weight_decay", 0.0)
+  r.float("optim.b1", 0.0, 1.0, open_high=True)
+  r.float("optim.b2", 0.0, 1.0, open_high=True)
+  r.float("optim.eps", 0.0, open_low=True)
+  r.float("optim.clip_norm", 0.0)
+  r.bool("optim.decay_embeddings")
+  return lib(
+      "optim",
+      "use the fields of demix_jax.training.optim.OptimConfig",
+      optim_lib.OptimConfig.from_dict,
+      r.mapping("optim"),
+  )
+
+
+def budgets(r: config_lib.Reader) -> types.BudgetSpec:
+  comp = r.int("components.tokens")
+  budgets = r.get("components.budgets")
+  if not isinstance(budgets, (list, tuple)) or not budgets:
+    raise ConfigError(
+        "components.budgets", f"{budgets!r} is not a list", "list >= 1 budget"
+    )
+  for i, b in enumerate(budgets):
+    if (
+        isinstance(b, bool)
+        or not isinstance(b, (int, float))
+        or not 0 < b <= comp
+    ):
+      raise ConfigError(
+          f"components.budgets[{i}]",
+          f"{b!r} is not in (0, components.tokens={comp}]",
+          "list token budgets within the component run",
+      )
+  budgets = tuple(int(b) for b in budgets)
+  use = r.int("components.use_budget")
+  if use not in budgets:
+    raise ConfigError(
+        "components.use_budget",
+        f"{use} is not one of the kept budgets {budgets}",
+        "use a value from components.budgets",
+    )
+  return types.BudgetSpec(
+      base_tokens=r.int("base.tokens"),
+      component_tokens=comp,
+      component_budgets=budgets,
+      use_budget=use,
+      final_tokens=r.int("final.tokens"),
+  )
+
+
+def static_targets(
+    benchmarks: tuple[str, ...],
+    heldout_sources: tuple[str, ...],
+    domain_metrics: Mapping[str, str],
+) -> tuple[str, ...]:
+  """The evaluator's target names, from names alone (no data needed)."""
+  groups = [(b, bench_lib.spec_of(b).kind) for b in benchmarks]
+  groups += [(f"heldout/{s}", "heldout") for s in heldout_sources]
+  return tuple(scoring.names_for_groups(groups, domain_metrics))
+
+
+def eval(r: config_lib.Reader, data: types.DataSpec) -> types.EvalSpec:
+  benchmarks = r.names("eval.benchmarks", tuple(bench_lib.BENCHMARKS))
+  dm = r.mapping("eval.domain_metrics")
+  for d in dm:
+    if d not in bench_lib.DOMAINS:
+      raise ConfigError(
+          f"eval.domain_metrics.{d}",
+          "unknown domain",
+          f"use one of {tuple(bench_lib.DOMAINS)}",
+      )
+  targets = lib(
+      "eval.domain_metrics",
+      "use bpb for every domain, or acc/acc_norm where all its benchmarks"
+      " are multiple choice",
+      static_targets,
+      benchmarks,
+      tuple(data.sources),
+      dm,
+  )
+  return types.EvalSpec(
+      benchmarks=benchmarks,
+      max_items=r.int("eval.max_items"),
+      heldout_sequences=r.int("eval.heldout_sequences"),
+      batch_size=r.int("eval.batch_size"),
+      domain_metrics=dm,
+      targets=targets,
+  )
+
+
+def merge(r: config_lib.Reader, seed: int) -> types.MergeSettings:
+  method = r.choice("merge.method", merge_methods.METHODS)
+  spec = lib(
+      "merge",
+      "use density in (0, 1] and, for breadcrumbs, gamma + density <= 1",
+      merge_methods.MergeSpec,
+      method=method,
+      density=r.float("merge.density", 0.0, 1.0, open_low=True),
+      gamma=r.float("merge.gamma", 0.0, 1.0, open_high=True),
+      seed=seed,
+  )
+  return types.MergeSettings(spec, r.int("merge.chunk_size"))

@@ -1,0 +1,172 @@
+"""The RunSpec and its sections: frozen, typed views of a pipeline config."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from demix_jax import config_lib
+from demix_jax import models
+from demix_jax.data import sources as sources_lib
+from demix_jax.merging import methods as merge_methods
+from demix_jax.search import gradient as gradient_lib
+from demix_jax.search import objective as objective_lib
+from demix_jax.search import pool as pool_lib
+from demix_jax.search import rounds as rounds_lib
+from demix_jax.training import optim as optim_lib
+
+STAGES = ("base", "components", "search", "final", "validate", "report")
+SURROGATES = ("lightgbm", "ridge", "gp", "ensemble", "auto")
+SAMPLERS = ("demix", "uniform")
+SEARCH_METHODS = ("surrogate", "gradient")
+BASELINES = ("natural",)
+NORMALIZE = ("error", "warn", "silent")
+REPORT_FORMATS = ("png", "pdf", "svg")
+# Logical axis names the model and the engine constrain (mesh.rules keys).
+LOGICAL_AXES = (
+    "batch",
+    "mixtures",
+    "embed",
+    "mlp",
+    "heads",
+    "kv",
+    "vocab",
+    "layers",
+    "length",
+    "components",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerSpec:
+  path: str  # a SentencePiece .model (local or gs://); "" = train one
+  vocab_size: int
+  sample_chars: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+  sources: Mapping[str, sources_lib.SourceSpec]
+  candidates: tuple[str, ...]  # the order of alpha's entries
+  general: str
+  beta: float
+  seq_len: int
+  pretrain_mixture: Mapping[str, float]
+  max_epochs: float
+  on_overrun: str
+  normalize_weights: str
+  shuffle_seed: int
+  worker_count: int
+  tokenizer: TokenizerSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshSpec:
+  axes: Mapping[str, int]  # -1 = the remaining devices
+  rules: tuple[tuple[str, Any], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+  global_batch_size: int
+  grad_accum_steps: int
+  log_every_steps: int
+  eval_every_steps: int
+  eval_batches: int
+  checkpoint_every_steps: int
+  keep_last: int
+  peak_flops: float
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetSpec:
+  """Training tokens of each stage."""
+
+  base_tokens: int
+  component_tokens: int
+  component_budgets: tuple[int, ...]  # component checkpoints kept forever
+  use_budget: int  # the budget the search merges
+  final_tokens: int
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSpec:
+  benchmarks: tuple[str, ...]
+  max_items: int
+  heldout_sequences: int
+  batch_size: int
+  domain_metrics: Mapping[str, str]
+  targets: tuple[str, ...]  # every target name the evaluator returns
+
+
+@dataclasses.dataclass(frozen=True)
+class MergeSettings:
+  spec: merge_methods.MergeSpec
+  chunk_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpec:
+  pool: pool_lib.PoolConfig
+  rounds: rounds_lib.SearchConfig
+  objective: objective_lib.ObjectiveSpec
+  constraints: Mapping[str, float | tuple[float, float]]
+  method: str
+  gradient: gradient_lib.GradientConfig | None  # None = disabled
+  barrier_points: int
+
+
+@dataclasses.dataclass(frozen=True)
+class FinalSpec:
+  tokens: int
+  baselines: tuple[str, ...]
+  fixed_mixtures: Mapping[str, Mapping[str, float]]
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidateSpec:
+  num_references: int
+  reference_tokens: int  # resolved: 0 in the config = components' tokens
+  proxy_fractions: tuple[float, ...]
+  merge_methods: tuple[str, ...]
+  betas: tuple[float, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  """Everything a run needs, typed. `config` is the plain dict it came from."""
+
+  seed: int
+  stages: tuple[str, ...]
+  model: models.ModelConfig
+  optim: optim_lib.OptimConfig
+  mesh: MeshSpec
+  data: DataSpec
+  train: TrainSpec
+  budgets: BudgetSpec
+  eval: EvalSpec
+  merge: MergeSettings
+  search: SearchSpec
+  final: FinalSpec
+  validate: ValidateSpec
+  report_formats: tuple[str, ...]
+  config: Mapping[str, Any]
+
+  @property
+  def candidates(self) -> tuple[str, ...]:
+    return self.data.candidates
+
+  def fields_hash(self, paths: tuple[str, ...]) -> str:
+    """Hash of the config values at dotted `paths` (missing = None)."""
+    picked = {}
+    for p in paths:
+      node: Any = self.config
+      for part in p.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+      picked[p] = node
+    return config_lib.config_hash(picked)
+
+
+# ----------------------------------------------------------------------------
+# Checks over the plain dict.
+# ----------------------------------------------------------------------------

@@ -1,0 +1,51 @@
+"""What every stage receives: the workspace and its prerequisites' results."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax
+
+from demix_jax import storage
+from demix_jax import workspace as workspace_lib
+from demix_jax.stages import results as results_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+  """A stage's inputs: the shared workspace and the results it requires.
+
+  `results` holds exactly the finished prerequisite stages the pipeline
+  loaded (see pipeline.REQUIRES), plus optional ones that exist (the report
+  reads the final and validate results when they are there).
+  """
+
+  ws: workspace_lib.Workspace
+  results: Mapping[str, results_lib.Result]
+  # Identifies the config a run was trained under (checkpoint metadata).
+  config_hash: str = ""
+
+  def get(self, stage: str) -> Any:
+    return self.results.get(stage)
+
+
+def domain_scores(scores: Mapping[str, Any]) -> dict[str, Any]:
+  """{"domain/general": x, ...} -> {"general": x, ...}."""
+  return {
+      k.split("/", 1)[1]: v
+      for k, v in scores.items()
+      if k.startswith("domain/")
+  }
+
+
+def steps_of(spec: Any, tokens: int) -> int:
+  """Optimizer steps of a run of `tokens` (the trainer rounds up)."""
+  per = spec.train.global_batch_size * spec.data.seq_len
+  return max(1, -(-int(tokens) // per))
+
+
+def write_json(path: Any, obj: Any) -> None:
+  """A stage's own bookkeeping file (process 0 writes, atomically)."""
+  if jax.process_index() == 0:
+    storage.atomic_write_json(path, obj)

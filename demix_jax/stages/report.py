@@ -1,0 +1,149 @@
+"""Stage `report`: summary.json, report.md and the plots.
+
+Always rerun (it is cheap and reads only finished results). `print_result`
+renders the found mixture and the final-vs-baseline table; the CLI prints it
+last, so it is the last thing a person sees in the terminal.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import jax
+import numpy as np
+
+from demix_jax import spec as spec_lib
+from demix_jax import storage
+from demix_jax.report import plots
+from demix_jax.report import summary as summary_lib
+from demix_jax.search import surrogates
+from demix_jax.search import table as table_lib
+from demix_jax.stages import common
+from demix_jax.stages import results
+
+NAME = "report"
+
+
+def _surrogate_kind(kind: str, n: int) -> str:
+  if kind == "auto":
+    return "ridge" if n < surrogates.AUTO_RIDGE_BELOW else "lightgbm"
+  return kind
+
+
+def _plots(spec, ws, search, summary, key_targets, out_dir) -> dict[str, str]:
+  names = ws.candidates
+  alphas, cols, rounds = table_lib.read_proxies(search.proxies_csv, names)
+  chosen = np.array([search.alpha[n] for n in names])
+  paths = []
+  gpath = ws.workdir / "search" / "gradient_paths.npy"
+  if gpath.exists():
+    paths = list(np.load(io.BytesIO(gpath.read_bytes())))
+  label = (
+      "composite rank (lower is better)"
+      if search.objective["kind"] == "composite"
+      else search.objective["targets"][0]
+  )
+  pngs = {}
+  pngs["landscape"] = plots.mixture_landscape(
+      alphas,
+      cols["objective"],
+      names,
+      str(out_dir / "landscape.png"),
+      title=f"{len(alphas)} merged proxies",
+      value_label=label,
+      highlight=chosen,
+      paths=paths,
+  )
+  t0 = key_targets[0]
+  kind = _surrogate_kind(spec.search.rounds.surrogate, len(alphas))
+  pred = surrogates.out_of_fold(kind, alphas, cols[t0], seed=spec.seed)
+  pngs["surrogate"] = plots.predicted_vs_observed(
+      pred,
+      cols[t0],
+      str(out_dir / "surrogate.png"),
+      label=t0,
+      rho=surrogates.spearman(pred, cols[t0]),
+  )
+  obj = cols["objective"]
+  best = {
+      "best proxy so far (objective)": [
+          float(np.nanmin(obj[rounds <= r]))
+          for r in sorted(set(rounds.tolist()))
+      ]
+  }
+  pngs["rounds"] = plots.best_per_round(
+      best, str(out_dir / "rounds.png"), ylabel="composite rank"
+  )
+  diag = search.diagnostics or {}
+  if diag.get("delta"):
+    barriers = {
+        tuple(k.split("|")): v for k, v in diag.get("barrier", {}).items()
+    }
+    pngs["components"] = plots.component_diagnostics(
+        diag["delta"], barriers, str(out_dir / "components.png")
+    )
+  if summary["final"]:
+    table = {"demix": summary["final"], **summary["baselines"]}
+    pngs["final"] = plots.final_vs_baselines(
+        table,
+        summary["key_targets"],
+        str(out_dir / "final.png"),
+        predicted=summary["merged"],
+    )
+  return pngs
+
+
+def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.ReportResult:
+  ws = inputs.ws
+  search = inputs.results["search"]
+  done = {
+      name: {**r.to_json(), "seconds": r.seconds}
+      for name, r in inputs.results.items()
+  }
+  out_dir = ws.workdir / "report"
+  out_dir.mkdir(parents=True, exist_ok=True)
+  key_targets = list(search.objective["targets"])
+  extra = [
+      t
+      for t in next(iter(search.methods.values()))["merged_scores"]
+      if t.startswith("heldout/") and t.endswith("/bpb")
+  ]
+  summary = summary_lib.build_summary(done, key_targets + extra)
+  pngs = {}
+  if jax.process_index() == 0:
+    pngs = _plots(spec, ws, search, summary, key_targets, out_dir)
+    rel = {k: v.rsplit("/", 1)[-1] for k, v in pngs.items()}
+    storage.atomic_write_json(out_dir / "summary.json", summary)
+    storage.atomic_write_text(
+        out_dir / "report.md", summary_lib.render_markdown(summary, rel)
+    )
+  return results.ReportResult(
+      summary=str(out_dir / "summary.json"),
+      report=str(out_dir / "report.md"),
+      plots=pngs,
+  )
+
+
+def print_result(summary: dict[str, Any]) -> None:
+  """The found mixture and the final-vs-baseline table, on stdout."""
+  print("\nFound mixture (alpha -> source weights):")
+  for c, a in summary["alpha"].items():
+    print(
+        f"  {c:>12s}  alpha={a:.4f}  weight="
+        f"{summary['source_weights'].get(c, 0.0):.4f}"
+    )
+  if summary["final"]:
+    runs = {"demix": summary["final"], **summary["baselines"]}
+    print("\nFinal runs (lower bpb is better):")
+    print(
+        f"  {'target':<28s}"
+        + "".join(f"{r:>12s}" for r in runs)
+        + f"{'proxy':>12s}"
+    )
+    for t in summary["key_targets"]:
+      print(
+          f"  {t:<28s}"
+          + "".join(f"{runs[r].get(t, float('nan')):12.4f}" for r in runs)
+          + f"{summary['merged'].get(t, float('nan')):12.4f}"
+      )

@@ -1,0 +1,180 @@
+"""Stage `search`: merged proxies scored on device, surrogate rounds, alpha*.
+
+Rounds of merged proxies (DeMix Sec. 3) pick alpha*; the gradient search
+refines it on the merged model's differentiable bits per byte; the chosen
+mixture becomes the final run's source weights. The component diagnostics
+(delta per component, pairwise loss barriers) are computed here because they
+need the same loaded components. The search state is saved after every
+round (search/state/), so a killed search resumes without rescoring.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+from absl import logging
+import numpy as np
+
+from demix_jax import multihost
+from demix_jax import progress as progress_lib
+from demix_jax import spec as spec_lib
+from demix_jax import storage
+from demix_jax.data import mixture as mixture_lib
+from demix_jax.evals import scoring
+from demix_jax.merging import diagnostics
+from demix_jax.search import gradient as gradient_lib
+from demix_jax.search import pool as pool_lib
+from demix_jax.search import rounds as rounds_lib
+from demix_jax.stages import common
+from demix_jax.stages import results
+
+NAME = "search"
+
+
+def sample_pool(spec: spec_lib.RunSpec, ws, seed: int, size: int | None = None):
+  """The candidate pool (or reference mixtures) drawn with the spec's sampler."""
+  s = spec.search
+  prior = pool_lib.prior_from_tokens(
+      [ws.token_counts[n] for n in ws.candidates], s.pool.temperature
+  )
+  cfg = s.pool if size is None else _with_size(s.pool, size)
+  return pool_lib.sample_pool(
+      cfg, np.random.default_rng(seed), ws.alpha_bounds(), prior, ws.candidates
+  )
+
+
+def _with_size(cfg: pool_lib.PoolConfig, size: int) -> pool_lib.PoolConfig:
+  return pool_lib.PoolConfig(
+      size=size,
+      sampler=cfg.sampler,
+      temperature=cfg.temperature,
+      concentration_range=cfg.concentration_range,
+      concentration_count=cfg.concentration_count,
+      floor=cfg.floor,
+  )
+
+
+def _gradient(spec, ev, bounds, alpha, direction):
+  """Mirror descent on the merged model's bpb, from alpha*."""
+  g = spec.search.gradient
+  objective = ev.make_objective(
+      [t for t in spec.search.objective.targets if not direction(t)] or None
+  )
+  t1 = time.time()
+  grad = gradient_lib.gradient_search(objective, bounds, g, init=alpha)
+  scores = {
+      k: float(v[0])
+      for k, v in ev.evaluate(np.asarray(grad.alpha)[None]).items()
+  }
+  entry = {
+      "alpha": np.asarray(grad.alpha).tolist(),
+      "merged_scores": scores,
+      "objective": float(grad.value),
+      "evaluations": int(grad.evaluations),
+      "seconds": time.time() - t1,
+  }
+  return grad, entry
+
+
+def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.SearchResult:
+  ws = inputs.ws
+  s = spec.search
+  base = inputs.results["base"]
+  comps = inputs.results["components"]
+  ev = ws.evaluator(base.run_dir, comps.run_dirs(), spec.budgets.use_budget)
+  store = ev.store
+  dm = dict(spec.eval.domain_metrics)
+  direction = lambda t: scoring.higher_is_better(t, dm)
+  bounds = ws.alpha_bounds()
+  total = sum(rounds_lib.round_sizes(s.rounds.n_init, s.rounds.rounds))
+  bar = progress_lib.Progress(NAME, total, "proxies")
+  scored = [0]
+
+  def evaluate(alphas):
+    def report(done, _):
+      bar.update(scored[0] + done)
+
+    out = ev.evaluate(alphas, report)
+    scored[0] += len(alphas)
+    return out
+
+  t0 = time.time()
+  result = rounds_lib.run_search(
+      evaluate,
+      lambda: sample_pool(spec, ws, spec.seed),
+      s.objective,
+      direction,
+      s.rounds,
+      str(ws.workdir / "search" / "state"),
+      ws.candidates,
+  )
+  search_seconds = time.time() - t0
+  alpha = np.asarray(result.alpha, np.float64)
+  measured = {k: float(v[0]) for k, v in ev.evaluate(alpha[None]).items()}
+  methods_table = {
+      "surrogate": {"alpha": alpha.tolist(), "merged_scores": measured}
+  }
+  grad = None
+  if s.gradient is not None:
+    grad, methods_table["gradient"] = _gradient(
+        spec, ev, bounds, alpha, direction
+    )
+  chosen = alpha
+  if s.method == "gradient" and grad is not None:
+    chosen = np.asarray(grad.alpha, np.float64)
+  # The final runs train on this mixture on every process: use process 0's.
+  chosen = multihost.broadcast(np.asarray(chosen, np.float64))
+  alpha_d = dict(zip(ws.candidates, chosen.tolist()))
+  weights = ws.source_weights(alpha_d)
+  epochs = mixture_lib.epochs_per_source(
+      weights, ws.token_counts, spec.final.tokens
+  )
+  barriers = diagnostics.loss_barriers(ev, points=s.barrier_points)
+  if barriers.get("warning"):
+    logging.warning("%s", barriers["warning"])
+  diag = {
+      "delta": diagnostics.weight_deltas(store),
+      "barrier": {k: v["barrier"] for k, v in barriers["pairs"].items()},
+      "barrier_target": barriers["target"],
+      "barrier_warning": barriers.get("warning"),
+  }
+  if grad is not None and multihost.is_writer():
+    # Through bytes: np.save cannot write to gs:// itself.
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(grad.paths))
+    storage.atomic_write_bytes(
+        ws.workdir / "search" / "gradient_paths.npy", buf.getvalue()
+    )
+  snippet = (
+      "--config.final.fixed_mixtures.found='"
+      + json.dumps({k: round(v, 6) for k, v in weights.items()})
+      + "'"
+  )
+  used = "gradient" if s.method == "gradient" else "surrogate"
+  bar.finish(
+      f"{result.n_evaluated} proxies, alpha* = "
+      + ", ".join(f"{k} {v:.3f}" for k, v in alpha_d.items())
+  )
+  return results.SearchResult(
+      alpha=alpha_d,
+      source_weights=weights,
+      predicted=result.predicted,
+      predicted_std=result.predicted_std,
+      merged_scores=methods_table[used]["merged_scores"],
+      methods=methods_table,
+      epochs=epochs,
+      rounds=result.rounds,
+      final_cv=result.final_cv,
+      proxies_csv=result.table_path,
+      n_proxies=result.n_evaluated,
+      diagnostics=diag,
+      config_snippet=snippet,
+      objective={
+          "kind": s.objective.kind,
+          "targets": list(s.objective.targets),
+      },
+      search_seconds=search_seconds,
+      tokens=0,
+  )

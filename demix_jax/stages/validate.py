@@ -1,0 +1,143 @@
+"""Stage `validate`: reference runs vs merged and trained proxies (Table 2).
+
+Reference mixtures are drawn with the search's sampler (another seed); each
+is trained from the base for `validate.reference_tokens`, keeping early
+checkpoints that serve as the trained proxies (RegMix-style) at
+`validate.proxy_fractions` of its tokens. Merged proxies of every variant
+(budget x merge method x beta, one factor at a time) score the same
+mixtures; the harness reports rank agreement and cost. Components for an
+extra beta are trained here, under validate/components_beta<b>/.
+"""
+
+from __future__ import annotations
+
+import jax
+
+from demix_jax import models
+from demix_jax import spec as spec_lib
+from demix_jax.evals import scoring
+from demix_jax.search import rounds as rounds_lib
+from demix_jax.stages import common
+from demix_jax.stages import components as components_stage
+from demix_jax.stages import results
+from demix_jax.stages import search as search_stage
+from demix_jax.training import checkpointing
+from demix_jax.validation import harness
+
+NAME = "validate"
+_SAME = 1e-12
+
+
+def variants(spec: spec_lib.RunSpec) -> list[harness.MergedVariant]:
+  """Merged-proxy variants, ablating one factor at a time."""
+  v, beta0 = spec.validate, spec.data.beta
+  out = []
+  for b in spec.budgets.component_budgets:
+    for method in v.merge_methods:
+      for beta in (beta0,) + v.betas:
+        if method != "linear" and abs(beta - beta0) > _SAME:
+          continue
+        if b != spec.budgets.use_budget and (
+            method != "linear" or abs(beta - beta0) > _SAME
+        ):
+          continue
+        out.append(
+            harness.MergedVariant(
+                label=f"{method}|beta{beta:g}|{int(b)}",
+                component_tokens=int(b),
+                merge_method=method,
+                beta=beta,
+            )
+        )
+  return out
+
+
+def run(
+    spec: spec_lib.RunSpec, inputs: common.Inputs
+) -> results.ValidateResult:
+  ws = inputs.ws
+  v = spec.validate
+  base = inputs.results["base"]
+  comps = inputs.results["components"]
+  ref_tokens = v.reference_tokens
+  alphas = search_stage.sample_pool(
+      spec, ws, spec.seed + 7919, size=v.num_references
+  )
+  ev0 = ws.evaluator(base.run_dir, comps.run_dirs(), spec.budgets.use_budget)
+  dm = dict(spec.eval.domain_metrics)
+  domains = [t.split("/", 1)[1] for t in ev0.targets if t.startswith("domain/")]
+  direction = {d: scoring.higher_is_better(f"domain/{d}", dm) for d in domains}
+  budgets = harness.proxy_budgets(ref_tokens, v.proxy_fractions)
+  beta_dirs = {}
+
+  def component_dirs(beta: float) -> dict[str, str]:
+    if abs(beta - spec.data.beta) < _SAME:
+      return comps.run_dirs()
+    if beta not in beta_dirs:
+      out_dir = ws.workdir / "validate" / f"components_beta{beta:g}"
+      runs = components_stage.train_components(
+          spec, inputs, beta, out_dir, what=f"component (beta={beta:g})"
+      )
+      beta_dirs[beta] = {c: r.run_dir for c, r in runs.items()}
+    return beta_dirs[beta]
+
+  def train_reference(i, alpha, out_dir):
+    weights = ws.source_weights(dict(zip(ws.candidates, alpha.tolist())))
+    ws.train(
+        out_dir,
+        weights,
+        ref_tokens,
+        what=f"reference {i}",
+        budgets=tuple(budgets),
+        init_from=base.run_dir,
+        seed_offset=1000 + i,
+        config_hash=inputs.config_hash,
+    )
+
+  def score_reference(i, fraction):
+    run_dir = ws.workdir / "validate" / "references" / f"ref_{i:04d}"
+    tokens = None if fraction >= 1.0 else int(round(fraction * ref_tokens))
+    params = checkpointing.load_params(run_dir, tokens)
+    return common.domain_scores(ev0.evaluate_params(params))
+
+  def score_merged(a, label):
+    method, beta_s, tokens = label.split("|")
+    ev = ws.evaluator(
+        base.run_dir, component_dirs(float(beta_s[4:])), int(tokens), method
+    )
+    return common.domain_scores(ev.evaluate(a))
+
+  n = spec.search.rounds
+  cost = harness.CostSettings(
+      n_params=float(models.num_params(spec.model)),
+      n_components=len(ws.candidates),
+      n_proxies=sum(rounds_lib.round_sizes(n.n_init, n.rounds)),
+      eval_tokens=float(ev0.suite.n_rows * spec.data.seq_len),
+  )
+  final = inputs.get("final")
+  final_scores = None
+  if final is not None:
+    final_scores = {
+        name: common.domain_scores(r.scores) for name, r in final.runs.items()
+    }
+  table = harness.run_validation(
+      str(ws.workdir),
+      alphas,
+      direction,
+      train_reference,
+      score_reference,
+      score_merged,
+      reference_tokens=ref_tokens,
+      variants=variants(spec),
+      cost=cost,
+      proxy_fractions=v.proxy_fractions,
+      main_merge_method="linear",
+      main_beta=spec.data.beta,
+      final_scores=final_scores,
+      write=jax.process_index() == 0,
+  )
+  return results.ValidateResult(
+      rows=table.get("rows", []),
+      table=str(ws.workdir / "validate" / "table.json"),
+      tokens=len(alphas) * ref_tokens,
+  )
