@@ -60,13 +60,22 @@ class Workspace:
     if tok.path:
       vocab = tokenizer_lib.load_vocab(tok.path)
     else:
-      vocab = tokenizer_lib.train_vocab(
-          {n: s.docs("train") for n, s in self.sources.items()},
-          tok.vocab_size,
-          str(self.data_dir / "tokenizer.model"),
-          seed=self.spec.seed,
-          sample_chars=tok.sample_chars,
-      )
+      try:
+        vocab = tokenizer_lib.train_vocab(
+            {n: s.docs("train") for n, s in self.sources.items()},
+            tok.vocab_size,
+            str(self.data_dir / "tokenizer.model"),
+            seed=self.spec.seed,
+            sample_chars=tok.sample_chars,
+        )
+      except RuntimeError as e:  # SentencePiece reports bad sizes this way
+        raise ConfigError(
+            "data.tokenizer.vocab_size",
+            f"a {tok.vocab_size}-piece tokenizer cannot be trained on these"
+            f" sources ({str(e).strip().splitlines()[-1][:200]})",
+            "use a larger vocab_size (and model.vocab_size), or more"
+            " sample_chars",
+        ) from e
     if vocab.vocab_size > self.spec.model.vocab_size:
       raise ConfigError(
           "model.vocab_size",

@@ -16,6 +16,7 @@ checked at startup too.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Mapping
 
 import ml_collections
@@ -68,6 +69,9 @@ def resolve(
   """
   if isinstance(config, ml_collections.ConfigDict):
     config = config_lib.to_dict(config)
+  else:
+    # A private copy: the spec must not change when the caller's dict does.
+    config = copy.deepcopy(dict(config))
   r = config_lib.Reader(config)
   seed = r.int("seed", 0)
   if stages is None:

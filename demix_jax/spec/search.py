@@ -53,7 +53,18 @@ def search(
     ev: types.EvalSpec,
     chunk: int,
 ) -> types.SearchSpec:
-  lo, hi = (r.get("search.concentration_range") or (None, None))[:2]
+  rng = r.get("search.concentration_range")
+  if (
+      isinstance(rng, str)
+      or not isinstance(rng, (list, tuple))
+      or len(rng) != 2
+  ):
+    raise ConfigError(
+        "search.concentration_range",
+        f"expected (min, max), got {rng!r}",
+        "give two positive numbers, e.g. (0.5, 5.0)",
+    )
+  lo, hi = rng
   for v in (lo, hi):
     config_lib.number("search.concentration_range", v, 0.0, open_low=True)
   if lo > hi:

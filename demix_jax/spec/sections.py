@@ -77,6 +77,12 @@ def mesh(r: config_lib.Reader, num_devices: int | None) -> types.MeshSpec:
   if num_devices is not None:
     config_lib.resolve_mesh_shape(axes, num_devices)
   rules = r.get("mesh.rules")
+  if isinstance(rules, str) or not isinstance(rules, (list, tuple)):
+    raise ConfigError(
+        "mesh.rules",
+        f"expected a tuple of (logical, mesh) pairs, got {rules!r}",
+        "see configs/demo.py for the form",
+    )
   out = []
   for i, rule in enumerate(rules):
     if not isinstance(rule, (list, tuple)) or len(rule) != 2:

@@ -1,0 +1,208 @@
+"""The run spec: every config field is checked, before any work.
+
+The property test walks every leaf of the demo config and gives it a value
+of the wrong kind (and, for numbers, an out-of-range one): `resolve` must
+refuse each with a ConfigError that names that field. The table below holds
+the bad inputs a new user actually tried, each of which used to fail only
+after training (or never).
+"""
+
+import math
+import subprocess
+import sys
+
+import pytest
+
+from configs import demo
+from demix_jax import config_lib
+from demix_jax import spec as spec_lib
+
+# Leaves whose value is a dict checked entry by entry (walk stops there).
+_DICT_LEAVES = {
+    "data.sources",
+    "data.pretrain_mixture",
+    "final.fixed_mixtures",
+    "search.constraints",
+    "search.domain_weights",
+    "eval.domain_metrics",
+    "mesh.axes",
+}
+
+
+def _leaves(d, prefix=""):
+  for k, v in d.items():
+    path = f"{prefix}{k}"
+    if isinstance(v, dict) and path not in _DICT_LEAVES:
+      yield from _leaves(v, path + ".")
+    else:
+      yield path, v
+
+
+def _set(d, dotted, value):
+  *parents, last = dotted.split(".")
+  for p in parents:
+    d = d[p]
+  d[last] = value
+
+
+def _bad_values(path, value):
+  """Values of the wrong kind for this leaf (each must be refused)."""
+  if isinstance(value, bool):
+    return ["maybe", 3]
+  if isinstance(value, int):
+    return ["many", -7, 2.5]
+  if isinstance(value, float):
+    return ["x", float("nan"), -1e30]
+  if isinstance(value, str):
+    return [12345, "definitely-not-a-valid-value"]
+  if isinstance(value, (list, tuple)):
+    return ["nope", 7]
+  if isinstance(value, dict):
+    return [5, "nope"]
+  raise AssertionError(f"no bad values for {path}={value!r}")
+
+
+def _config():
+  return config_lib.to_dict(demo.get_config("runlocal"))
+
+
+# Leaves where a value of the wrong kind is meaningful: none today. A leaf
+# listed here must say why.
+_ACCEPTS_ANY = {}
+
+_CASES = [
+    (path, bad)
+    for path, value in _leaves(_config())
+    for bad in _bad_values(path, value)
+    if path not in _ACCEPTS_ANY
+]
+
+
+def test_walk_covers_every_section():
+  sections = {p.split(".")[0] for p, _ in _CASES}
+  assert sections == set(_config()), sorted(set(_config()) - sections)
+  assert len(_CASES) > 200
+
+
+@pytest.mark.parametrize("path,bad", _CASES, ids=lambda x: repr(x)[:40])
+def test_every_field_rejects_a_bad_value(path, bad):
+  config = _config()
+  _set(config, path, bad)
+  with pytest.raises(config_lib.ConfigError) as err:
+    spec_lib.resolve(config, num_devices=1)
+  top = path.split(".")[0]
+  assert err.value.field.startswith(top), (path, bad, str(err.value))
+  assert "Fix:" in str(err.value)
+
+
+# (override, field named in the error) -- the cases of issue 18 and friends.
+_TABLE = [
+    ({"search.objective": "heldout_bpbx"}, "search.objective"),
+    ({"final.baselines": ("natural", "nope")}, "final.baselines[1]"),
+    (
+        {"validate.merge_methods": ("linear", "foo")},
+        "validate.merge_methods[1]",
+    ),
+    ({"optim.peak_lr": 0.0}, "optim.peak_lr"),
+    ({"components.use_budget": 1234}, "components.use_budget"),
+    (
+        {"search.constraints": {"general": 0.9, "math": 0.9}},
+        "search.constraints",
+    ),
+    ({"data.tokenizer.path": "missing.model"}, "data.tokenizer.path"),
+    ({"merge.method": "multislerp"}, "merge.method"),
+    ({"search.surrogate": "gp"}, None),  # accepted: gp is a surrogate
+    ({"merge.method": "spherical"}, None),  # accepted: a merge method
+    ({"merge.method": "breadcrumbs_ties"}, None),
+    (
+        {"search.method": "gradient", "search.gradient.enabled": False},
+        "search.method",
+    ),
+    ({"search.rounds": 9}, "search.rounds"),
+    ({"eval.domain_metrics": {"code": "acc"}}, "eval.domain_metrics"),
+    ({"eval.domain_metrics": {"general": "acc_norm"}}, None),
+    (
+        {"search.domain_weights": {"poetry": 1.0}},
+        "search.domain_weights.poetry",
+    ),
+    ({"eval.benchmarks": ("arc_easy", "mmlu")}, "eval.benchmarks[1]"),
+    ({"data.candidates": ("general", "nope")}, "data.candidates[1]"),
+    ({"mesh.rules": (("batch", "pipeline"),)}, "mesh.rules[0]"),
+    (
+        {"final.fixed_mixtures": {"mine": {"general": -1.0}}},
+        "final.fixed_mixtures.mine.general",
+    ),
+    ({"data.tokenizer.vocab_size": 100_000}, "data.tokenizer.vocab_size"),
+    ({"stages": ("base", "bake")}, "stages[1]"),
+    ({"validate.proxy_fractions": (0.5, 1.5)}, "validate.proxy_fractions[1]"),
+    ({"search.concentration_range": (5.0, 0.5)}, "search.concentration_range"),
+]
+
+
+@pytest.mark.parametrize("overrides,field", _TABLE, ids=lambda x: repr(x)[:50])
+def test_table_of_bad_inputs(overrides, field):
+  config = _config()
+  for k, v in overrides.items():
+    _set(config, k, v)
+  if field is None:
+    spec_lib.resolve(config, num_devices=1)
+    return
+  with pytest.raises(config_lib.ConfigError) as err:
+    spec_lib.resolve(config, num_devices=1)
+  assert err.value.field == field, str(err.value)
+
+
+def test_spec_is_typed_and_frozen():
+  spec = spec_lib.resolve(demo.get_config(), num_devices=1)
+  assert spec.search.objective.targets == (
+      "domain/general",
+      "domain/code",
+      "domain/math",
+  )
+  assert "heldout/math/bpb" in spec.eval.targets
+  assert spec.validate.reference_tokens == spec.budgets.component_tokens
+  with pytest.raises(AttributeError):
+    spec.seed = 3  # frozen
+  assert math.isclose(spec.data.beta, 0.5)
+
+
+def test_result_hashes_ignore_speed_and_logging_fields():
+  from demix_jax import pipeline  # pylint: disable=g-import-not-at-top
+
+  a = spec_lib.resolve(demo.get_config("runlocal"))
+  config = _config()
+  config["merge"]["chunk_size"] = 3
+  config["train"]["log_every_steps"] = 7
+  config["train"]["checkpoint_every_steps"] = 5
+  config["data"]["worker_count"] = 2
+  b = spec_lib.resolve(config)
+  config["search"]["temperature"] = 0.5
+  c = spec_lib.resolve(config)
+  for stage in pipeline.RESULT_FIELDS:
+    assert pipeline.stage_hash(a, stage) == pipeline.stage_hash(b, stage)
+  assert pipeline.stage_hash(a, "components") == pipeline.stage_hash(
+      c, "components"
+  )
+  assert pipeline.stage_hash(a, "search") != pipeline.stage_hash(c, "search")
+
+
+def test_cli_refuses_before_work(tmp_path):
+  """Exit code 2, the field and the fix, and nothing written."""
+  proc = subprocess.run(
+      [
+          sys.executable,
+          "-m",
+          "demix_jax.main",
+          "--config=configs/demo.py:runlocal",
+          f"--workdir={tmp_path}",
+          "--config.search.objective=heldout_bpbx",
+      ],
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "config.search.objective" in proc.stderr
+  assert "Fix:" in proc.stderr
+  assert not (tmp_path / "config.json").exists()
+  assert not (tmp_path / "base").exists()
