@@ -79,8 +79,29 @@ class _ThirdPartyFilter(py_logging.Filter):
     return not any(f"/{p}/" in path for p in _QUIET_PACKAGES)
 
 
+def _import_tensorflow_quietly() -> None:
+  """Loads TensorFlow with stderr muted.
+
+  TF's C++ start-up lines (oneDNN, CUDA probing) go through absl's C++
+  logging before TF_CPP_MIN_LOG_LEVEL is consulted, so the only way to keep
+  them off the terminal is to mute file descriptor 2 while TF loads. An
+  import error is not hidden: the real import later raises it.
+  """
+  saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+  os.dup2(null, 2)
+  try:
+    import tensorflow  # pylint: disable=g-import-not-at-top,unused-import  # noqa: F401
+  except ImportError:
+    pass
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(null)
+
+
 def quiet_logging() -> None:
   """INFO off everywhere, third-party warnings off: progress and tables."""
+  _import_tensorflow_quietly()
   logging.set_verbosity(logging.WARNING)
   logging.get_absl_handler().addFilter(_ThirdPartyFilter())
   for name in _QUIET_PACKAGES:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import os
 from typing import Any, Mapping
 
@@ -384,12 +383,6 @@ class Workspace:
         seed_offset=seed_offset,
         config_hash=config_hash,
     )
-    kwargs = {}
-    if (
-        progress is not None
-        and "progress" in inspect.signature(trainer_lib.train).parameters
-    ):
-      kwargs["progress"] = progress
     return trainer_lib.train(
         self.spec.model,
         self.spec.optim,
@@ -397,7 +390,7 @@ class Workspace:
         str(run_dir),
         it,
         eval_data=self.eval_batches(),
-        **kwargs,
+        progress=progress,
     )
 
 

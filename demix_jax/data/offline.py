@@ -40,17 +40,21 @@ tfds data (`builder.as_data_source`). Builds are deterministic and cached;
 from __future__ import annotations
 
 import bz2
+import contextlib
 import dataclasses
 import hashlib
 import importlib
 import importlib.abc
 import importlib.util
+import io
 import os
 import random
 import re
 import sys
 import sysconfig
 from typing import Any, Iterator
+
+from absl import logging
 
 CORPORA = ("wiki", "math", "code")
 SPLITS = ("train", "heldout")
@@ -466,9 +470,15 @@ def build(corpus: str, cache_dir: str, max_docs: int = 0):
   )
   if not builder.is_prepared():
     tfds.disable_progress_bar()
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(
-            download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
-        )
-    )
+    # tfds prints "Downloading and preparing..." on stdout; keep stdout for
+    # progress and results, and the note in the INFO log.
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(
+              download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+          )
+      )
+    if printed.getvalue().strip():
+      logging.info("%s", printed.getvalue().strip())
   return builder

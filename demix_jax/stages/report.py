@@ -104,11 +104,13 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.ReportResult:
   out_dir = ws.workdir / "report"
   out_dir.mkdir(parents=True, exist_ok=True)
   key_targets = list(search.objective["targets"])
-  extra = [
+  # Sorted: the same order whether the search result came from this process
+  # or from its (key-sorted) done.json.
+  extra = sorted(
       t
       for t in next(iter(search.methods.values()))["merged_scores"]
       if t.startswith("heldout/") and t.endswith("/bpb")
-  ]
+  )
   summary = summary_lib.build_summary(done, key_targets + extra)
   pngs = {}
   if jax.process_index() == 0:

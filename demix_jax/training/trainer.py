@@ -242,6 +242,7 @@ class _Run:
   restored_from: str
   eval_data: Mapping[str, Any] | None
   step_callback: Callable[[int, dict[str, float]], None] | None
+  progress: Callable[[int], None] | None = None
 
   def __post_init__(self):
     rep = sharding.replicated(self.layout.mesh)
@@ -352,6 +353,8 @@ class _Run:
       if is_log:
         window.write(step)
       report(step)
+      if self.progress is not None:
+        self.progress(step)
       if self.is_eval(step):
         eval_metrics = self.heldout(params, step)
       if is_save:
@@ -411,6 +414,7 @@ def train(
     eval_data: Mapping[str, Any] | None = None,
     devices: Sequence[jax.Device] | None = None,
     step_callback: Callable[[int, dict[str, float]], None] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> TrainResult:
   """Runs (or resumes) one training stage to `train_cfg.total_tokens`.
 
@@ -426,7 +430,10 @@ def train(
       `num_bytes` [B_host] (UTF-8 bytes of the text its counted targets
       cover) to report bits per byte, otherwise only the loss is reported.
     devices: devices for the mesh (default: all).
-    step_callback: called after every step with (step, host metrics).
+    step_callback: called after every step with (step, host metrics); this
+      fetches the metrics every step.
+    progress: called after every step with the step number only (no device
+      sync), for progress lines.
 
   Returns:
     A TrainResult.
@@ -453,6 +460,7 @@ def train(
       start.restored_from,
       eval_data,
       step_callback,
+      progress,
   )
   window = _metric_window(
       model_cfg, optim_cfg, train_cfg, run.writer, n_devices
