@@ -290,7 +290,9 @@ class MixtureEvaluator:
     """Row NLL sums of every mixture.
 
     Args:
-      alphas: [M, K] mixture weights (rows normalised by the merge).
+      alphas: [M, K] mixture weights (each row normalised by the merge,
+        except for methods that use weights as given, see
+        `methods.MergeSpec.normalize`).
       progress: optional callback(done, total) after each chunk.
 
     Returns:

@@ -17,6 +17,11 @@ checkpoints (one tensor per layer) as done by the DeMix ablations.
 All arithmetic is done in float32 and the result is cast back to the leaf's
 dtype. `weights` are the mixture weights alpha (one per component).
 
+`merge` is the one walk over a tree's leaves: the tree API below and the
+merge engine's per-layer path (`merging.store`) both go through it and so
+through `merge_tensor`, with the same weight normalisation and DARE keys;
+a method therefore has one definition, whichever path scores it.
+
 Notation: theta_k = component k, b = base, tau_k = theta_k - b (task vector),
 w_k = weights. `merge(spec, ...)` dispatches on a `MergeSpec`.
 """
@@ -43,6 +48,8 @@ METHODS = (
     "slerp",
     "spherical",
 )
+# Methods whose weights are used as given (see MergeSpec.normalize).
+UNNORMALISED = frozenset({"task_arithmetic"})
 # Methods that read the base model.
 NEEDS_BASE = frozenset(
     {
@@ -67,7 +74,11 @@ class MergeSpec:
     gamma: Breadcrumbs: fraction of largest-magnitude entries removed.
     scale: lambda, the multiplier of the merged task vector (TIES, DARE,
       Breadcrumbs); 1.0 as in the DeMix configs.
-    normalize: divide the weights by their sum first (mergekit's default).
+    normalize: divide the weights by their sum first. None (the default)
+      takes the method's own convention (`normalizes_weights`): every method
+      normalises except task arithmetic, whose weights are the task-vector
+      coefficients of Ilharco et al. (theta = b + sum_k w_k tau_k, as in
+      DeMix and mergekit, which does not normalise it either).
     seed: DARE's drop-mask seed (fixed, so a mixture's proxy is
       deterministic and the same across calls).
     spherical_iters: fixed-point iterations of the spherical mean.
@@ -77,7 +88,7 @@ class MergeSpec:
   density: float = 0.9
   gamma: float = 0.01
   scale: float = 1.0
-  normalize: bool = True
+  normalize: bool | None = None
   seed: int = 0
   spherical_iters: int = 8
 
@@ -98,6 +109,17 @@ class MergeSpec:
   @property
   def needs_base(self) -> bool:
     return self.method in NEEDS_BASE
+
+  @property
+  def normalizes_weights(self) -> bool:
+    """Whether the weights are divided by their sum before merging.
+
+    Resolved here, not stored, so that `dataclasses.replace(spec,
+    method=...)` picks up the new method's convention.
+    """
+    if self.normalize is not None:
+      return bool(self.normalize)
+    return self.method not in UNNORMALISED
 
 
 LINEAR = MergeSpec()  # the default (DeMix's) method
@@ -346,14 +368,15 @@ def merge_tensor(
   Args:
     spec: the method and its hyperparameters.
     stack: the K component versions of the tensor.
-    weights: [K] mixture weights (normalised here when `spec.normalize`).
+    weights: [K] mixture weights (normalised here when
+      `spec.normalizes_weights`).
     base: the base tensor, required by `spec.needs_base` methods.
     key: PRNG key for DARE (defaults to `spec.seed`).
 
   Returns:
     The merged tensor, with the dtype of `stack`.
   """
-  w = normalize_weights(weights) if spec.normalize else _f32(weights)
+  w = normalize_weights(weights) if spec.normalizes_weights else _f32(weights)
   m = spec.method
   if spec.needs_base and base is None:
     raise ValueError(f"merge method {m!r} needs the base model")
@@ -405,6 +428,9 @@ def merge(
     stacked: Params,
     weights: jax.Array,
     base: Params | None = None,
+    *,
+    layer: int | jax.Array = 0,
+    leaf_ids: Params | None = None,
 ) -> Params:
   """Merges a pytree whose leaves are [K, ...] stacks, one tensor per leaf.
 
@@ -413,25 +439,34 @@ def merge(
     stacked: pytree of [K, ...] arrays.
     weights: [K] mixture weights.
     base: pytree like one component (no K axis), for base-using methods.
+    layer: the layer these tensors belong to (DARE's key); the engine
+      merges one layer's slice at a time and passes its index, possibly
+      traced.
+    leaf_ids: ints in the structure of `stacked`, each leaf's index in the
+      whole model (DARE's key), for when `stacked` is part of a larger
+      tree; default: the flattening order of `stacked`.
 
   Returns:
     The merged pytree (leaves without the K axis). DARE uses
-    `leaf_key(spec.seed, i)` for the i-th leaf in flattening order.
+    `leaf_key(spec.seed, i, layer)` for the leaf with id i.
   """
   leaves, treedef = jax.tree.flatten(stacked)
   bases = jax.tree.leaves(base) if base is not None else [None] * len(leaves)
   if len(bases) != len(leaves):
     raise ValueError("base and components have different tree structures")
+  ids = range(len(leaves)) if leaf_ids is None else jax.tree.leaves(leaf_ids)
+  if len(ids) != len(leaves):
+    raise ValueError("leaf_ids and components have different structures")
   out = [
-      merge_tensor(spec, x, weights, b, leaf_key(spec.seed, i))
-      for i, (x, b) in enumerate(zip(leaves, bases))
+      merge_tensor(spec, x, weights, b, leaf_key(spec.seed, i, layer))
+      for x, b, i in zip(leaves, bases, ids)
   ]
   return jax.tree.unflatten(treedef, out)
 
 
-def _tree_fn(method: str, **fixed) -> Callable[..., Params]:
+def _tree_fn(method: str) -> Callable[..., Params]:
   def fn(stacked, weights, base=None, **hparams):
-    return merge(MergeSpec(method, **fixed, **hparams), stacked, weights, base)
+    return merge(MergeSpec(method, **hparams), stacked, weights, base)
 
   fn.__name__ = method
   fn.__doc__ = (
@@ -442,7 +477,7 @@ def _tree_fn(method: str, **fixed) -> Callable[..., Params]:
 
 
 linear = _tree_fn("linear")
-task_arithmetic = _tree_fn("task_arithmetic", normalize=False)
+task_arithmetic = _tree_fn("task_arithmetic")
 ties = _tree_fn("ties")
 dare_linear = _tree_fn("dare_linear")
 dare_ties = _tree_fn("dare_ties")

@@ -321,33 +321,21 @@ def leaf_ids(tree: Params) -> Params:
   return jax.tree.unflatten(treedef, list(range(len(leaves))))
 
 
-def _merge_leaves(spec, stack_tree, base_tree, ids_tree, layer_index, alpha):
-  """merge_tensor over matching leaves; base_tree may be None."""
-  xs, treedef = jax.tree.flatten(stack_tree)
-  ids = jax.tree.leaves(ids_tree)
-  bases = (
-      jax.tree.leaves(base_tree) if base_tree is not None else [None] * len(xs)
-  )
-  out = [
-      methods.merge_tensor(
-          spec, x, alpha, b, methods.leaf_key(spec.seed, i, layer_index)
-      )
-      for x, b, i in zip(xs, bases, ids)
-  ]
-  return jax.tree.unflatten(treedef, out)
-
-
 def merge_outer(
     spec: methods.MergeSpec,
     stacked: Params,
     base: Params | None,
     alpha: jax.Array,
 ) -> dict:
-  """Merges the non-layer leaves ([K, ...] stacks) of stacked params."""
+  """Merges the non-layer leaves ([K, ...] stacks) of stacked params.
+
+  Through `methods.merge` with each leaf's id in the whole tree, so DARE
+  draws the same masks as the tree API's merge of the same components.
+  """
   ids = leaf_ids(stacked)
   return {
-      k: _merge_leaves(
-          spec, v, None if base is None else base[k], ids[k], 0, alpha
+      k: methods.merge(
+          spec, v, alpha, None if base is None else base[k], leaf_ids=ids[k]
       )
       for k, v in stacked.items()
       if k != LAYERS
@@ -364,6 +352,10 @@ def merge_layer(
 ) -> Params:
   """Merges one layer's [K, ...] slices (per tensor) into one layer.
 
+  Through `methods.merge`, the same per-tensor definition as the tree API,
+  so merging inside the forward pass changes where a merge happens, never
+  what it computes.
+
   Args:
     spec: merge method.
     stacked: the full stacked params (only its structure is used, for the
@@ -376,13 +368,13 @@ def merge_layer(
   Returns:
     One layer's params.
   """
-  return _merge_leaves(
+  return methods.merge(
       spec,
       layer_stack,
-      layer_base,
-      leaf_ids(stacked)[LAYERS],
-      layer_index,
       alpha,
+      layer_base,
+      layer=layer_index,
+      leaf_ids=leaf_ids(stacked)[LAYERS],
   )
 
 
