@@ -649,3 +649,58 @@ def export_params(
         proto, d, model_max_length=max_position_embeddings
     )
   return files
+
+
+def import_as_run(
+    hf_dir: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    model_cfg: ModelConfig | None = None,
+) -> dict[str, Any]:
+  """Writes a Hugging Face Qwen3 checkpoint as a demix_jax run directory.
+
+  The result is an ordinary Orbax run (`<run_dir>/checkpoints/0`) that
+  `checkpointing.load_params` reads, so any stage or trainer option that
+  takes a run directory to start from (`init_from`) can start from a
+  released checkpoint. Its metadata records the model config and the
+  fingerprint of the checkpoint's SentencePiece tokenizer, so the usual
+  tokenizer checks apply (point `data.tokenizer.path` at
+  `<hf_dir>/tokenizer.model`). The optimizer state is a placeholder: the run
+  is for initialising from, not for resuming.
+
+  Args:
+    hf_dir: the Hugging Face directory (local or gs://).
+    run_dir: the run directory to create.
+    model_cfg: defaults to `model_config_from_hf(hf_dir)`; shapes must match.
+
+  Returns:
+    The checkpoint metadata written.
+  """
+  import hashlib  # pylint: disable=g-import-not-at-top
+
+  from demix_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
+
+  cfg = model_config_from_hf(hf_dir) if model_cfg is None else model_cfg
+  params = load_params(hf_dir, cfg)
+  info = tokenizer_info(hf_dir)
+  fp = ""
+  if info["kind"] == "sentencepiece":
+    fp = hashlib.sha256(epath.Path(info["path"]).read_bytes()).hexdigest()
+  meta = {
+      "step": 0,
+      "tokens_seen": 0,
+      "num_steps": 0,
+      "budget_tokens": [],
+      "config_hash": "",
+      "data_mixture": {},
+      "tokenizer_fingerprint": fp,
+      "model": cfg.to_dict(),
+      "restored_from": "huggingface",
+      "init_from": os.fspath(hf_dir),
+      "init_from_tokens": None,
+  }
+  ckpt = checkpointing.Checkpointer(
+      run_dir, checkpointing.CheckpointConfig(every_steps=1, async_save=False)
+  )
+  ckpt.save(0, params, {"placeholder": np.zeros((), np.int32)}, {}, meta)
+  ckpt.close()
+  return meta

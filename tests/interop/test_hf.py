@@ -339,3 +339,67 @@ def test_exported_tokenizer_loads_and_encodes_like_sentencepiece(
     assert tok.encode(text, add_special_tokens=False) == want, text[:40]
     assert raw.encode(text, add_special_tokens=False).ids == want, text[:40]
     assert tok.decode(want, skip_special_tokens=True) == sp_vocab.decode(want)
+
+
+def test_import_as_run_then_export_is_the_same_checkpoint(tmp_path, sp_vocab):
+  from demix_jax import export
+  from demix_jax.training import checkpointing
+
+  cfg = helpers.tiny_cfg(tie=False)
+  params = helpers.random_params(cfg, seed=6)
+  hf.export_params(params, cfg, tmp_path / "a", tokenizer=sp_vocab.model_proto)
+  meta = hf.import_as_run(tmp_path / "a", tmp_path / "run")
+  assert meta["tokenizer_fingerprint"] == sp_vocab.fingerprint
+  got = checkpointing.load_params(tmp_path / "run")
+  for k, v in _leaves(params).items():
+    assert v.tobytes() == _leaves(got)[k].tobytes(), k
+  assert checkpointing.read_metadata(tmp_path / "run")["model"] == cfg.to_dict()
+  export.export(
+      str(tmp_path / "b"),
+      run_dir=str(tmp_path / "run"),
+      tokenizer=str(tmp_path / "a" / "tokenizer.model"),
+  )
+  a = safetensors_np.read_dir(tmp_path / "a")
+  b = safetensors_np.read_dir(tmp_path / "b")
+  assert list(a) == list(b)
+  assert all(a[k].tobytes() == b[k].tobytes() for k in a)
+  for f in ("config.json", "tokenizer.json", "tokenizer.model"):
+    assert (tmp_path / "a" / f).read_bytes() == (
+        tmp_path / "b" / f
+    ).read_bytes()
+
+
+def test_runtime_path_needs_no_torch(tmp_path):
+  """Export and import run with torch, transformers, safetensors and
+  tokenizers made unimportable."""
+  import subprocess
+  import sys
+
+  code = f"""
+import sys
+class Block:
+  def find_spec(self, name, path=None, target=None):
+    if name.split(".")[0] in ("torch", "transformers", "safetensors",
+                              "tokenizers", "mergekit"):
+      raise ImportError("blocked " + name)
+sys.meta_path.insert(0, Block())
+import jax
+from demix_jax import export
+from demix_jax.interop import hf
+from tests.interop import helpers
+cfg = helpers.tiny_cfg()
+p = helpers.random_params(cfg)
+hf.export_params(p, cfg, {str(tmp_path)!r})
+hf.load_params({str(tmp_path)!r}, cfg, require_tokenizer=False)
+print("ok")
+"""
+  root = str(pytest.importorskip("pathlib").Path(__file__).parents[2])
+  r = subprocess.run(
+      [sys.executable, "-c", code],
+      cwd=root,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+  )
+  assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
