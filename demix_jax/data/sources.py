@@ -36,6 +36,7 @@ from typing import Any, Mapping, Sequence
 from absl import logging
 from etils import epath
 
+from demix_jax import storage
 from demix_jax.config_lib import ConfigError
 
 KINDS = ("offline", "tfds", "text", "jsonl", "arrayrecord", "parquet")
@@ -539,10 +540,7 @@ class Source:
       if path.exists():
         cache = json.loads(path.read_text())
       cache[key] = total
-      path.parent.mkdir(parents=True, exist_ok=True)
-      tmp = epath.Path(os.fspath(path) + f".tmp{os.getpid()}")
-      tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
-      tmp.replace(path)
+      storage.atomic_write_json(path, cache)
     return total
 
 

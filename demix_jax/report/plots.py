@@ -6,7 +6,9 @@ returns the path, so the report stage, notebooks and tests share them.
 
 from __future__ import annotations
 
+import io
 import math
+import os
 from typing import Mapping, Sequence
 
 import matplotlib
@@ -15,13 +17,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
+from demix_jax import storage
+
 _DPI = 110
 
 
 def _save(fig, path: str) -> str:
   fig.tight_layout()
-  fig.savefig(path, dpi=_DPI)
+  # Rendered in memory, then written in one go: a kill never leaves half an
+  # image, and the report may live on gs://, which savefig cannot open.
+  buf = io.BytesIO()
+  fmt = os.path.splitext(path)[1].lstrip(".").lower() or None
+  fig.savefig(buf, dpi=_DPI, format=fmt)
   plt.close(fig)
+  storage.atomic_write_bytes(path, buf.getvalue())
   return path
 
 

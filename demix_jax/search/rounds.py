@@ -19,9 +19,7 @@ scoring anything twice and ends at the same alpha* (see state.py).
 """
 
 from collections.abc import Callable, Mapping
-import csv
 import dataclasses
-import io
 import logging
 
 from etils import epath
@@ -30,6 +28,7 @@ import numpy as np
 from demix_jax.search import objective as objective_lib
 from demix_jax.search import state as state_lib
 from demix_jax.search import surrogates
+from demix_jax.search import table as table_lib
 
 _LOG = logging.getLogger(__name__)
 
@@ -440,7 +439,7 @@ class _Search:
     out = dataclasses.asdict(result)
     out["alpha"] = dict(zip(self.names, alpha.tolist()))
     out["top_indices"] = top.tolist()
-    state_lib.atomic_write_json(self.workdir / "result.json", out)
+    state_lib.write_json(self.workdir / "result.json", out)
     return result
 
   def _write_table(self) -> str:
@@ -452,27 +451,11 @@ class _Search:
         self.direction,
         what="scored proxies",
     )
-    path = self.workdir / "proxies.csv"
-    if not state_lib.is_writer():
-      return str(path)
-    # Built in memory: the file may live on gs://, and the atomic write
-    # keeps a kill from leaving half a table.
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(
-        ["id", "round"]
-        + [f"alpha/{n}" for n in self.names]
-        + list(y)
-        + ["objective"]
-    )
-    for j, i in enumerate(ids):
-      w.writerow(
-          [i, self.results[i]["round"]]
-          + [f"{a:.6g}" for a in x[j]]
-          + [repr(float(y[t][j])) for t in y]
-          + [values[j]]
-      )
-    state_lib.atomic_write_bytes(path, buf.getvalue().encode())
+    path = self.workdir / table_lib.PROXIES
+    if state_lib.is_writer():
+      rows = [self.results[i]["round"] for i in ids]
+      data = table_lib.format_proxies(ids, rows, self.names, x, y, values)
+      state_lib.write_bytes(path, data)
     return str(path)
 
 

@@ -16,15 +16,14 @@ processes compute the same results and keep them in memory), see
 `is_writer`, `barrier` and `agree` below.
 
 Paths go through etils.epath, so the directory may be local or on gs://.
-Every rewrite goes to a temporary file that is renamed over the old one, so
-a kill leaves either the old or the new file (locally the temporary file is
-fsynced first; on gs:// the rename is a copy and a delete: the copy replaces
-the object atomically, a kill before the delete only leaves a stray
-temporary file). Locally results.jsonl is appended to, and a kill in the
-middle of an append leaves a partial last line, which `read_results` drops
-(and truncates away) so the mixture is scored again. Object stores cannot
-append, so there each append rewrites the whole file atomically (see
-`append_results`).
+Rewrites go through `demix_jax.storage`, so a kill leaves either the old or
+the new file (locally a fsynced temporary file renamed over the old one; on
+gs:// one whole-object write). Locally results.jsonl is appended to, and a
+kill in the middle of an append leaves a partial last line, which
+`read_results` drops (and truncates away) so the mixture is scored again.
+Object stores cannot append, so there each append rewrites the whole file
+atomically (see `append_results`). JSON has no NaN: a non-finite value in
+state.json is written as null.
 """
 
 import io
@@ -32,10 +31,12 @@ import json
 import logging
 import math
 import os
-import sys
 
 from etils import epath
 import numpy as np
+
+from demix_jax import multihost
+from demix_jax import storage
 
 _LOG = logging.getLogger(__name__)
 
@@ -46,28 +47,14 @@ STATE = "state.json"
 PathLike = str | os.PathLike
 
 
-def _multihost():
-  """demix_jax.multihost when JAX runs several processes, else None."""
-  # The search itself is numpy-only: JAX is consulted only if loaded.
-  jax = sys.modules.get("jax")
-  if jax is None or jax.process_count() == 1:
-    return None
-  from demix_jax import multihost  # pylint: disable=g-import-not-at-top
-
-  return multihost
-
-
 def is_writer() -> bool:
   """True where search files are written (process 0, or a lone process)."""
-  mh = _multihost()
-  return mh is None or mh.is_writer()
+  return multihost.is_writer()
 
 
 def barrier(name: str) -> None:
   """Waits for every process (no-op in a single process)."""
-  mh = _multihost()
-  if mh is not None:
-    mh.barrier(name)
+  multihost.barrier(name)
 
 
 def agree(x):
@@ -77,42 +64,25 @@ def agree(x):
   every process must use the same ones, even if a surrogate library's
   floats differed between hosts.
   """
-  mh = _multihost()
-  return x if mh is None else mh.broadcast(x)
+  return multihost.broadcast(x)
 
 
-def _is_local(path: PathLike) -> bool:
-  """True for a plain local path (not gs:// or another object store)."""
-  # epath keeps the scheme in the string form of a URI path.
-  return "://" not in os.fspath(path)
+def write_bytes(path: PathLike, data: bytes) -> None:
+  """Atomically replaces a search file (process 0 only)."""
+  if is_writer():
+    storage.atomic_write_bytes(path, data)
 
 
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-  """Writes `data` to `path` via a temporary file and a rename."""
-  if not is_writer():
-    return
-  path = epath.Path(path)
-  tmp = path.parent / f"{path.name}.tmp.{os.getpid()}"
-  if _is_local(path):
-    # A local rename is only crash-safe once the data reached the disk.
-    with open(tmp, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-  else:
-    # An object is durable once its upload returns; nothing to fsync.
-    tmp.write_bytes(data)
-  tmp.replace(path)
-
-
-def atomic_write_json(path: PathLike, obj) -> None:
-  atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode())
+def write_json(path: PathLike, obj) -> None:
+  """Atomically replaces a search JSON file (process 0 only)."""
+  if is_writer():
+    storage.atomic_write_json(path, obj)
 
 
 def save_pool(workdir: PathLike, pool: np.ndarray) -> None:
   buf = io.BytesIO()
   np.save(buf, np.asarray(pool, np.float64))
-  atomic_write_bytes(epath.Path(workdir) / POOL, buf.getvalue())
+  write_bytes(epath.Path(workdir) / POOL, buf.getvalue())
 
 
 def load_pool(workdir: PathLike) -> np.ndarray | None:
@@ -130,7 +100,7 @@ def load_state(workdir: PathLike) -> dict | None:
 
 
 def save_state(workdir: PathLike, state: dict) -> None:
-  atomic_write_json(epath.Path(workdir) / STATE, state)
+  write_json(epath.Path(workdir) / STATE, state)
 
 
 def _clean(v: float):
@@ -176,7 +146,7 @@ def append_results(workdir: PathLike, rows: list[dict]) -> None:
     return
   lines = "".join(json.dumps(_record(r), sort_keys=True) + "\n" for r in rows)
   path = epath.Path(workdir) / RESULTS
-  if _is_local(path):
+  if storage.is_local(path):
     with open(path, "a") as f:
       f.write(lines)
       f.flush()
@@ -185,7 +155,7 @@ def append_results(workdir: PathLike, rows: list[dict]) -> None:
   # The rewrite never leaves a partial line, and read_results has already
   # truncated any older one away, so the old bytes end on a newline.
   old = path.read_bytes() if path.exists() else b""
-  atomic_write_bytes(path, old + lines.encode())
+  storage.atomic_write_bytes(path, old + lines.encode())
 
 
 def read_results(workdir: PathLike) -> list[dict]:
@@ -210,9 +180,9 @@ def read_results(workdir: PathLike) -> list[dict]:
     rows.append(_restore(rec))
     good += len(line)
   if good < len(data) and is_writer():
-    if _is_local(path):
+    if storage.is_local(path):
       with open(path, "r+b") as f:
         f.truncate(good)
     else:
-      atomic_write_bytes(path, data[:good])
+      storage.atomic_write_bytes(path, data[:good])
   return rows

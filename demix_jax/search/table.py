@@ -1,14 +1,60 @@
-"""Reads back the search's proxies.csv (written by search.rounds)."""
+"""proxies.csv: every scored proxy of a search, written by search.rounds.
+
+One row per scored mixture: `id` (pool row), `round`, `alpha/<name>` per
+candidate, one column per score and the `objective`. Writer and reader live
+together so the format has one definition.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 import csv
 import io
 
 from etils import epath
 import numpy as np
 
+PROXIES = "proxies.csv"
 _MISSING = ("", "nan", "None")
+
+
+def format_proxies(
+    ids: Sequence[int],
+    rounds: Sequence[int],
+    names: Sequence[str],
+    alphas: np.ndarray,
+    scores: Mapping[str, np.ndarray],
+    objective: np.ndarray,
+) -> bytes:
+  """The CSV bytes of a proxies table (built in memory: it may go to gs://).
+
+  Args:
+    ids: pool row of each proxy.
+    rounds: round of each proxy.
+    names: candidate names, in alpha's order.
+    alphas: [M, K] mixtures.
+    scores: {column: [M]} scores (NaN = missing).
+    objective: [M] objective values.
+
+  Returns:
+    The table, "\\r\\n" line ends (csv's default).
+  """
+  buf = io.StringIO()
+  w = csv.writer(buf)
+  w.writerow(
+      ["id", "round"]
+      + [f"alpha/{n}" for n in names]
+      + list(scores)
+      + ["objective"]
+  )
+  for j, i in enumerate(ids):
+    w.writerow(
+        [i, rounds[j]]
+        + [f"{a:.6g}" for a in alphas[j]]
+        + [repr(float(scores[t][j])) for t in scores]
+        + [objective[j]]
+    )
+  return buf.getvalue().encode()
 
 
 def read_proxies(path: str, names: tuple[str, ...]):

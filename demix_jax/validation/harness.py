@@ -44,6 +44,7 @@ from typing import Any
 from etils import epath
 import numpy as np
 
+from demix_jax import storage
 from demix_jax.validation import cost as cost_lib
 from demix_jax.validation import metrics
 from demix_jax.validation import tables
@@ -144,14 +145,12 @@ def _float(x: Any) -> float:
 
 
 def _read_json(path: epath.Path) -> Any:
-  return json.loads(path.read_text()) if path.exists() else None
+  return storage.read_json(path) if path.exists() else None
 
 
 def _write_json(path: epath.Path, obj: Any) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.parent / (path.name + ".tmp")
-  tmp.write_text(json.dumps(_jsonable(obj), indent=1, allow_nan=False))
-  tmp.replace(path)  # Atomic on local disks: a kill never leaves half a file.
+  # Insertion order kept: the domains' order is the tables' column order.
+  storage.atomic_write_json(path, _jsonable(obj), sort_keys=False)
 
 
 def _digest(alphas: np.ndarray) -> str:
@@ -206,7 +205,7 @@ def _reference_scores(
     out_dir = root / "references" / f"ref_{i:04d}"
     marker = out_dir / _DONE
     if marker.exists():
-      done = json.loads(marker.read_text())
+      done = storage.read_json(marker)
       if not np.allclose(done["alpha"], alpha, atol=1e-9):
         raise ValueError(
             f"{out_dir} was trained on {done['alpha']}, not "
@@ -221,7 +220,7 @@ def _reference_scores(
       out_dir.mkdir(parents=True, exist_ok=True)
       train_reference(i, alpha, str(out_dir))
       if write:
-        marker.write_text(json.dumps({"alpha": alpha.tolist()}))
+        storage.atomic_write_text(marker, json.dumps({"alpha": alpha.tolist()}))
     for f in fracs:
       if _key(f) not in have:
         got = score_reference(i, f)
@@ -454,7 +453,7 @@ def run_validation(
   if write:
     root.mkdir(parents=True, exist_ok=True)
     _write_json(root / "table.json", table)
-    (root / "table.md").write_text(tables.markdown(table))
+    storage.atomic_write_text(root / "table.md", tables.markdown(table))
     tables.plot_rho_vs_tokens(table["rows"], paths["plot"])
   table["paths"] = paths
   return table
