@@ -7,8 +7,16 @@ Colab and in a local checkout. The slow test executes every notebook
 headless with nbclient, in order, sharing one workdir root through
 DEMIX_NOTEBOOK_WORKDIR so that notebook 02 reuses the components notebook
 01 trained (each still runs standalone: missing stages are run there).
+
+The API tests read the code cells as Python (`ast`) and hold them to the
+public API: `import demix_jax as dx` and only names `dx` exports, imports
+of demix_jax limited to the public library modules in `PUBLIC_MODULES`,
+every attribute used on those modules defined at their top level, no
+private name (`_x`) anywhere and no `sys.path` edits. `test_api_check_fails`
+feeds the checker the mistakes it exists for, so it cannot pass vacuously.
 """
 
+import ast
 import importlib.util
 import os
 import sys
@@ -26,6 +34,33 @@ NOTEBOOKS = (
 )
 COLAB = "https://colab.research.google.com/github/YOUR_ORG/demix_jax/blob/main"
 CELL_TIMEOUT_S = 900
+# The library modules a notebook may import besides `demix_jax as dx`:
+# public functions of these are fair game (checked against their source).
+PUBLIC_MODULES = (
+    "demix_jax.pipeline",
+    "demix_jax.models",
+    "demix_jax.report.plots",
+    "demix_jax.search.gradient",
+    "demix_jax.search.surrogates",
+    "demix_jax.search.table",
+    "demix_jax.training.metrics",
+)
+# What a run of each notebook must print (beyond "no cell raised").
+EXPECTED_OUTPUT = {
+    "01_quickstart.ipynb": (
+        "config.merge.method",  # dx.resolve refused the bad value
+        "Found mixture (alpha -> source weights):",  # dx.print_result
+        "search result reloaded: True",  # dx.load_result
+    ),
+    "02_mixture_landscape.ipynb": (
+        "66 mixtures scored",
+        "gradient-search mixture:",
+    ),
+    "03_your_data.ipynb": (
+        "train tokens per source:",
+        "merged proxies; objective",
+    ),
+}
 
 
 def _load(name):
@@ -43,6 +78,102 @@ def _strip_outputs():
 
 def _code(nb):
   return [c.source for c in nb.cells if c.cell_type == "code"]
+
+
+def _private(name: str) -> bool:
+  return name.startswith("_") and not (
+      name.startswith("__") and name.endswith("__")
+  )
+
+
+def _module_names(module: str) -> set[str]:
+  """Top-level names a library module defines, read from its source."""
+  spec = importlib.util.find_spec(module)
+  assert spec is not None and spec.origin, module
+  with open(spec.origin) as f:
+    tree = ast.parse(f.read())
+  names = set()
+  for node in tree.body:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+      names.add(node.name)
+    elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+      targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+      names.update(t.id for t in targets if isinstance(t, ast.Name))
+    elif isinstance(node, (ast.Import, ast.ImportFrom)):
+      names.update((a.asname or a.name).split(".")[0] for a in node.names)
+  return names
+
+
+def _imports(tree, bound, problems):
+  """Checks the imports; fills `bound` {local name: demix_jax module}."""
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      pairs = [(a.name, a.asname) for a in node.names]
+    elif isinstance(node, ast.ImportFrom):
+      if node.level or not node.module:
+        problems.append("relative import")
+        continue
+      pairs = [(f"{node.module}.{a.name}", a.asname) for a in node.names]
+    else:
+      continue
+    for full, asname in pairs:
+      if any(_private(p) for p in full.split(".")):
+        problems.append(f"imports the private name {full}")
+      if full.split(".")[0] != "demix_jax":
+        continue
+      if full == "demix_jax":
+        if asname != "dx":
+          problems.append("import demix_jax as dx, not as " + str(asname))
+        bound["dx"] = full
+      elif full in PUBLIC_MODULES and (
+          asname or isinstance(node, ast.ImportFrom)
+      ):
+        bound[asname or full.rsplit(".", 1)[1]] = full
+      else:
+        problems.append(f"imports {full}: use dx.* or one of PUBLIC_MODULES")
+
+
+def api_problems(source: str) -> list[str]:
+  """What in a notebook's code goes around the public API (empty = fine)."""
+  import demix_jax  # pylint: disable=g-import-not-at-top  # lazy: cheap
+
+  try:
+    tree = ast.parse(source)
+  except SyntaxError as e:  # IPython magics are not used in the notebooks
+    return [f"not plain Python: {e}"]
+  problems, bound = [], {}
+  _imports(tree, bound, problems)
+  module_names = {}
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Attribute):
+      if _private(node.attr):
+        problems.append(f"private name .{node.attr}")
+      if (
+          isinstance(node.value, ast.Name)
+          and node.value.id == "sys"
+          and node.attr == "path"
+      ):
+        problems.append("sys.path manipulation")
+      if isinstance(node.value, ast.Name) and node.value.id in bound:
+        module = bound[node.value.id]
+        if module == "demix_jax":
+          if node.attr not in demix_jax.__all__:
+            problems.append(f"dx.{node.attr} is not in dx.__all__")
+        else:
+          if module not in module_names:
+            module_names[module] = _module_names(module)
+          if node.attr not in module_names[module]:
+            problems.append(f"{module}.{node.attr} does not exist")
+    elif isinstance(node, ast.Call) and (
+        isinstance(node.func, ast.Name)
+        and node.func.id in ("getattr", "setattr")
+    ):
+      for arg in node.args[1:2]:
+        if isinstance(arg, ast.Constant) and _private(str(arg.value)):
+          problems.append(f"{node.func.id} of the private name {arg.value}")
+    elif isinstance(node, ast.Constant) and node.value == "PYTHONPATH":
+      problems.append("PYTHONPATH manipulation")
+  return problems
 
 
 def test_the_three_notebooks_are_committed():
@@ -110,7 +241,60 @@ def test_no_training_code_in_cells(name):
       "def train_step",
   ):
     assert banned not in src, (name, banned)
-  assert "from demix_jax import pipeline" in src or "stages" in src
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_uses_only_the_public_api(name):
+  src = "\n".join(_code(_load(name)))
+  assert "import demix_jax as dx" in src, name
+  assert api_problems(src) == [], name
+
+
+def test_public_modules_exist():
+  for module in PUBLIC_MODULES:
+    assert importlib.util.find_spec(module) is not None, module
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "from demix_jax import context",
+        "import demix_jax.context",
+        "from demix_jax import stages",
+        "from demix_jax.stages import search",
+        "import demix_jax.stages.search as s",
+        "from demix_jax import workspace",
+        "import demix_jax",
+        "import demix_jax as djx",
+        "from demix_jax.search.table import _MISSING",
+        "import demix_jax as dx\nctx = dx.RunContext(config, workdir)",
+        "import demix_jax as dx\ndx._EXPORTS",
+        "from demix_jax.search import table\ntable.read_proxies_csv(p)",
+        "from demix_jax import pipeline\npipeline.validate_inputs(config)",
+        "ev._chunk_fn(a)",
+        "stages._read_proxies(p, names)",
+        "getattr(ev, '_batches')",
+        "import sys\nsys.path.insert(0, ROOT)",
+        "import sys\nsys.path.append('..')",
+        "os.environ['PYTHONPATH'] = ROOT",
+        "from .context import RunContext",
+    ],
+)
+def test_api_check_fails(bad):
+  assert api_problems(bad), bad
+
+
+def test_api_check_passes_public_use():
+  good = (
+      "import demix_jax as dx\n"
+      "from demix_jax import pipeline\n"
+      "from demix_jax.search import table\n"
+      "spec = dx.resolve(dx.load_config('demo:runlocal'))\n"
+      "ws = pipeline.preflight(spec, 'w')\n"
+      "alphas, cols, rounds = table.read_proxies('p.csv', spec.candidates)\n"
+      "print(jax.__version__)\n"
+  )
+  assert api_problems(good) == []
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +334,11 @@ def test_notebook_runs(name, shared_workdir, monkeypatch):
       if "image/png" in o.get("data", {})
   )
   assert images >= 2, f"{name}: expected inline plots, got {images}"
+  printed = "".join(
+      o.get("text", "")
+      for c in nb.cells
+      if c.cell_type == "code"
+      for o in c.outputs
+  )
+  for want in EXPECTED_OUTPUT[name]:
+    assert want in printed, (name, want)
