@@ -1,7 +1,10 @@
 """The compile check: steps lower and compile on fake devices, never run.
 
 The CLI runs in a subprocess because it must set the fake-device count
-before JAX starts (this test process already has its own devices).
+before JAX starts (this test process already has its own devices). The
+library's lowering runs in-process on abstract values only: `jax.device_put`
+is made to fail while it runs, so a step that placed a concrete array (and
+so could not compile for a compile-only topology) would fail the test.
 """
 
 import json
@@ -9,7 +12,15 @@ import os
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
+
+from demix_jax import aot
+from demix_jax import models
+from demix_jax.merging import methods
+from demix_jax.training import config as train_config
+from demix_jax.training import optim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,9 +54,18 @@ def _check_positive(rep, mesh):
   assert rep["flops"] is None or rep["flops"] > 0
 
 
-def test_parse_mesh():
-  from demix_jax import aot  # pylint: disable=g-import-not-at-top
+TINY = models.ModelConfig(
+    vocab_size=64,
+    d_model=32,
+    n_layers=2,
+    n_heads=2,
+    n_kv_heads=1,
+    head_dim=16,
+    d_ff=64,
+)
 
+
+def test_parse_mesh():
   assert aot.parse_mesh("data:8,fsdp:8") == {"data": 8, "fsdp": 8}
   assert list(aot.parse_mesh("fsdp:2, data:-1")) == ["fsdp", "data"]
   with pytest.raises(ValueError, match="name:size"):
@@ -101,3 +121,73 @@ def test_hbm_check_fails_a_too_small_device():
   assert (
       json.loads(proc.stdout.strip().splitlines()[-1])["train"]["fits"] is False
   )
+
+
+def test_library_import_defines_no_flags():
+  code = (
+      "import sys; from absl import flags; import demix_jax.aot; "
+      "names = set(flags.FLAGS); "
+      "assert not names & {'config', 'hbm_gb', 'mesh', 'steps'}, names; "
+      "assert 'demix_jax.aot.__main__' not in sys.modules"
+  )
+  proc = subprocess.run(
+      [sys.executable, "-c", code],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
+  assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.fixture
+def no_device_put(monkeypatch):
+  def refuse(*args, **kwargs):
+    raise AssertionError("the compile check placed a concrete array")
+
+  monkeypatch.setattr(jax, "device_put", refuse)
+
+
+def test_train_step_lowers_on_abstract_values(no_device_put):
+  train_cfg = train_config.TrainConfig(
+      global_batch_size=4,
+      seq_len=16,
+      total_tokens=4 * 16 * 3,
+      grad_accum_steps=2,
+      mesh_axes={"data": 1, "fsdp": 1, "tensor": 1},
+  )
+  rep, compiled = aot.compile_train_step(
+      TINY, optim.OptimConfig(), train_cfg, devices=jax.devices()[:1]
+  )
+  assert rep.name == "train" and rep.mesh == {"data": 1, "fsdp": 1, "tensor": 1}
+  # Params and the optimizer state are donated: they alias outputs.
+  assert rep.argument_bytes > 0 and rep.alias_bytes > 0
+  assert compiled is not None
+
+
+@pytest.mark.parametrize("method", ["linear", "ties"])
+def test_merge_step_lowers_on_an_abstract_store(no_device_put, method):
+  rep, _ = aot.compile_merge_step(
+      TINY,
+      3,
+      {"data": 1},
+      (("mixtures", "data"),),
+      seq_len=16,
+      eval_batch_size=2,
+      eval_batches=2,
+      chunk_size=2,
+      spec=methods.MergeSpec(method),
+      devices=jax.devices()[:1],
+  )
+  # 3 stacked float32 components, plus the base where the method reads it
+  # (linear does not; jit drops the unused argument).
+  n = models.num_params(TINY)
+  models_held = 4 if methods.MergeSpec(method).needs_base else 3
+  assert models_held * n * 4 <= rep.argument_bytes < (models_held + 1) * n * 4
+  assert rep.name == "merge" and rep.temp_bytes > 0
+
+
+def test_mesh_size():
+  assert aot.mesh_size({"data": 2, "fsdp": 4}) == 8
+  assert aot.mesh_size({"data": -1, "fsdp": 4}) == 0
+  assert np.isclose(aot.FIT_FRACTION, 0.9)

@@ -76,6 +76,16 @@ def _axes_size(mesh: Mesh, entry) -> int:
   return math.prod(mesh.shape[e] for e in entries)
 
 
+def _abstract(tree: Any) -> Any:
+  """Shapes, dtypes and shardings of arrays (ShapeDtypeStructs kept)."""
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(
+          x.shape, x.dtype, sharding=getattr(x, "sharding", None)
+      ),
+      tree,
+  )
+
+
 def _rule(rules, name: str):
   for k, v in rules or ():
     if k == name:
@@ -173,23 +183,25 @@ class MixtureEvaluator:
     if vmap_width <= 0:
       raise ValueError(f"vmap_width must be positive, got {vmap_width}")
     self.vmap_width = min(vmap_width, self.chunk // shards)
-    batches = suite.batched()
+    # Rows go to the devices on first use (`_device_rows`), not here, so an
+    # evaluator over an abstract store can be lowered for devices that hold
+    # no arrays (`lower_chunk`).
+    self._host_rows = suite.batched()
+    self._on_device: dict[str, Any] = {}
     if mesh is not None:
       self._alpha_sharding = NamedSharding(mesh, P(mix_entry, None))
       self._out_sharding = NamedSharding(mesh, P(mix_entry, None))
       self._local_sharding = NamedSharding(mesh, P(mix_entry, None, None))
-      self._batches = jax.device_put(batches, NamedSharding(mesh, P()))
+      self._rows_sharding = NamedSharding(mesh, P())
       bsz = suite.batch_size
       row_entry = (
           batch_entry if bsz % _axes_size(mesh, batch_entry) == 0 else None
       )
-      self._param_batches = jax.device_put(
-          batches, NamedSharding(mesh, P(None, row_entry))
-      )
+      self._param_rows_sharding = NamedSharding(mesh, P(None, row_entry))
     else:
       self._alpha_sharding = self._out_sharding = None
       self._local_sharding = None
-      self._batches = self._param_batches = jax.device_put(batches)
+      self._rows_sharding = self._param_rows_sharding = None
     self._chunk_fn = jax.jit(self._chunk_impl)
     self._params_fn = jax.jit(self._rows_of_params)
     self._objectives: dict[Any, Callable] = {}
@@ -266,6 +278,47 @@ class MixtureEvaluator:
       out = jax.lax.with_sharding_constraint(out, self._out_sharding)
     return out
 
+  def _device_rows(self, kind: str):
+    """The row batches on device: "mixtures" (replicated) or "params"
+    (split over the batch rule, for one model's forward)."""
+    if kind not in self._on_device:
+      if self.mesh is None:  # one copy on the default device serves both
+        rows = jax.device_put(self._host_rows)
+        self._on_device = {"mixtures": rows, "params": rows}
+      else:
+        sh = (
+            self._rows_sharding
+            if kind == "mixtures"
+            else self._param_rows_sharding
+        )
+        self._on_device[kind] = jax.device_put(self._host_rows, sh)
+    return self._on_device[kind]
+
+  def lower_chunk(self) -> jax.stages.Lowered:
+    """The per-chunk program of `evaluate_nll`, lowered on abstract inputs.
+
+    Every argument is a `jax.ShapeDtypeStruct` carrying its sharding; no
+    array is read or placed (the store may itself hold ShapeDtypeStructs,
+    see `ComponentStore.abstract`). That is what lets the compile check
+    measure a model that does not fit this host, and compile for the
+    devices of a compile-only topology (`jax.experimental.topologies`).
+    Call `.compile()` on the result.
+    """
+    alphas = jax.ShapeDtypeStruct(
+        (self.chunk, self.store.k), jnp.float32, sharding=self._alpha_sharding
+    )
+    rows = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(
+            x.shape,
+            jax.dtypes.canonicalize_dtype(x.dtype),
+            sharding=self._rows_sharding,
+        ),
+        self._host_rows,
+    )
+    return self._chunk_fn.lower(
+        alphas, _abstract(self.store.stacked), _abstract(self.store.base), rows
+    )
+
   # ---------------------------------------------------------------- API
 
   def _check_alphas(self, alphas) -> np.ndarray:
@@ -312,7 +365,10 @@ class MixtureEvaluator:
           else jnp.asarray(part)
       )
       res = self._chunk_fn(
-          x, self.store.stacked, self.store.base, self._batches
+          x,
+          self.store.stacked,
+          self.store.base,
+          self._device_rows("mixtures"),
       )
       # np.asarray blocks on every call: back-to-back dispatch can deadlock
       # XLA:CPU collectives with many fake devices (env.md P1).
@@ -337,7 +393,9 @@ class MixtureEvaluator:
 
   def evaluate_params_nll(self, params: Params) -> np.ndarray:
     """Row NLL sums [R] of one already-merged (or trained) model."""
-    return multihost.to_numpy(self._params_fn(params, self._param_batches))
+    return multihost.to_numpy(
+        self._params_fn(params, self._device_rows("params"))
+    )
 
   def evaluate_params(self, params: Params) -> dict[str, float]:
     """Every target for one model (the final run, baselines, components)."""

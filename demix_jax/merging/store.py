@@ -24,6 +24,8 @@ from jax.sharding import Mesh
 import numpy as np
 
 from demix_jax.merging import methods
+from demix_jax.training import checkpointing
+from demix_jax.training import sharding as sharding_lib
 
 Params = Any
 LAYERS = "layers"
@@ -132,6 +134,32 @@ def _stack(components: Sequence[Params]) -> Params:
   return out
 
 
+def _shardings(components, mesh, rules, logical_axes) -> tuple[Any, Any]:
+  """(stacked shardings, base shardings): the model's own axes, plus a
+  replicated-by-default `components` axis on the stacks."""
+  axes = (
+      logical_axes
+      if logical_axes is not None
+      else jax.tree.map(lambda x: (None,) * x.ndim, components[0])
+  )
+  shapes = jax.eval_shape(_stack, components)
+  sh = sharding_lib.param_shardings(
+      shapes, stacked_logical_axes(axes), mesh, rules or ()
+  )
+  bsh = sharding_lib.param_shardings(components[0], axes, mesh, rules or ())
+  return sh, bsh
+
+
+def _with_shardings(shapes: Params, shardings: Params | None) -> Params:
+  if shardings is None:
+    return shapes
+  return jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      shapes,
+      shardings,
+  )
+
+
 class ComponentStore:
   """K stacked components (+ optional base) on device.
 
@@ -197,24 +225,53 @@ class ComponentStore:
         (f for f in list(fingerprints or []) + [base_fingerprint] if f), None
     )
     if mesh is not None:
-      from demix_jax.training import sharding as sharding_lib
-
-      axes = (
-          logical_axes
-          if logical_axes is not None
-          else jax.tree.map(lambda x: (None,) * x.ndim, components[0])
-      )
-      shapes = jax.eval_shape(_stack, components)
-      sh = sharding_lib.param_shardings(
-          shapes, stacked_logical_axes(axes), mesh, rules or ()
-      )
+      sh, bsh = _shardings(components, mesh, rules, logical_axes)
       stacked = jax.jit(_stack, out_shardings=sh)(components)
       if base is not None:
-        bsh = sharding_lib.param_shardings(base, axes, mesh, rules or ())
         base = jax.device_put(base, bsh)
     else:
       stacked = jax.jit(_stack)(components)
     return cls(stacked, names, base, fp)
+
+  @classmethod
+  def abstract(
+      cls,
+      component: Params,
+      names: Sequence[str],
+      *,
+      with_base: bool = True,
+      mesh: Mesh | None = None,
+      rules=None,
+      logical_axes: Params | None = None,
+  ) -> "ComponentStore":
+    """A store of shapes and shardings only, laid out like `from_params`.
+
+    For compile checks: the engine lowered over it (`MixtureEvaluator.
+    lower_chunk`) allocates nothing, so a model too big for this host, or
+    the devices of a compile-only topology, can be checked, with exactly
+    the layout real components would get.
+
+    Args:
+      component: one component's params or their ShapeDtypeStructs (e.g.
+        `jax.eval_shape` of `models.init_params`).
+      names: the K component names.
+      with_base: also lay out a base model (the pipeline always has one).
+      mesh, rules, logical_axes: see `from_params`.
+
+    Returns:
+      A store whose `stacked` and `base` hold `jax.ShapeDtypeStruct`s.
+    """
+    shapes = jax.eval_shape(lambda c: c, component)
+    comps = [shapes] * len(names)
+    stacked = jax.eval_shape(_stack, comps)
+    sh = bsh = None
+    if mesh is not None:
+      sh, bsh = _shardings(comps, mesh, rules, logical_axes)
+    return cls(
+        _with_shardings(stacked, sh),
+        names,
+        _with_shardings(shapes, bsh) if with_base else None,
+    )
 
   @classmethod
   def from_checkpoints(
@@ -239,8 +296,6 @@ class ComponentStore:
     Returns:
       The store.
     """
-    from demix_jax.training import checkpointing
-
     names = list(run_dirs)
 
     def target(run_dir, tok):
@@ -248,8 +303,6 @@ class ComponentStore:
       # device) cannot feed a computation over other devices or hosts.
       if mesh is None:
         return None
-      from demix_jax.training import sharding as sharding_lib
-
       shapes = checkpointing.params_metadata(
           run_dir, checkpointing.find_step(run_dir, tok)
       )

@@ -228,7 +228,11 @@ def train_layout(
 
   Returns:
     The layout.
+
+  Raises:
+    ValueError: a bad setting, mesh or batch, before anything compiles.
   """
+  train_cfg.validate()
   mesh = sharding.create_mesh(train_cfg.mesh_axes, devices)
   rules = sharding.check_rules(train_cfg.rules, mesh)
   host_bs = sharding.check_batch(
@@ -280,18 +284,24 @@ def jit_train_step(
 
 def lower_train_step(
     model_cfg: models.ModelConfig,
-    optim_cfg: optim.OptimConfig,
     train_cfg: train_config.TrainConfig,
-    devices: Sequence[Any] | None = None,
+    layout: TrainLayout,
 ) -> jax.stages.Lowered:
   """The train step lowered on abstract state and batch (nothing allocated).
 
   For the compile check: only `jax.ShapeDtypeStruct`s with shardings enter,
-  so it works for a model of any size and for the devices of a compile-only
-  topology (`jax.experimental.topologies`); call `.compile()` on the result.
+  so it works for a model of any size and, with a layout over a compile-only
+  topology's devices (`jax.experimental.topologies`), for chips that are not
+  attached. Call `.compile()` on the result.
+
+  Args:
+    model_cfg: the model.
+    train_cfg: batch, seq_len and accumulation.
+    layout: `train_layout(...)` of the same configs.
+
+  Returns:
+    The Lowered step.
   """
-  train_cfg.validate()
-  layout = train_layout(model_cfg, optim_cfg, train_cfg, devices)
   shape = (train_cfg.global_batch_size, train_cfg.seq_len)
   batch = {
       k: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=s)

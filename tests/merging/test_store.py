@@ -76,3 +76,37 @@ def test_mismatched_tokenizer(tiny):
     store_lib.ComponentStore.from_params(
         comps, ["a", "b"], fingerprints=["abc", "abd"]
     )
+
+
+def test_abstract_store_has_the_layout_of_real_components(tiny):
+  from demix_jax.models import transformer  # pylint: disable=g-import-not-at-top
+  from demix_jax.training import sharding  # pylint: disable=g-import-not-at-top
+
+  mesh = sharding.create_mesh({"fsdp": 2, "tensor": 2})
+  rules = (("embed", "fsdp"), ("mlp", "tensor"), ("vocab", "tensor"))
+  axes = transformer.param_logical_axes(tiny.cfg)
+  base, comps = tiny.components(k=2)
+  real = store_lib.ComponentStore.from_params(
+      comps, ["a", "b"], base=base, mesh=mesh, rules=rules, logical_axes=axes
+  )
+  shapes = jax.eval_shape(lambda: comps[0])
+  abstract = store_lib.ComponentStore.abstract(
+      shapes, ["a", "b"], mesh=mesh, rules=rules, logical_axes=axes
+  )
+  assert abstract.names == real.names
+  for got, want in (
+      (abstract.stacked, real.stacked),
+      (abstract.base, real.base),
+  ):
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      assert isinstance(g, jax.ShapeDtypeStruct)
+      assert (g.shape, g.dtype) == (w.shape, w.dtype)
+      assert g.sharding == w.sharding
+  # The rules do shard something, so the comparison is not vacuous.
+  specs = {tuple(x.sharding.spec) for x in jax.tree.leaves(real.stacked)}
+  assert any(any(e is not None for e in s) for s in specs)
+  assert (
+      store_lib.ComponentStore.abstract(shapes, ["a"], with_base=False).base
+      is None
+  )

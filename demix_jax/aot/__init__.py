@@ -1,0 +1,283 @@
+r"""Compile check: lower and compile the pipeline's steps without running them.
+
+This package is the library (importable without defining any flag or
+starting a JAX backend); `python -m demix_jax.aot` is its command line
+(`__main__.py`):
+
+  python -m demix_jax.aot --config=configs/qwen3_1p7b.py \
+      [--mesh=data:8,fsdp:8] [--devices=64] [--hbm_gb=95] \
+      [--global_batch=512] [--seq_len=8192] [--steps=train,merge]
+
+For a config and a mesh it lowers the train step through the trainer's own
+public lowering (`training.step.lower_train_step`: the same step,
+optimizer, shardings and donation as training) and the merge-and-evaluate
+step through the engine's (`MixtureEvaluator.lower_chunk` over an abstract
+`ComponentStore.abstract`), on abstract values only (`jax.eval_shape`,
+`jax.ShapeDtypeStruct`s carrying `NamedSharding`s), so the same calls also
+serve a compile-only topology's devices. It compiles them and prints per
+device the
+argument, output, temporary and generated-code bytes from
+`compiled.memory_analysis()`, the FLOPs from `cost_analysis()`, and whether
+the total fits `--hbm_gb`. Nothing is allocated at model size and no step
+runs, so a 1.7B-parameter config checks in minutes on a laptop. The last
+line printed is one JSON object with every number.
+
+On a TPU VM it compiles for the real chips (run it on one worker with
+`--devices` unset; launch/compile_check.sh does this). Elsewhere it runs
+on `--devices` fake CPU devices (XLA_FLAGS
+--xla_force_host_platform_device_count, set before JAX starts).
+
+Limits (read before trusting a number):
+  * A CPU compile is not a TPU compile. The memory numbers are XLA:CPU's
+    buffer assignment: fusion, layouts, rematerialisation and collective
+    implementations differ from XLA:TPU, so they are indicative (same order
+    of magnitude for arguments and outputs, which are set by the shardings;
+    temporaries can differ by a large factor). Only a compile on the target
+    TPU (run this there) is authoritative.
+  * `cost_analysis()` FLOPs are XLA's count for one device's program on
+    that backend; on CPU some backends report none (shown as null).
+  * Memory excludes the runtime's own reservations, the input pipeline and
+    other programs resident at the same time (e.g. the evaluator's rows
+    while training). Keep a margin (the check flags > 90% of HBM).
+  * The merge step is compiled with synthetic evaluation rows of the
+    config's shape (eval.batch_size rows of the sequence length per batch,
+    `--eval_batches` batches); real suites only change the scan length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Any, Mapping, Sequence
+
+import jax
+import numpy as np
+
+from demix_jax import models
+from demix_jax.evals import rows as rows_lib
+from demix_jax.merging import engine as engine_lib
+from demix_jax.merging import methods
+from demix_jax.merging import store as store_lib
+from demix_jax.training import config as train_config
+from demix_jax.training import optim
+from demix_jax.training import sharding
+from demix_jax.training import step as step_lib
+
+# Above this fraction of HBM a config is reported as not fitting: the
+# runtime, the input pipeline and fragmentation need the rest.
+FIT_FRACTION = 0.9
+
+
+@dataclasses.dataclass
+class CompileReport:
+  """Per-device memory and cost of one compiled step.
+
+  Attributes:
+    name: "train" or "merge".
+    argument_bytes: inputs resident for the call (params, state, batch).
+    output_bytes: outputs (aliased donated buffers are subtracted in total).
+    temp_bytes: temporaries (activations, gradients in flight, ...).
+    code_bytes: generated code.
+    alias_bytes: outputs that reuse donated inputs.
+    total_bytes: argument + output + temp + code - alias.
+    flops: XLA's FLOP count of one device's program (None if unknown).
+    mesh: mesh axis sizes.
+    backend: the platform compiled for.
+  """
+
+  name: str
+  argument_bytes: int
+  output_bytes: int
+  temp_bytes: int
+  code_bytes: int
+  alias_bytes: int
+  total_bytes: int
+  flops: float | None
+  mesh: dict[str, int]
+  backend: str
+
+  def fits(self, hbm_bytes: float) -> bool:
+    return self.total_bytes <= FIT_FRACTION * hbm_bytes
+
+
+def report_from_compiled(name: str, compiled, mesh) -> CompileReport:
+  """Reads memory_analysis() and cost_analysis() of a compiled step."""
+  m = compiled.memory_analysis()
+  get = lambda k: int(getattr(m, k, 0) or 0)
+  arg, out = get("argument_size_in_bytes"), get("output_size_in_bytes")
+  temp, code = get("temp_size_in_bytes"), get("generated_code_size_in_bytes")
+  alias = get("alias_size_in_bytes")
+  cost = compiled.cost_analysis()
+  # Older JAX returned a list with one dict per program.
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  flops = (cost or {}).get("flops")
+  return CompileReport(
+      name=name,
+      argument_bytes=arg,
+      output_bytes=out,
+      temp_bytes=temp,
+      code_bytes=code,
+      alias_bytes=alias,
+      total_bytes=arg + out + temp + code - alias,
+      flops=None if flops is None or flops < 0 else float(flops),
+      mesh={k: int(v) for k, v in mesh.shape.items()},
+      backend=jax.default_backend(),
+  )
+
+
+def compile_train_step(
+    model_cfg: models.ModelConfig,
+    optim_cfg: optim.OptimConfig,
+    train_cfg: train_config.TrainConfig,
+    devices: Sequence[Any] | None = None,
+):
+  """Lowers and compiles the trainer's step on abstract state.
+
+  Args:
+    model_cfg: the model.
+    optim_cfg: the optimizer.
+    train_cfg: batch, seq_len, mesh, rules, accumulation.
+    devices: devices of the mesh (default all).
+
+  Returns:
+    (CompileReport, the jax Compiled object).
+  """
+  layout = step_lib.train_layout(model_cfg, optim_cfg, train_cfg, devices)
+  compiled = step_lib.lower_train_step(model_cfg, train_cfg, layout).compile()
+  return report_from_compiled("train", compiled, layout.mesh), compiled
+
+
+def compile_merge_step(
+    model_cfg: models.ModelConfig,
+    n_components: int,
+    mesh_axes: Mapping[str, int],
+    rules,
+    *,
+    seq_len: int,
+    eval_batch_size: int,
+    eval_batches: int = 1,
+    chunk_size: int = 8,
+    spec: methods.MergeSpec | None = None,
+    with_base: bool = True,
+    devices: Sequence[Any] | None = None,
+):
+  """Lowers and compiles the engine's merge+evaluate chunk function.
+
+  The evaluator is built over an abstract store (`ComponentStore.abstract`:
+  shapes with the store's shardings) and synthetic rows of the configured
+  shape (real suites only change the scan length), then lowered for one
+  chunk of mixtures with `MixtureEvaluator.lower_chunk`.
+
+  Args:
+    model_cfg: the components' model config.
+    n_components: K (the number of candidates).
+    mesh_axes: mesh axis -> size.
+    rules: logical axis rules (the `mixtures` rule shards the chunk).
+    seq_len: row length.
+    eval_batch_size: rows per forward (config.eval.batch_size).
+    eval_batches: row batches per call (the scan length).
+    chunk_size: mixtures per call (config.merge.chunk_size).
+    spec: merge method (default linear).
+    with_base: also hold the base model (the pipeline always does).
+    devices: devices of the mesh (default all).
+
+  Returns:
+    (CompileReport, the jax Compiled object).
+  """
+  mesh = sharding.create_mesh(mesh_axes, devices)
+  rules = sharding.check_rules(rules, mesh)
+  abstract = jax.eval_shape(
+      lambda: models.init_params(model_cfg, jax.random.key(0))
+  )
+  store = store_lib.ComponentStore.abstract(
+      abstract,
+      [f"c{i}" for i in range(n_components)],
+      with_base=with_base,
+      mesh=mesh,
+      rules=rules,
+      logical_axes=models.param_logical_axes(model_cfg),
+  )
+  n = eval_batch_size * eval_batches
+  tokens = np.ones((n, seq_len), np.int32)
+  suite = rows_lib.EvalSuite.build(
+      [rows_lib.heldout_rows("aot", tokens, n_bytes=np.ones(n))],
+      eval_batch_size,
+  )
+  ev = engine_lib.MixtureEvaluator(
+      model_cfg,
+      store,
+      suite,
+      spec=spec or methods.MergeSpec(),
+      chunk_size=chunk_size,
+      mesh=mesh,
+      rules=rules,
+  )
+  compiled = ev.lower_chunk().compile()
+  return report_from_compiled("merge", compiled, mesh), compiled
+
+
+def parse_mesh(text: str) -> dict[str, int]:
+  """'data:8,fsdp:8' -> {'data': 8, 'fsdp': 8} (order kept)."""
+  out = {}
+  for part in filter(None, (p.strip() for p in text.split(","))):
+    name, sep, size = part.partition(":")
+    if not sep or not name:
+      raise ValueError(f"--mesh entry {part!r} must be name:size")
+    out[name] = int(size)
+  return out
+
+
+def _fmt_bytes(n: int) -> str:
+  return f"{n / 2**30:9.3f} GiB"
+
+
+def format_reports(
+    reports: Sequence[CompileReport], hbm_gb: float = 0.0
+) -> str:
+  """A human-readable table of the reports."""
+  lines = []
+  for r in reports:
+    lines.append(f"[{r.name}] backend={r.backend} mesh={r.mesh}")
+    for label, v in (
+        ("arguments", r.argument_bytes),
+        ("outputs", r.output_bytes),
+        ("temporaries", r.temp_bytes),
+        ("generated code", r.code_bytes),
+        ("aliased (donated)", -r.alias_bytes),
+        ("total per device", r.total_bytes),
+    ):
+      lines.append(f"  {label:<18s}{_fmt_bytes(v)}")
+    lines.append(
+        "  flops per device  "
+        + (f"{r.flops:.3e}" if r.flops is not None else "unknown")
+    )
+    if hbm_gb > 0:
+      verdict = "fits" if r.fits(hbm_gb * 2**30) else "DOES NOT FIT"
+      lines.append(
+          f"  {verdict} in {hbm_gb:g} GiB HBM (limit " f"{FIT_FRACTION:.0%})"
+      )
+  return "\n".join(lines)
+
+
+def force_cpu_devices(n: int) -> None:
+  """Asks XLA:CPU for n fake devices.
+
+  Effective only before JAX starts a backend (importing JAX does not start
+  one; the first device query does), hence an environment variable.
+  """
+  flag = f"--xla_force_host_platform_device_count={n}"
+  old = os.environ.get("XLA_FLAGS", "")
+  kept = " ".join(
+      f
+      for f in old.split()
+      if not f.startswith("--xla_force_host_platform_device_count")
+  )
+  os.environ["XLA_FLAGS"] = f"{kept} {flag}".strip()
+
+
+def mesh_size(axes: Mapping[str, int]) -> int:
+  """Devices a mesh needs; 0 when one axis is -1 (inferred from devices)."""
+  sizes = [int(v) for v in axes.values()]
+  return 0 if -1 in sizes else int(math.prod(sizes))

@@ -1,0 +1,179 @@
+r"""The compile check's command line (see the package docstring).
+
+  python -m demix_jax.aot --config=configs/qwen3_1p7b.py \
+      [--mesh=data:8,fsdp:8] [--devices=64] [--hbm_gb=95] \
+      [--global_batch=512] [--seq_len=8192] [--steps=train,merge]
+
+Flags live here, not in the library, so importing `demix_jax.aot` defines
+none. The fake-device count must be set before JAX starts a backend, which
+is why `main` sets it before it touches any device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from typing import Mapping, Sequence
+
+from absl import app
+from absl import flags
+import jax
+from ml_collections import config_flags
+
+from demix_jax import aot
+from demix_jax import config_lib
+from demix_jax import models
+from demix_jax.merging import methods
+from demix_jax.training import config as train_config
+from demix_jax.training import optim
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "Config file, e.g. configs/qwen3_1p7b.py[:runlocal].",
+    lock_config=True,
+)
+_MESH = flags.DEFINE_string(
+    "mesh",
+    "",
+    "Mesh axes as name:size pairs (e.g. data:8,fsdp:8; one size "
+    "may be -1); default: config.mesh.axes.",
+)
+_DEVICES = flags.DEFINE_integer(
+    "devices",
+    0,
+    "Fake CPU devices to compile for when no accelerator is "
+    "present (0: the mesh size, or the devices there are).",
+)
+_HBM_GB = flags.DEFINE_float(
+    "hbm_gb",
+    0.0,
+    "Per-device memory to check against in GiB (v5e 16, v5p "
+    "95, v4 32, v6e 32); 0 = no check.",
+)
+_GLOBAL_BATCH = flags.DEFINE_integer(
+    "global_batch", 0, "Override train.global_batch_size (0 = config's)."
+)
+_SEQ_LEN = flags.DEFINE_integer(
+    "seq_len", 0, "Override data.seq_len (0 = config's)."
+)
+_EVAL_BATCHES = flags.DEFINE_integer(
+    "eval_batches", 1, "Row batches per merge-step call (scan length)."
+)
+_STEPS = flags.DEFINE_list(
+    "steps", ["train", "merge"], "Steps to compile: train, merge."
+)
+
+
+def run_checks(
+    config,
+    *,
+    mesh_axes: Mapping[str, int] | None = None,
+    global_batch: int = 0,
+    seq_len: int = 0,
+    eval_batches: int = 1,
+    steps: Sequence[str] = ("train", "merge"),
+) -> list[aot.CompileReport]:
+  """Compiles the requested steps of a pipeline config.
+
+  The config is read here, at the edge, so the library takes typed
+  arguments only.
+
+  Args:
+    config: the pipeline ConfigDict (configs/*.py).
+    mesh_axes: mesh override (default config.mesh.axes).
+    global_batch: train.global_batch_size override (0 = config's).
+    seq_len: data.seq_len override (0 = config's).
+    eval_batches: row batches per merge call.
+    steps: any of "train", "merge".
+
+  Returns:
+    One CompileReport per step.
+  """
+  unknown = sorted(set(steps) - {"train", "merge"})
+  if unknown:
+    raise ValueError(f"--steps {unknown} unknown; use train, merge")
+  c = config
+  model_cfg = models.ModelConfig.from_dict(config_lib.to_dict(c.model))
+  axes = dict(mesh_axes or config_lib.to_dict(c.mesh.axes))
+  rules = tuple(
+      (k, tuple(v) if isinstance(v, list) else v) for k, v in c.mesh.rules
+  )
+  t = int(seq_len or c.data.seq_len)
+  out = []
+  if "train" in steps:
+    train_cfg = train_config.TrainConfig(
+        global_batch_size=int(global_batch or c.train.global_batch_size),
+        seq_len=t,
+        total_tokens=int(c.base.tokens),
+        grad_accum_steps=int(c.train.grad_accum_steps),
+        mesh_axes=axes,
+        rules=rules,
+    )
+    optim_cfg = optim.OptimConfig.from_dict(config_lib.to_dict(c.optim))
+    out.append(aot.compile_train_step(model_cfg, optim_cfg, train_cfg)[0])
+  if "merge" in steps:
+    spec = methods.MergeSpec(
+        method=c.merge.method,
+        density=float(c.merge.density),
+        gamma=float(c.merge.gamma),
+        seed=int(c.seed),
+    )
+    out.append(
+        aot.compile_merge_step(
+            model_cfg,
+            len(c.data.candidates),
+            axes,
+            rules,
+            seq_len=t,
+            eval_batch_size=int(c.eval.batch_size),
+            eval_batches=eval_batches,
+            chunk_size=int(c.merge.chunk_size),
+            spec=spec,
+        )[0]
+    )
+  return out
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  config = _CONFIG.value
+  mesh_axes = aot.parse_mesh(_MESH.value) if _MESH.value else None
+  n = _DEVICES.value or aot.mesh_size(mesh_axes or dict(config.mesh.axes))
+  if n:
+    # Only affects the CPU backend; must precede JAX's backend start-up.
+    aot.force_cpu_devices(n)
+  if n and jax.default_backend() == "cpu" and jax.device_count() != n:
+    print(
+        f"error: asked for {n} CPU devices, JAX started with "
+        f"{jax.device_count()} (was a backend initialised earlier?)",
+        file=sys.stderr,
+    )
+    sys.exit(2)
+  reports = run_checks(
+      config,
+      mesh_axes=mesh_axes,
+      global_batch=_GLOBAL_BATCH.value,
+      seq_len=_SEQ_LEN.value,
+      eval_batches=_EVAL_BATCHES.value,
+      steps=_STEPS.value,
+  )
+  print(aot.format_reports(reports, _HBM_GB.value))
+  hbm = _HBM_GB.value * 2**30
+  summary = {
+      r.name: dict(
+          dataclasses.asdict(r), **({"fits": r.fits(hbm)} if hbm else {})
+      )
+      for r in reports
+  }
+  summary["hbm_gb"] = _HBM_GB.value or None
+  summary["cpu_indicative_only"] = jax.default_backend() == "cpu"
+  print(json.dumps(summary, sort_keys=True))
+  if hbm and not all(r.fits(hbm) for r in reports):
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)
