@@ -70,6 +70,12 @@ def _fmt(v: Any) -> str:
   return str(v)
 
 
+def _macro(row: Mapping[str, Any], metric: str) -> float:
+  """A validation row's macro value; NaN where undefined (null in JSON)."""
+  v = (row.get(metric) or {}).get("macro")
+  return float("nan") if v is None else float(v)
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
   lines = [
       "| " + " | ".join(header) + " |",
@@ -186,11 +192,16 @@ def render_markdown(
                     r["method"],
                     r.get("budget_label", ""),
                     r["total_tokens"],
-                    r["rho"]["macro"],
-                    r.get("top25_rho", float("nan")),
-                    r.get("recovery", float("nan")),
-                    r.get("decision_accuracy", float("nan")),
-                    r.get("regret", float("nan")),
+                    *(
+                        _macro(r, m)
+                        for m in (
+                            "rho",
+                            "top25_rho",
+                            "recovery",
+                            "decision_accuracy",
+                            "regret",
+                        )
+                    ),
                 ]
                 for r in v
             ],

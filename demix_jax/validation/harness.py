@@ -309,7 +309,6 @@ def run_validation(
     main_merge_method: str = "linear",
     main_beta: float = 0.5,
     final_scores: Mapping[str, Mapping[str, float]] | None = None,
-    undefined_rho: float = 0.0,
     write: bool = True,
     log: Callable[[str], None] = _LOG.info,
 ) -> dict[str, Any]:
@@ -333,7 +332,6 @@ def run_validation(
     main_beta: beta of the main DeMix rows.
     final_scores: optional {model name: {domain: score}} of final runs,
       ranked among the references.
-    undefined_rho: value for undefined Spearman rho (see metrics).
     write: write files (False on non-zero processes of a multi-host run).
     log: progress logger.
 
@@ -372,7 +370,6 @@ def run_validation(
         _family(ref_cache, n, f, domains),
         reference,
         higher_is_better,
-        undefined_rho=undefined_rho,
     )
     rows.append(
         _row(
@@ -408,7 +405,6 @@ def run_validation(
         merged[v.label],
         reference,
         higher_is_better,
-        undefined_rho=undefined_rho,
     )
     rows.append(
         _row(

@@ -5,7 +5,7 @@ score per mixture and domain; the reference models (trained on the same R
 mixtures with the full budget) give the ground truth. Per domain:
 
 * `spearman`: Spearman rho = Pearson correlation of the average ranks (ties
-  share the mean of the ranks they span).
+  share the mean of the ranks they span); `demix_jax.stats.spearman`.
 * `top_rho`: Spearman on the k = max(2, floor(n / 4)) mixtures best *by
   reference score* (larger is best when the domain's metric is higher-is-
   better, smaller for bits per byte / loss). With k = 2 this is +-1: whether
@@ -34,9 +34,10 @@ when none is finite).
 Missing values: mixtures whose proxy or reference score is not finite (a
 diverged run) are dropped pairwise before any metric, so every metric is
 computed on the same surviving mixtures. A Spearman rho that is undefined
-(fewer than 2 mixtures, or a constant proxy or reference) is reported as
-`undefined_rho`, 0.0 by default as in the official evaluation script: a
-proxy that cannot order the mixtures carries no rank information.
+(fewer than 2 mixtures, or a constant proxy or reference) is NaN
+(`demix_jax.stats.spearman`), skipped by the macro mean and written as null
+in table.json. (The official evaluation script counts it as 0.0, which
+would pull the macro rho toward zero.)
 
 Directions are injected as {domain: higher_is_better} (normally from
 `demix_jax.evals.scoring.higher_is_better("domain/<d>")`). Spearman rho and
@@ -49,6 +50,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+
+from demix_jax import stats
 
 ArrayLike = np.ndarray | list[float] | tuple[float, ...]
 
@@ -63,61 +66,10 @@ METRICS = (
 )
 
 
-def average_ranks(x: ArrayLike) -> np.ndarray:
-  """1-based ranks of finite values, ties given the mean of their ranks.
-
-  Args:
-    x: [n] finite values.
-
-  Returns:
-    [n] float ranks (smallest value = 1).
-  """
-  x = np.asarray(x, dtype=np.float64)
-  if not np.all(np.isfinite(x)):
-    raise ValueError("average_ranks needs finite values; drop NaNs first")
-  _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-  last = np.cumsum(counts)  # 1-based rank of each group's last member
-  first = last - counts + 1
-  return ((first + last) / 2.0)[inverse]
-
-
-def _finite_pairs(proxy: ArrayLike, reference: ArrayLike):
-  p = np.asarray(proxy, dtype=np.float64).ravel()
-  r = np.asarray(reference, dtype=np.float64).ravel()
-  if p.shape != r.shape:
-    raise ValueError(
-        f"proxy has {p.size} scores, reference {r.size}; they "
-        "must score the same mixtures"
-    )
-  keep = np.isfinite(p) & np.isfinite(r)
-  return p[keep], r[keep]
-
-
-def spearman(
-    proxy: ArrayLike, reference: ArrayLike, *, undefined_rho: float = 0.0
-) -> float:
-  """Spearman rank correlation with average ranks for ties.
-
-  Args:
-    proxy: [n] proxy scores (non-finite entries drop the mixture).
-    reference: [n] reference scores of the same mixtures.
-    undefined_rho: value returned when rho is undefined (fewer than two
-      finite pairs, or a constant side). Pass NaN to see those cases.
-
-  Returns:
-    rho in [-1, 1], or `undefined_rho`.
-  """
-  p, r = _finite_pairs(proxy, reference)
-  if p.size < 2:
-    return float(undefined_rho)
-  dp = average_ranks(p)
-  dr = average_ranks(r)
-  dp -= dp.mean()
-  dr -= dr.mean()
-  denom = np.sqrt(np.sum(dp * dp) * np.sum(dr * dr))
-  if denom == 0.0:
-    return float(undefined_rho)
-  return float(np.clip(np.sum(dp * dr) / denom, -1.0, 1.0))
+# The one Spearman of the package (also used by the search's surrogates).
+average_ranks = stats.average_ranks
+spearman = stats.spearman
+_finite_pairs = stats.finite_pairs
 
 
 def top_k(n: int) -> int:
@@ -126,11 +78,7 @@ def top_k(n: int) -> int:
 
 
 def top_rho(
-    proxy: ArrayLike,
-    reference: ArrayLike,
-    higher_is_better: bool,
-    *,
-    undefined_rho: float = 0.0,
+    proxy: ArrayLike, reference: ArrayLike, higher_is_better: bool
 ) -> float:
   """Spearman rho on the top-25% mixtures by reference score.
 
@@ -138,18 +86,18 @@ def top_rho(
     proxy: [n] proxy scores.
     reference: [n] reference scores.
     higher_is_better: direction of the metric (selects the best references).
-    undefined_rho: see `spearman`.
 
   Returns:
     rho on the k = max(2, floor(n' / 4)) best references, n' = mixtures with
-    both scores finite. Ties at the k-th place go to the earlier mixture.
+    both scores finite (NaN where undefined, see `spearman`). Ties at the
+    k-th place go to the earlier mixture.
   """
   p, r = _finite_pairs(proxy, reference)
   if p.size < 2:
-    return float(undefined_rho)
+    return float("nan")
   order = np.argsort(-r if higher_is_better else r, kind="stable")
   best = order[: top_k(p.size)]
-  return spearman(p[best], r[best], undefined_rho=undefined_rho)
+  return spearman(p[best], r[best])
 
 
 def capability_recovery(
@@ -267,8 +215,6 @@ def consistency(
     proxy: Mapping[str, ArrayLike],
     reference: Mapping[str, ArrayLike],
     higher_is_better: Mapping[str, bool],
-    *,
-    undefined_rho: float = 0.0,
 ) -> dict[str, dict[str, float]]:
   """All consistency metrics of one proxy family, per domain and macro.
 
@@ -277,7 +223,6 @@ def consistency(
     reference: {domain: [R] reference scores} of the same R mixtures.
     higher_is_better: {domain: direction}; its keys are the domains used, in
       order.
-    undefined_rho: see `spearman`.
 
   Returns:
     {metric: {domain: value, ..., "macro": mean}} for every metric in
@@ -288,8 +233,8 @@ def consistency(
   out: dict[str, dict[str, float]] = {m: {} for m in METRICS}
   for d, hib in higher_is_better.items():
     p, r = proxy[d], reference[d]
-    out["rho"][d] = spearman(p, r, undefined_rho=undefined_rho)
-    out["top25_rho"][d] = top_rho(p, r, hib, undefined_rho=undefined_rho)
+    out["rho"][d] = spearman(p, r)
+    out["top25_rho"][d] = top_rho(p, r, hib)
     out["recovery"][d] = capability_recovery(p, r, hib)
     out["decision_accuracy"][d] = decision_accuracy(p, r)
     gap, rank = regret(p, r, hib)

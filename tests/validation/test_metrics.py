@@ -46,13 +46,22 @@ def test_spearman_nan_and_undefined():
   assert metrics.spearman([1, np.nan, 3, 4], [1, 2, 3, 0]) == pytest.approx(
       -0.5, abs=1e-12
   )
-  assert metrics.spearman([1, 1, 1], [1, 2, 3]) == 0.0  # constant proxy
-  assert math.isnan(
-      metrics.spearman([1, 1, 1], [1, 2, 3], undefined_rho=float("nan"))
-  )
-  assert metrics.spearman([1, np.nan], [1, 2]) == 0.0  # one pair left
+  # Undefined rho is NaN (not the official script's 0.0).
+  assert math.isnan(metrics.spearman([1, 1, 1], [1, 2, 3]))  # constant proxy
+  assert math.isnan(metrics.spearman([1, np.nan], [1, 2]))  # one pair left
   with pytest.raises(ValueError, match="same mixtures"):
     metrics.spearman([1, 2], [1, 2, 3])
+
+
+def test_undefined_rho_is_nan_and_skipped_by_macro():
+  ref = {"general": [1.0, 2.0, 3.0, 4.0], "code": [4.0, 1.0, 3.0, 2.0]}
+  prox = {"general": [2.0, 2.0, 2.0, 2.0], "code": [4.0, 1.0, 3.0, 2.0]}
+  out = metrics.consistency(prox, ref, {"general": True, "code": True})
+  assert math.isnan(out["rho"]["general"])  # a constant proxy
+  assert out["rho"]["code"] == pytest.approx(1.0)
+  assert out["rho"]["macro"] == pytest.approx(1.0)  # not (0 + 1) / 2
+  assert math.isnan(out["top25_rho"]["general"])
+  assert math.isnan(metrics.top_rho([1.0], [2.0], True))
 
 
 def test_top_k_size():
