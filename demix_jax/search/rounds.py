@@ -265,13 +265,14 @@ class _Search:
     return model.fit(x, y), x, y
 
   def _cv(self, x, y) -> dict[str, float]:
-    def factory(n):
-      return surrogates.make_surrogate(
-          self.cfg.surrogate, n, self.cfg.lgbm, self.cfg.ridge_alpha
-      )
-
     return surrogates.cross_validate(
-        factory, x, y, self.cfg.cv_folds, self.cfg.seed
+        self.cfg.surrogate,
+        x,
+        y,
+        self.cfg.cv_folds,
+        self.cfg.seed,
+        params=self.cfg.lgbm,
+        ridge_alpha=self.cfg.ridge_alpha,
     )
 
   def _rank_pool(self, targets) -> tuple[np.ndarray, dict, object]:

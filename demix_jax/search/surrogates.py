@@ -13,7 +13,8 @@
   over members.
 
 `make_surrogate("auto", n)` picks Ridge below `AUTO_RIDGE_BELOW` points.
-`cross_validate` reports fit quality as Spearman of out-of-fold predictions.
+`out_of_fold` is the one cross-validation loop; `cross_validate` reports fit
+quality as the Spearman of its held-out predictions.
 Rows with a NaN target are dropped for that target with a warning.
 """
 
@@ -262,76 +263,101 @@ def make_surrogate(
 spearman = stats.spearman
 
 
+SurrogateFactory = Callable[[int], Surrogate]
+
+
+def fold_ids(n: int, folds: int, seed: int = 0) -> np.ndarray:
+  """Fold of each of n points: `default_rng(seed).permutation(n) % folds`."""
+  return np.random.default_rng(seed).permutation(n) % folds
+
+
+def _factory(
+    kind: str | SurrogateFactory, params: LGBMParams, ridge_alpha: float
+) -> SurrogateFactory:
+  if callable(kind):
+    return kind
+  return lambda n: make_surrogate(kind, n, params, ridge_alpha)
+
+
+def out_of_fold(
+    kind: str | SurrogateFactory,
+    x: np.ndarray,
+    y: np.ndarray | Mapping[str, np.ndarray],
+    folds: int = 5,
+    seed: int = 0,
+    *,
+    params: LGBMParams = LGBMParams(),
+    ridge_alpha: float = 0.5,
+) -> np.ndarray | dict[str, np.ndarray]:
+  """Held-out-fold predictions: each point predicted by a model without it.
+
+  The one cross-validation loop of the package (`cross_validate`, the
+  report's predicted-vs-observed plot). Folds are `fold_ids(n, folds,
+  seed)`; a fold whose training part has fewer than MIN_POINTS finite
+  targets is left NaN. The surrogate is built per fold, for the fold's
+  training size (so 'auto' sees the size it is fitted on).
+
+  Args:
+    kind: a surrogate name (make_surrogate, with `params` and
+      `ridge_alpha`) or a factory n_train -> fresh Surrogate.
+    x: [N, K] mixtures.
+    y: [N] observed values, or {target: [N]} (NaN = missing).
+    folds: number of folds (capped at N; fewer than 2: all NaN).
+    seed: fold assignment seed.
+    params: LightGBM settings when `kind` is a name.
+    ridge_alpha: ridge penalty when `kind` is a name.
+
+  Returns:
+    [N] predictions for an array `y`, {target: [N]} for a mapping.
+  """
+  factory = _factory(kind, params, ridge_alpha)
+  x = np.asarray(x, np.float64)
+  ys = dict(y) if isinstance(y, Mapping) else {"y": y}
+  n = len(x)
+  folds = min(folds, n)
+  out = {t: np.full(n, np.nan) for t in ys}
+  if folds < 2:
+    return out if isinstance(y, Mapping) else out["y"]
+  fold = fold_ids(n, folds, seed)
+  for t, yt in ys.items():
+    yt = np.asarray(yt, np.float64)
+    for f in range(folds):
+      tr = (fold != f) & np.isfinite(yt)
+      if tr.sum() < MIN_POINTS:
+        continue
+      model = factory(int(tr.sum())).fit(x[tr], {t: yt[tr]})
+      out[t][fold == f] = model.predict(x[fold == f])[t]
+  return out if isinstance(y, Mapping) else out["y"]
+
+
 def cross_validate(
-    factory: Callable[[int], Surrogate],
+    kind: str | SurrogateFactory,
     x: np.ndarray,
     y: Mapping[str, np.ndarray],
     folds: int = 5,
     seed: int = 0,
+    *,
+    params: LGBMParams = LGBMParams(),
+    ridge_alpha: float = 0.5,
 ) -> dict[str, float]:
-  """Out-of-fold Spearman per target.
+  """Out-of-fold Spearman per target (see `out_of_fold`).
 
   The held-out predictions of all folds are pooled and ranked against the
   truth in one Spearman per target (per-fold Spearman on 3-20 points is
   too noisy to read).
 
   Args:
-    factory: n_train -> fresh surrogate (so 'auto' sees the fold size).
+    kind: a surrogate name or a factory n_train -> fresh Surrogate.
     x: [N, K] mixtures; y: {target: [N]}.
     folds: number of folds (capped at N).
     seed: fold assignment seed.
+    params: LightGBM settings when `kind` is a name.
+    ridge_alpha: ridge penalty when `kind` is a name.
 
   Returns:
     {target: rho}; NaN when there are too few points to cross-validate.
   """
-  x = np.asarray(x, np.float64)
-  n = len(x)
-  folds = min(folds, n)
-  if folds < 2 or n - n // folds < MIN_POINTS:
-    return {t: float("nan") for t in y}
-  fold = np.random.default_rng(seed).permutation(n) % folds
-  out = {}
-  for t in y:
-    yt = np.asarray(y[t], np.float64)
-    pred = np.full(n, np.nan)
-    for f in range(folds):
-      tr = (fold != f) & np.isfinite(yt)
-      if tr.sum() < MIN_POINTS:
-        continue
-      model = factory(int(tr.sum()))
-      fitted = model._fit_one(x[tr], yt[tr])
-      pred[fold == f] = model._predict_one(fitted, x[fold == f])[0]
-    out[t] = spearman(pred, yt)
-  return out
-
-
-def out_of_fold(
-    kind: str, x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0
-) -> np.ndarray:
-  """Held-out-fold predictions of one target (predicted-vs-observed plots).
-
-  Folds are `permutation(n) % folds` with `default_rng(seed)`; a fold whose
-  training part has fewer than MIN_POINTS finite targets stays NaN.
-
-  Args:
-    kind: surrogate name (make_surrogate), chosen per fold's size.
-    x: [N, K] mixtures.
-    y: [N] observed values (NaN = missing).
-    folds: number of folds (capped at N).
-    seed: fold assignment seed.
-
-  Returns:
-    [N] predictions, each from a model that did not see that point.
-  """
-  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-  n = len(x)
-  pred = np.full(n, np.nan)
-  folds = min(folds, n)
-  fold = np.random.default_rng(seed).permutation(n) % folds
-  for f in range(folds):
-    tr = (fold != f) & np.isfinite(y)
-    if tr.sum() < MIN_POINTS:
-      continue
-    model = make_surrogate(kind, int(tr.sum()))
-    pred[fold == f] = model.fit(x[tr], {"y": y[tr]}).predict(x[fold == f])["y"]
-  return pred
+  pred = out_of_fold(
+      kind, x, y, folds, seed, params=params, ridge_alpha=ridge_alpha
+  )
+  return {t: spearman(pred[t], y[t]) for t in y}

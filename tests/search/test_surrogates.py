@@ -91,3 +91,61 @@ def test_cross_validate_reports_per_target():
       lambda n: surrogates.RidgeSurrogate(), x[:4], {"y": y[:4]}
   )
   assert np.isnan(tiny["y"])
+
+
+def test_fold_ids_are_a_seeded_permutation_mod_folds():
+  f = surrogates.fold_ids(11, 4, seed=7)
+  np.testing.assert_array_equal(f, np.random.default_rng(7).permutation(11) % 4)
+  assert sorted(np.bincount(f)) == [2, 3, 3, 3]
+
+
+def test_out_of_fold_predicts_each_point_without_it():
+  x, y = _data(23)
+  y[[1, 9]] = np.nan  # missing targets: predicted, never trained on
+  pred = surrogates.out_of_fold("ridge", x, y, folds=4, seed=3)
+  fold = surrogates.fold_ids(23, 4, seed=3)
+  for f in range(4):
+    tr = (fold != f) & np.isfinite(y)
+    xc, yc = x[tr] - x[tr].mean(0), y[tr] - y[tr].mean()
+    w = np.linalg.solve(xc.T @ xc + 0.5 * np.eye(4), xc.T @ yc)
+    want = (x[fold == f] - x[tr].mean(0)) @ w + y[tr].mean()
+    np.testing.assert_allclose(pred[fold == f], want, atol=1e-12)
+  assert np.all(np.isfinite(pred))
+
+
+def test_out_of_fold_targets_kinds_and_small_folds():
+  x, y = _data(30, noise=0.05)
+  both = surrogates.out_of_fold("auto", x, {"a": y, "b": -y}, seed=1)
+  np.testing.assert_array_equal(
+      both["a"], surrogates.out_of_fold("auto", x, y, seed=1)
+  )
+  np.testing.assert_allclose(both["b"], -both["a"], atol=1e-12)
+  # A factory and the name with the same settings give the same numbers.
+  lgbm = surrogates.LGBMParams(num_iterations=20)
+  by_name = surrogates.out_of_fold(
+      "lightgbm", x, y, seed=2, params=lgbm, ridge_alpha=9.0
+  )
+  by_factory = surrogates.out_of_fold(
+      lambda n: surrogates.LightGBMSurrogate(lgbm), x, y, seed=2
+  )
+  np.testing.assert_array_equal(by_name, by_factory)
+  # 5 points in 5 folds: 4 training points each, enough; 4 points: none.
+  assert np.isfinite(surrogates.out_of_fold("ridge", x[:5], y[:5])).all()
+  assert np.isnan(surrogates.out_of_fold("ridge", x[:4], y[:4])).all()
+  # A fold whose training part has too few finite targets stays NaN.
+  y6 = y[:6].copy()
+  y6[surrogates.fold_ids(6, 3, 0) != 0] = np.nan
+  pred = surrogates.out_of_fold("ridge", x[:6], y6, folds=3)
+  assert np.isnan(pred).all()
+  assert surrogates.out_of_fold("ridge", x[:1], y[:1]).shape == (1,)
+
+
+def test_cross_validate_is_spearman_of_out_of_fold():
+  x, y = _data(40, noise=0.1)
+  ys = {"y": y, "sq": y**2}
+  cv = surrogates.cross_validate("ridge", x, ys, folds=4, seed=5)
+  pred = surrogates.out_of_fold("ridge", x, ys, folds=4, seed=5)
+  assert cv == {t: surrogates.spearman(pred[t], ys[t]) for t in ys}
+  assert cv == surrogates.cross_validate(
+      lambda n: surrogates.RidgeSurrogate(0.5), x, ys, folds=4, seed=5
+  )
