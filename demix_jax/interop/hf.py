@@ -129,7 +129,6 @@ def hf_config(
       "bos_token_id": bos_token_id,
       "eos_token_id": eos_token_id,
       "pad_token_id": pad_token_id,
-      "torch_dtype": _HF_DTYPES[dtype],
       "dtype": _HF_DTYPES[dtype],
   }
 

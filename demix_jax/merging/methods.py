@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Params = Any
 
@@ -48,8 +49,20 @@ METHODS = (
     "slerp",
     "spherical",
 )
-# Methods whose weights are used as given (see MergeSpec.normalize).
-UNNORMALISED = frozenset({"task_arithmetic"})
+# Methods whose weights are used as given (see MergeSpec.normalize): those
+# whose mergekit registry default is normalize=False.
+UNNORMALISED = frozenset(
+    {
+        "task_arithmetic",
+        "dare_linear",
+        "dare_ties",
+        "breadcrumbs",
+        "breadcrumbs_ties",
+    }
+)
+DARE_RESCALES = ("l1", "inverse_density", "none")
+# mergekit's SLERP interpolates linearly above this |cos Omega|.
+SLERP_DOT_THRESHOLD = 0.9995
 # Methods that read the base model.
 NEEDS_BASE = frozenset(
     {
@@ -74,14 +87,19 @@ class MergeSpec:
     gamma: Breadcrumbs: fraction of largest-magnitude entries removed.
     scale: lambda, the multiplier of the merged task vector (TIES, DARE,
       Breadcrumbs); 1.0 as in the DeMix configs.
-    normalize: divide the weights by their sum first. None (the default)
-      takes the method's own convention (`normalizes_weights`): every method
-      normalises except task arithmetic, whose weights are the task-vector
-      coefficients of Ilharco et al. (theta = b + sum_k w_k tau_k, as in
-      DeMix and mergekit, which does not normalise it either).
+    normalize: mergekit's `normalize`: divide by the sum of the weights
+      (for the sign-consensus methods, by the weights of the components that
+      agree with the elected sign: the disjoint mean). None (the default)
+      takes the method's mergekit default (`normalizes_weights`): linear and
+      TIES normalise; task arithmetic, DARE and Breadcrumbs (and their TIES
+      variants) use the weights as given (theta = b + sum_k w_k tau_k).
     seed: DARE's drop-mask seed (fixed, so a mixture's proxy is
       deterministic and the same across calls).
     spherical_iters: fixed-point iterations of the spherical mean.
+    dare_rescale: how DARE rescales the kept task-vector entries: "l1"
+      (mergekit's default `rescale: true`: each tau_k scaled to keep its L1
+      norm), "inverse_density" (Yu et al.: divided by density, unbiased in
+      expectation) or "none" (mergekit's `rescale: false`).
   """
 
   method: str = "linear"
@@ -91,6 +109,7 @@ class MergeSpec:
   normalize: bool | None = None
   seed: int = 0
   spherical_iters: int = 8
+  dare_rescale: str = "l1"
 
   def __post_init__(self):
     if self.method not in METHODS:
@@ -100,6 +119,11 @@ class MergeSpec:
     bad_gamma = not 0.0 <= self.gamma < 1.0 or (
         self.gamma + self.density > 1.0 + 1e-9
     )
+    if self.dare_rescale not in DARE_RESCALES:
+      raise ValueError(
+          f"merge dare_rescale={self.dare_rescale!r}; use one of "
+          f"{DARE_RESCALES}"
+      )
     if self.method.startswith("breadcrumbs") and bad_gamma:
       raise ValueError(
           f"breadcrumbs needs 0 <= gamma and gamma + density <= 1, got "
@@ -132,6 +156,23 @@ def _f32(x):
 def _bcast(w, x):
   """Reshapes weights [K] to broadcast against a stack [K, ...]."""
   return w.reshape(w.shape + (1,) * (x.ndim - 1))
+
+
+def check_weights(weights) -> None:
+  """Raises ValueError for negative, non-finite or zero-sum weights.
+
+  Only concrete weights are checked; under jit, vmap or grad the caller
+  checks them before tracing (the merge engine does).
+  """
+  if isinstance(weights, jax.core.Tracer):
+    return
+  w = np.asarray(weights, np.float64)
+  if w.ndim != 1 or not np.all(np.isfinite(w)) or np.any(w < 0):
+    raise ValueError(
+        f"merge weights must be a vector of finite values >= 0, got {w}"
+    )
+  if w.sum() <= 0:
+    raise ValueError(f"merge weights sum to zero ({w}); nothing to merge")
 
 
 def normalize_weights(weights: jax.Array) -> jax.Array:
@@ -178,55 +219,101 @@ def _magnitude_rank(tau: jax.Array) -> jax.Array:
   return ranks.reshape(tau.shape)
 
 
-def _keep_count(n: int, fraction: float) -> int:
-  return int(math.ceil(fraction * n - 1e-9))
+def _trim_count(n: int, density: float) -> int:
+  """Entries TIES keeps of n: max(1, int(density * n)), as mergekit."""
+  return n if density >= 1.0 else max(1, int(density * n))
 
 
 def trim_topk(tau: jax.Array, density: float) -> jax.Array:
-  """Keeps the ceil(density * n) largest-magnitude entries of each tau_k."""
+  """Keeps the max(1, int(density * n)) largest-magnitude entries of each
+  tau_k (mergekit's `magnitude` sparsification)."""
   n = math.prod(tau.shape[1:])
-  keep = _magnitude_rank(tau) < _keep_count(n, density)
+  keep = _magnitude_rank(tau) < _trim_count(n, density)
   return jnp.where(keep, tau, 0.0)
 
 
-def _sign_consensus_mean(tau, weights):
-  """TIES steps 2-3: elect a sign, then the weighted disjoint mean.
+def _breadcrumbs_window(n: int, density: float, gamma: float):
+  """Magnitude ranks [lo, hi) (0 = largest) Breadcrumbs keeps, as
+  mergekit's `magnitude_outliers`: int(density * n) entries right below the
+  int(gamma * n) largest, fewer outliers removed when they would not fit."""
+  if density >= 1.0:
+    return 0, n
+  target = int(density * n)
+  bottom = max(0, n - target - int(gamma * n))
+  return n - bottom - target, n - bottom
 
-  gamma = sign(sum_k w_k tau_k) per entry (the sign with more mass), and
-  out = sum_{k in A} w_k tau_k / sum_{k in A} w_k over A = {k : tau_k != 0
-  and sign(tau_k) = gamma}; 0 where A is empty. With equal weights this is
-  Yadav et al.'s disjoint mean (1/|A|) sum_{k in A} tau_k.
+
+def _sign_consensus_mean(tau, weights, disjoint_mean: bool = True):
+  """TIES steps 2-3: elect a sign, then merge the agreeing entries.
+
+  gamma = +1 where sum_k w_k tau_k >= 0, else -1 (mergekit's `sum`
+  consensus); A = {k : tau_k != 0 and sign(tau_k) = gamma}. With
+  `disjoint_mean`: out = sum_{k in A} w_k tau_k / sum_{k in A} w_k (0 where
+  A is empty; with equal weights Yadav et al.'s (1/|A|) sum_{k in A}
+  tau_k); without it (mergekit's normalize=False): sum_{k in A} w_k tau_k.
   """
   w = _bcast(_f32(weights), tau)
-  elected = jnp.sign(jnp.sum(w * tau, axis=0))
+  elected = jnp.where(jnp.sum(w * tau, axis=0) >= 0, 1.0, -1.0)
   agree = (jnp.sign(tau) == elected[None]) & (tau != 0)
   num = jnp.sum(jnp.where(agree, w * tau, 0.0), axis=0)
+  if not disjoint_mean:
+    return num
   den = jnp.sum(jnp.where(agree, w, 0.0), axis=0)
   return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
 
 
-def ties_tensor(stack, weights, base, density: float, scale: float = 1.0):
+def ties_tensor(
+    stack,
+    weights,
+    base,
+    density: float,
+    scale: float = 1.0,
+    disjoint_mean: bool = True,
+):
   """TIES-merging (Yadav et al. 2023, "TIES-Merging: Resolving Interference").
 
-  tau_k = theta_k - b; (1) trim: keep the top ceil(density * n) entries of
-  each tau_k by magnitude, zero the rest; (2) elect sign per entry:
-  sign(sum_k w_k trim(tau_k)); (3) disjoint mean over the components whose
-  trimmed entry is non-zero and agrees with the elected sign (weighted by w);
-  out = b + scale * merged tau.
+  tau_k = theta_k - b; (1) trim: keep the top max(1, int(density * n))
+  entries of each tau_k by magnitude, zero the rest; (2) elect sign per
+  entry from sum_k w_k trim(tau_k); (3) disjoint mean over the components
+  whose trimmed entry is non-zero and agrees with the elected sign
+  (weighted by w; a plain weighted sum without `disjoint_mean`);
+  out = b + scale * merged tau. mergekit's `ties` with its defaults.
   """
   b = _f32(base)
   tau = trim_topk(_f32(stack) - b[None], density)
-  out = b + scale * _sign_consensus_mean(tau, weights)
+  out = b + scale * _sign_consensus_mean(tau, weights, disjoint_mean)
   return out.astype(stack.dtype)
 
 
-def dare_drop(tau: jax.Array, density: float, key: jax.Array) -> jax.Array:
-  """DARE drop-and-rescale: each entry kept with probability `density`
-  (Bernoulli, independent per entry and component) and survivors divided by
-  `density`, so E[result] = tau (Yu et al. 2024, "Language Models are Super
-  Mario", Eq. 2-3 with drop rate p = 1 - density)."""
+def dare_drop(
+    tau: jax.Array,
+    density: float,
+    key: jax.Array,
+    rescale: str = "inverse_density",
+) -> jax.Array:
+  """DARE drop-and-rescale of task vectors tau [K, ...].
+
+  Each entry is kept with probability `density` (Bernoulli, independent per
+  entry and component). Survivors are then rescaled per component:
+  "inverse_density" divides them by `density`, so E[result] = tau (Yu et al.
+  2024, "Language Models are Super Mario", Eq. 2-3 with drop rate p = 1 -
+  density); "l1" (mergekit's `rescale: true`) scales each tau_k so its L1
+  norm is unchanged (left as is when either norm is below 1e-7); "none"
+  keeps them.
+  """
   keep = jax.random.bernoulli(key, density, tau.shape)
-  return jnp.where(keep, tau / density, 0.0)
+  if rescale == "inverse_density":
+    return jnp.where(keep, tau / density, 0.0)
+  masked = jnp.where(keep, tau, 0.0)
+  if rescale == "none":
+    return masked
+  if rescale != "l1":
+    raise ValueError(f"dare rescale={rescale!r}; use one of {DARE_RESCALES}")
+  axes = tuple(range(1, tau.ndim))
+  before = jnp.sum(jnp.abs(tau), axis=axes, keepdims=True)
+  after = jnp.sum(jnp.abs(masked), axis=axes, keepdims=True)
+  small = (before < 1e-7) | (after < 1e-7)
+  return masked * jnp.where(small, 1.0, before / jnp.where(small, 1.0, after))
 
 
 def dare_tensor(
@@ -237,17 +324,20 @@ def dare_tensor(
     key: jax.Array,
     scale: float = 1.0,
     ties: bool = False,
+    rescale: str = "inverse_density",
+    disjoint_mean: bool = True,
 ):
-  """DARE merge: drop-and-rescale each tau_k, then combine.
+  """DARE merge: drop-and-rescale each tau_k (`dare_drop`), then combine.
 
   dare_linear: b + scale * sum_k w_k dare(tau_k);
-  dare_ties:   b + scale * TIES sign election + disjoint mean of dare(tau_k)
-  (no magnitude trim; DARE's random drop replaces it).
+  dare_ties:   b + scale * TIES sign election + merge of the agreeing
+  dare(tau_k) (disjoint mean, or a weighted sum without `disjoint_mean`;
+  no magnitude trim: DARE's random drop replaces it).
   """
   b = _f32(base)
-  tau = dare_drop(_f32(stack) - b[None], density, key)
+  tau = dare_drop(_f32(stack) - b[None], density, key, rescale)
   if ties:
-    merged = _sign_consensus_mean(tau, weights)
+    merged = _sign_consensus_mean(tau, weights, disjoint_mean)
   else:
     merged = jnp.tensordot(_f32(weights), tau, axes=1)
   return (b + scale * merged).astype(stack.dtype)
@@ -261,24 +351,25 @@ def breadcrumbs_tensor(
     gamma: float,
     scale: float = 1.0,
     ties: bool = False,
+    disjoint_mean: bool = True,
 ):
   """Model Breadcrumbs (Davari & Belilovsky 2024, "Model Breadcrumbs").
 
   Per tensor and component, entries of tau_k ranked by magnitude (0 =
-  largest): the top ceil(gamma * n) (outliers) and everything past rank
-  ceil((gamma + density) * n) (the small tail) are masked out, so a fraction
-  `density` in between is kept. out = b + scale * sum_k w_k masked(tau_k), or
-  with `ties`, the TIES sign election + disjoint mean of the masked tau_k.
+  largest): the int(gamma * n) largest (outliers) are masked out and the
+  int(density * n) entries right below them kept (mergekit's
+  `magnitude_outliers`; fewer outliers are removed when both do not fit).
+  out = b + scale * sum_k w_k masked(tau_k), or with `ties`, the TIES sign
+  election + merge of the agreeing masked tau_k (see `_sign_consensus_mean`).
   """
   b = _f32(base)
   tau = _f32(stack) - b[None]
   n = math.prod(tau.shape[1:])
   rank = _magnitude_rank(tau)
-  lo = _keep_count(n, gamma)
-  hi = _keep_count(n, gamma + density)
+  lo, hi = _breadcrumbs_window(n, density, gamma)
   tau = jnp.where((rank >= lo) & (rank < hi), tau, 0.0)
   if ties:
-    merged = _sign_consensus_mean(tau, weights)
+    merged = _sign_consensus_mean(tau, weights, disjoint_mean)
   else:
     merged = jnp.tensordot(_f32(weights), tau, axes=1)
   return (b + scale * merged).astype(stack.dtype)
@@ -292,8 +383,9 @@ def slerp_tensor(a: jax.Array, b: jax.Array, t) -> jax.Array:
 
   With the tensors flattened, Omega = arccos(<a, b> / (|a| |b|)):
   slerp = sin((1 - t) Omega) / sin Omega * a + sin(t Omega) / sin Omega * b.
-  Falls back to (1 - t) a + t b when the tensors are (anti)parallel within
-  1e-6, where the formula is 0/0.
+  Falls back to (1 - t) a + t b when |cos Omega| > 0.9995 (nearly
+  (anti)parallel, where the formula is 0/0 or ill-conditioned), as
+  mergekit's `slerp` does.
   """
   af, bf = _f32(a), _f32(b)
   t = _f32(t)
@@ -301,7 +393,7 @@ def slerp_tensor(a: jax.Array, b: jax.Array, t) -> jax.Array:
   cos = jnp.clip(cos, -1.0, 1.0)
   omega = jnp.arccos(cos)
   so = jnp.sin(omega)
-  near = so < 1e-6
+  near = jnp.abs(cos) > SLERP_DOT_THRESHOLD
   so = jnp.where(near, 1.0, so)
   ca = jnp.where(near, 1.0 - t, jnp.sin((1.0 - t) * omega) / so)
   cb = jnp.where(near, t, jnp.sin(t * omega) / so)
@@ -368,15 +460,20 @@ def merge_tensor(
   Args:
     spec: the method and its hyperparameters.
     stack: the K component versions of the tensor.
-    weights: [K] mixture weights (normalised here when
-      `spec.normalizes_weights`).
+    weights: [K] mixture weights, >= 0 with a positive sum (checked when
+      concrete; normalised here when `spec.normalizes_weights`).
     base: the base tensor, required by `spec.needs_base` methods.
     key: PRNG key for DARE (defaults to `spec.seed`).
 
   Returns:
     The merged tensor, with the dtype of `stack`.
+
+  Raises:
+    ValueError: negative, non-finite or zero-sum weights; a missing base.
   """
-  w = normalize_weights(weights) if spec.normalizes_weights else _f32(weights)
+  check_weights(weights)
+  norm = spec.normalizes_weights
+  w = normalize_weights(weights) if norm else _f32(weights)
   m = spec.method
   if spec.needs_base and base is None:
     raise ValueError(f"merge method {m!r} needs the base model")
@@ -385,11 +482,19 @@ def merge_tensor(
   if m == "task_arithmetic":
     return task_arithmetic_tensor(stack, w, base, spec.scale)
   if m == "ties":
-    return ties_tensor(stack, w, base, spec.density, spec.scale)
+    return ties_tensor(stack, w, base, spec.density, spec.scale, norm)
   if m in ("dare_linear", "dare_ties"):
     key = jax.random.key(spec.seed) if key is None else key
     return dare_tensor(
-        stack, w, base, spec.density, key, spec.scale, ties=m == "dare_ties"
+        stack,
+        w,
+        base,
+        spec.density,
+        key,
+        spec.scale,
+        ties=m == "dare_ties",
+        rescale=spec.dare_rescale,
+        disjoint_mean=norm,
     )
   if m in ("breadcrumbs", "breadcrumbs_ties"):
     return breadcrumbs_tensor(
@@ -400,6 +505,7 @@ def merge_tensor(
         spec.gamma,
         spec.scale,
         ties=m == "breadcrumbs_ties",
+        disjoint_mean=norm,
     )
   if m == "slerp":
     if stack.shape[0] != 2:

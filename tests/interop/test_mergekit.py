@@ -1,11 +1,13 @@
 """demix_jax's merge methods against mergekit itself (mergekit 0.1.5, torch
 CPU), on fixed tensors and on whole exported models.
 
-Where a method shares mergekit's name it should compute what mergekit
-computes with its registry defaults (issue 17, item 4). Known differences
-are marked xfail(strict=True) with the difference measured here, so a fix
-in `demix_jax.merging.methods` turns them into failures that ask for the
-marker to go. Random methods (DARE) are compared with the same drop masks:
+Where a method shares mergekit's name it computes what mergekit computes
+with its registry defaults (issue 17, item 4); the tests with odd sizes
+(density * n not an integer), weights off the simplex and nearly parallel
+tensors are the cases where demix_jax once differed (ceil vs int counts,
+1 / density vs L1 rescaling, the weighted mean vs mergekit's normalize=False
+for dare_ties and breadcrumbs_ties, SLERP's fallback threshold). Random
+methods (DARE) are compared with the same drop masks:
 mergekit's `sparsify` is replaced by one that applies demix_jax's masks and
 then mergekit's own rescaling, so everything except the random draw is
 mergekit's code.
@@ -87,13 +89,6 @@ def test_task_arithmetic_on_the_simplex():
   )
 
 
-@pytest.mark.xfail(
-    methods.MergeSpec().normalize is True,
-    reason="task_arithmetic normalises the weights by default (MergeSpec."
-    "normalize=True); mergekit's task_arithmetic does not (normalize=False). "
-    "Measured 1.4e-1 max abs on weights summing to 1.9",
-    strict=True,
-)
 def test_task_arithmetic_default_weights_are_not_normalised():
   b, c = _setup((7, 13))
   np.testing.assert_allclose(
@@ -116,12 +111,6 @@ def test_ties_when_density_times_size_is_an_integer(density):
     )
 
 
-@pytest.mark.xfail(
-    reason="TIES keeps ceil(density * n) entries per tensor, mergekit keeps "
-    "max(1, int(density * n)): one entry more when density * n is not an "
-    "integer. Measured 9.2e-2 max abs (7x13 tensor, density 0.9)",
-    strict=True,
-)
 def test_ties_trim_count_is_mergekits():
   b, c = _setup((7, 13))
   np.testing.assert_allclose(
@@ -140,13 +129,6 @@ def test_breadcrumbs_when_counts_are_integers():
   )
 
 
-@pytest.mark.xfail(
-    reason="Breadcrumbs keeps magnitude ranks [ceil(gamma n), ceil((gamma + "
-    "density) n)); mergekit keeps int(density n) entries below the top "
-    "int(gamma n). Measured 1.5e-1 max abs (7x13 tensor, density 0.9, "
-    "gamma 0.01)",
-    strict=True,
-)
 def test_breadcrumbs_window_is_mergekits():
   b, c = _setup((7, 13))
   np.testing.assert_allclose(
@@ -156,13 +138,6 @@ def test_breadcrumbs_window_is_mergekits():
   )
 
 
-@pytest.mark.xfail(
-    reason="breadcrumbs_ties always divides by the weights of the agreeing "
-    "components; mergekit's breadcrumbs_ties defaults to normalize=False "
-    "(sum of agreeing weighted task vectors, no division). Measured 1.7e-1 "
-    "max abs with integer counts (n = 1000)",
-    strict=True,
-)
 def test_breadcrumbs_ties_default_is_mergekits():
   b, c = _setup((1000,))
   np.testing.assert_allclose(
@@ -194,24 +169,11 @@ def _dare_both(method, density=0.7):
   return ours(method, c, W, b, key=key, density=density), want
 
 
-@pytest.mark.xfail(
-    reason="DARE rescales the kept entries by 1 / density; mergekit's "
-    "dare_linear (rescale=True) rescales each task vector to keep its L1 "
-    "norm. Measured 2.9e-3 max abs with the same drop masks (density 0.7)",
-    strict=True,
-)
 def test_dare_linear_is_mergekits_with_the_same_masks():
   got, want = _dare_both("dare_linear")
   np.testing.assert_allclose(got, want, **TOL)
 
 
-@pytest.mark.xfail(
-    reason="dare_ties: the 1 / density rescale (mergekit: L1-norm rescale) "
-    "and the weighted mean over agreeing components (mergekit's dare_ties "
-    "defaults to normalize=False). Measured 3.1e-1 max abs with the same "
-    "drop masks (density 0.7)",
-    strict=True,
-)
 def test_dare_ties_is_mergekits_with_the_same_masks():
   got, want = _dare_both("dare_ties")
   np.testing.assert_allclose(got, want, **TOL)
@@ -234,12 +196,6 @@ def test_slerp():
   )
 
 
-@pytest.mark.xfail(
-    reason="SLERP falls back to linear interpolation only when sin(Omega) < "
-    "1e-6; mergekit does when |cos Omega| > 0.9995. Measured 1.0e-4 max abs "
-    "at cos = 0.99982 (atol here 1e-5)",
-    strict=True,
-)
 def test_slerp_nearly_parallel_falls_back_like_mergekit():
   rng = np.random.default_rng(1)
   a = rng.normal(size=(6, 9)).astype(np.float32)
@@ -269,11 +225,6 @@ def test_spherical_default_is_the_karcher_mean():
   )
 
 
-@pytest.mark.xfail(
-    reason="weights summing to zero are not an error: linear gives NaN, "
-    "TIES returns the base unchanged (mergekit gives inf/NaN for linear)",
-    strict=True,
-)
 @pytest.mark.parametrize("method", ["linear", "ties"])
 def test_zero_sum_weights_are_an_error(method):
   b, c = _setup((10, 10))
@@ -281,11 +232,6 @@ def test_zero_sum_weights_are_an_error(method):
     ours(method, c, [0.0, 0.0, 0.0], b if method == "ties" else None)
 
 
-@pytest.mark.xfail(
-    reason="negative weights are accepted by merge_tensor (the engine "
-    "rejects negative alphas, the merge functions do not)",
-    strict=True,
-)
 def test_negative_weights_are_an_error():
   _, c = _setup((10, 10))
   with pytest.raises(ValueError):
@@ -307,13 +253,20 @@ def _run_mergekit(conf, out):
   )
 
 
-@pytest.mark.parametrize("method", ["linear", "ties"])
+WHOLE_MODEL = {
+    "linear": {},
+    "task_arithmetic": {},
+    "ties": {"density": 0.9},
+    "breadcrumbs_ties": {"density": 0.9, "gamma": 0.05},
+}
+
+
+@pytest.mark.parametrize("method", sorted(WHOLE_MODEL))
 def test_whole_model_merge_equals_mergekit_on_exported_checkpoints(
     tmp_path, method
 ):
   """Per-tensor units agree: demix_jax merges each leaf per layer, mergekit
-  each Hugging Face tensor; density 0.5 keeps integer counts everywhere
-  (every tensor has an even size)."""
+  each Hugging Face tensor. Weights off the simplex, mergekit's defaults."""
   cfg = helpers.tiny_cfg(tie=False)
   base = helpers.random_params(cfg, seed=20)
   comps = [
@@ -329,15 +282,16 @@ def test_whole_model_merge_equals_mergekit_on_exported_checkpoints(
     d = tmp_path / f"m{i}"
     hf.export_params(p, cfg, d)
     dirs.append(str(d))
+  hp = WHOLE_MODEL[method]
   conf = {
       "merge_method": method,
       "dtype": "float32",
       "models": [
-          {"model": d, "parameters": {"weight": w, "density": 0.5}}
-          for d, w in zip(dirs[1:], W)
+          {"model": d, "parameters": {"weight": w, **hp}}
+          for d, w in zip(dirs[1:], W_RAW)
       ],
   }
-  if method == "ties":
+  if method != "linear":
     conf["base_model"] = dirs[0]
   _run_mergekit(conf, tmp_path / "out")
   merged_cfg = json.loads((tmp_path / "out" / "config.json").read_text())
@@ -345,7 +299,7 @@ def test_whole_model_merge_equals_mergekit_on_exported_checkpoints(
   got = hf.from_hf_state(safetensors_np.read_dir(tmp_path / "out"), cfg)
   store = store_lib.ComponentStore.from_params(comps, base=base)
   want = store.merge(
-      jnp.asarray(W, jnp.float32), methods.MergeSpec(method, density=0.5)
+      jnp.asarray(W_RAW, jnp.float32), methods.MergeSpec(method, **hp)
   )
   for (path, a), b in zip(
       jax.tree_util.tree_leaves_with_path(want), jax.tree.leaves(got)
@@ -353,3 +307,24 @@ def test_whole_model_merge_equals_mergekit_on_exported_checkpoints(
     np.testing.assert_allclose(
         np.asarray(b), np.asarray(a), err_msg=jax.tree_util.keystr(path), **TOL
     )
+
+
+def test_named_variants_stay_available():
+  """Yu et al.'s 1 / density DARE rescale and the Karcher mean are options."""
+  b, c = _setup((7, 13))
+  key = jax.random.key(3)
+  tau = c - b[None]
+  keep = np.asarray(methods.dare_drop(jnp.asarray(tau), 0.7, key, "none")) != 0
+  got = ours(
+      "dare_linear",
+      c,
+      W,
+      b,
+      key=key,
+      density=0.7,
+      dare_rescale="inverse_density",
+  )
+  want = b + np.tensordot(np.asarray(W), np.where(keep, tau / 0.7, 0.0), axes=1)
+  np.testing.assert_allclose(got, want, **TOL)
+  with pytest.raises(ValueError, match="dare_rescale"):
+    methods.MergeSpec("dare_linear", dare_rescale="l2")
