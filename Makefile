@@ -9,24 +9,30 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test test-fast bench format lint clean-venv
 
-$(VENV)/.installed: requirements.txt requirements-nodeps.txt requirements-test.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
-	$(PY) -m pip install -q -r requirements.txt -r requirements-test.txt
+	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+# Reference implementations for tests and benchmarks only (torch CPU,
+# transformers, mergekit): `make demo` does not need them.
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+	$(PY) -m pip install -q -r requirements.txt -r requirements-test.txt
 	touch $@
 
 demo: $(VENV)/.installed
 	$(PY) -m demix_jax.main --config=$(CONFIG) --workdir=$(WORKDIR)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed-test
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
-test-fast: $(VENV)/.installed
+test-fast: $(VENV)/.installed-test
 	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-test
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 format: $(VENV)/.installed
