@@ -29,15 +29,19 @@ import dataclasses
 import functools
 import glob
 import hashlib
+import importlib.util
 import json
 import os
 from typing import Any, Mapping, Sequence
 
 from absl import logging
 from etils import epath
+import numpy as np
 
 from demix_jax import storage
-from demix_jax.config_lib import ConfigError
+from demix_jax.data import offline
+from demix_jax.data import readers
+from demix_jax.data.errors import SourceError
 
 KINDS = ("offline", "tfds", "text", "jsonl", "arrayrecord", "parquet")
 SPLITS = ("train", "heldout")
@@ -45,10 +49,6 @@ _LOCAL = ("text", "jsonl", "arrayrecord", "parquet")
 # Above this many documents token counts are estimated from a sample.
 EXACT_COUNT_MAX_DOCS = 200_000
 _COUNT_SAMPLE = 20_000
-
-
-class SourceError(ConfigError):
-  """A source is misconfigured or its data is missing; names field and fix."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,26 +70,20 @@ class SourceSpec:
   record_format: str = "text"  # arrayrecord: text | json
   max_docs: int = 0  # > 0: cap per split (tests, runlocal)
 
-  @property
-  def field_prefix(self) -> str:
-    return f"data.sources.{self.name}"
-
 
 def spec_from_dict(
     name: str, d: Mapping[str, Any], offline_max_docs: int = 0
 ) -> SourceSpec:
   """Builds a SourceSpec from a config entry; unknown keys are errors."""
   d = dict(d)
-  prefix = f"data.sources.{name}"
   if "kind" not in d:
-    raise SourceError(
-        f"{prefix}.kind", "missing", f"set kind to one of {KINDS}"
-    )
+    raise SourceError(name, "kind", "missing", f"set kind to one of {KINDS}")
   fields = {f.name for f in dataclasses.fields(SourceSpec)} - {"name"}
   for k in d:
     if k not in fields:
       raise SourceError(
-          f"{prefix}.{k}",
+          name,
+          k,
           "unknown source key",
           f"use keys from {sorted(fields)}",
       )
@@ -102,31 +96,6 @@ def spec_from_dict(
   return SourceSpec(name=name, **d)
 
 
-def _expand(globs: Sequence[str], field: str) -> list[str]:
-  """Sorted files matching local or gs:// globs; errors if none match."""
-  out = []
-  for g in globs:
-    if "://" in g:
-      matches = (
-          [
-              os.fspath(p)
-              for p in epath.Path(g.split("*")[0]).parent.glob(
-                  os.path.basename(g)
-              )
-          ]
-          if "*" in g
-          else ([g] if epath.Path(g).exists() else [])
-      )
-    else:
-      matches = glob.glob(os.path.expanduser(g), recursive=True)
-    if not matches:
-      raise SourceError(
-          field, f"no file matches {g!r}", "check the path (globs are allowed)"
-      )
-    out.extend(sorted(matches))
-  return out
-
-
 def content_hash(text: str) -> str:
   return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -135,171 +104,14 @@ def _is_heldout(text: str, percent: float) -> bool:
   return int(content_hash(text)[:8], 16) % 10_000 < percent * 100
 
 
-def _get_field(record: Mapping[str, Any], field: str) -> Any:
-  v = record
-  for part in field.split("."):
-    if not isinstance(v, Mapping) or part not in v:
-      raise KeyError(part)
-    v = v[part]
-  return v
-
-
-# ---------------------------------------------------------------- readers
-
-
-def _read_text(path: str, unit: str) -> list[str]:
-  text = epath.Path(path).read_text()
-  if unit == "file":
-    return [text] if text.strip() else []
-  if unit == "line":
-    return [ln for ln in text.split("\n") if ln.strip()]
-  return [p for p in text.split("\n\n") if p.strip()]
-
-
-def _read_jsonl(path: str, field: str, prefix: str) -> list[str]:
-  out = []
-  with epath.Path(path).open() as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        v = _get_field(json.loads(line), field)
-      except json.JSONDecodeError as e:
-        raise SourceError(
-            f"{prefix}.paths",
-            f"{path}:{lineno} is not JSON " f"({e})",
-            "fix the file or the glob",
-        ) from e
-      except KeyError as e:
-        raise SourceError(
-            f"{prefix}.feature",
-            f"{path}:{lineno} has no field {field!r}",
-            "set feature to the JSON key that holds the text",
-        ) from e
-      if not isinstance(v, str):
-        raise SourceError(
-            f"{prefix}.feature",
-            f"{path}:{lineno}: {field!r} " f"is a {type(v).__name__}, not text",
-            "point feature at a string field",
-        )
-      if v:
-        out.append(v)
-  return out
-
-
-def _read_parquet(path: str, field: str, prefix: str) -> list[str]:
-  try:
-    import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise SourceError(
-        f"{prefix}.kind", "parquet needs pyarrow", "pip install pyarrow"
-    ) from e
-  with epath.Path(path).open("rb") as f:
-    table = pq.read_table(f)
-  if field not in table.column_names:
-    raise SourceError(
-        f"{prefix}.feature",
-        f"{path} has no column {field!r} " f"(columns: {table.column_names})",
-        "set feature to the text column",
-    )
-  return [t for t in table.column(field).to_pylist() if t]
-
-
-class _Utf8:
-  """Record decoder: raw UTF-8 bytes, or a (nested) field of a dict/JSON."""
-
-  def __init__(self, field: str = "", json_records: bool = False):
-    self.field = field
-    self.json_records = json_records
-
-  def __call__(self, record) -> str:
-    if self.json_records:
-      record = json.loads(record)
-    if self.field:
-      record = _get_field(record, self.field)
-    return record.decode("utf-8") if isinstance(record, bytes) else str(record)
-
-
-def _identity(x):
-  return x
-
-
-def _open_offline(corpus: str, cache_dir: str, max_docs: int, split: str):
-  from demix_jax.data import offline  # pylint: disable=g-import-not-at-top
-
-  return offline.build(corpus, cache_dir, max_docs).as_data_source(split)
-
-
-def _open_tfds(dataset: str, data_dir: str, split: str):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-
-  return tfds.data_source(
-      dataset, split=split, data_dir=data_dir or None, download=False
-  )
-
-
-class _Reopenable(Sequence):
-  """A tfds data source that pickles as the recipe to reopen it.
-
-  tfds data sources hold their builder, which does not pickle; grain worker
-  processes get the recipe and reopen the (already prepared) files.
-  """
-
-  def __init__(self, opener):
-    self._opener = opener
-    self._ds = opener()
-
-  def __len__(self) -> int:
-    return len(self._ds)
-
-  def __getitem__(self, i):
-    return self._ds[i]
-
-  def __getstate__(self):
-    return {"opener": self._opener}
-
-  def __setstate__(self, state):
-    self.__init__(state["opener"])
-
-
-class _RecordTexts(Sequence[str]):
-  """Random-access texts over a record source, optionally through indices."""
-
-  def __init__(self, records, decode, indices=None):
-    self._records = records
-    self._decode = decode
-    self._indices = indices
-
-  def __len__(self) -> int:
-    return len(self._indices if self._indices is not None else self._records)
-
-  def __getitem__(self, i):
-    if isinstance(i, slice):
-      return [self[j] for j in range(*i.indices(len(self)))]
-    if i < 0:
-      i += len(self)
-    if not 0 <= i < len(self):
-      raise IndexError(i)
-    if self._indices is not None:
-      i = int(self._indices[i])
-    return self._decode(self._records[i])
-
-
-def _capped(seq: Sequence[str], max_docs: int) -> Sequence[str]:
-  if max_docs and len(seq) > max_docs:
-    if isinstance(seq, _RecordTexts):
-      return _RecordTexts(seq, _identity, range(max_docs))
-    return seq[:max_docs]
-  return seq
-
-
 class Source:
   """A source opened for reading: `docs(split)` and cached token counts."""
 
   def __init__(self, spec: SourceSpec, cache_dir: str = ""):
     if spec.kind not in KINDS:
       raise SourceError(
-          f"{spec.field_prefix}.kind",
+          spec.name,
+          "kind",
           f"unknown kind {spec.kind!r}",
           f"use one of {KINDS}",
       )
@@ -320,24 +132,27 @@ class Source:
   def _open(self) -> None:
     s = self.spec
     if s.kind == "offline":
-      from demix_jax.data import offline  # pylint: disable=g-import-not-at-top
-
       if not self.cache_dir:
         raise ValueError("offline sources need a cache_dir")
       if s.corpus not in offline.CORPORA:
         raise SourceError(
-            f"{s.field_prefix}.corpus",
+            s.name,
+            "corpus",
             f"unknown offline corpus {s.corpus!r}",
             f"use one of {offline.CORPORA}",
         )
       for split in SPLITS:
-        self._docs[split] = _RecordTexts(
-            _Reopenable(
+        self._docs[split] = readers.RecordTexts(
+            readers.Reopenable(
                 functools.partial(
-                    _open_offline, s.corpus, self.cache_dir, s.max_docs, split
+                    readers.open_offline,
+                    s.corpus,
+                    self.cache_dir,
+                    s.max_docs,
+                    split,
                 )
             ),
-            _Utf8("text"),
+            readers.Utf8("text"),
         )
       return
     if s.kind == "tfds":
@@ -345,102 +160,104 @@ class Source:
       if s.heldout_split:
         held = self._tfds_split(s.heldout_split)
         self._docs = {
-            "train": _capped(train, s.max_docs),
-            "heldout": _capped(held, s.max_docs),
+            "train": readers.capped(train, s.max_docs),
+            "heldout": readers.capped(held, s.max_docs),
         }
       else:
         self._docs = self._hash_split(train)
       return
-    prefix = s.field_prefix
+    name = s.name
     if not s.paths:
       raise SourceError(
-          f"{prefix}.paths", "no paths given", "list the files (globs allowed)"
+          name, "paths", "no paths given", "list the files (globs allowed)"
       )
-    train = self._read_local(_expand(s.paths, f"{prefix}.paths"))
+    train = self._read_local(readers.expand_globs(s.paths, s.name, "paths"))
     if not len(train):  # pylint: disable=g-explicit-length-test
       raise SourceError(
-          f"{prefix}.paths",
+          name,
+          "paths",
           "the files hold no documents",
           "point paths at non-empty files",
       )
     if s.heldout_paths:
       held = self._read_local(
-          _expand(s.heldout_paths, f"{prefix}.heldout_paths")
+          readers.expand_globs(s.heldout_paths, s.name, "heldout_paths")
       )
       self._docs = {
-          "train": _capped(train, s.max_docs),
-          "heldout": _capped(held, s.max_docs),
+          "train": readers.capped(train, s.max_docs),
+          "heldout": readers.capped(held, s.max_docs),
       }
     else:
       self._docs = self._hash_split(train)
 
   def _tfds_split(self, split: str) -> Sequence[str]:
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-
     s = self.spec
-    del tfds  # imported here so that its import errors surface early
+    readers.import_tfds()  # a missing package is not a missing dataset
     try:
-      ds = _Reopenable(
-          functools.partial(_open_tfds, s.dataset, s.data_dir, split)
+      ds = readers.Reopenable(
+          functools.partial(readers.open_tfds, s.dataset, s.data_dir, split)
       )
     except Exception as e:  # tfds raises many types for a missing dataset
       raise SourceError(
-          f"{s.field_prefix}.dataset",
+          s.name,
+          "dataset",
           f"cannot open tfds {s.dataset!r} split {split!r} in "
           f"{s.data_dir or 'the default data_dir'}: "
           f"{type(e).__name__}: {str(e).splitlines()[0][:200]}",
           "prepare it with `tfds build` (ArrayRecord) or fix data_dir",
       ) from e
-    dec = _Utf8(s.feature)
+    dec = readers.Utf8(s.feature)
     if len(ds):
       try:
         dec(ds[0])
       except KeyError as e:
         raise SourceError(
-            f"{s.field_prefix}.feature",
+            s.name,
+            "feature",
             f"tfds {s.dataset!r} has no feature {s.feature!r}",
             "set feature to its text feature",
         ) from e
-    return _RecordTexts(ds, dec)
+    return readers.RecordTexts(ds, dec)
 
   def _read_local(self, files: list[str]) -> Sequence[str]:
     s = self.spec
-    prefix = s.field_prefix
+    name = s.name
     for f in files:
       if epath.Path(f).stat().length == 0:
         raise SourceError(
-            f"{prefix}.paths",
+            name,
+            "paths",
             f"{f} is empty",
             "remove it from the glob or fill it",
         )
     if s.kind == "arrayrecord":
-      import grain  # pylint: disable=g-import-not-at-top
-
-      records = grain.sources.ArrayRecordDataSource(files)
+      records = readers.array_records(files)
       if s.record_format not in ("text", "json"):
         raise SourceError(
-            f"{prefix}.record_format",
+            name,
+            "record_format",
             f"unknown {s.record_format!r}",
             "use text or json",
         )
       json_records = s.record_format == "json"
-      return _RecordTexts(
-          records, _Utf8(s.feature if json_records else "", json_records)
+      return readers.RecordTexts(
+          records, readers.Utf8(s.feature if json_records else "", json_records)
       )
     out = []
     for f in files:
       if s.kind == "text":
         if s.unit not in ("file", "line", "paragraph"):
           raise SourceError(
-              f"{prefix}.unit",
+              name,
+              "unit",
               f"unknown unit {s.unit!r}",
               "use file, line or paragraph",
           )
-        out.extend(_read_text(f, s.unit))
+        out.extend(readers.read_text(f, s.unit))
       elif s.kind == "jsonl":
-        out.extend(_read_jsonl(f, s.feature, prefix))
+        out.extend(readers.read_jsonl(f, s.feature, s.name))
       else:
-        out.extend(_read_parquet(f, s.feature, prefix))
+        out.extend(readers.read_parquet(f, s.feature, s.name))
     return out
 
   def _hash_split(self, docs: Sequence[str]) -> dict[str, Sequence[str]]:
@@ -448,7 +265,8 @@ class Source:
     pct = self.spec.heldout_percent
     if not 0 < pct < 100:
       raise SourceError(
-          f"{self.spec.field_prefix}.heldout_percent",
+          self.name,
+          "heldout_percent",
           f"{pct} is not in (0, 100)",
           "use e.g. 1.0, or give held-out data explicitly",
       )
@@ -459,19 +277,19 @@ class Source:
       # One pass over the records; fine for local files, slow for huge tfds
       # datasets (give heldout_split there).
       flags = [_is_heldout(docs[i], pct) for i in range(len(docs))]
-      train = _RecordTexts(
-          docs, _identity, [i for i, h in enumerate(flags) if not h]
+      train = readers.RecordTexts(
+          docs, readers.identity, [i for i, h in enumerate(flags) if not h]
       )
-      held = _RecordTexts(
-          docs, _identity, [i for i, h in enumerate(flags) if h]
+      held = readers.RecordTexts(
+          docs, readers.identity, [i for i, h in enumerate(flags) if h]
       )
     if not len(held):  # pylint: disable=g-explicit-length-test
       logging.warning(
           "source %s: the hash split held out no document", self.name
       )
     return {
-        "train": _capped(train, self.spec.max_docs),
-        "heldout": _capped(held, self.spec.max_docs),
+        "train": readers.capped(train, self.spec.max_docs),
+        "heldout": readers.capped(held, self.spec.max_docs),
     }
 
   # -- counting
@@ -486,8 +304,6 @@ class Source:
           st = os.stat(f)
           h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
     if self.spec.kind == "offline":
-      from demix_jax.data import offline  # pylint: disable=g-import-not-at-top
-
       h.update(offline._VERSION.encode())  # pylint: disable=protected-access
     return h.hexdigest()
 
@@ -520,8 +336,6 @@ class Source:
         batch = docs[start : start + 1024]
         total += sum(len(t) + 1 for t in vocab.encode_batch(list(batch)))
     else:
-      import numpy as np  # pylint: disable=g-import-not-at-top
-
       idx = np.random.default_rng(0).choice(n, _COUNT_SAMPLE, replace=False)
       sample = [docs[int(i)] for i in idx]
       per_doc = sum(len(t) + 1 for t in vocab.encode_batch(sample)) / len(
@@ -562,57 +376,57 @@ def validate_sources(specs: Mapping[str, SourceSpec]) -> None:
   Args:
     specs: source name -> SourceSpec.
   """
-  import importlib.util  # pylint: disable=g-import-not-at-top
-
-  from demix_jax.data import offline  # pylint: disable=g-import-not-at-top
-
   for name, s in specs.items():
-    p = f"data.sources.{name}"
     if s.kind not in KINDS:
       raise SourceError(
-          f"{p}.kind", f"unknown kind {s.kind!r}", f"use one of {KINDS}"
+          name, "kind", f"unknown kind {s.kind!r}", f"use one of {KINDS}"
       )
     if s.max_docs < 0:
-      raise SourceError(f"{p}.max_docs", "is negative", "use 0 (all) or > 0")
+      raise SourceError(name, "max_docs", "is negative", "use 0 (all) or > 0")
     if s.kind == "offline":
       if s.corpus not in offline.CORPORA:
         raise SourceError(
-            f"{p}.corpus",
+            name,
+            "corpus",
             f"unknown offline corpus " f"{s.corpus!r}",
             f"use one of {offline.CORPORA}",
         )
       need = {"wiki": "gensim", "math": "mathematics_dataset"}.get(s.corpus)
       if need and importlib.util.find_spec(need) is None:
         raise SourceError(
-            f"{p}.corpus",
+            name,
+            "corpus",
             f"corpus {s.corpus!r} needs the " f"{need} package",
             "pip install -r requirements.txt",
         )
     elif s.kind == "tfds":
       if not s.dataset:
         raise SourceError(
-            f"{p}.dataset",
+            name,
+            "dataset",
             "missing",
             "set the tfds dataset name, e.g. 'c4/en:3.1.0'",
         )
       if s.data_dir and not epath.Path(s.data_dir).exists():
         raise SourceError(
-            f"{p}.data_dir",
+            name,
+            "data_dir",
             f"{s.data_dir} does not exist",
             "point it at the tfds data directory",
         )
     else:
       if not s.paths:
         raise SourceError(
-            f"{p}.paths", "no paths given", "list the files (globs allowed)"
+            name, "paths", "no paths given", "list the files (globs allowed)"
         )
-      files = _expand(s.paths, f"{p}.paths")
+      files = readers.expand_globs(s.paths, name, "paths")
       if s.heldout_paths:
-        files += _expand(s.heldout_paths, f"{p}.heldout_paths")
+        files += readers.expand_globs(s.heldout_paths, name, "heldout_paths")
       for f in files:
         if epath.Path(f).stat().length == 0:
           raise SourceError(
-              f"{p}.paths",
+              name,
+              "paths",
               f"{f} is empty",
               "remove it from the glob or fill it",
           )
@@ -620,10 +434,11 @@ def validate_sources(specs: Mapping[str, SourceSpec]) -> None:
         with epath.Path(files[0]).open() as fh:
           first = next((ln for ln in fh if ln.strip()), "")
         try:
-          _get_field(json.loads(first), s.feature)
+          readers.get_field(json.loads(first), s.feature)
         except (KeyError, json.JSONDecodeError) as e:
           raise SourceError(
-              f"{p}.feature",
+              name,
+              "feature",
               f"the first record of {files[0]} " f"has no field {s.feature!r}",
               "set feature to the JSON key of the text",
           ) from e

@@ -18,6 +18,7 @@ import pytest
 
 from demix_jax.search import rounds
 from demix_jax.search import state as state_lib
+from demix_jax.search import table
 from tests.search import test_rounds as tr
 
 ROOT = "gs://fake-bucket/run/search/state"
@@ -178,8 +179,6 @@ def test_crash_and_resume_on_gcs(gcs):
 
 def test_report_reads_the_table_on_gcs(gcs, tmp_path_factory):
   del gcs
-  from demix_jax.search import table  # pylint: disable=g-import-not-at-top
-
   local = tmp_path_factory.mktemp("local")
   names = ("a", "b", "c", "d", "e")
   tables = [
