@@ -180,6 +180,13 @@ def data(r: config_lib.Reader, model: models.ModelConfig) -> types.DataSpec:
         "give an existing SentencePiece .model, or '' to train one",
     )
   vocab_size = r.int("data.tokenizer.vocab_size", 2)
+  if not tok_path and vocab_size < 300:
+    # data.tokenizer.train_vocab's floor: 256 byte pieces + specials.
+    raise ConfigError(
+        "data.tokenizer.vocab_size",
+        f"{vocab_size} pieces are too few for a byte-fallback tokenizer",
+        "use at least 300 (256 byte pieces + specials + merges)",
+    )
   if vocab_size > model.vocab_size:
     raise ConfigError(
         "data.tokenizer.vocab_size",
