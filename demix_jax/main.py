@@ -9,15 +9,18 @@ tables. INFO logging (ours, Orbax, absl, TensorFlow, Grain) is off unless
 `--verbosity` is given: absl's own flag, so `--verbosity=0` brings back INFO
 and `--verbosity=1` DEBUG, as in every absl program.
 
-Exit codes: 0 success; 2 bad config or bad input (the message names the
-field and the fix; nothing was computed); 3 a stage's inputs are missing
-(the message names the stage to run first); 4 a saved result is corrupt
-(the message names the file); 1 anything else.
+Exit codes: 0 success; 2 bad config or bad input (a flag, a config file or
+override, a config value or the data it points at: the message names the
+field and the fix; nothing was trained); 3 a stage's inputs are missing
+(the message names the stage to run first); 4 a saved result (a done.json,
+the search state, a checkpoint) is corrupt or unreadable (the message names
+the file); 1 anything else (a bug or the machine: the traceback is shown).
 """
 
 import logging as py_logging
 import os
 import sys
+import traceback
 
 # TensorFlow's C++ logging is read once, when TF loads (seqio and clu load
 # it): decide before any import can pull it in.
@@ -28,6 +31,8 @@ from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from demix_jax.config_lib import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -124,14 +129,78 @@ def storage_json(path: str):
   return storage.read_json(path)
 
 
-def _fail(code: int, e: Exception) -> None:
+def _fail(code: int, e: Exception | str) -> None:
   print(f"error: {e}", file=sys.stderr)
   sys.exit(code)
 
 
+def _find_cause(e: BaseException | None, kind: type) -> BaseException | None:
+  """The first exception of `kind` in e's chain of causes and contexts."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    if isinstance(e, kind):
+      return e
+    seen.add(id(e))
+    e = e.__cause__ or e.__context__
+  return None
+
+
+def bad_flag_message(e: BaseException) -> str:
+  """One line for a flag, config-file or override error (no traceback)."""
+  config_error = _find_cause(e, ConfigError)
+  if config_error is not None:
+    # Raised by a config file's get_config; absl re-wraps it on the way.
+    return str(config_error)
+  missing = _find_cause(e, (KeyError, AttributeError))
+  if missing is not None and not isinstance(e, flags.Error):
+    key = str(missing).strip("\"'")
+    return (
+        f"a --config override names no config field ({key}). Fix: check the"
+        " spelling against the config file; --config.a.b=value can only set"
+        " a field the config defines"
+    )
+  text = str(e).strip()
+  if isinstance(e, OSError) and "Failed loading config file" in text:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return (
+        f"--config: cannot load the config file ({'; '.join(lines[1:])})."
+        " Fix: give a path such as configs/demo.py[:runlocal]"
+    )
+  if isinstance(e, flags.Error):
+    return f"{text.rstrip('.')}. Fix: see --helpshort"
+  frames = traceback.extract_tb(e.__traceback__)
+  where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+  return (
+      f"--config: loading the config raised {type(e).__name__}: {text}"
+      f"{where}. Fix: correct the config file or its argument"
+  )
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing with bad flags or configs exiting with code 2."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except  # flags, config files, overrides
+    _fail(EXIT_BAD_INPUT, bad_flag_message(e))
+
+
+def _load_config():
+  """The config flag's value; a config file that fails to load exits 2."""
+  try:
+    config = _CONFIG.value
+    # A file that failed to load yields a stand-in that raises on first use.
+    config.keys()
+    return config
+  except Exception as e:  # pylint: disable=broad-except  # any error of the user's file
+    _fail(EXIT_BAD_INPUT, bad_flag_message(e))
+
+
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    _fail(
+        EXIT_BAD_INPUT,
+        f"unexpected arguments {argv[1:]}. Fix: pass options as --name=value",
+    )
   if not flags.FLAGS["verbosity"].present:
     quiet_logging()
   # Imported here so `--help` and flag errors do not pay for JAX.
@@ -140,7 +209,9 @@ def main(argv):
   from demix_jax import multihost  # pylint: disable=g-import-not-at-top
   from demix_jax import pipeline  # pylint: disable=g-import-not-at-top
   from demix_jax import spec as spec_lib  # pylint: disable=g-import-not-at-top
-  from demix_jax.config_lib import ConfigError  # pylint: disable=g-import-not-at-top
+  from demix_jax import storage  # pylint: disable=g-import-not-at-top
+  from demix_jax.stages import results as results_lib  # pylint: disable=g-import-not-at-top
+  from demix_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
 
   if _want_distributed(_MULTIHOST.value):
     # Reads JAX_NUM_PROCESSES / JAX_PROCESS_ID where JAX cannot detect them.
@@ -155,9 +226,10 @@ def main(argv):
       jax.device_count(),
   )
   workdir = _WORKDIR.value
+  config = _load_config()
   try:
     spec = spec_lib.resolve(
-        _CONFIG.value,
+        config,
         num_devices=jax.device_count(),
         stages=tuple(_STAGES.value) if _STAGES.value else None,
     )
@@ -168,7 +240,11 @@ def main(argv):
     result = pipeline.run(spec, workdir)
   except pipeline.MissingInputError as e:
     _fail(EXIT_MISSING_INPUT, e)
-  except pipeline.CorruptResultError as e:
+  except (
+      storage.CorruptFileError,  # done.json files, the search state
+      results_lib.ResultError,  # a per-run record with missing fields
+      checkpointing.CheckpointError,  # a checkpoint that cannot be read
+  ) as e:
     _fail(EXIT_CORRUPT, e)
   except ConfigError as e:
     _fail(EXIT_BAD_INPUT, e)
@@ -182,4 +258,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

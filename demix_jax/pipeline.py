@@ -101,7 +101,7 @@ class StaleStageError(ConfigError):
   """A stage's outputs were produced with a different config."""
 
 
-class CorruptResultError(RuntimeError):
+class CorruptResultError(storage.CorruptFileError):
   """A done.json cannot be read as its stage's result; names the file."""
 
 
@@ -119,15 +119,14 @@ def load_result(
   if not path.exists():
     return None
   try:
-    done = json.loads(path.read_text())
+    done = json.loads(path.read_bytes().decode("utf-8"))
     if not isinstance(done, dict):
       raise ValueError("not a JSON object")
     saved_hash = done.pop("config_hash", None)
     result = results_lib.TYPES[stage].from_json(done, str(path))
   except (ValueError, results_lib.ResultError) as e:
     raise CorruptResultError(
-        f"{path} is corrupt or truncated ({e}); delete it to redo stage"
-        f" {stage!r}"
+        path, str(e), f"delete it to redo stage {stage!r}"
     ) from e
   want = stage_hash(spec, stage)
   if want and saved_hash != want:
@@ -162,7 +161,8 @@ def preflight(spec: spec_lib.RunSpec, workdir: str) -> workspace_lib.Workspace:
   from demix_jax.data import sources as sources_lib  # pylint: disable=g-import-not-at-top  # cycle-free but heavy
 
   try:
-    sources_lib.validate_sources(spec.data.sources)
+    with workspace_lib.readable(spec.data.sources):
+      sources_lib.validate_sources(spec.data.sources)
   except ValueError as e:
     if isinstance(e, ConfigError):
       raise

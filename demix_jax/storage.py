@@ -148,6 +148,27 @@ def atomic_write_json(path: PathLike, obj: Any, sort_keys: bool = True) -> None:
   atomic_write_text(path, dumps_json(obj, sort_keys=sort_keys))
 
 
+class CorruptFileError(ValueError):
+  """A saved file cannot be read back: its message names the file.
+
+  Raised instead of a bare decode error, so a truncated or overwritten
+  result is reported (the CLI exits with code 4) and never half-read.
+  """
+
+  def __init__(self, path: PathLike, problem: str, fix: str = ""):
+    self.path = os.fspath(path)
+    fix = fix or "delete it to redo the step that wrote it"
+    super().__init__(f"{self.path} is corrupt or truncated ({problem}); {fix}")
+
+
 def read_json(path: PathLike) -> Any:
-  """Parses the JSON file at `path` (local or gs://)."""
-  return json.loads(epath.Path(path).read_text())
+  """Parses the JSON file at `path` (local or gs://).
+
+  Raises:
+    CorruptFileError: the file is not valid UTF-8 JSON (names the file).
+  """
+  data = epath.Path(path).read_bytes()
+  try:
+    return json.loads(data.decode("utf-8"))
+  except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+    raise CorruptFileError(path, f"{type(e).__name__}: {e}") from e

@@ -10,8 +10,10 @@ component, final and reference runs share. It reads only the RunSpec.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import glob
 import os
 from typing import Any, Mapping
 
@@ -22,6 +24,7 @@ import numpy as np
 
 from demix_jax import models
 from demix_jax import spec as spec_lib
+from demix_jax import storage
 from demix_jax.config_lib import ConfigError
 from demix_jax.data import mixture as mixture_lib
 from demix_jax.data import sources as sources_lib
@@ -57,24 +60,45 @@ class Workspace:
   def vocab(self) -> tokenizer_lib.Vocab:
     tok = self.spec.data.tokenizer
     if tok.path:
-      vocab = tokenizer_lib.load_vocab(tok.path)
-    else:
       try:
-        vocab = tokenizer_lib.train_vocab(
-            {n: s.docs("train") for n, s in self.sources.items()},
-            tok.vocab_size,
-            str(self.data_dir / "tokenizer.model"),
-            seed=self.spec.seed,
-            sample_chars=tok.sample_chars,
-        )
-      except RuntimeError as e:  # SentencePiece reports bad sizes this way
+        vocab = tokenizer_lib.load_vocab(tok.path)
+      except (RuntimeError, ValueError) as e:  # not a model, or wrong ids
         raise ConfigError(
-            "data.tokenizer.vocab_size",
-            f"a {tok.vocab_size}-piece tokenizer cannot be trained on these"
-            f" sources ({str(e).strip().splitlines()[-1][:200]})",
-            "use a larger vocab_size (and model.vocab_size), or more"
-            " sample_chars",
+            "data.tokenizer.path",
+            f"{tok.path} is not a usable SentencePiece model"
+            f" ({_last_line(e)})",
+            "give a SentencePiece .model with pad id 0 and eos id 1, or ''"
+            " to train one",
         ) from e
+    else:
+      cached = self.data_dir / "tokenizer.model"
+      if cached.exists():
+        # A cache damaged on disk is named, not mistaken for a size problem.
+        try:
+          tokenizer_lib.Vocab(cached.read_bytes())
+        except (RuntimeError, ValueError) as e:
+          raise storage.CorruptFileError(
+              cached,
+              f"not a SentencePiece model: {_last_line(e)}",
+              f"delete it and {cached}.json to train it again",
+          ) from e
+      with readable(self.spec.data.sources):
+        try:
+          vocab = tokenizer_lib.train_vocab(
+              {n: s.docs("train") for n, s in self.sources.items()},
+              tok.vocab_size,
+              str(cached),
+              seed=self.spec.seed,
+              sample_chars=tok.sample_chars,
+          )
+        except RuntimeError as e:  # SentencePiece reports bad sizes this way
+          raise ConfigError(
+              "data.tokenizer.vocab_size",
+              f"a {tok.vocab_size}-piece tokenizer cannot be trained on"
+              f" these sources ({_last_line(e)})",
+              "use a larger vocab_size (and model.vocab_size), or more"
+              " sample_chars",
+          ) from e
     if vocab.vocab_size > self.spec.model.vocab_size:
       raise ConfigError(
           "model.vocab_size",
@@ -86,9 +110,11 @@ class Workspace:
 
   @functools.cached_property
   def token_counts(self) -> dict[str, int]:
-    counts = {
-        n: int(s.token_count(self.vocab)) for n, s in self.sources.items()
-    }
+    vocab = self.vocab
+    counts = {}
+    for n, s in self.sources.items():
+      with readable({n: self.spec.data.sources[n]}):
+        counts[n] = int(s.token_count(vocab))
     for n, c in counts.items():
       if c <= 0:
         raise ConfigError(
@@ -216,8 +242,14 @@ class Workspace:
     Builds the tokenizer and token counts (cached for the stages), so an
     empty source, a tokenizer that cannot reach its vocabulary size, or a
     vocabulary larger than the model's fails here, and checks that the
-    constraints leave a feasible mixture under the epoch caps.
+    constraints leave a feasible mixture under the epoch caps. Local text
+    and JSONL files are read in full first, so a file that is not UTF-8 is
+    named before the tokenizer is trained on the others.
     """
+    for name, src in self.sources.items():
+      with readable({name: self.spec.data.sources[name]}):
+        src.docs("train")
+        src.docs("heldout")
     _ = self.token_counts
     self.alpha_bounds()
 
@@ -392,6 +424,48 @@ class Workspace:
         eval_data=self.eval_batches(),
         progress=progress,
     )
+
+
+def _last_line(e: BaseException) -> str:
+  lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+  return (lines[-1] if lines else type(e).__name__)[:200]
+
+
+def _undecodable_file(spec: sources_lib.SourceSpec) -> str:
+  """'<file> (byte N)' of a source's first local file that is not UTF-8."""
+  if spec.kind not in ("text", "jsonl"):
+    return ""
+  for pattern in spec.paths + spec.heldout_paths:
+    if "://" in pattern:
+      continue
+    for f in sorted(glob.glob(os.path.expanduser(pattern), recursive=True)):
+      try:
+        epath.Path(f).read_bytes().decode("utf-8")
+      except UnicodeDecodeError as e:
+        return f"{f} (byte {e.start})"
+  return ""
+
+
+@contextlib.contextmanager
+def readable(specs: Mapping[str, sources_lib.SourceSpec]):
+  """Names the source (and file) whose data is not UTF-8 text."""
+  try:
+    yield
+  except UnicodeDecodeError as e:
+    for name, spec in specs.items():
+      where = _undecodable_file(spec)
+      if where or len(specs) == 1:
+        raise ConfigError(
+            f"data.sources.{name}",
+            f"{where or 'a document'} is not UTF-8 text ({e.reason} at byte"
+            f" {e.start})",
+            "convert it to UTF-8, or remove it from the source's paths",
+        ) from e
+    raise ConfigError(
+        "data.sources",
+        f"a document is not UTF-8 text ({e.reason} at byte {e.start})",
+        "convert the sources' files to UTF-8",
+    ) from e
 
 
 def train_config(

@@ -43,8 +43,31 @@ def test_parse_arg_int_to_float_and_unknown_key():
 @pytest.mark.parametrize("arg", [None, "runlocal"])
 def test_demo_config_validates(arg):
   config = _load("demo", arg)
-  spec_lib.resolve(config, num_devices=1)
-  spec_lib.resolve(config, num_devices=4)
+  for n in (1, 4):
+    spec = spec_lib.resolve(config, num_devices=n)
+    # The spec carries the config's values, typed.
+    assert spec.model.d_model == config.model.d_model
+    assert spec.model.vocab_size == config.model.vocab_size
+    assert spec.data.tokenizer.vocab_size == config.model.vocab_size
+    assert spec.train.global_batch_size == config.train.global_batch_size
+    assert spec.budgets.base_tokens == config.base.tokens
+    assert spec.budgets.use_budget in spec.budgets.component_budgets
+    assert spec.data.candidates == tuple(config.data.candidates)
+    assert set(spec.data.sources) == set(config.data.sources)
+    assert spec.stages == tuple(config.stages)
+    assert spec.search.objective.targets == (
+        "domain/general",
+        "domain/code",
+        "domain/math",
+    )
+  # num_devices is checked: a batch that does not split over them fails.
+  gbs = config.train.global_batch_size
+  with pytest.raises(config_lib.ConfigError, match="global_batch_size"):
+    spec_lib.resolve(config, num_devices=gbs + 1)
+  if arg == "runlocal":  # the tiny twin is smaller than the default
+    full = spec_lib.resolve(_load("demo"), num_devices=1)
+    assert spec.budgets.base_tokens < full.budgets.base_tokens
+    assert spec.model.d_model < full.model.d_model
 
 
 def test_config_round_trip_json():

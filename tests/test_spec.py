@@ -133,6 +133,16 @@ _TABLE = [
         "final.fixed_mixtures.mine.general",
     ),
     ({"data.tokenizer.vocab_size": 100_000}, "data.tokenizer.vocab_size"),
+    # Below the byte-fallback floor of a trained tokenizer (no data needed).
+    ({"data.tokenizer.vocab_size": 200}, "data.tokenizer.vocab_size"),
+    # ... but with a tokenizer file the size comes from the file.
+    (
+        {
+            "data.tokenizer.vocab_size": 200,
+            "data.tokenizer.path": "configs/demo.py",
+        },
+        None,
+    ),
     ({"stages": ("base", "bake")}, "stages[1]"),
     ({"validate.proxy_fractions": (0.5, 1.5)}, "validate.proxy_fractions[1]"),
     ({"search.concentration_range": (5.0, 0.5)}, "search.concentration_range"),
