@@ -94,6 +94,57 @@ def _plots(spec, ws, search, summary, key_targets, out_dir) -> dict[str, str]:
   return pngs
 
 
+_SEQIO_MODULE = '''"""The data mixture DeMix found, as a seqio Mixture (written by demix_jax).
+
+Source tasks must be registered first under the names `{{prefix}}_{{source}}`
+(for a demix_jax run, `demix_jax.data.seqio_tasks.register_source_tasks`
+does it); then `register()` adds the mixture and returns its name.
+"""
+
+import seqio
+
+SOURCE_WEIGHTS = {weights!r}
+
+
+def register(prefix: str = "demix", name: str = "found") -> str:
+  rates = [
+      (f"{{prefix}}_{{s}}", w) for s, w in sorted(SOURCE_WEIGHTS.items()) if w > 0
+  ]
+  mixture = f"{{prefix}}_{{name}}"
+  seqio.MixtureRegistry.remove(mixture)
+  seqio.MixtureRegistry.add(mixture, rates)
+  return mixture
+'''
+
+
+def write_mixture(out_dir, spec: spec_lib.RunSpec, search) -> dict[str, str]:
+  """The found mixture for other trainers: a plain JSON and a seqio module.
+
+  mixture.json holds token weights per source (what a data loader needs),
+  with alpha and the padding that produced them; seqio_mixture.py registers
+  the same weights as a seqio Mixture for t5x/seqio users.
+  """
+  weights = {k: float(v) for k, v in sorted(search.source_weights.items())}
+  blob = {
+      "source_weights": weights,
+      "alpha": dict(search.alpha),
+      "candidates": list(spec.data.candidates),
+      "general": spec.data.general,
+      "beta": spec.data.beta,
+      "seq_len": spec.data.seq_len,
+      "objective": dict(search.objective),
+  }
+  paths = {
+      "json": str(out_dir / "mixture.json"),
+      "seqio": str(out_dir / "seqio_mixture.py"),
+  }
+  storage.atomic_write_json(paths["json"], blob)
+  storage.atomic_write_text(
+      paths["seqio"], _SEQIO_MODULE.format(weights=weights)
+  )
+  return paths
+
+
 def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.ReportResult:
   ws = inputs.ws
   search = inputs.results["search"]
@@ -115,6 +166,7 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.ReportResult:
   pngs = {}
   if jax.process_index() == 0:
     pngs = _plots(spec, ws, search, summary, key_targets, out_dir)
+    write_mixture(out_dir, spec, search)
     rel = {k: v.rsplit("/", 1)[-1] for k, v in pngs.items()}
     storage.atomic_write_json(out_dir / "summary.json", summary)
     storage.atomic_write_text(
