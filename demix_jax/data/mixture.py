@@ -25,13 +25,9 @@ from typing import Mapping, Sequence
 
 from absl import logging
 
-from demix_jax.config_lib import ConfigError
+from demix_jax.data.errors import MixtureError
 
 SUM_TOL = 1e-6
-
-
-class MixtureError(ConfigError):
-  """Bad mixture weights; names the field and the fix."""
 
 
 class RepetitionError(ValueError):
@@ -49,7 +45,8 @@ def validate_weights(
   Args:
     weights: source name -> token fraction.
     sources: the known source names.
-    field: config field named in errors (e.g. "data.pretrain_mixture").
+    field: the caller's name for the mixture, used in messages and as
+      `MixtureError.mixture` (e.g. where it was configured).
     normalize: what to do when weights do not sum to 1: "error", "warn"
       (normalise and log a warning) or "silent" (normalise).
 
@@ -63,41 +60,48 @@ def validate_weights(
   if normalize not in ("error", "warn", "silent"):
     raise ValueError(f"normalize must be error|warn|silent, got {normalize}")
   if not weights:
-    raise MixtureError(field, "is empty", "give at least one source weight")
+    raise MixtureError(
+        "no source weights", "give at least one source weight", mixture=field
+    )
   out = {}
   for name, w in weights.items():
     if name not in sources:
       raise MixtureError(
-          f"{field}.{name}",
-          "unknown source",
-          f"use names from data.sources: {list(sources)}",
+          f"unknown source {name!r}",
+          f"use names of the defined sources: {list(sources)}",
+          mixture=field,
+          key=name,
       )
     try:
       w = float(w)
     except (TypeError, ValueError) as e:
       raise MixtureError(
-          f"{field}.{name}",
-          f"{w!r} is not a number",
+          f"weight {w!r} is not a number",
           "give a float token fraction",
+          mixture=field,
+          key=name,
       ) from e
     if not math.isfinite(w) or w < 0:
       raise MixtureError(
-          f"{field}.{name}",
-          f"weight {w} is negative or " "not finite",
+          f"weight {w} is negative or not finite",
           "use a weight >= 0",
+          mixture=field,
+          key=name,
       )
     out[name] = w
   total = sum(out.values())
   if total <= 0:
     raise MixtureError(
-        field, "all weights are zero", "give some source a positive weight"
+        "all weights are zero",
+        "give some source a positive weight",
+        mixture=field,
     )
   if abs(total - 1.0) > SUM_TOL:
     if normalize == "error":
       raise MixtureError(
-          field,
           f"weights sum to {total:.6g}, not 1",
-          "fix them, or set data.normalize_weights='warn'",
+          "fix them, or let them be normalised (normalize='warn')",
+          mixture=field,
       )
     if normalize == "warn":
       logging.warning("%s: weights sum to %.6g; normalising to 1", field, total)
@@ -138,9 +142,9 @@ def alpha_to_weights(
   _check_beta(beta)
   if general not in alpha:
     raise MixtureError(
-        "data.general",
-        f"{general!r} is not in alpha " f"{list(alpha)}",
+        f"the general candidate {general!r} is not in alpha {list(alpha)}",
         "include the general candidate",
+        key="general",
     )
   others = sum(float(v) for k, v in alpha.items() if k != general)
   out = {general: float(alpha[general]) + beta * others}
@@ -165,9 +169,9 @@ def weights_to_alpha(
 def _check_beta(beta: float) -> None:
   if not 0.0 <= beta <= 1.0 or math.isnan(beta):
     raise MixtureError(
-        "data.beta",
-        f"{beta} is not in [0, 1]",
+        f"beta={beta} is not in [0, 1]",
         "use a token fraction, e.g. 0.5",
+        key="beta",
     )
 
 

@@ -21,6 +21,8 @@ side and the splits never overlap.
 `grain.MapDataset.source`); `Source.token_count(vocab, split)` is cached.
 `validate_sources` checks specs cheaply (files exist and are non-empty, the
 JSONL field is present, ...) so the pipeline can fail before training.
+Problems raise `SourceError` (data/errors.py), naming the source and the
+SourceSpec key to fix.
 """
 
 from __future__ import annotations
@@ -77,14 +79,16 @@ def spec_from_dict(
   """Builds a SourceSpec from a config entry; unknown keys are errors."""
   d = dict(d)
   if "kind" not in d:
-    raise SourceError(name, "kind", "missing", f"set kind to one of {KINDS}")
+    raise SourceError(
+        name, "kind", "no kind given", f"set kind to one of {KINDS}"
+    )
   fields = {f.name for f in dataclasses.fields(SourceSpec)} - {"name"}
   for k in d:
     if k not in fields:
       raise SourceError(
           name,
           k,
-          "unknown source key",
+          f"unknown source key {k!r}",
           f"use keys from {sorted(fields)}",
       )
   for k in ("paths", "heldout_paths"):
@@ -366,7 +370,7 @@ def open_sources(
 
 
 def validate_sources(specs: Mapping[str, SourceSpec]) -> None:
-  """Cheap checks before any training; raises SourceError naming the field.
+  """Cheap checks before any training; raises SourceError (source, key).
 
   Checks the kind, the offline corpus name and its packages, that local
   globs match non-empty files, that the first JSONL record has the field,
@@ -382,7 +386,12 @@ def validate_sources(specs: Mapping[str, SourceSpec]) -> None:
           name, "kind", f"unknown kind {s.kind!r}", f"use one of {KINDS}"
       )
     if s.max_docs < 0:
-      raise SourceError(name, "max_docs", "is negative", "use 0 (all) or > 0")
+      raise SourceError(
+          name,
+          "max_docs",
+          f"max_docs={s.max_docs} is negative",
+          "use 0 (all) or > 0",
+      )
     if s.kind == "offline":
       if s.corpus not in offline.CORPORA:
         raise SourceError(
@@ -404,7 +413,7 @@ def validate_sources(specs: Mapping[str, SourceSpec]) -> None:
         raise SourceError(
             name,
             "dataset",
-            "missing",
+            "no tfds dataset given",
             "set the tfds dataset name, e.g. 'c4/en:3.1.0'",
         )
       if s.data_dir and not epath.Path(s.data_dir).exists():
@@ -439,6 +448,6 @@ def validate_sources(specs: Mapping[str, SourceSpec]) -> None:
           raise SourceError(
               name,
               "feature",
-              f"the first record of {files[0]} " f"has no field {s.feature!r}",
+              f"the first record of {files[0]} has no field {s.feature!r}",
               "set feature to the JSON key of the text",
           ) from e

@@ -19,16 +19,46 @@ def test_validate_weights_normalises_and_errors():
   ) == {"general": 0.5, "math": 0.5}
   with pytest.raises(mixture.MixtureError, match=r"sum to 4.*normalize"):
     mixture.validate_weights({"general": 2, "math": 2}, SOURCES, "d.mix")
-  with pytest.raises(mixture.MixtureError, match=r"d\.mix\.web.*unknown"):
+  with pytest.raises(mixture.MixtureError) as err:
     mixture.validate_weights({"web": 1.0}, SOURCES, "d.mix")
+  assert (err.value.mixture, err.value.key) == ("d.mix", "web")
+  assert str(err.value) == (
+      "d.mix['web']: unknown source 'web'. Fix: use names of the defined "
+      "sources: ['general', 'math', 'code']"
+  )
   with pytest.raises(mixture.MixtureError, match="negative"):
     mixture.validate_weights({"general": 1.5, "math": -0.5}, SOURCES)
   with pytest.raises(mixture.MixtureError, match="not finite"):
     mixture.validate_weights({"general": math.nan, "math": 1.0}, SOURCES)
   with pytest.raises(mixture.MixtureError, match="all weights are zero"):
     mixture.validate_weights({"general": 0.0, "math": 0.0}, SOURCES)
-  with pytest.raises(mixture.MixtureError, match="empty"):
+  with pytest.raises(mixture.MixtureError, match="no source weights"):
     mixture.validate_weights({}, SOURCES)
+
+
+def test_mixture_errors_are_library_errors():
+  """Plain ValueErrors with structured fields; no config field paths."""
+  with pytest.raises(mixture.MixtureError) as err:
+    mixture.validate_weights({"general": -1.0}, SOURCES, "final run")
+  e = err.value
+  assert isinstance(e, ValueError) and not hasattr(e, "field")
+  assert (e.mixture, e.key) == ("final run", "general")
+  assert e.problem == "weight -1.0 is negative or not finite"
+  assert e.fix == "use a weight >= 0"
+  with pytest.raises(mixture.MixtureError) as err:
+    mixture.validate_weights({"general": 0.0}, SOURCES)
+  assert (err.value.mixture, err.value.key) == ("mixture", "")
+  with pytest.raises(mixture.MixtureError) as err:
+    mixture.component_weights("math", "general", 1.5)
+  assert err.value.key == "beta" and err.value.mixture == ""
+  assert str(err.value).startswith("beta: beta=1.5 is not in [0, 1]. Fix:")
+  with pytest.raises(mixture.MixtureError) as err:
+    mixture.alpha_to_weights({"math": 1.0}, "general", 0.5)
+  assert err.value.key == "general" and "'general'" in err.value.problem
+  for bad in ({"web": 1.0}, {"general": "x"}, {"general": 2.0}, {}):
+    with pytest.raises(mixture.MixtureError) as err:
+      mixture.validate_weights(bad, SOURCES)
+    assert "data." not in str(err.value), str(err.value)
 
 
 def test_zero_weights_are_dropped_tiny_kept():

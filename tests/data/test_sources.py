@@ -127,7 +127,7 @@ def test_tfds_kind_reads_prepared_dataset(offline_sources, cache_dir):
   )
   assert len(s.docs("train")) == len(ref.docs("train"))
   assert s.docs("train")[3] == ref.docs("train")[3]
-  with pytest.raises(sources.SourceError, match=r"sources\.w\.feature"):
+  with pytest.raises(sources.SourceError, match=r"^source 'w' \(feature\)"):
     sources.Source(
         _spec(
             "w",
@@ -138,7 +138,7 @@ def test_tfds_kind_reads_prepared_dataset(offline_sources, cache_dir):
             feature="body",
         )
     ).docs("train")
-  with pytest.raises(sources.SourceError, match=r"sources\.x\.dataset"):
+  with pytest.raises(sources.SourceError, match=r"^source 'x' \(dataset\)"):
     sources.Source(
         _spec(
             "x", kind="tfds", dataset="no_such_dataset_xyz", data_dir=cache_dir
@@ -163,32 +163,56 @@ def test_token_count_cached(offline_sources, vocab, cache_dir):
   assert s.token_count(vocab, "train") == n
 
 
+def _error(fn, *args):
+  with pytest.raises(sources.SourceError) as err:
+    fn(*args)
+  return err.value
+
+
 def test_bad_inputs_raise_clear_errors(tmp_path, jsonl_file):
-  with pytest.raises(sources.SourceError, match=r"sources\.a\.kind.*unknown"):
-    sources.validate_sources({"a": _spec("a", kind="csv")})
-  with pytest.raises(sources.SourceError, match=r"sources\.a\.colour"):
-    sources.spec_from_dict("a", {"kind": "text", "colour": 1})
-  with pytest.raises(sources.SourceError, match=r"sources\.a\.corpus"):
-    sources.validate_sources({"a": _spec("a", kind="offline", corpus="novels")})
-  with pytest.raises(sources.SourceError, match=r"sources\.a\.paths.*no file"):
-    sources.validate_sources(
-        {"a": _spec("a", kind="text", paths=str(tmp_path / "nope*.txt"))}
-    )
+  e = _error(sources.validate_sources, {"a": _spec("a", kind="csv")})
+  assert (e.source, e.key) == ("a", "kind")
+  assert str(e) == (
+      f"source 'a' (kind): unknown kind 'csv'. Fix: use one of {sources.KINDS}"
+  )
+  e = _error(sources.spec_from_dict, "a", {"kind": "text", "colour": 1})
+  assert (e.key, e.problem) == ("colour", "unknown source key 'colour'")
+  e = _error(sources.spec_from_dict, "a", {"paths": "x"})
+  assert (e.key, e.problem) == ("kind", "no kind given")
+  e = _error(
+      sources.validate_sources,
+      {"a": _spec("a", kind="offline", corpus="novels")},
+  )
+  assert e.key == "corpus" and "'novels'" in e.problem
+  e = _error(
+      sources.validate_sources,
+      {"a": _spec("a", kind="text", paths=str(tmp_path / "nope*.txt"))},
+  )
+  assert e.key == "paths" and e.problem.startswith("no file matches")
   (tmp_path / "empty.txt").write_text("")
-  with pytest.raises(sources.SourceError, match=r"empty\.txt is empty"):
-    sources.validate_sources(
-        {"a": _spec("a", kind="text", paths=str(tmp_path / "empty.txt"))}
-    )
-  with pytest.raises(sources.SourceError, match=r"sources\.a\.feature.*'txt'"):
-    sources.validate_sources(
-        {"a": _spec("a", kind="jsonl", paths=str(jsonl_file), feature="txt")}
-    )
+  e = _error(
+      sources.validate_sources,
+      {"a": _spec("a", kind="text", paths=str(tmp_path / "empty.txt"))},
+  )
+  assert e.key == "paths" and e.problem == f"{tmp_path}/empty.txt is empty"
+  e = _error(
+      sources.validate_sources,
+      {"a": _spec("a", kind="jsonl", paths=str(jsonl_file), feature="txt")},
+  )
+  assert e.key == "feature" and "has no field 'txt'" in e.problem
   bad = tmp_path / "bad.jsonl"
   bad.write_text('{"text": "ok"}\n{"other": "x"}\n')
-  with pytest.raises(sources.SourceError, match=r"bad\.jsonl:2 has no field"):
-    sources.Source(_spec("a", kind="jsonl", paths=str(bad))).docs("train")
-  with pytest.raises(sources.SourceError, match=r"sources\.a\.dataset"):
-    sources.validate_sources({"a": _spec("a", kind="tfds")})
+  e = _error(
+      sources.Source(_spec("a", kind="jsonl", paths=str(bad))).docs, "train"
+  )
+  assert e.key == "feature" and e.problem == f"{bad}:2 has no field 'text'"
+  assert e.fix == "set feature to the JSON key that holds the text"
+  e = _error(sources.validate_sources, {"a": _spec("a", kind="tfds")})
+  assert (e.key, e.problem) == ("dataset", "no tfds dataset given")
+  e = _error(
+      sources.validate_sources, {"a": _spec("a", kind="text", max_docs=-1)}
+  )
+  assert e.key == "max_docs" and "-1" in e.problem
   # All good: no exception.
   sources.validate_sources(
       {
@@ -197,3 +221,19 @@ def test_bad_inputs_raise_clear_errors(tmp_path, jsonl_file):
           )
       }
   )
+
+
+def test_source_errors_are_library_errors(tmp_path):
+  """Plain ValueErrors naming source and key; no config field paths."""
+  e = _error(
+      sources.validate_sources,
+      {"web": _spec("web", kind="text", paths=str(tmp_path / "none*.txt"))},
+  )
+  assert isinstance(e, ValueError) and not hasattr(e, "field")
+  assert (e.source, e.key, e.fix) == (
+      "web",
+      "paths",
+      "check the path (globs are allowed)",
+  )
+  assert "data." not in str(e) and "config" not in str(e)
+  assert str(e).startswith("source 'web' (paths): no file matches ")
