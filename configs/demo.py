@@ -170,6 +170,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.merge.chunk_size = 8  # mixtures evaluated together in one vmap
   c.merge.density = 0.9  # TIES / DARE / Breadcrumbs (DeMix ablations: 0.9)
   c.merge.gamma = 0.01  # Breadcrumbs: top fraction removed
+  # DARE: "l1" keeps each task vector's L1 norm (mergekit's default),
+  # "inverse_density" divides by density (Yu et al.), "none".
+  c.merge.dare_rescale = "l1"
 
   # --------------------------------------------------------------- search
   c.search = ml_collections.ConfigDict()

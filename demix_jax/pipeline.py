@@ -82,6 +82,7 @@ _SCORING = _COMPONENTS + (
     "merge.method",
     "merge.density",
     "merge.gamma",
+    "merge.dare_rescale",
 )
 RESULT_FIELDS = {
     "base": _TRAINING,

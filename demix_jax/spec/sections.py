@@ -14,6 +14,8 @@ from demix_jax.data import sources as sources_lib
 from demix_jax.evals import benchmarks as bench_lib
 from demix_jax.evals import scoring
 from demix_jax.merging import methods as merge_methods
+from demix_jax.models import attention as attention_lib
+from demix_jax.models import memory as memory_lib
 from demix_jax.spec import types
 from demix_jax.training import optim as optim_lib
 
@@ -25,12 +27,31 @@ def lib(field: str, fix: str, fn, *args, **kwargs):
   except ConfigError:
     raise
   except (ValueError, TypeError) as e:
-    raise ConfigError(field, str(e), fix) from e
+    raise ConfigError(
+        library_error_field(e, field),
+        getattr(e, "problem", None) or str(e),
+        getattr(e, "fix", None) or fix,
+    ) from e
 
 
 def library_error_field(e: Exception, default: str) -> str:
-  """The config field path a library error refers to (edge mapping)."""
-  return str(getattr(e, "field", "") or default)
+  """The config field path a library error refers to (the edge's mapping).
+
+  Libraries name what is wrong in their own terms: a SourceError names the
+  source and its key, a MixtureError the entry of the mixture it was given.
+  Only here do those become config paths.
+
+  Args:
+    e: the library error.
+    default: the config field the failing value came from.
+
+  Returns:
+    A dotted config path.
+  """
+  key = str(getattr(e, "key", "") or "")
+  if getattr(e, "source", None):
+    return f"data.sources.{e.source}" + (f".{key}" if key else "")
+  return f"{default}.{key}" if key else default
 
 
 # ----------------------------------------------------------------------------
@@ -49,8 +70,12 @@ def model(r: config_lib.Reader) -> models.ModelConfig:
   r.bool("model.tie_embeddings")
   r.choice("model.dtype", ("float32", "bfloat16"))
   r.choice("model.param_dtype", ("float32", "bfloat16"))
-  if "remat" in d:
-    r.bool("model.remat")
+  if "remat" in d and not isinstance(d["remat"], bool):
+    r.choice("model.remat", memory_lib.REMAT_POLICIES)
+  if "attention" in d:
+    r.choice("model.attention", attention_lib.IMPLEMENTATIONS)
+  if "loss_chunk" in d:
+    r.int("model.loss_chunk", 0)
   if d["n_heads"] % d["n_kv_heads"]:
     raise ConfigError(
         "model.n_kv_heads",
@@ -350,5 +375,8 @@ def merge(r: config_lib.Reader, seed: int) -> types.MergeSettings:
       density=r.float("merge.density", 0.0, 1.0, open_low=True),
       gamma=r.float("merge.gamma", 0.0, 1.0, open_high=True),
       seed=seed,
+      dare_rescale=r.choice(
+          "merge.dare_rescale", ("l1", "inverse_density", "none")
+      ),
   )
   return types.MergeSettings(spec, r.int("merge.chunk_size"))
