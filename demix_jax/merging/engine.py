@@ -44,10 +44,15 @@ from demix_jax import multihost
 from demix_jax.evals import rows as rows_lib
 from demix_jax.evals import scoring
 from demix_jax.merging import methods
+from demix_jax.merging import objective as objective_lib
+from demix_jax.merging import runs as runs_lib
 from demix_jax.merging import store as store_lib
+from demix_jax.models import loss as loss_lib
 from demix_jax.models import transformer
 
 Params = Any
+# Where `make_objective`'s result type lives; importable from here too.
+BoundObjective = objective_lib.BoundObjective
 
 
 def row_nll(
@@ -67,6 +72,22 @@ def row_nll(
   lse = jax.nn.logsumexp(lg, axis=-1)
   picked = jnp.take_along_axis(lg, tokens[:, 1:, None], axis=-1)[..., 0]
   return jnp.sum((lse - picked) * target_mask[:, 1:], axis=-1)
+
+
+def chunked_row_nll(cfg, params, layer_transform, b) -> jax.Array:
+  """`row_nll` of the model on batch `b`, the LM head run in
+  `cfg.loss_chunk`-position chunks (equal to float32 rounding)."""
+  shift = lambda x: jnp.concatenate([x[:, 1:], jnp.zeros_like(x[:, :1])], 1)
+  nll = loss_lib.target_nll(
+      cfg,
+      params,
+      b["tokens"],
+      b["positions"],
+      b["segment_ids"],
+      shift(b["tokens"]),
+      layer_transform=layer_transform,
+  )
+  return jnp.sum(nll * shift(b["target_mask"]).astype(jnp.float32), axis=-1)
 
 
 def _axes_size(mesh: Mesh, entry) -> int:
@@ -91,28 +112,6 @@ def _rule(rules, name: str):
     if k == name:
       return v
   return None
-
-
-class BoundObjective:
-  """alpha -> scalar objective with its arrays bound as jit arguments.
-
-  Calling it (or `.value_and_grad`) runs a compiled function that takes the
-  stacked components and row batches as arguments, so they are never baked
-  into a program as constants and the compiled value-and-gradient is reused
-  across steps. It is also an ordinary JAX-differentiable function of alpha.
-  """
-
-  def __init__(self, fn, value_and_grad_fn, args):
-    self._fn = fn
-    self._vg = value_and_grad_fn
-    self._args = args
-
-  def __call__(self, alpha):
-    return self._fn(alpha, *self._args)
-
-  def value_and_grad(self, alpha):
-    """(objective, d objective / d alpha) in one compiled call."""
-    return self._vg(alpha, *self._args)
 
 
 class MixtureEvaluator:
@@ -206,6 +205,11 @@ class MixtureEvaluator:
     self._params_fn = jax.jit(self._rows_of_params)
     self._objectives: dict[Any, Callable] = {}
 
+  # The constructor from trained run directories lives with the rest of
+  # "runs as merge inputs" (`runs.from_run_dirs`, where its arguments are
+  # documented); bound here so it reads `MixtureEvaluator.from_run_dirs`.
+  from_run_dirs = classmethod(runs_lib.from_run_dirs)
+
   # ------------------------------------------------------------ compiled
 
   def _rows(self, params, layer_transform, batches) -> jax.Array:
@@ -213,6 +217,8 @@ class MixtureEvaluator:
     cfg = self.cfg
 
     def body(carry, b):
+      if cfg.loss_chunk:  # no [B, T, V] logits (models.memory)
+        return carry, chunked_row_nll(cfg, params, layer_transform, b)
       logits = transformer.forward(
           cfg,
           params,
@@ -404,40 +410,16 @@ class MixtureEvaluator:
     )
     return {k: float(v) for k, v in s.items()}
 
-  def _subset_batches(self, w: np.ndarray):
-    """Row batches holding only rows with w != 0, and their weights.
-
-    Rows are padded to a whole batch with masked copies of the first kept
-    row (weight 0, target_mask 0), so they never count.
-    """
-    rows = np.flatnonzero(w)
-    if rows.size == 0:
-      raise ValueError("the objective has no rows with non-zero weight")
-    bs = self.suite.batch_size
-    pad = (-rows.size) % bs
-    idx = np.concatenate([rows, np.full(pad, rows[0])])
-    arrays = {}
-    for k in ("tokens", "positions", "segment_ids", "target_mask"):
-      a = getattr(self.suite, k)[idx]
-      if k == "target_mask" and pad:
-        a[rows.size :] = 0
-      arrays[k] = a.reshape((-1, bs) + a.shape[1:])
-    weights = np.concatenate([w[rows], np.zeros(pad)])
-    if self.mesh is not None:
-      arrays = jax.device_put(arrays, NamedSharding(self.mesh, P()))
-    else:
-      arrays = jax.device_put(arrays)
-    return arrays, weights
-
   def make_objective(
       self, targets: Sequence[str] | Mapping[str, float] | None = None
-  ) -> "BoundObjective":
+  ) -> objective_lib.BoundObjective:
     """A jitted, differentiable objective alpha [K] -> scalar (minimise).
 
     The objective is sum_t c_t * target_t(alpha) over bits-per-byte or loss
     targets (which are linear in the row NLLs, so the value equals what
     `evaluate` reports for them). Gradients flow through the merge into
-    alpha (the linear merge normalises alpha by its sum first).
+    alpha (the linear merge normalises alpha by its sum first). Cached per
+    target set, so a search asking again reuses the compiled program.
 
     Args:
       targets: names (equal weights 1/n) or {name: weight}. Default: the
@@ -447,40 +429,17 @@ class MixtureEvaluator:
     Returns:
       f(alpha) -> float32 scalar; lower is better.
     """
-    if targets is None:
-      doms = [t for t in self.targets if t.startswith("domain/")]
-      targets = doms or ["heldout/bpb"]
-    if not isinstance(targets, Mapping):
-      targets = {t: 1.0 / len(targets) for t in targets}
-    for t in targets:
-      if scoring.higher_is_better(t, self.domain_metrics):
-        raise ValueError(
-            f"objective target {t!r} is higher-is-better and "
-            "not differentiable; use bpb or loss targets"
-        )
+    targets = objective_lib.target_weights(
+        targets, self.targets, self.domain_metrics
+    )
     key = tuple(sorted(targets.items()))
     if key not in self._objectives:
-      w = sum(
-          c * scoring.linear_weights(self.suite, t, self.domain_metrics)
-          for t, c in targets.items()
-      )
-      # Only rows with a non-zero weight enter the objective (e.g. the gold
-      # continuations of multiple-choice items, not the distractors), so
-      # the forward and backward passes run on those rows alone.
-      batches, w = self._subset_batches(np.asarray(w))
-      w = jnp.asarray(w, jnp.float32)
-
-      def objective(alpha, stacked, base, batches):
-        return (
-            self._rows_of_mixture(
-                jnp.asarray(alpha, jnp.float32), stacked, base, batches
-            )
-            @ w
-        )
-
-      self._objectives[key] = BoundObjective(
-          jax.jit(objective),
-          jax.jit(jax.value_and_grad(objective)),
-          (self.store.stacked, self.store.base, batches),
+      self._objectives[key] = objective_lib.bind(
+          self._rows_of_mixture,
+          self.store,
+          self.suite,
+          targets,
+          self.domain_metrics,
+          self.mesh,
       )
     return self._objectives[key]

@@ -4,8 +4,8 @@ Layout: `<run_dir>/checkpoints/<step>/{params, opt_state, data_iter, meta}`.
 `params` and `opt_state` are sharded array trees (`StandardSave`), so they
 restore onto any mesh; `data_iter` holds every process's iterator state as
 JSON (a dict, or bytes as base64); `meta` records tokens seen, step, config
-hash, data mixture, tokenizer fingerprint and the token budgets this step
-stands for.
+hash, data mixture, tokenizer fingerprint, the model config, the sequence
+length and the token budgets this step stands for.
 
 Retention: the latest `keep_last` checkpoints plus, forever, the steps at the
 configured token budgets (an orbax preservation policy). Orbax writes each
@@ -14,8 +14,8 @@ mid-write leaves no half checkpoint in the step list; a checkpoint that is
 listed but unreadable (truncated files, deleted items) is skipped with a
 warning and the previous one is used.
 
-Other stages read runs with `load_params(run_dir, tokens=None)` and
-`read_metadata(run_dir, tokens=None)`.
+Other stages read runs with `load_params(run_dir, tokens=None)`,
+`read_metadata(run_dir, tokens=None)` and `read_model_config(run_dir)`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from etils import epath
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from demix_jax.models import transformer
 
 ITEMS = ("params", "opt_state", "data_iter", "meta")
 
@@ -339,6 +341,34 @@ def read_metadata(
   if meta is None:
     raise CheckpointError(f"{run_dir} step {step}: metadata unreadable")
   return meta
+
+
+def read_model_config(
+    run_dir: str | epath.Path, tokens: int | None = None
+) -> transformer.ModelConfig:
+  """The ModelConfig a run was trained with, from its checkpoint metadata.
+
+  The trainer records it in every checkpoint, so a run directory alone is
+  enough to rebuild (and merge) the model: no workdir config is needed.
+
+  Args:
+    run_dir: the run directory.
+    tokens: a token budget (see `find_step`), or None for the latest.
+
+  Returns:
+    The ModelConfig.
+
+  Raises:
+    CheckpointError: no checkpoint, or metadata without a model config
+      (a checkpoint written by something other than the trainer).
+  """
+  meta = read_metadata(run_dir, tokens)
+  if not meta.get("model"):
+    raise CheckpointError(
+        f"{run_dir}: the checkpoint metadata records no model config; "
+        "build the ModelConfig yourself and load the params with load_params"
+    )
+  return transformer.ModelConfig.from_dict(meta["model"])
 
 
 def params_metadata(run_dir, step: int) -> Any:

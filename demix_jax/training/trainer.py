@@ -266,6 +266,7 @@ class _Run:
         "data_mixture": dict(tc.data_mixture or {}),
         "tokenizer_fingerprint": tc.tokenizer_fingerprint,
         "model": self.model_cfg.to_dict(),
+        "seq_len": tc.seq_len,
         "restored_from": self.restored_from,
         "init_from": tc.init_from,
         "init_from_tokens": tc.init_from_tokens,

@@ -1,4 +1,12 @@
-"""Tiny models, components and evaluation suites shared by merging tests."""
+"""Tiny models, components and evaluation suites shared by merging tests.
+
+Also a persistent XLA compilation cache (as in tests/training): the runs
+trained for `test_from_run_dirs` compile the same train step, and the cache
+lets later ones skip XLA:CPU compilation. It changes no numerics.
+"""
+
+import os
+import tempfile
 
 import jax
 import numpy as np
@@ -17,6 +25,13 @@ CFG = transformer.ModelConfig(
     d_ff=64,
 )
 SEQ = 16
+
+jax.config.update(
+    "jax_compilation_cache_dir",
+    os.path.join(tempfile.gettempdir(), "demix_jax_test_xla_cache"),
+)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def components(k=3, scale=0.05, seed=0):
