@@ -127,7 +127,7 @@ def load_result(
     result = results_lib.TYPES[stage].from_json(done, str(path))
   except (ValueError, results_lib.ResultError) as e:
     raise CorruptResultError(
-        path, str(e), f"delete it to redo stage {stage!r}"
+        path, f"{type(e).__name__}: {e}", f"delete it to redo stage {stage!r}"
     ) from e
   want = stage_hash(spec, stage)
   if want and saved_hash != want:

@@ -31,6 +31,7 @@ from demix_jax.search import surrogates
 from demix_jax.search import table as table_lib
 
 _LOG = logging.getLogger(__name__)
+_STATE_KEYS = ("settings", "round", "round_ids", "pending", "rng", "summaries")
 
 EvaluateFn = Callable[[np.ndarray], Mapping[str, np.ndarray]]
 
@@ -183,6 +184,7 @@ class _Search:
     if self.state["rng"] is not None:
       self.rng.bit_generator.state = self.state["rng"]
     self.results = {r["id"]: r for r in state_lib.read_results(self.workdir)}
+    state_lib.check_results(self.workdir, self.results, self.pool)
     state_lib.barrier("search_init_done")
 
   # ------------------------------------------------------------ state I/O
@@ -210,7 +212,7 @@ class _Search:
             "weights": dict(self.spec.weights or {}),
         },
     }
-    st = state_lib.load_state(self.workdir)
+    st = state_lib.load_state(self.workdir, required=_STATE_KEYS)
     if st is None:
       st = {
           "version": 1,

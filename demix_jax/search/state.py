@@ -89,14 +89,40 @@ def load_pool(workdir: PathLike) -> np.ndarray | None:
   path = epath.Path(workdir) / POOL
   if not path.exists():
     return None
-  return np.load(io.BytesIO(path.read_bytes()))
+  try:
+    return np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
+  except (ValueError, EOFError, OSError) as e:
+    raise storage.CorruptFileError(path, f"{type(e).__name__}: {e}") from e
 
 
-def load_state(workdir: PathLike) -> dict | None:
+_FIX = "restore it, or delete the search state directory to search again"
+_ROW_KEYS = {"id", "round", "alpha", "scores"}
+
+
+def load_state(
+    workdir: PathLike, required: tuple[str, ...] = ()
+) -> dict | None:
+  """state.json, or None; CorruptFileError if damaged or lacking `required`."""
   path = epath.Path(workdir) / STATE
   if not path.exists():
     return None
-  return json.loads(path.read_text())
+  st = storage.read_json(path)
+  if not isinstance(st, dict) or any(k not in st for k in required):
+    raise storage.CorruptFileError(path, f"needs the keys {required}", _FIX)
+  return st
+
+
+def check_results(workdir: PathLike, results: dict, pool: np.ndarray) -> None:
+  """Saved rows must be rows of this pool: a foreign score is never reused."""
+  for i, r in results.items():
+    if not 0 <= i < len(pool) or not np.allclose(
+        r["alpha"], pool[i], rtol=0, atol=1e-12
+    ):
+      raise storage.CorruptFileError(
+          epath.Path(workdir) / RESULTS,
+          f"proxy {i} is not row {i} of the pool in {POOL}",
+          _FIX,
+      )
 
 
 def save_state(workdir: PathLike, state: dict) -> None:
@@ -158,27 +184,61 @@ def append_results(workdir: PathLike, rows: list[dict]) -> None:
   storage.atomic_write_bytes(path, old + lines.encode())
 
 
+def _parse_row(line: bytes) -> dict:
+  rec = json.loads(line)
+  if not isinstance(rec, dict) or set(rec) != _ROW_KEYS:
+    raise ValueError("not a result row {id, round, alpha, scores}")
+  if not isinstance(rec["scores"], dict):
+    raise ValueError("scores is not an object")
+  return _restore(
+      {
+          "id": int(rec["id"]),
+          "round": int(rec["round"]),
+          "alpha": [float(a) for a in rec["alpha"]],
+          "scores": rec["scores"],
+      }
+  )
+
+
 def read_results(workdir: PathLike) -> list[dict]:
-  """All complete result rows; a partial trailing line is truncated away."""
+  """All complete result rows; a partial trailing line is truncated away.
+
+  Only the last line can be partial (a kill during an append, which never
+  writes its final newline). Any other line that is not a result row, or a
+  second row for the same id, means the file was damaged or edited: that
+  raises CorruptFileError naming the file and line rather than dropping the
+  rows after it (which would be scored again) or reusing a wrong one.
+  """
   path = epath.Path(workdir) / RESULTS
   if not path.exists():
     return []
   data = path.read_bytes()
-  rows, good = [], 0
-  for line in data.splitlines(keepends=True):
+  rows, good, seen = [], 0, set()
+  *lines, tail = data.split(b"\n")
+  if tail:
+    _LOG.warning(
+        "search state: dropping a partial last line of %s (the "
+        "search was killed while writing it)",
+        path,
+    )
+  for lineno, line in enumerate(lines, 1):
     try:
-      if not line.endswith(b"\n"):
-        raise ValueError("no newline")
-      rec = json.loads(line)
-    except ValueError:
-      _LOG.warning(
-          "search state: dropping a partial last line of %s (the "
-          "search was killed while writing it)",
+      rec = _parse_row(line)
+    except (ValueError, TypeError, KeyError) as e:
+      raise storage.CorruptFileError(
           path,
+          f"line {lineno}: {type(e).__name__}: {e}",
+          _FIX,
+      ) from e
+    if rec["id"] in seen:
+      raise storage.CorruptFileError(
+          path,
+          f"line {lineno}: proxy {rec['id']} is recorded twice",
+          _FIX,
       )
-      break
-    rows.append(_restore(rec))
-    good += len(line)
+    seen.add(rec["id"])
+    rows.append(rec)
+    good += len(line) + 1
   if good < len(data) and is_writer():
     if storage.is_local(path):
       with open(path, "r+b") as f:
