@@ -65,7 +65,8 @@ WIKI_HELDOUT_PERCENT = 10
 MATH_TRAIN_PER_MODULE = 60
 MATH_HELDOUT_PER_MODULE = 8
 MATH_SEED = 0
-_VERSION = "1.0.0"
+# The tfds builder version of the offline corpora (part of cache keys).
+CORPUS_VERSION = "1.0.0"
 
 
 def split_passages(text: str, max_chars: int = PASSAGE_CHARS) -> list[str]:
@@ -382,7 +383,7 @@ def _builder_class():
   class DemixOffline(tfds.core.GeneratorBasedBuilder):
     """One offline corpus of demix_jax (config name: corpus[-maxN])."""
 
-    VERSION = tfds.core.Version(_VERSION)
+    VERSION = tfds.core.Version(CORPUS_VERSION)
     # The full corpora; `max_docs` twins are ad-hoc configs (tfds logs a
     # "custom data configuration" warning for those, harmlessly).
     BUILDER_CONFIGS = [OfflineConfig(name=c, corpus=c) for c in CORPORA]

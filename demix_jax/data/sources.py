@@ -308,7 +308,7 @@ class Source:
           st = os.stat(f)
           h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
     if self.spec.kind == "offline":
-      h.update(offline._VERSION.encode())  # pylint: disable=protected-access
+      h.update(offline.CORPUS_VERSION.encode())
     return h.hexdigest()
 
   def token_count(self, vocab, split: str = "train") -> int:
