@@ -55,6 +55,7 @@ EXPECTED_OUTPUT = {
     "02_mixture_landscape.ipynb": (
         "66 mixtures scored",
         "gradient-search mixture:",
+        "from_run_dirs agrees with the workspace evaluator: True",
     ),
     "03_your_data.ipynb": (
         "train tokens per source:",
