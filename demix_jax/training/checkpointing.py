@@ -12,7 +12,10 @@ configured token budgets (an orbax preservation policy). Orbax writes each
 step to a temporary directory and renames it when complete, so a run killed
 mid-write leaves no half checkpoint in the step list; a checkpoint that is
 listed but unreadable (truncated files, deleted items) is skipped with a
-warning and the previous one is used.
+warning and the previous one is used; the run that owns it renames it
+`<step>.unreadable-<n>` (kept, no longer listed) so it can save that step
+again. Readers of a finished run (`load_params`) get a CheckpointError
+naming the run and step instead of another step's parameters.
 
 Other stages read runs with `load_params(run_dir, tokens=None)`,
 `read_metadata(run_dir, tokens=None)` and `read_model_config(run_dir)`.
@@ -187,9 +190,33 @@ class Checkpointer:
       The restored checkpoint, or None when the directory has no readable
       checkpoint.
     """
-    return _restore_newest(
+    r = _restore_newest(
         self._mngr, abstract_params, abstract_opt_state, self.run_dir
     )
+    self._set_aside([s for s in self.all_steps() if r is None or s > r.step])
+    return r
+
+  def _set_aside(self, steps: Sequence[int]) -> None:
+    """Moves unreadable steps (warned about) out of the way of new saves.
+
+    They are kept, renamed `<step>.unreadable-<n>`, so nothing is lost, but
+    Orbax no longer lists them: the run saves that step again when it gets
+    there (a listed step cannot be saved over).
+    """
+    if not steps:
+      return
+    if jax.process_index() == 0:
+      for step in steps:
+        src = checkpoint_dir(self.run_dir) / str(step)
+        n = len(list(src.parent.glob(f"{step}.unreadable-*")))
+        dst = src.parent / f"{step}.unreadable-{n}"
+        src.rename(dst)
+        logging.warning("checkpoint %s is unreadable: moved to %s", src, dst)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+      multihost_utils.sync_global_devices("checkpoint_set_aside")
+    self._mngr.reload()
 
   def wait(self) -> None:
     self._mngr.wait_until_finished()
@@ -374,13 +401,29 @@ def read_model_config(
 def params_metadata(run_dir, step: int) -> Any:
   """Shape/dtype tree of a checkpoint's params (reads no arrays)."""
   mngr = _manager(run_dir, None, read_only=True)
-  md = mngr.item_metadata(step)["params"]
+  try:
+    md = mngr.item_metadata(step)["params"]
+  except Exception as e:  # pylint: disable=broad-except  # tensorstore/OCDBT errors
+    raise CheckpointError(
+        f"{run_dir} step {step}: params metadata unreadable"
+        f" ({type(e).__name__}: {str(e).splitlines()[0][:300]})"
+    ) from e
   tree = getattr(md, "tree", md)
   return jax.tree.map(
       lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype),
       tree,
       is_leaf=lambda m: hasattr(m, "shape"),
   )
+
+
+def newest_params_metadata(run_dir, steps: Sequence[int]) -> Any:
+  """`params_metadata` of the newest step whose metadata reads (warns)."""
+  for step in sorted(steps, reverse=True):
+    try:
+      return params_metadata(run_dir, step)
+    except CheckpointError as e:
+      logging.warning("%s; trying the previous checkpoint", e)
+  raise CheckpointError(f"{run_dir}: no checkpoint has readable metadata")
 
 
 def check_structure(expected: Any, found: Any, source: str) -> None:

@@ -104,7 +104,7 @@ def _restore_full_state(
   if own_steps:
     checkpointing.check_structure(
         layout.params,
-        checkpointing.params_metadata(workdir, own_steps[-1]),
+        checkpointing.newest_params_metadata(workdir, own_steps),
         f"{workdir} (this run's own)",
     )
     r = ckpt.restore_latest(layout.params, layout.opt_state)
