@@ -63,9 +63,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.rope_theta = 1_000_000.0
   c.model.tie_embeddings = True
   c.model.dtype = "bfloat16"
-  c.model.param_dtype = "float32"
+  c.model.param_dtype = "float32"  # f32 master weights, bf16 compute
+  c.model.attention = "auto"  # splash on TPU (models/attention.py)
+  c.model.remat = "full"
+  c.model.loss_chunk = 256  # no [B, T, V] float32 logits (models/memory.py)
 
-  c.mesh.axes = ml_collections.ConfigDict({"data": -1, "fsdp": 8, "tensor": 1})
+  # fsdp=16 maps onto the physical torus (v5p-64 = 2x4x4: data 2; v5p-128 =
+  # 4x4x4: data 4); an axis of 8 does not map onto 4x4x4. Params and the
+  # AdamW state are sharded over fsdp (the `embed` rule).
+  c.mesh.axes = ml_collections.ConfigDict({"data": -1, "fsdp": 16, "tensor": 1})
 
   c.data.seq_len = 8192
   c.data.sources = ml_collections.ConfigDict(
@@ -110,7 +116,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.eval.max_items = 1000
   c.eval.heldout_sequences = 256
-  c.eval.batch_size = 64
+  c.eval.batch_size = 16  # rows per forward (x 8192 tokens per mixture)
 
   c.merge.chunk_size = 8
   c.search.pool_size = 200_000

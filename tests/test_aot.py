@@ -79,10 +79,10 @@ def test_runlocal_steps_compile():
   )
   mesh = {"data": 4, "fsdp": 1, "tensor": 1}
   for name in ("train", "merge"):
-    _check_positive(s[name], mesh)
-    assert s[name]["fits"]
+    _check_positive(s["steps"][name], mesh)
+    assert s["steps"][name]["fits"]
   # The train step donates params and optimizer state: they alias outputs.
-  assert s["train"]["alias_bytes"] > 0
+  assert s["steps"]["train"]["alias_bytes"] > 0
   assert s["cpu_indicative_only"]
 
 
@@ -100,12 +100,12 @@ def test_qwen3_1p7b_train_step_compiles_on_a_small_mesh():
           "--hbm_gb=95",
       )
   )
-  rep = s["train"]
+  rep = s["steps"]["train"]
   _check_positive(rep, {"data": 1, "fsdp": 4, "tensor": 1})
   # ~1.7B fp32 params + 2 Adam moments, a quarter per device (FSDP 4):
   # about 3 x 1.7e9 x 4 B / 4 = 5.1e9 B of arguments, minus nothing big.
   assert 4.0e9 < rep["argument_bytes"] < 6.5e9
-  assert "merge" not in s
+  assert "merge" not in s["steps"]
 
 
 @pytest.mark.slow
@@ -119,7 +119,8 @@ def test_hbm_check_fails_a_too_small_device():
   assert proc.returncode == 1
   assert "DOES NOT FIT" in proc.stdout
   assert (
-      json.loads(proc.stdout.strip().splitlines()[-1])["train"]["fits"] is False
+      json.loads(proc.stdout.strip().splitlines()[-1])["steps"]["train"]["fits"]
+      is False
   )
 
 
@@ -191,3 +192,49 @@ def test_mesh_size():
   assert aot.mesh_size({"data": 2, "fsdp": 4}) == 8
   assert aot.mesh_size({"data": -1, "fsdp": 4}) == 0
   assert np.isclose(aot.FIT_FRACTION, 0.9)
+
+
+def test_topology_names():
+  from demix_jax.aot import topology
+
+  chip, chips = topology.parse("v5p-64")
+  assert chips == 32 and chip.hbm_bytes == 95 * 2**30
+  assert topology.physical_shape(chip, chips) == (2, 4, 4)
+  assert topology.physical_shape(*topology.parse("v5p-128")) == (4, 4, 4)
+  assert topology.physical_shape(*topology.parse("v4-8")) == (1, 2, 2)
+  assert topology.physical_shape(*topology.parse("v5litepod-16")) == (4, 4)
+  assert topology.physical_shape(*topology.parse("v6e-64")) == (8, 8)
+  for bad in ("v5p-63", "v7-8", "v5e-16", "v5litepod-12"):
+    with pytest.raises(ValueError):
+      topology.parse(bad)
+
+
+def test_summary_has_the_issue_fields():
+  rep = aot.CompileReport(
+      name="train",
+      argument_bytes=10,
+      output_bytes=5,
+      temp_bytes=100,
+      code_bytes=1,
+      alias_bytes=5,
+      total_bytes=111,
+      flops=2e12,
+      mesh={"data": 2},
+      backend="tpu",
+  )
+  s = aot.summary(
+      [rep],
+      topology="v5p-64",
+      config="c.py",
+      hbm_bytes=1000,
+      peak_flops=1e12,
+      model_flops={"train": 1e12},
+  )
+  st = s["steps"]["train"]
+  assert (s["topology"], s["config"]) == ("v5p-64", "c.py")
+  assert st["fits"] and st["bytes_per_device"] == 111
+  assert st["hbm_bytes"] == 1000 and st["flops"] == 2e12
+  assert st["step_time_bound_s"] == 2.0 and st["mfu_bound"] == 0.5
+  assert not aot.summary(
+      [rep], topology="", config="", hbm_bytes=100, peak_flops=0
+  )["steps"]["train"]["fits"]

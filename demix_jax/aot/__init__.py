@@ -123,7 +123,7 @@ def report_from_compiled(name: str, compiled, mesh) -> CompileReport:
       total_bytes=arg + out + temp + code - alias,
       flops=None if flops is None or flops < 0 else float(flops),
       mesh={k: int(v) for k, v in mesh.shape.items()},
-      backend=jax.default_backend(),
+      backend=mesh.devices.flat[0].platform,
   )
 
 
@@ -218,6 +218,53 @@ def compile_merge_step(
   return report_from_compiled("merge", compiled, mesh), compiled
 
 
+def step_time_bound(flops: float | None, peak_flops: float) -> float | None:
+  """Seconds one step needs at least if the chip ran at its peak FLOP/s
+  (a bound from the compiled FLOPs, not a measurement)."""
+  if not flops or not peak_flops:
+    return None
+  return flops / peak_flops
+
+
+def summary(
+    reports: Sequence[CompileReport],
+    *,
+    topology: str,
+    config: str,
+    hbm_bytes: int,
+    peak_flops: float,
+    model_flops: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+  """The check's last line: {"topology", "config", "steps": {name: {...}}}.
+
+  Per step: fits, bytes_per_device (total), hbm_bytes, flops (compiled, per
+  device), the byte breakdown, step_time_bound_s = flops / peak and, where
+  `model_flops` gives the step's useful FLOPs per device (6 N tokens plus
+  attention for training), mfu_bound = model flops / compiled flops (the
+  MFU if the chip ran at peak: an upper bound).
+  """
+  steps = {}
+  for r in reports:
+    bound = step_time_bound(r.flops, peak_flops)
+    useful = (model_flops or {}).get(r.name)
+    steps[r.name] = {
+        "fits": r.fits(hbm_bytes),
+        "bytes_per_device": r.total_bytes,
+        "hbm_bytes": int(hbm_bytes),
+        "flops": r.flops,
+        "argument_bytes": r.argument_bytes,
+        "output_bytes": r.output_bytes,
+        "temp_bytes": r.temp_bytes,
+        "code_bytes": r.code_bytes,
+        "alias_bytes": r.alias_bytes,
+        "mesh": r.mesh,
+        "backend": r.backend,
+        "step_time_bound_s": bound,
+        "mfu_bound": (useful / r.flops) if useful and r.flops else None,
+    }
+  return {"topology": topology, "config": config, "steps": steps}
+
+
 def parse_mesh(text: str) -> dict[str, int]:
   """'data:8,fsdp:8' -> {'data': 8, 'fsdp': 8} (order kept)."""
   out = {}
@@ -234,11 +281,14 @@ def _fmt_bytes(n: int) -> str:
 
 
 def format_reports(
-    reports: Sequence[CompileReport], hbm_gb: float = 0.0
+    reports: Sequence[CompileReport],
+    hbm_gb: float = 0.0,
+    peak_flops: float = 0.0,
 ) -> str:
   """A human-readable table of the reports."""
   lines = []
   for r in reports:
+    bound = step_time_bound(r.flops, peak_flops)
     lines.append(f"[{r.name}] backend={r.backend} mesh={r.mesh}")
     for label, v in (
         ("arguments", r.argument_bytes),
@@ -253,6 +303,11 @@ def format_reports(
         "  flops per device  "
         + (f"{r.flops:.3e}" if r.flops is not None else "unknown")
     )
+    if bound is not None:
+      lines.append(
+          f"  step time >= {bound:.3f} s at {peak_flops:.3g} FLOP/s peak "
+          "(a bound from the compiled FLOPs, not a measurement)"
+      )
     if hbm_gb > 0:
       verdict = "fits" if r.fits(hbm_gb * 2**30) else "DOES NOT FIT"
       lines.append(

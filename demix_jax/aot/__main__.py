@@ -11,8 +11,8 @@ is why `main` sets it before it touches any device.
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import math
 import sys
 from typing import Mapping, Sequence
 
@@ -24,8 +24,11 @@ from ml_collections import config_flags
 from demix_jax import aot
 from demix_jax import config_lib
 from demix_jax import models
+from demix_jax.aot import topology
 from demix_jax.merging import methods
+from demix_jax.models import attention as attention_lib
 from demix_jax.training import config as train_config
+from demix_jax.training import flops as flops_lib
 from demix_jax.training import optim
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -61,6 +64,14 @@ _SEQ_LEN = flags.DEFINE_integer(
 _EVAL_BATCHES = flags.DEFINE_integer(
     "eval_batches", 1, "Row batches per merge-step call (scan length)."
 )
+_TOPOLOGY = flags.DEFINE_string(
+    "topology",
+    "",
+    "Compile with XLA:TPU for a Cloud TPU slice (v4-N, v5litepod-N, v5p-N, "
+    "v6e-N) on compile-only devices (needs libtpu: requirements-tpu.txt); "
+    "sets --hbm_gb from the chip. Empty: the attached devices, or fake CPU "
+    "devices.",
+)
 _STEPS = flags.DEFINE_list(
     "steps", ["train", "merge"], "Steps to compile: train, merge."
 )
@@ -74,6 +85,7 @@ def run_checks(
     seq_len: int = 0,
     eval_batches: int = 1,
     steps: Sequence[str] = ("train", "merge"),
+    devices=None,
 ) -> list[aot.CompileReport]:
   """Compiles the requested steps of a pipeline config.
 
@@ -87,10 +99,21 @@ def run_checks(
     seq_len: data.seq_len override (0 = config's).
     eval_batches: row batches per merge call.
     steps: any of "train", "merge".
+    devices: devices of the mesh (default all; a topology's for XLA:TPU).
 
   Returns:
     One CompileReport per step.
   """
+  platform = devices[0].platform if devices else jax.default_backend()
+  with attention_lib.target_platform(platform):
+    return _run_checks(
+        config, mesh_axes, global_batch, seq_len, eval_batches, steps, devices
+    )
+
+
+def _run_checks(
+    config, mesh_axes, global_batch, seq_len, eval_batches, steps, devices
+):
   unknown = sorted(set(steps) - {"train", "merge"})
   if unknown:
     raise ValueError(f"--steps {unknown} unknown; use train, merge")
@@ -112,7 +135,9 @@ def run_checks(
         rules=rules,
     )
     optim_cfg = optim.OptimConfig.from_dict(config_lib.to_dict(c.optim))
-    out.append(aot.compile_train_step(model_cfg, optim_cfg, train_cfg)[0])
+    out.append(
+        aot.compile_train_step(model_cfg, optim_cfg, train_cfg, devices)[0]
+    )
   if "merge" in steps:
     spec = methods.MergeSpec(
         method=c.merge.method,
@@ -131,8 +156,26 @@ def run_checks(
             eval_batches=eval_batches,
             chunk_size=int(c.merge.chunk_size),
             spec=spec,
+            devices=devices,
         )[0]
     )
+  return out
+
+
+def _model_flops(config, reports, seq_len, global_batch) -> dict:
+  """Useful train FLOPs per device: 6 N per token (training.flops) plus
+  causal attention (6 x 2 T d_attn per token and layer, halved)."""
+  c = config
+  m = models.ModelConfig.from_dict(config_lib.to_dict(c.model))
+  t = int(seq_len or c.data.seq_len)
+  b = int(global_batch or c.train.global_batch_size)
+  attn = 6 * m.n_layers * m.n_heads * m.head_dim * t  # 12 T/2 per token
+  per_token = flops_lib.train_flops_per_token(m) + attn
+  out = {}
+  for r in reports:
+    if r.name == "train":
+      n = math.prod(r.mesh.values())
+      out["train"] = per_token * b * t / n
   return out
 
 
@@ -141,17 +184,32 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
   mesh_axes = aot.parse_mesh(_MESH.value) if _MESH.value else None
-  n = _DEVICES.value or aot.mesh_size(mesh_axes or dict(config.mesh.axes))
-  if n:
-    # Only affects the CPU backend; must precede JAX's backend start-up.
-    aot.force_cpu_devices(n)
-  if n and jax.default_backend() == "cpu" and jax.device_count() != n:
-    print(
-        f"error: asked for {n} CPU devices, JAX started with "
-        f"{jax.device_count()} (was a backend initialised earlier?)",
-        file=sys.stderr,
-    )
-    sys.exit(2)
+  devices, peak, hbm = None, 0.0, _HBM_GB.value * 2**30
+  if _TOPOLOGY.value:
+    if not topology.libtpu_available():
+      print(
+          "error: --topology needs libtpu: pip install -r "
+          "requirements-tpu.txt",
+          file=sys.stderr,
+      )
+      sys.exit(2)
+    devices, chip = topology.devices(_TOPOLOGY.value)
+    peak, hbm = chip.peak_bf16_flops, hbm or chip.hbm_bytes
+  else:
+    n = _DEVICES.value or aot.mesh_size(mesh_axes or dict(config.mesh.axes))
+    if n:
+      # Only affects the CPU backend; must precede JAX's backend start-up.
+      aot.force_cpu_devices(n)
+    if n and jax.default_backend() == "cpu" and jax.device_count() != n:
+      print(
+          f"error: asked for {n} CPU devices, JAX started with "
+          f"{jax.device_count()} (was a backend initialised earlier?)",
+          file=sys.stderr,
+      )
+      sys.exit(2)
+    peak = float(config.train.get("peak_flops", 0.0) or 0.0)
+    if jax.default_backend() == "cpu":
+      peak = 0.0  # a TPU peak says nothing about a CPU compile
   reports = run_checks(
       config,
       mesh_axes=mesh_axes,
@@ -159,19 +217,29 @@ def main(argv):
       seq_len=_SEQ_LEN.value,
       eval_batches=_EVAL_BATCHES.value,
       steps=_STEPS.value,
+      devices=devices,
   )
-  print(aot.format_reports(reports, _HBM_GB.value))
-  hbm = _HBM_GB.value * 2**30
-  summary = {
-      r.name: dict(
-          dataclasses.asdict(r), **({"fits": r.fits(hbm)} if hbm else {})
+  print(aot.format_reports(reports, hbm / 2**30, peak))
+  out = aot.summary(
+      reports,
+      topology=_TOPOLOGY.value or None,
+      config=config_flags.get_config_filename(flags.FLAGS["config"]),
+      hbm_bytes=int(hbm),
+      peak_flops=peak,
+      model_flops=_model_flops(
+          config, reports, _SEQ_LEN.value, _GLOBAL_BATCH.value
+      ),
+  )
+  for name, st in out["steps"].items():
+    if st["mfu_bound"] is not None:
+      print(
+          f"[{name}] MFU <= {st['mfu_bound']:.1%} (bound: model FLOPs / "
+          "compiled FLOPs, i.e. at the chip's peak)"
       )
-      for r in reports
-  }
-  summary["hbm_gb"] = _HBM_GB.value or None
-  summary["cpu_indicative_only"] = jax.default_backend() == "cpu"
-  print(json.dumps(summary, sort_keys=True))
-  if hbm and not all(r.fits(hbm) for r in reports):
+  out["hbm_gb"] = hbm / 2**30 if hbm else None
+  out["cpu_indicative_only"] = all(r.backend == "cpu" for r in reports)
+  print(json.dumps(out, sort_keys=True))
+  if hbm and not all(st["fits"] for st in out["steps"].values()):
     sys.exit(1)
 
 

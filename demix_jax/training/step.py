@@ -18,6 +18,7 @@ import numpy as np
 import optax
 
 from demix_jax import models
+from demix_jax.models import loss as loss_lib
 from demix_jax.training import config as train_config
 from demix_jax.training import optim
 from demix_jax.training import sharding
@@ -36,11 +37,9 @@ def batch_loss(
   Training and held-out evaluation both use it, so they measure the same
   loss.
   """
-  logits = models.forward(
+  # Unchunked (model.loss_chunk = 0) this is next_token_nll(forward(...)).
+  nll, mask = loss_lib.batch_nll(
       cfg, params, batch["tokens"], batch["positions"], batch["segment_ids"]
-  )
-  nll, mask = models.next_token_nll(
-      logits, batch["tokens"], batch["segment_ids"]
   )
   return nll.sum(), mask.sum()
 

@@ -336,6 +336,7 @@ def test_compile_check_on_worker_0(sandbox):
   assert remote[i + 1 :] == [
       "demix_jax.aot",
       f"--config={EXAMPLE_VALUES['CONFIG']}",
+      f"--topology={EXAMPLE_VALUES['ACCELERATOR_TYPE']}",
       "--foo=1",
   ]
 

@@ -1,0 +1,32 @@
+r"""The paper's Table 6 transfer: Qwen3-8B components, seven candidates.
+
+Same pipeline and data as configs/qwen3_1p7b.py (512 x 8192 tokens per
+step), with the Qwen/Qwen3-8B shape (untied LM head). Check before
+launching:
+
+  python -m demix_jax.aot --config=configs/qwen3_8b.py --topology=v5p-128
+
+Compile check: meant for a v5p-128 slice (64 chips = 4x4x4; mesh data=4 x
+fsdp=16); its per-device memory has not been measured yet (run the command
+above: the last line is the JSON report).
+"""
+
+import ml_collections
+
+from configs import qwen3_1p7b
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Returns the Qwen3-8B DeMix config (`runlocal` = tiny CPU twin)."""
+  c = qwen3_1p7b.get_config(arg)
+  if "runlocal" in (arg or ""):
+    return c
+  c.model.vocab_size = 151_936
+  c.model.d_model = 4096
+  c.model.n_layers = 36
+  c.model.n_heads = 32
+  c.model.n_kv_heads = 8
+  c.model.head_dim = 128
+  c.model.d_ff = 12288
+  c.model.tie_embeddings = False
+  return c
