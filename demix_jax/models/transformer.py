@@ -35,9 +35,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from demix_jax.models import attention as attention_lib
-from demix_jax.models import memory
-
 Params = Any
 LayerTransform = Callable[[Params], Params]
 
@@ -67,13 +64,8 @@ class ModelConfig:
     norm_eps: RMSNorm epsilon.
     dtype: compute dtype name ("float32", "bfloat16").
     param_dtype: storage dtype of the parameters.
-    remat: what each layer keeps for the backward pass: a policy name of
-      `models.memory.REMAT_POLICIES` ("none", "full", "minimal", ...; True
-      and False mean "full" and "none").
-    attention: "auto", "xla", "splash" or "cudnn" (`models.attention`;
-      auto = splash on TPU, cudnn on GPU, xla elsewhere).
-    loss_chunk: positions per chunk of the LM head + log-softmax in the
-      loss and the evaluator's row NLL (0 = unchunked; `models.memory`).
+    remat: rematerialise each layer in the backward pass (saves memory on
+      large models at ~1/3 more compute).
   """
 
   vocab_size: int
@@ -88,21 +80,9 @@ class ModelConfig:
   norm_eps: float = 1e-6
   dtype: str = "float32"
   param_dtype: str = "float32"
-  remat: bool | str = False
-  attention: str = "auto"
-  loss_chunk: int = 0
+  remat: bool = False
 
   def __post_init__(self):
-    memory.remat_name(self.remat)
-    attention_lib.resolve(self.attention, backend="cpu")
-    if (
-        isinstance(self.loss_chunk, bool)
-        or not isinstance(self.loss_chunk, int)
-        or self.loss_chunk < 0
-    ):
-      raise ValueError(
-          f"model.loss_chunk must be an int >= 0, got {self.loss_chunk!r}"
-      )
     for name in (
         "vocab_size",
         "d_model",
@@ -221,7 +201,10 @@ class Attention(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x, mask, positions):
+  def __call__(self, x, mask, positions, kv_cache=None, cache_index=None):
+    # With kv_cache=(k, v) [B, S, kvh, hd], the new keys/values are written
+    # at slots cache_index.. and attention reads all S slots (mask [B, t, S]);
+    # returns (out, (k, v)). Without it, the plain path (mask [B, t, t]).
     cfg = self.cfg
     dt, pdt = cfg.compute_dtype, cfg.weight_dtype
     h, kvh, hd, d = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_model
@@ -239,11 +222,24 @@ class Attention(nn.Module):
     k = RMSNorm(cfg.norm_eps, dt, pdt, "kv", name="k_norm")(k)
     q = _rope(q, positions, cfg.rope_theta)
     k = _rope(k, positions, cfg.rope_theta)
+    if kv_cache is not None:
+      put = lambda c, u: jax.lax.dynamic_update_slice_in_dim(
+          c, u.astype(c.dtype), cache_index, axis=1
+      )
+      k, v = put(kv_cache[0], k), put(kv_cache[1], v)
     q = constrain(q, ("batch", "length", "heads", "kv"))
-    # `mask`: bool [B, t, S], or attention.Segments for the kernel paths.
-    o = attention_lib.attend(cfg.attention, q, k, v, mask)
+    b, t = x.shape[:2]
+    g = h // kvh
+    q = q.reshape(b, t, kvh, g, hd) * jnp.asarray(hd**-0.5, dt)
+    s = jnp.einsum(
+        "btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32
+    )
+    s = jnp.where(mask[:, None, None], s, _MASK_VALUE)
+    prob = jax.nn.softmax(s, axis=-1).astype(dt)
+    o = jnp.einsum("bkgts,bskd->btkgd", prob, v).reshape(b, t, h, hd)
     out = jnp.einsum("bthk,hkd->btd", o, wo)
-    return constrain(out, ("batch", "length", "embed"))
+    out = constrain(out, ("batch", "length", "embed"))
+    return out if kv_cache is None else (out, (k, v))
 
 
 class Mlp(nn.Module):
@@ -272,14 +268,21 @@ class DecoderLayer(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x, mask, positions):
+  def __call__(self, x, mask, positions, kv_cache=None, cache_index=None):
+    # kv_cache: see Attention; then returns (x, new cache).
     cfg = self.cfg
     dt, pdt = cfg.compute_dtype, cfg.weight_dtype
     hn = RMSNorm(cfg.norm_eps, dt, pdt, name="attn_norm")(x)
-    x = x + Attention(cfg, name="attn")(hn, mask, positions)
+    attn = Attention(cfg, name="attn")
+    if kv_cache is None:
+      x = x + attn(hn, mask, positions)
+    else:
+      a, kv_cache = attn(hn, mask, positions, kv_cache, cache_index)
+      x = x + a
     hn = RMSNorm(cfg.norm_eps, dt, pdt, name="mlp_norm")(x)
     x = x + Mlp(cfg, name="mlp")(hn)
-    return constrain(x, ("batch", "length", "embed"))
+    x = constrain(x, ("batch", "length", "embed"))
+    return x if kv_cache is None else (x, kv_cache)
 
 
 class _Outer(nn.Module):
@@ -392,6 +395,20 @@ def param_logical_axes(cfg: ModelConfig) -> Params:
   return names
 
 
+def embed_tokens(cfg: ModelConfig, params: Params, tokens: jax.Array):
+  """Token embeddings [B, T, d] in the compute dtype (`forward`'s first
+  step; used by the cached decode path, `models.decode`)."""
+  outer = {k: v for k, v in params.items() if k != "layers"}
+  return _Outer(cfg).apply({"params": outer}, tokens, method=_Outer.encode)
+
+
+def hidden_to_logits(cfg: ModelConfig, params: Params, x: jax.Array):
+  """Final norm and LM head: hidden [B, T, d] -> float32 logits [B, T, V]
+  (`forward`'s last step)."""
+  outer = {k: v for k, v in params.items() if k != "layers"}
+  return _Outer(cfg).apply({"params": outer}, x, method=_Outer.decode)
+
+
 def forward(
     cfg: ModelConfig,
     params: Params,
@@ -419,42 +436,10 @@ def forward(
   Returns:
     float32 logits [B, T, vocab_size].
   """
-  x = forward_hidden(
-      cfg,
-      params,
-      tokens,
-      positions,
-      segment_ids,
-      layer_transform=layer_transform,
-  )
-  return lm_head(cfg, params, x)
-
-
-def lm_head(cfg: ModelConfig, params: Params, x: jax.Array) -> jax.Array:
-  """Final norm and LM head of `forward`: hidden [B, T, d] -> float32 logits
-  [B, T, V] (the chunked losses call it on a few positions at a time)."""
-  outer_params = {k: v for k, v in params.items() if k != "layers"}
-  return _Outer(cfg).apply({"params": outer_params}, x, method=_Outer.decode)
-
-
-def forward_hidden(
-    cfg: ModelConfig,
-    params: Params,
-    tokens: jax.Array,
-    positions: jax.Array,
-    segment_ids: jax.Array,
-    *,
-    layer_transform: LayerTransform | None = None,
-) -> jax.Array:
-  """`forward` up to the last layer: hidden states [B, T, d] before the
-  final norm and LM head (`hidden_to_logits`), for the chunked losses."""
   outer_params = {k: v for k, v in params.items() if k != "layers"}
   outer = _Outer(cfg)
   x = outer.apply({"params": outer_params}, tokens, method=_Outer.encode)
-  if attention_lib.resolve(cfg.attention) == "xla":
-    mask = attention_mask(segment_ids)
-  else:
-    mask = attention_lib.Segments(segment_ids)
+  mask = attention_mask(segment_ids)
   layer = DecoderLayer(cfg)
 
   def body(h, layer_params):
@@ -462,6 +447,7 @@ def forward_hidden(
       layer_params = layer_transform(layer_params)
     return layer.apply({"params": layer_params}, h, mask, positions), None
 
-  body = memory.remat_layer(body, cfg.remat)
+  if cfg.remat:
+    body = jax.checkpoint(body, prevent_cse=False)
   x, _ = jax.lax.scan(body, x, params["layers"])
-  return x
+  return outer.apply({"params": outer_params}, x, method=_Outer.decode)
