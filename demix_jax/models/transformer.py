@@ -35,6 +35,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from demix_jax.models import attention as attention_lib
+from demix_jax.models import memory
+
 Params = Any
 LayerTransform = Callable[[Params], Params]
 
@@ -64,8 +67,13 @@ class ModelConfig:
     norm_eps: RMSNorm epsilon.
     dtype: compute dtype name ("float32", "bfloat16").
     param_dtype: storage dtype of the parameters.
-    remat: rematerialise each layer in the backward pass (saves memory on
-      large models at ~1/3 more compute).
+    remat: what each layer keeps for the backward pass: a policy name of
+      `models.memory.REMAT_POLICIES` ("none", "full", "minimal", ...; True
+      and False mean "full" and "none").
+    attention: "auto", "xla", "splash" or "cudnn" (`models.attention`;
+      auto = splash on TPU, cudnn on GPU, xla elsewhere).
+    loss_chunk: positions per chunk of the LM head + log-softmax in the
+      loss and the evaluator's row NLL (0 = unchunked; `models.memory`).
   """
 
   vocab_size: int
@@ -80,9 +88,21 @@ class ModelConfig:
   norm_eps: float = 1e-6
   dtype: str = "float32"
   param_dtype: str = "float32"
-  remat: bool = False
+  remat: bool | str = False
+  attention: str = "auto"
+  loss_chunk: int = 0
 
   def __post_init__(self):
+    memory.remat_name(self.remat)
+    attention_lib.resolve(self.attention, backend="cpu")
+    if (
+        isinstance(self.loss_chunk, bool)
+        or not isinstance(self.loss_chunk, int)
+        or self.loss_chunk < 0
+    ):
+      raise ValueError(
+          f"model.loss_chunk must be an int >= 0, got {self.loss_chunk!r}"
+      )
     for name in (
         "vocab_size",
         "d_model",
@@ -228,15 +248,8 @@ class Attention(nn.Module):
       )
       k, v = put(kv_cache[0], k), put(kv_cache[1], v)
     q = constrain(q, ("batch", "length", "heads", "kv"))
-    b, t = x.shape[:2]
-    g = h // kvh
-    q = q.reshape(b, t, kvh, g, hd) * jnp.asarray(hd**-0.5, dt)
-    s = jnp.einsum(
-        "btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32
-    )
-    s = jnp.where(mask[:, None, None], s, _MASK_VALUE)
-    prob = jax.nn.softmax(s, axis=-1).astype(dt)
-    o = jnp.einsum("bkgts,bskd->btkgd", prob, v).reshape(b, t, h, hd)
+    # `mask`: bool [B, t, S], or attention.Segments for the kernel paths.
+    o = attention_lib.attend(cfg.attention, q, k, v, mask)
     out = jnp.einsum("bthk,hkd->btd", o, wo)
     out = constrain(out, ("batch", "length", "embed"))
     return out if kv_cache is None else (out, (k, v))
@@ -436,10 +449,42 @@ def forward(
   Returns:
     float32 logits [B, T, vocab_size].
   """
+  x = forward_hidden(
+      cfg,
+      params,
+      tokens,
+      positions,
+      segment_ids,
+      layer_transform=layer_transform,
+  )
+  return lm_head(cfg, params, x)
+
+
+def lm_head(cfg: ModelConfig, params: Params, x: jax.Array) -> jax.Array:
+  """Final norm and LM head of `forward`: hidden [B, T, d] -> float32 logits
+  [B, T, V] (the chunked losses call it on a few positions at a time)."""
+  outer_params = {k: v for k, v in params.items() if k != "layers"}
+  return _Outer(cfg).apply({"params": outer_params}, x, method=_Outer.decode)
+
+
+def forward_hidden(
+    cfg: ModelConfig,
+    params: Params,
+    tokens: jax.Array,
+    positions: jax.Array,
+    segment_ids: jax.Array,
+    *,
+    layer_transform: LayerTransform | None = None,
+) -> jax.Array:
+  """`forward` up to the last layer: hidden states [B, T, d] before the
+  final norm and LM head (`hidden_to_logits`), for the chunked losses."""
   outer_params = {k: v for k, v in params.items() if k != "layers"}
   outer = _Outer(cfg)
   x = outer.apply({"params": outer_params}, tokens, method=_Outer.encode)
-  mask = attention_mask(segment_ids)
+  if attention_lib.resolve(cfg.attention) == "xla":
+    mask = attention_mask(segment_ids)
+  else:
+    mask = attention_lib.Segments(segment_ids)
   layer = DecoderLayer(cfg)
 
   def body(h, layer_params):
@@ -447,7 +492,6 @@ def forward(
       layer_params = layer_transform(layer_params)
     return layer.apply({"params": layer_params}, h, mask, positions), None
 
-  if cfg.remat:
-    body = jax.checkpoint(body, prevent_cse=False)
+  body = memory.remat_layer(body, cfg.remat)
   x, _ = jax.lax.scan(body, x, params["layers"])
-  return outer.apply({"params": outer_params}, x, method=_Outer.decode)
+  return x
