@@ -130,6 +130,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Token budgets of each training stage.
   c.base = ml_collections.ConfigDict()
   c.base.tokens = 16 * 128 * 160
+  # Start the base from a checkpoint instead of from scratch: a Hugging Face
+  # Qwen3 directory (local or gs://; point data.tokenizer.path at its
+  # tokenizer.model) or a demix_jax run directory. base.tokens = 0 then uses
+  # it as is, as the paper does with a released Qwen3 checkpoint.
+  c.base.init_from = ""
   c.components = ml_collections.ConfigDict()
   c.components.tokens = 16 * 128 * 120
   # Checkpoints kept forever at these token counts of the component run.

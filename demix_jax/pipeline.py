@@ -10,7 +10,9 @@ resume from their own Orbax checkpoints and the search from its state
 files). A finished stage with a different hash is refused rather than
 silently reused or overwritten: results in a workdir belong to one config.
 Fields that do not change a result (chunk sizes, logging and checkpoint
-cadence, worker counts, the mesh) are not hashed, so changing them resumes.
+cadence, the mesh) are not hashed, so changing them resumes. A training run
+that was stopped before it finished is checked the same way: its newest
+checkpoint records the hash, and another one refuses to continue it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from absl import logging
 import jax
 import ml_collections
 
+from demix_jax import guards
 from demix_jax import multihost
 from demix_jax import spec as spec_lib
 from demix_jax import storage
@@ -50,10 +53,13 @@ OPTIONAL = {
 }
 
 # The config fields each stage's result depends on (dotted prefixes).
-# Left out on purpose: data.worker_count, train.log_every_steps,
-# train.eval_every_steps, train.checkpoint_every_steps, train.keep_last,
-# train.peak_flops, merge.chunk_size, mesh.*, report.*, stages: they change
-# speed, logging or layout, never a result.
+# Left out on purpose: train.log_every_steps, train.eval_every_steps,
+# train.checkpoint_every_steps, train.keep_last, train.peak_flops,
+# merge.chunk_size, mesh.*, report.*, stages: they change speed, logging or
+# layout, never a result (the mesh only the order of float sums, see
+# tests/training/test_mesh_equivalence.py). data.worker_count is hashed:
+# Grain's worker processes each read a slice of the documents, so the
+# stream differs from the in-process one (tests/data/test_workers.py).
 _TRAINING = (
     "seed",
     "model",
@@ -68,12 +74,14 @@ _TRAINING = (
     "data.on_overrun",
     "data.normalize_weights",
     "data.shuffle_seed",
+    "data.worker_count",
     "data.tokenizer",
     "data.offline_max_docs",
     "train.global_batch_size",
     "train.grad_accum_steps",
     "train.eval_batches",
     "base.tokens",
+    "base.init_from",
 )
 _COMPONENTS = _TRAINING + ("components.tokens", "components.budgets")
 _SCORING = _COMPONENTS + (
@@ -162,7 +170,7 @@ def preflight(spec: spec_lib.RunSpec, workdir: str) -> workspace_lib.Workspace:
   from demix_jax.data import sources as sources_lib  # pylint: disable=g-import-not-at-top  # cycle-free but heavy
 
   try:
-    with workspace_lib.readable(spec.data.sources):
+    with guards.readable(spec.data.sources):
       sources_lib.validate_sources(spec.data.sources)
   except ValueError as e:
     if isinstance(e, ConfigError):

@@ -316,8 +316,19 @@ def budgets(r: config_lib.Reader) -> types.BudgetSpec:
         f"{use} is not one of the kept budgets {budgets}",
         "use a value from components.budgets",
     )
+  init_from = r.str("base.init_from")
+  if init_from and "://" not in init_from:
+    marks = ("config.json", "checkpoints")
+    if not any(os.path.exists(os.path.join(init_from, m)) for m in marks):
+      raise ConfigError(
+          "base.init_from",
+          f"{init_from!r} is neither a Hugging Face directory (config.json)"
+          " nor a demix_jax run directory (checkpoints/)",
+          "point it at one, or use '' to train the base from scratch",
+      )
   return types.BudgetSpec(
-      base_tokens=r.int("base.tokens"),
+      base_tokens=r.int("base.tokens", 0 if init_from else 1),
+      base_init_from=init_from,
       component_tokens=comp,
       component_budgets=budgets,
       use_budget=use,

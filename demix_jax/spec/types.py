@@ -82,7 +82,10 @@ class TrainSpec:
 class BudgetSpec:
   """Training tokens of each stage."""
 
-  base_tokens: int
+  base_tokens: int  # 0 with base_init_from: use that checkpoint as is
+  # A Hugging Face Qwen3 directory or a demix_jax run directory the base
+  # starts from ("" = from scratch), e.g. a released Qwen3 checkpoint.
+  base_init_from: str
   component_tokens: int
   component_budgets: tuple[int, ...]  # component checkpoints kept forever
   use_budget: int  # the budget the search merges
