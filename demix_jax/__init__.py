@@ -32,6 +32,8 @@ _EXPORTS = {
     "resolve": ("demix_jax.spec", "resolve"),
     "run": ("demix_jax.pipeline", "run"),
     "load_result": ("demix_jax.pipeline", "load_result"),
+    "preflight": ("demix_jax.pipeline", "preflight"),
+    "quiet_logging": ("demix_jax.logs", "quiet_logging"),
     "Workspace": ("demix_jax.workspace", "Workspace"),
     "MixtureEvaluator": ("demix_jax.merging.engine", "MixtureEvaluator"),
     "ComponentStore": ("demix_jax.merging.store", "ComponentStore"),

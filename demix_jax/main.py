@@ -17,7 +17,6 @@ the search state, a checkpoint) is corrupt or unreadable (the message names
 the file); 1 anything else (a bug or the machine: the traceback is shown).
 """
 
-import logging as py_logging
 import os
 import sys
 import traceback
@@ -32,6 +31,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from demix_jax import logs
 from demix_jax.config_lib import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -60,57 +60,6 @@ _MULTIHOST = flags.DEFINE_enum(
 EXIT_BAD_INPUT = 2
 EXIT_MISSING_INPUT = 3
 EXIT_CORRUPT = 4
-# Libraries that log routine events at INFO/WARNING (Orbax's read-only
-# managers, tfds's builder configs) through absl or Python logging.
-_QUIET_PACKAGES = (
-    "orbax",
-    "tensorflow_datasets",
-    "tensorflow",
-    "grain",
-    "etils",
-    "jax",
-    "seqio",
-    "clu",
-)
-
-
-class _ThirdPartyFilter(py_logging.Filter):
-  """Drops other packages' records below ERROR; ours pass from WARNING."""
-
-  def filter(self, record: py_logging.LogRecord) -> bool:
-    if record.levelno >= py_logging.ERROR:
-      return True
-    path = record.pathname.replace(os.sep, "/")
-    return not any(f"/{p}/" in path for p in _QUIET_PACKAGES)
-
-
-def _import_tensorflow_quietly() -> None:
-  """Loads TensorFlow with stderr muted.
-
-  TF's C++ start-up lines (oneDNN, CUDA probing) go through absl's C++
-  logging before TF_CPP_MIN_LOG_LEVEL is consulted, so the only way to keep
-  them off the terminal is to mute file descriptor 2 while TF loads. An
-  import error is not hidden: the real import later raises it.
-  """
-  saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-  os.dup2(null, 2)
-  try:
-    import tensorflow  # pylint: disable=g-import-not-at-top,unused-import  # noqa: F401
-  except ImportError:
-    pass
-  finally:
-    os.dup2(saved, 2)
-    os.close(saved)
-    os.close(null)
-
-
-def quiet_logging() -> None:
-  """INFO off everywhere, third-party warnings off: progress and tables."""
-  _import_tensorflow_quietly()
-  logging.set_verbosity(logging.WARNING)
-  logging.get_absl_handler().addFilter(_ThirdPartyFilter())
-  for name in _QUIET_PACKAGES:
-    py_logging.getLogger(name).setLevel(py_logging.ERROR)
 
 
 def _want_distributed(mode: str) -> bool:
@@ -202,7 +151,7 @@ def main(argv):
         f"unexpected arguments {argv[1:]}. Fix: pass options as --name=value",
     )
   if not flags.FLAGS["verbosity"].present:
-    quiet_logging()
+    logs.quiet_logging()
   # Imported here so `--help` and flag errors do not pay for JAX.
   import jax  # pylint: disable=g-import-not-at-top
 

@@ -23,6 +23,7 @@ import time
 from typing import Any, Mapping, Sequence
 
 from absl import logging
+from etils import epath
 import jax
 import ml_collections
 
@@ -124,7 +125,7 @@ def load_result(
     spec: spec_lib.RunSpec, workdir: Any, stage: str
 ) -> results_lib.Result | None:
   """The stage's saved result if finished for this config, else None."""
-  path = workdir / stage / "done.json"
+  path = epath.Path(workdir) / stage / "done.json"
   if not path.exists():
     return None
   try:
@@ -143,7 +144,7 @@ def load_result(
         f"<workdir>/{stage}",
         f"{path} was produced with a different config (fields"
         f" {RESULT_FIELDS[stage]})",
-        f"use a new --workdir, or delete {workdir / stage} to redo it",
+        f"use a new --workdir, or delete {path.parent} to redo it",
     )
   return result
 
