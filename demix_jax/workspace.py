@@ -10,10 +10,8 @@ component, final and reference runs share. It reads only the RunSpec.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import glob
 import os
 from typing import Any, Mapping
 
@@ -22,6 +20,7 @@ from etils import epath
 import jax
 import numpy as np
 
+from demix_jax import guards
 from demix_jax import models
 from demix_jax import spec as spec_lib
 from demix_jax import storage
@@ -66,7 +65,7 @@ class Workspace:
         raise ConfigError(
             "data.tokenizer.path",
             f"{tok.path} is not a usable SentencePiece model"
-            f" ({_last_line(e)})",
+            f" ({guards.last_line(e)})",
             "give a SentencePiece .model with pad id 0 and eos id 1, or ''"
             " to train one",
         ) from e
@@ -79,10 +78,10 @@ class Workspace:
         except (RuntimeError, ValueError) as e:
           raise storage.CorruptFileError(
               cached,
-              f"not a SentencePiece model: {_last_line(e)}",
+              f"not a SentencePiece model: {guards.last_line(e)}",
               f"delete it and {cached}.json to train it again",
           ) from e
-      with readable(self.spec.data.sources):
+      with guards.readable(self.spec.data.sources):
         try:
           vocab = tokenizer_lib.train_vocab(
               {n: s.docs("train") for n, s in self.sources.items()},
@@ -95,7 +94,7 @@ class Workspace:
           raise ConfigError(
               "data.tokenizer.vocab_size",
               f"a {tok.vocab_size}-piece tokenizer cannot be trained on"
-              f" these sources ({_last_line(e)})",
+              f" these sources ({guards.last_line(e)})",
               "use a larger vocab_size (and model.vocab_size), or more"
               " sample_chars",
           ) from e
@@ -113,7 +112,7 @@ class Workspace:
     vocab = self.vocab
     counts = {}
     for n, s in self.sources.items():
-      with readable({n: self.spec.data.sources[n]}):
+      with guards.readable({n: self.spec.data.sources[n]}):
         counts[n] = int(s.token_count(vocab))
     for n, c in counts.items():
       if c <= 0:
@@ -247,7 +246,7 @@ class Workspace:
     named before the tokenizer is trained on the others.
     """
     for name, src in self.sources.items():
-      with readable({name: self.spec.data.sources[name]}):
+      with guards.readable({name: self.spec.data.sources[name]}):
         src.docs("train")
         src.docs("heldout")
     _ = self.token_counts
@@ -377,6 +376,8 @@ class Workspace:
     from demix_jax.training import trainer as trainer_lib  # pylint: disable=g-import-not-at-top  # clu writers pull TF
 
     d = self.spec.data
+    if config_hash:
+      guards.check_unfinished_run(run_dir, config_hash, what)
     weights = mixture_lib.validate_weights(
         weights, list(self.sources), field=what, normalize=d.normalize_weights
     )
@@ -424,48 +425,6 @@ class Workspace:
         eval_data=self.eval_batches(),
         progress=progress,
     )
-
-
-def _last_line(e: BaseException) -> str:
-  lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-  return (lines[-1] if lines else type(e).__name__)[:200]
-
-
-def _undecodable_file(spec: sources_lib.SourceSpec) -> str:
-  """'<file> (byte N)' of a source's first local file that is not UTF-8."""
-  if spec.kind not in ("text", "jsonl"):
-    return ""
-  for pattern in spec.paths + spec.heldout_paths:
-    if "://" in pattern:
-      continue
-    for f in sorted(glob.glob(os.path.expanduser(pattern), recursive=True)):
-      try:
-        epath.Path(f).read_bytes().decode("utf-8")
-      except UnicodeDecodeError as e:
-        return f"{f} (byte {e.start})"
-  return ""
-
-
-@contextlib.contextmanager
-def readable(specs: Mapping[str, sources_lib.SourceSpec]):
-  """Names the source (and file) whose data is not UTF-8 text."""
-  try:
-    yield
-  except UnicodeDecodeError as e:
-    for name, spec in specs.items():
-      where = _undecodable_file(spec)
-      if where or len(specs) == 1:
-        raise ConfigError(
-            f"data.sources.{name}",
-            f"{where or 'a document'} is not UTF-8 text ({e.reason} at byte"
-            f" {e.start})",
-            "convert it to UTF-8, or remove it from the source's paths",
-        ) from e
-    raise ConfigError(
-        "data.sources",
-        f"a document is not UTF-8 text ({e.reason} at byte {e.start})",
-        "convert the sources' files to UTF-8",
-    ) from e
 
 
 def train_config(

@@ -340,3 +340,27 @@ def test_damaged_component_record_is_named(spec, tmp_path):
     components_stage.train_components(
         spec, inputs, 0.5, tmp_path / "components"
     )
+
+
+def test_unfinished_run_under_another_config_is_refused(tmp_path):
+  """A killed run's checkpoint records the config hash it was trained under."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  from demix_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from demix_jax import guards  # pylint: disable=g-import-not-at-top
+  from demix_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
+
+  run_dir = tmp_path / "base" / "run"
+  guards.check_unfinished_run(run_dir, "any", "the base")  # nothing saved
+  ck = checkpointing.Checkpointer(
+      run_dir, checkpointing.CheckpointConfig(every_steps=1, async_save=False)
+  )
+  params = {"w": jnp.ones((2, 2))}
+  ck.save(3, params, params, {"index": 3}, {"step": 3, "config_hash": "a" * 64})
+  ck.close()
+  guards.check_unfinished_run(run_dir, "a" * 64, "the base")  # same config
+  with pytest.raises(config_lib.ConfigError) as err:
+    guards.check_unfinished_run(run_dir, "b" * 64, "the base")
+  assert err.value.field == "<workdir>/base"
+  assert f"{run_dir} holds the base stopped part-way" in str(err.value)
+  assert f"delete {run_dir}" in str(err.value)

@@ -184,7 +184,7 @@ def test_result_hashes_ignore_speed_and_logging_fields():
   config["merge"]["chunk_size"] = 3
   config["train"]["log_every_steps"] = 7
   config["train"]["checkpoint_every_steps"] = 5
-  config["data"]["worker_count"] = 2
+  config["mesh"]["axes"] = {"data": 1, "fsdp": -1, "tensor": 1}
   b = spec_lib.resolve(config)
   config["search"]["temperature"] = 0.5
   c = spec_lib.resolve(config)
@@ -194,6 +194,12 @@ def test_result_hashes_ignore_speed_and_logging_fields():
       c, "components"
   )
   assert pipeline.stage_hash(a, "search") != pipeline.stage_hash(c, "search")
+  # Worker processes read other documents (tests/data/test_workers.py).
+  config = _config()
+  config["data"]["worker_count"] = 2
+  d = spec_lib.resolve(config)
+  for stage in pipeline.RESULT_FIELDS:
+    assert pipeline.stage_hash(a, stage) != pipeline.stage_hash(d, stage)
 
 
 def test_cli_refuses_before_work(tmp_path):

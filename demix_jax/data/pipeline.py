@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Mapping, Sequence
 
+from absl import flags
 from absl import logging
 import grain
 import numpy as np
@@ -298,6 +299,10 @@ def make_train_dataset(
   ds = MixIterDataset(parents, weights)
   ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
   if worker_count > 0:
+    if not flags.FLAGS.is_parsed():
+      # Grain's workers read its absl flags; outside an absl app (tests,
+      # notebooks, the Python API) they would raise UnparsedFlagAccessError.
+      flags.FLAGS.mark_as_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
   elif prefetch > 0:
     ds = grain.experimental.ThreadPrefetchIterDataset(
