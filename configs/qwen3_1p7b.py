@@ -9,9 +9,14 @@ Before launching, check that it compiles and fits (launch/compile_check.sh):
 
   python -m demix_jax.aot --config=configs/qwen3_1p7b.py
 
-Hardware: meant for a v5p-128 slice (64 chips; mesh data=8 x fsdp=8) for
-base/components/final runs; the search's merge-and-evaluate shards its
-mixture axis over the same mesh. Global batch 512 x 8192 tokens
+Hardware: compiled for a v5p-64 slice (32 chips = 2x4x4; mesh data=2 x
+fsdp=16): `python -m demix_jax.aot --config=configs/qwen3_1p7b.py
+--topology=v5p-64 --steps=train` (XLA:TPU, libtpu from requirements-tpu.txt)
+measured 42.9 GiB per device for the train step at 512 x 8192 (1.2 GiB
+arguments, 41.7 GiB temporaries; fits 95 GiB). The merge step does not yet
+compile for a topology (the splash kernel needs a shard_map inside the
+evaluator's vmap); the search's merge-and-evaluate shards its mixture axis
+over the same mesh. Global batch 512 x 8192 tokens
 (4,194,304 tokens/step), LR 3e-4 cosine to 20% of peak, beta = 0.5,
 component checkpoints at 2B/10B/30B/50B tokens of one 50B run (30B is the
 paper's main setting), 112 proxies in rounds of 64/32/16, top-128 average.
