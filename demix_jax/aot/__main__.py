@@ -22,14 +22,11 @@ import jax
 from ml_collections import config_flags
 
 from demix_jax import aot
-from demix_jax import config_lib
-from demix_jax import models
+from demix_jax import spec as spec_lib
 from demix_jax.aot import topology
-from demix_jax.merging import methods
 from demix_jax.models import attention as attention_lib
 from demix_jax.training import config as train_config
 from demix_jax.training import flops as flops_lib
-from demix_jax.training import optim
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -117,45 +114,37 @@ def _run_checks(
   unknown = sorted(set(steps) - {"train", "merge"})
   if unknown:
     raise ValueError(f"--steps {unknown} unknown; use train, merge")
-  c = config
-  model_cfg = models.ModelConfig.from_dict(config_lib.to_dict(c.model))
-  axes = dict(mesh_axes or config_lib.to_dict(c.mesh.axes))
-  rules = tuple(
-      (k, tuple(v) if isinstance(v, list) else v) for k, v in c.mesh.rules
-  )
-  t = int(seq_len or c.data.seq_len)
+  # The same resolved spec the pipeline trains from (one reading of the
+  # config); device checks are skipped: --mesh/--topology set the devices.
+  spec = spec_lib.resolve(config)
+  model_cfg = spec.model
+  axes = dict(mesh_axes or spec.mesh.axes)
+  t = int(seq_len or spec.data.seq_len)
   out = []
   if "train" in steps:
     train_cfg = train_config.TrainConfig(
-        global_batch_size=int(global_batch or c.train.global_batch_size),
+        global_batch_size=int(global_batch or spec.train.global_batch_size),
         seq_len=t,
-        total_tokens=int(c.base.tokens),
-        grad_accum_steps=int(c.train.grad_accum_steps),
+        total_tokens=spec.budgets.base_tokens or t,
+        grad_accum_steps=spec.train.grad_accum_steps,
         mesh_axes=axes,
-        rules=rules,
+        rules=spec.mesh.rules,
     )
-    optim_cfg = optim.OptimConfig.from_dict(config_lib.to_dict(c.optim))
     out.append(
-        aot.compile_train_step(model_cfg, optim_cfg, train_cfg, devices)[0]
+        aot.compile_train_step(model_cfg, spec.optim, train_cfg, devices)[0]
     )
   if "merge" in steps:
-    spec = methods.MergeSpec(
-        method=c.merge.method,
-        density=float(c.merge.density),
-        gamma=float(c.merge.gamma),
-        seed=int(c.seed),
-    )
     out.append(
         aot.compile_merge_step(
             model_cfg,
-            len(c.data.candidates),
+            len(spec.candidates),
             axes,
-            rules,
+            spec.mesh.rules,
             seq_len=t,
-            eval_batch_size=int(c.eval.batch_size),
+            eval_batch_size=spec.eval.batch_size,
             eval_batches=eval_batches,
-            chunk_size=int(c.merge.chunk_size),
-            spec=spec,
+            chunk_size=spec.merge.chunk_size,
+            spec=spec.merge.spec,
             devices=devices,
         )[0]
     )
@@ -165,10 +154,10 @@ def _run_checks(
 def _model_flops(config, reports, seq_len, global_batch) -> dict:
   """Useful train FLOPs per device: 6 N per token (training.flops) plus
   causal attention (6 x 2 T d_attn per token and layer, halved)."""
-  c = config
-  m = models.ModelConfig.from_dict(config_lib.to_dict(c.model))
-  t = int(seq_len or c.data.seq_len)
-  b = int(global_batch or c.train.global_batch_size)
+  spec = spec_lib.resolve(config)
+  m = spec.model
+  t = int(seq_len or spec.data.seq_len)
+  b = int(global_batch or spec.train.global_batch_size)
   attn = 6 * m.n_layers * m.n_heads * m.head_dim * t  # 12 T/2 per token
   per_token = flops_lib.train_flops_per_token(m) + attn
   out = {}
