@@ -50,7 +50,7 @@ def _check_positive(rep, mesh):
   assert rep["backend"] == "cpu"
   assert rep["argument_bytes"] > 0
   assert rep["temp_bytes"] > 0
-  assert rep["total_bytes"] > 0
+  assert rep["bytes_per_device"] > 0
   assert rep["flops"] is None or rep["flops"] > 0
 
 
