@@ -329,30 +329,6 @@ class Workspace:
     return self._evaluators[key]
 
   # ------------------------------------------------------------ training
-  def train_config(
-      self,
-      total_tokens: int,
-      *,
-      mixture: Mapping[str, float],
-      budgets: tuple[int, ...] = (),
-      init_from: str = "",
-      init_from_tokens: int | None = None,
-      seed_offset: int = 0,
-      config_hash: str = "",
-  ):
-    """The trainer's TrainConfig for one run of this pipeline."""
-    return train_config(
-        self.spec,
-        total_tokens,
-        mixture=mixture,
-        budgets=budgets,
-        init_from=init_from,
-        init_from_tokens=init_from_tokens,
-        seed_offset=seed_offset,
-        config_hash=config_hash,
-        tokenizer_fingerprint=self.vocab.fingerprint,
-    )
-
   def train(
       self,
       run_dir: epath.Path,
@@ -407,7 +383,8 @@ class Workspace:
         process_count=jax.process_count(),
         worker_count=d.worker_count,
     )
-    cfg = self.train_config(
+    cfg = train_config(
+        self.spec,
         total_tokens,
         mixture=weights,
         budgets=budgets,
@@ -415,6 +392,7 @@ class Workspace:
         init_from_tokens=init_from_tokens,
         seed_offset=seed_offset,
         config_hash=config_hash,
+        tokenizer_fingerprint=self.vocab.fingerprint,
     )
     return trainer_lib.train(
         self.spec.model,
