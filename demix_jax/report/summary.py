@@ -55,6 +55,7 @@ def build_summary(
       "cost": cost,
       "key_targets": list(key_targets),
       "n_proxies": search.get("n_proxies"),
+      "surrogate": search.get("surrogate", ""),
       "rounds": search.get("rounds", []),
       "diagnostics": search.get("diagnostics", {}),
       "config_snippet": search.get("config_snippet", ""),

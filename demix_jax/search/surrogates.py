@@ -236,6 +236,17 @@ class EnsembleSurrogate(Surrogate):
     return preds.mean(0), preds.std(0)
 
 
+def resolve_kind(kind: str, n_points: int) -> str:
+  """The surrogate `kind` stands for with `n_points` training points.
+
+  "auto" is Ridge below AUTO_RIDGE_BELOW points (a tree ensemble on a few
+  dozen points mostly memorises), LightGBM from there on.
+  """
+  if kind == "auto":
+    return "ridge" if n_points < AUTO_RIDGE_BELOW else "lightgbm"
+  return kind
+
+
 def make_surrogate(
     kind: str,
     n_points: int,
@@ -243,8 +254,7 @@ def make_surrogate(
     ridge_alpha: float = 0.5,
 ) -> Surrogate:
   """Builds a surrogate by name: lightgbm | ridge | gp | ensemble | auto."""
-  if kind == "auto":
-    kind = "ridge" if n_points < AUTO_RIDGE_BELOW else "lightgbm"
+  kind = resolve_kind(kind, n_points)
   if kind == "lightgbm":
     return LightGBMSurrogate(params)
   if kind == "ridge":

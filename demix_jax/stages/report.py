@@ -25,12 +25,6 @@ from demix_jax.stages import results
 NAME = "report"
 
 
-def _surrogate_kind(kind: str, n: int) -> str:
-  if kind == "auto":
-    return "ridge" if n < surrogates.AUTO_RIDGE_BELOW else "lightgbm"
-  return kind
-
-
 def _plots(spec, ws, search, summary, key_targets, out_dir) -> dict[str, str]:
   names = ws.candidates
   alphas, cols, rounds = table_lib.read_proxies(search.proxies_csv, names)
@@ -56,7 +50,7 @@ def _plots(spec, ws, search, summary, key_targets, out_dir) -> dict[str, str]:
       paths=paths,
   )
   t0 = key_targets[0]
-  kind = _surrogate_kind(spec.search.rounds.surrogate, len(alphas))
+  kind = surrogates.resolve_kind(spec.search.rounds.surrogate, len(alphas))
   pred = surrogates.out_of_fold(kind, alphas, cols[t0], seed=spec.seed)
   pngs["surrogate"] = plots.predicted_vs_observed(
       pred,
@@ -181,6 +175,9 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.ReportResult:
 
 def print_result(summary: dict[str, Any]) -> None:
   """The found mixture and the final-vs-baseline table, on stdout."""
+  used = summary.get("surrogate")
+  if used:
+    print(f"\nSurrogate of the final fit: {used}")
   print("\nFound mixture (alpha -> source weights):")
   for c, a in summary["alpha"].items():
     print(

@@ -135,6 +135,8 @@ class SearchResult(Result):
   config_snippet: str
   objective: dict[str, Any]
   search_seconds: float
+  # The surrogate the final refit used ("auto" resolved by its size).
+  surrogate: str = ""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -27,6 +27,7 @@ from demix_jax.merging import diagnostics
 from demix_jax.search import gradient as gradient_lib
 from demix_jax.search import pool as pool_lib
 from demix_jax.search import rounds as rounds_lib
+from demix_jax.search import surrogates
 from demix_jax.stages import common
 from demix_jax.stages import results
 
@@ -176,5 +177,6 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.SearchResult:
           "targets": list(s.objective.targets),
       },
       search_seconds=search_seconds,
+      surrogate=surrogates.resolve_kind(s.rounds.surrogate, result.n_evaluated),
       tokens=0,
   )
