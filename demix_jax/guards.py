@@ -14,7 +14,9 @@ import os
 from typing import Mapping
 
 from etils import epath
+import numpy as np
 
+from demix_jax import multihost
 from demix_jax.config_lib import ConfigError
 from demix_jax.data import errors as data_errors
 from demix_jax.data import sources as sources_lib
@@ -24,7 +26,10 @@ def check_unfinished_run(run_dir, config_hash: str, what: str) -> None:
   """A run stopped part-way continues only under the config it began with."""
   from demix_jax.training import checkpointing  # pylint: disable=g-import-not-at-top  # orbax
 
-  if not checkpointing.checkpoint_dir(run_dir).exists():
+  # Process 0's view on every process: Orbax's readers synchronise, so all
+  # processes must take the same branch, before any of them starts the run.
+  started = checkpointing.checkpoint_dir(run_dir).exists()
+  if not bool(multihost.broadcast(np.asarray(started))):
     return
   try:
     saved = checkpointing.read_metadata(run_dir).get("config_hash", "")
