@@ -80,7 +80,14 @@ def storage_json(path: str):
 
 def _fail(code: int, e: Exception | str) -> None:
   print(f"error: {e}", file=sys.stderr)
-  sys.exit(code)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  # Exit at once: background threads (Orbax's reads of a damaged
+  # checkpoint, Grain's prefetch) would otherwise print their own
+  # tracebacks at interpreter shutdown, after the line that names the
+  # problem. Nothing is being written here: these errors come before
+  # training or from reading saved files, after every run was closed.
+  os._exit(code)  # pylint: disable=protected-access
 
 
 def _find_cause(e: BaseException | None, kind: type) -> BaseException | None:

@@ -119,7 +119,8 @@ def test_pipeline_end_to_end(finished):
   proc = _run(workdir, "base,components,search,final")
   after = {s: (workdir / s / "done.json").stat().st_mtime_ns for s in before}
   assert before == after
-  assert "complete, skipping" in proc.stderr
+  for s in ("base", "components", "search", "final"):
+    assert f"[{s}] complete, skipped" in proc.stdout, proc.stdout[-3000:]
 
 
 # SIGKILLs of the runlocal pipeline: (trigger, shortest and longest delay
@@ -285,8 +286,10 @@ def test_missing_inputs_name_the_stage(tmp_path):
       text=True,
       timeout=300,
   )
-  assert proc.returncode == 3
-  assert "components" in proc.stderr
+  assert proc.returncode == 3, proc.stderr[-3000:]
+  # The first stage to run, named with the flag that runs it.
+  assert f"error: stage 'base' has not finished in {tmp_path}" in proc.stderr
+  assert "(--stages=base)" in proc.stderr
 
 
 @pytest.mark.slow
@@ -373,5 +376,7 @@ def test_damaged_results_stop_the_rerun_with_exit_4(finished, tmp_path):
   rc, err = _exit_code(work, "search")
   assert rc == 4, err[-3000:]
   assert f"error: {work}/components/general step 12" in err
-  assert "Traceback" not in err
+  # Not our traceback. (Tensorstore may print the end of one of its own, a
+  # callback finding Orbax's event loop closed after the failed read.)
+  assert f'File "{ROOT}/demix_jax/' not in err, err[-3000:]
   assert not (work / "search" / "done.json").exists()
