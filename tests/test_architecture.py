@@ -126,6 +126,8 @@ def test_no_private_members_across_modules():
       if attr in local_names:
         continue
       offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} .{attr}")
-  allowed = {".ti", ".tf"}  # none today; kept for explicit exceptions
+  # os._exit is the standard library's documented immediate exit, not a
+  # private member (main.py leaves through it after an error message).
+  allowed = {"._exit"}
   offenders = [o for o in offenders if o.rsplit(" ", 1)[1] not in allowed]
   assert not offenders, "\n".join(offenders)
