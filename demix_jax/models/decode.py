@@ -2,7 +2,7 @@
 
 No second model: the layers are `transformer.DecoderLayer` with its
 optional `kv_cache` argument, embedding and head are `embed_tokens` and
-`hidden_to_logits`, and the same params pytree drives both paths (so a
+`lm_head`, and the same params pytree drives both paths (so a
 merged params pytree decodes as it scores).
 
 Layout. Prompts are LEFT-padded to a common length P and the cache has
@@ -125,7 +125,7 @@ def forward_cached(
     return h, (ck, cv)
 
   x, (k, v) = jax.lax.scan(body, x, (params["layers"], cache[0], cache[1]))
-  return transformer.hidden_to_logits(cfg, params, x), (k, v)
+  return transformer.lm_head(cfg, params, x), (k, v)
 
 
 def prefill(

@@ -415,13 +415,6 @@ def embed_tokens(cfg: ModelConfig, params: Params, tokens: jax.Array):
   return _Outer(cfg).apply({"params": outer}, tokens, method=_Outer.encode)
 
 
-def hidden_to_logits(cfg: ModelConfig, params: Params, x: jax.Array):
-  """Final norm and LM head: hidden [B, T, d] -> float32 logits [B, T, V]
-  (`forward`'s last step)."""
-  outer = {k: v for k, v in params.items() if k != "layers"}
-  return _Outer(cfg).apply({"params": outer}, x, method=_Outer.decode)
-
-
 def forward(
     cfg: ModelConfig,
     params: Params,
@@ -477,7 +470,7 @@ def forward_hidden(
     layer_transform: LayerTransform | None = None,
 ) -> jax.Array:
   """`forward` up to the last layer: hidden states [B, T, d] before the
-  final norm and LM head (`hidden_to_logits`), for the chunked losses."""
+  final norm and LM head (`lm_head`), for the chunked losses."""
   outer_params = {k: v for k, v in params.items() if k != "layers"}
   outer = _Outer(cfg)
   x = outer.apply({"params": outer_params}, tokens, method=_Outer.encode)
