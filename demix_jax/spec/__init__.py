@@ -23,10 +23,11 @@ import ml_collections
 
 from demix_jax import config_lib
 from demix_jax.config_lib import ConfigError
+from demix_jax.spec import evaluation
 from demix_jax.spec import search
 from demix_jax.spec import sections
+from demix_jax.spec.evaluation import static_targets
 from demix_jax.spec.sections import library_error_field
-from demix_jax.spec.sections import static_targets
 from demix_jax.spec.types import BASELINES
 from demix_jax.spec.types import LOGICAL_AXES
 from demix_jax.spec.types import NORMALIZE
@@ -86,7 +87,7 @@ def resolve(
   mesh = sections.mesh(r, num_devices)
   data = sections.data(r, model)
   budgets = sections.budgets(r)
-  ev = sections.eval(r, data)
+  ev = evaluation.eval(r, data)
   merge = sections.merge(r, seed)
   formats = r.names("report.formats", REPORT_FORMATS)
   return RunSpec(

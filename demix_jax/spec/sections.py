@@ -11,8 +11,6 @@ from demix_jax import models
 from demix_jax.config_lib import ConfigError
 from demix_jax.data import mixture as mixture_lib
 from demix_jax.data import sources as sources_lib
-from demix_jax.evals import benchmarks as bench_lib
-from demix_jax.evals import scoring
 from demix_jax.merging import methods as merge_methods
 from demix_jax.models import attention as attention_lib
 from demix_jax.models import memory as memory_lib
@@ -333,46 +331,6 @@ def budgets(r: config_lib.Reader) -> types.BudgetSpec:
       component_budgets=budgets,
       use_budget=use,
       final_tokens=r.int("final.tokens"),
-  )
-
-
-def static_targets(
-    benchmarks: tuple[str, ...],
-    heldout_sources: tuple[str, ...],
-    domain_metrics: Mapping[str, str],
-) -> tuple[str, ...]:
-  """The evaluator's target names, from names alone (no data needed)."""
-  groups = [(b, bench_lib.spec_of(b).kind) for b in benchmarks]
-  groups += [(f"heldout/{s}", "heldout") for s in heldout_sources]
-  return tuple(scoring.names_for_groups(groups, domain_metrics))
-
-
-def eval(r: config_lib.Reader, data: types.DataSpec) -> types.EvalSpec:
-  benchmarks = r.names("eval.benchmarks", tuple(bench_lib.BENCHMARKS))
-  dm = r.mapping("eval.domain_metrics")
-  for d in dm:
-    if d not in bench_lib.DOMAINS:
-      raise ConfigError(
-          f"eval.domain_metrics.{d}",
-          "unknown domain",
-          f"use one of {tuple(bench_lib.DOMAINS)}",
-      )
-  targets = lib(
-      "eval.domain_metrics",
-      "use bpb for every domain, or acc/acc_norm where all its benchmarks"
-      " are multiple choice",
-      static_targets,
-      benchmarks,
-      tuple(data.sources),
-      dm,
-  )
-  return types.EvalSpec(
-      benchmarks=benchmarks,
-      max_items=r.int("eval.max_items"),
-      heldout_sequences=r.int("eval.heldout_sequences"),
-      batch_size=r.int("eval.batch_size"),
-      domain_metrics=dm,
-      targets=targets,
   )
 
 
