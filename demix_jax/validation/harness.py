@@ -35,16 +35,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import fractions
-import hashlib
-import json
 import logging
-import math
 from typing import Any
 
 from etils import epath
 import numpy as np
 
 from demix_jax import storage
+from demix_jax.validation import cache
 from demix_jax.validation import cost as cost_lib
 from demix_jax.validation import metrics
 from demix_jax.validation import tables
@@ -53,7 +51,6 @@ _LOG = logging.getLogger(__name__)
 
 TRAINED_METHOD = "Trained proxy (RegMix/CLIMB)"
 MERGED_METHOD = "DeMix"
-_DONE = "DONE"
 
 TrainReference = Callable[[int, np.ndarray, str], None]
 ScoreReference = Callable[[int, float], Mapping[str, float]]
@@ -121,42 +118,6 @@ def fraction_label(f: float) -> str:
   return str(q.numerator) if q.denominator == 1 else str(q)
 
 
-def _key(f: float) -> str:
-  return repr(float(f))
-
-
-# JSON helpers: NaN/inf become null so files are strict JSON.
-
-
-def _jsonable(x: Any) -> Any:
-  if isinstance(x, Mapping):
-    return {str(k): _jsonable(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple, np.ndarray)):
-    return [_jsonable(v) for v in x]
-  if isinstance(x, (np.integer, int)) and not isinstance(x, bool):
-    return int(x)
-  if isinstance(x, (np.floating, float)):
-    return float(x) if math.isfinite(x) else None
-  return x
-
-
-def _float(x: Any) -> float:
-  return float("nan") if x is None else float(x)
-
-
-def _read_json(path: epath.Path) -> Any:
-  return storage.read_json(path) if path.exists() else None
-
-
-def _write_json(path: epath.Path, obj: Any) -> None:
-  # Insertion order kept: the domains' order is the tables' column order.
-  storage.atomic_write_json(path, _jsonable(obj), sort_keys=False)
-
-
-def _digest(alphas: np.ndarray) -> str:
-  return hashlib.sha256(np.round(alphas, 9).tobytes()).hexdigest()[:16]
-
-
 def _check_inputs(alphas, higher_is_better, proxy_fractions, variants):
   if alphas.ndim != 2 or alphas.shape[0] < 3:
     raise ValueError(
@@ -182,99 +143,13 @@ def _check_inputs(alphas, higher_is_better, proxy_fractions, variants):
     raise ValueError(f"merged variant labels {labels} must be unique")
 
 
-def _reference_scores(
-    root, alphas, fracs, domains, train_reference, score_reference, write, log
-):
-  """Trains (or skips) and scores every reference; returns the cache dict."""
-  path = root / "scores" / "reference.json"
-  cache = _read_json(path) or {"scores": {}, "alphas": {}}
-  for i, alpha in enumerate(alphas):
-    key = str(i)
-    if key in cache["alphas"] and not np.allclose(
-        cache["alphas"][key], alpha, atol=1e-9
-    ):
-      raise ValueError(
-          f"reference {i}: cached mixture {cache['alphas'][key]} differs from "
-          f"the requested {alpha.tolist()} ({path}); the reference mixtures "
-          "changed: use a new workdir or delete workdir/validate"
-      )
-    have = cache["scores"].get(key, {})
-    if all(_key(f) in have for f in fracs):
-      log(f"validate: reference {i + 1}/{len(alphas)} cached")
-      continue
-    out_dir = root / "references" / f"ref_{i:04d}"
-    marker = out_dir / _DONE
-    if marker.exists():
-      done = storage.read_json(marker)
-      if not np.allclose(done["alpha"], alpha, atol=1e-9):
-        raise ValueError(
-            f"{out_dir} was trained on {done['alpha']}, not "
-            f"{alpha.tolist()}: delete it or use a new workdir"
-        )
-      log(f"validate: reference {i + 1}/{len(alphas)} already trained")
-    else:
-      log(
-          f"validate: training reference {i + 1}/{len(alphas)} "
-          f"alpha={np.round(alpha, 3).tolist()}"
-      )
-      out_dir.mkdir(parents=True, exist_ok=True)
-      train_reference(i, alpha, str(out_dir))
-      if write:
-        storage.atomic_write_text(marker, json.dumps({"alpha": alpha.tolist()}))
-    for f in fracs:
-      if _key(f) not in have:
-        got = score_reference(i, f)
-        missing = [d for d in domains if d not in got]
-        if missing:
-          raise KeyError(f"score_reference({i}, {f}) lacks domains {missing}")
-        have[_key(f)] = {d: float(v) for d, v in got.items()}
-    cache["scores"][key] = have
-    cache["alphas"][key] = alpha.tolist()
-    if write:
-      _write_json(path, cache)
-  return cache
-
-
-def _merged_scores(root, alphas, variants, domains, score_merged, write, log):
-  path = root / "scores" / "merged.json"
-  cache = _read_json(path) or {}
-  digest = _digest(alphas)
-  out = {}
-  for v in variants:
-    entry = cache.get(v.label)
-    if entry is None or entry.get("alphas_digest") != digest:
-      log(f"validate: scoring merged proxies {v.label!r}")
-      got = score_merged(alphas, v.label)
-      scores = {}
-      for d in domains:
-        a = np.asarray(got[d], dtype=np.float64).ravel()
-        if a.shape != (len(alphas),):
-          raise ValueError(
-              f"score_merged({v.label!r}) gave {a.size} scores "
-              f"for {d!r}, expected {len(alphas)}"
-          )
-        scores[d] = a.tolist()
-      entry = {"alphas_digest": digest, "scores": scores}
-      cache[v.label] = entry
-      if write:
-        _write_json(path, cache)
-    else:
-      log(f"validate: merged proxies {v.label!r} cached")
-    out[v.label] = {
-        d: np.array([_float(x) for x in entry["scores"][d]]) for d in domains
-    }
-  return out
-
-
-def _family(cache, n, fraction, domains):
+def _uncertainty(proxy, reference, domains, ceil):
+  """Bootstrap interval of rho and the noise ceiling, for one proxy family."""
+  ci = metrics.bootstrap_rho(proxy, reference, domains)
   return {
-      d: np.array(
-          [
-              _float(cache["scores"][str(i)][_key(fraction)].get(d))
-              for i in range(n)
-          ]
-      )
-      for d in domains
+      "rho_ci": ci,
+      "rho_macro_ci": ci["macro"],
+      "ceiling_macro": ceil["macro"] if ceil else float("nan"),
   }
 
 
@@ -291,6 +166,7 @@ def _row(method, family, budget_label, c: cost_lib.Cost, cons, **extra):
   }
   row.update(extra)
   row.update(cons)
+  row["rho_macro"] = cons["rho"]["macro"]
   return row
 
 
@@ -309,6 +185,9 @@ def run_validation(
     main_merge_method: str = "linear",
     main_beta: float = 0.5,
     final_scores: Mapping[str, Mapping[str, float]] | None = None,
+    twins: int = 0,
+    train_twin: TrainReference | None = None,
+    score_twin: ScoreReference | None = None,
     write: bool = True,
     log: Callable[[str], None] = _LOG.info,
 ) -> dict[str, Any]:
@@ -332,6 +211,11 @@ def run_validation(
     main_beta: beta of the main DeMix rows.
     final_scores: optional {model name: {domain: score}} of final runs,
       ranked among the references.
+    twins: the first `twins` reference mixtures are trained a second time
+      (`train_twin`, another data order) for the noise ceiling: the
+      Spearman between the two trainings, per domain and macro.
+    train_twin: like train_reference, for the replicas.
+    score_twin: like score_reference (called with fraction 1.0 only).
     write: write files (False on non-zero processes of a multi-host run).
     log: progress logger.
 
@@ -346,14 +230,38 @@ def run_validation(
   n = len(alphas)
   root = epath.Path(workdir) / "validate"
   fracs = (1.0,) + proxy_fractions
-  ref_cache = _reference_scores(
+  ref_cache = cache.reference_scores(
       root, alphas, fracs, domains, train_reference, score_reference, write, log
   )
-  merged = _merged_scores(
+  merged = cache.merged_scores(
       root, alphas, variants, domains, score_merged, write, log
   )
 
-  reference = _family(ref_cache, n, 1.0, domains)
+  reference = cache.family(ref_cache, n, 1.0, domains)
+  ceil, ceil_ci = None, None
+  if twins:
+    if train_twin is None or score_twin is None:
+      raise ValueError("twins > 0 needs train_twin and score_twin")
+    if not 3 <= twins <= n:
+      raise ValueError(
+          f"twins={twins}: the noise ceiling needs 3 to {n} (the number "
+          "of references) replicated mixtures"
+      )
+    twin_cache = cache.reference_scores(
+        root,
+        alphas[:twins],
+        (1.0,),
+        domains,
+        train_twin,
+        score_twin,
+        write,
+        log,
+        kind="twin",
+    )
+    twin = cache.family(twin_cache, twins, 1.0, domains)
+    first = {d: reference[d][:twins] for d in domains}
+    ceil = metrics.ceiling(first, twin, domains)
+    ceil_ci = metrics.bootstrap_rho(first, twin, domains)
   n_proxies = cost.n_proxies if cost.n_proxies is not None else n
   rows = []
   for f in sorted(proxy_fractions):
@@ -366,11 +274,8 @@ def run_validation(
         benchmark_tokens=cost.benchmark_tokens,
         count_eval=cost.count_eval_for_trained,
     )
-    cons = metrics.consistency(
-        _family(ref_cache, n, f, domains),
-        reference,
-        higher_is_better,
-    )
+    proxy = cache.family(ref_cache, n, f, domains)
+    cons = metrics.consistency(proxy, reference, higher_is_better)
     rows.append(
         _row(
             TRAINED_METHOD,
@@ -378,6 +283,7 @@ def run_validation(
             f"{n_proxies} x {fraction_label(f)} reference budget",
             c,
             cons,
+            **_uncertainty(proxy, reference, domains, ceil),
             main=True,
             variant=None,
             fraction=f,
@@ -414,6 +320,7 @@ def run_validation(
             " components",
             c,
             cons,
+            **_uncertainty(merged[v.label], reference, domains, ceil),
             main=is_main,
             variant=v.label,
             merge_method=v.merge_method,
@@ -437,10 +344,14 @@ def run_validation(
       "cost_settings": dataclasses.asdict(cost),
       "alphas": alphas.tolist(),
       "reference_scores": {d: reference[d].tolist() for d in domains},
+      "n_twins": twins,
+      "ceiling": ceil,
+      "ceiling_ci": ceil_ci,
+      "twin_scores": {d: twin[d].tolist() for d in domains} if twins else None,
       "rows": rows,
       "mixture_ranks": ranks,
   }
-  table = _jsonable(table)
+  table = cache.jsonable(table)
   paths = {
       "table_json": str(root / "table.json"),
       "table_md": str(root / "table.md"),
@@ -448,7 +359,7 @@ def run_validation(
   }
   if write:
     root.mkdir(parents=True, exist_ok=True)
-    _write_json(root / "table.json", table)
+    cache.write_json(root / "table.json", table)
     storage.atomic_write_text(root / "table.md", tables.markdown(table))
     tables.plot_rho_vs_tokens(table["rows"], paths["plot"])
   table["paths"] = paths

@@ -39,6 +39,14 @@ computed on the same surviving mixtures. A Spearman rho that is undefined
 in table.json. (The official evaluation script counts it as 0.0, which
 would pull the macro rho toward zero.)
 
+Uncertainty: `bootstrap_rho` gives a percentile bootstrap interval (90% by
+default) for the per-domain and macro rho, resampling the mixtures with
+replacement (the same resample for every domain, so the macro interval keeps
+the domains' correlation); `ceiling` is the noise ceiling, the Spearman
+between two trainings of the same reference mixtures with different data
+orders: no proxy can be expected to agree with one training better than a
+second training of the same mixture does.
+
 Directions are injected as {domain: higher_is_better} (normally from
 `demix_jax.evals.scoring.higher_is_better("domain/<d>")`). Spearman rho and
 decision accuracy do not depend on them (proxy and reference use the same
@@ -266,5 +274,81 @@ def mixture_ranks(
       d: float(mixture_rank(scores[d], reference[d], hib))
       for d, hib in higher_is_better.items()
   }
+  out["macro"] = macro(out)
+  return out
+
+
+BOOTSTRAP_SAMPLES = 1000
+BOOTSTRAP_LEVEL = 0.9
+
+
+def bootstrap_rho(
+    proxy: Mapping[str, ArrayLike],
+    reference: Mapping[str, ArrayLike],
+    domains: list[str] | tuple[str, ...],
+    *,
+    n_boot: int = BOOTSTRAP_SAMPLES,
+    level: float = BOOTSTRAP_LEVEL,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+  """Percentile bootstrap interval of Spearman rho, per domain and macro.
+
+  Args:
+    proxy: {domain: [R] proxy scores}.
+    reference: {domain: [R] reference scores} of the same mixtures.
+    domains: the domains, in order.
+    n_boot: bootstrap resamples of the R mixtures (with replacement).
+    level: coverage of the two-sided interval (0.9 = 5th to 95th
+      percentile).
+    seed: the resampling seed (fixed, so a table is reproducible).
+
+  Returns:
+    {domain: [lo, hi], ..., "macro": [lo, hi]}; [NaN, NaN] where fewer than
+    half the resamples give a defined rho (e.g. a constant proxy).
+  """
+  if not 0.0 < level < 1.0:
+    raise ValueError(f"level={level} must lie in (0, 1)")
+  n = len(np.asarray(reference[domains[0]]).ravel())
+  rng = np.random.default_rng(seed)
+  idx = rng.integers(0, n, size=(n_boot, n)) if n else np.zeros((n_boot, 0))
+  per = {d: np.full(n_boot, np.nan) for d in domains}
+  for d in domains:
+    p = np.asarray(proxy[d], dtype=np.float64).ravel()
+    r = np.asarray(reference[d], dtype=np.float64).ravel()
+    for b in range(n_boot):
+      per[d][b] = spearman(p[idx[b]], r[idx[b]])
+  stacked = np.stack([per[d] for d in domains])
+  finite = np.isfinite(stacked)
+  counts = finite.sum(0)
+  sums = np.where(finite, stacked, 0.0).sum(0)
+  per["macro"] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+  q = (100.0 * (1.0 - level) / 2.0, 100.0 * (1.0 + level) / 2.0)
+  out = {}
+  for d, v in per.items():
+    v = v[np.isfinite(v)]
+    if v.size < n_boot / 2:
+      out[d] = [float("nan"), float("nan")]
+    else:
+      out[d] = [float(x) for x in np.percentile(v, q)]
+  return out
+
+
+def ceiling(
+    first: Mapping[str, ArrayLike],
+    second: Mapping[str, ArrayLike],
+    domains: list[str] | tuple[str, ...],
+) -> dict[str, float]:
+  """Noise ceiling: Spearman between two trainings of the same mixtures.
+
+  Args:
+    first: {domain: [M] scores} of M reference runs.
+    second: {domain: [M] scores} of the same M mixtures trained again with
+      another data order.
+    domains: the domains, in order.
+
+  Returns:
+    {domain: rho, ..., "macro": mean of the finite ones}.
+  """
+  out = {d: spearman(first[d], second[d]) for d in domains}
   out["macro"] = macro(out)
   return out

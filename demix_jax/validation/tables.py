@@ -3,8 +3,10 @@
 Both read the dict `harness.run_validation` writes to table.json (NaN stored
 as null), so a table can be re-rendered from the JSON alone:
 
-* `markdown`: paper Table 2's layout (cost columns, then rho, top-25% rho
-  and capability recovery per domain and macro, plus macro decision accuracy
+* `markdown`: the noise ceiling (when references were trained twice), then
+  paper Table 2's layout (cost columns, then rho, top-25% rho and
+  capability recovery per domain and macro, the macro rho with its
+  bootstrap 90% interval, plus macro decision accuracy
   and regret) for the trained-proxy rows and the main DeMix rows; Table 4
   (merge methods) and Table 5 (general fraction beta) when the ablation
   variants are present, as means over component budgets like the paper's;
@@ -40,6 +42,12 @@ def _f(x: Any, digits: int = 2) -> str:
   return "nan" if not math.isfinite(x) else f"{x:.{digits}f}"
 
 
+def _interval(ci) -> str:
+  if not ci or not all(math.isfinite(_float(x)) for x in ci):
+    return ""
+  return f"[{_f(ci[0])}, {_f(ci[1])}]"
+
+
 def _mean(rows, metric):
   return metrics.macro({str(i): r[metric]["macro"] for i, r in enumerate(rows)})
 
@@ -69,6 +77,17 @@ def markdown(table: Mapping[str, Any]) -> str:
       "of the proxy's pick (>= 0). Totals in training-token equivalents.",
       "",
   ]
+  ceil = table.get("ceiling")
+  if ceil:
+    per = ", ".join(f"{d} {_f(ceil[d])}" for d in domains)
+    lines += [
+        f"Noise ceiling: the first {table['n_twins']} reference mixtures "
+        "trained a second time with another data order rank like the "
+        f"first training at rho {per}; macro **{_f(ceil['macro'])}** "
+        f"{_interval(table['ceiling_ci']['macro'])}. No proxy is expected "
+        "to beat it. Brackets: bootstrap 90% intervals over the mixtures.",
+        "",
+    ]
   head = ["Method", "Total", "Pre-Cost", "#Prox", "Tok/Prox"]
   for name in ("rho", "T25", "CR"):
     head += [f"{name} {d}" for d in domains] + [f"**{name} Macro**"]
@@ -90,6 +109,8 @@ def markdown(table: Mapping[str, Any]) -> str:
     ]
     for m in ("rho", "top25_rho", "recovery"):
       cells += [_f(r[m][d]) for d in domains] + [f"**{_f(r[m]['macro'])}**"]
+      if m == "rho":
+        cells[-1] += f" {_interval(r.get('rho_macro_ci'))}"
     cells += [_f(r["decision_accuracy"]["macro"]), _f(r["regret"]["macro"], 4)]
     lines.append("| " + " | ".join(cells) + " |")
   merged = [r for r in rows if r["family"] == "merged"]

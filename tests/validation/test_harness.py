@@ -8,6 +8,7 @@ import pytest
 
 from demix_jax.report import plots
 from demix_jax.validation import harness
+from demix_jax.validation import metrics
 
 R, K = 12, 3
 HIB = {"general": False, "code": False, "math": True}  # bpb, bpb, accuracy
@@ -249,3 +250,71 @@ def test_fraction_label():
   assert harness.fraction_label(0.25) == "1/4"
   assert harness.fraction_label(1.0) == "1"
   assert harness.proxy_budgets(16e6, FRACTIONS) == [1_000_000, 4_000_000]
+
+
+def test_noise_ceiling_and_intervals(tmp_path):
+  alphas = _alphas()
+  fakes = Fakes(alphas)
+  twinned = []
+
+  def train_twin(i, alpha, out_dir):
+    np.testing.assert_allclose(alpha, alphas[i])
+    twinned.append(i)
+
+  def score_twin(i, fraction):
+    assert fraction == 1.0
+    rng = np.random.default_rng([99, i])
+    # Same mixture, another data order: the reference score plus noise.
+    return {d: v + 0.05 * rng.normal() for d, v in _truth(alphas[i]).items()}
+
+  table = _run(
+      tmp_path,
+      fakes,
+      alphas,
+      twins=8,
+      train_twin=train_twin,
+      score_twin=score_twin,
+  )
+  assert twinned == list(range(8))
+  ref = table["reference_scores"]
+  twin = table["twin_scores"]
+  for d in HIB:
+    assert table["ceiling"][d] == pytest.approx(
+        metrics.spearman(ref[d][:8], twin[d])
+    )
+    lo, hi = table["ceiling_ci"][d]
+    assert lo <= table["ceiling"][d] <= hi
+  for r in table["rows"]:
+    assert r["ceiling_macro"] == table["ceiling"]["macro"]
+    assert r["rho_macro"] == r["rho"]["macro"]
+    lo, hi = r["rho_macro_ci"]
+    assert lo <= r["rho_macro"] + 1e-12 and r["rho_macro"] <= hi + 1e-12
+  exact = next(r for r in table["rows"] if r["variant"] == "exact")
+  assert exact["rho_macro_ci"] == pytest.approx([1.0, 1.0])
+  # Twins are cached like references: a rerun trains nothing.
+  twinned.clear()
+  again = _run(
+      tmp_path,
+      Fakes(alphas),
+      alphas,
+      twins=8,
+      train_twin=train_twin,
+      score_twin=score_twin,
+  )
+  assert twinned == [] and again["ceiling"] == table["ceiling"]
+  assert "ceiling" in (tmp_path / "validate" / "table.md").read_text()
+
+
+def test_twins_need_their_callables(tmp_path):
+  alphas = _alphas()
+  with pytest.raises(ValueError, match="train_twin"):
+    _run(tmp_path, Fakes(alphas), alphas, twins=4)
+  with pytest.raises(ValueError, match="twins=2"):
+    _run(
+        tmp_path,
+        Fakes(alphas),
+        alphas,
+        twins=2,
+        train_twin=lambda *a: None,
+        score_twin=lambda *a: {},
+    )

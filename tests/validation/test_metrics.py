@@ -171,3 +171,40 @@ def test_consistency_macro_and_direction_flip():
 def test_macro_skips_nan():
   assert metrics.macro({"a": 1.0, "b": np.nan, "c": 3.0}) == 2.0
   assert math.isnan(metrics.macro({"a": np.nan}))
+
+
+def test_bootstrap_interval_covers_rho_and_shrinks_with_n():
+  rng = np.random.default_rng(1)
+  widths = []
+  for n in (12, 96):
+    truth = rng.normal(size=n)
+    ref = {"a": truth, "b": truth}
+    proxy = {"a": truth + 0.7 * rng.normal(size=n), "b": -truth}
+    ci = metrics.bootstrap_rho(proxy, ref, ["a", "b"], n_boot=400)
+    rho = metrics.spearman(proxy["a"], ref["a"])
+    assert ci["a"][0] <= rho <= ci["a"][1]
+    # A perfectly anti-monotone proxy: every resample gives exactly -1.
+    np.testing.assert_allclose(ci["b"], [-1.0, -1.0], atol=1e-12)
+    assert ci["macro"][0] <= (rho - 1) / 2 <= ci["macro"][1]
+    widths.append(ci["a"][1] - ci["a"][0])
+  assert widths[1] < 0.6 * widths[0]
+
+
+def test_bootstrap_is_seeded_and_undefined_is_nan():
+  ref = {"a": np.arange(10.0)}
+  noisy = {"a": np.arange(10.0) + np.random.default_rng(2).normal(size=10)}
+  assert metrics.bootstrap_rho(noisy, ref, ["a"]) == metrics.bootstrap_rho(
+      noisy, ref, ["a"]
+  )
+  const = metrics.bootstrap_rho({"a": np.ones(10)}, ref, ["a"], n_boot=50)
+  assert all(math.isnan(x) for x in const["a"] + const["macro"])
+  with pytest.raises(ValueError, match="level"):
+    metrics.bootstrap_rho(noisy, ref, ["a"], level=1.0)
+
+
+def test_ceiling_is_replica_spearman():
+  first = {"a": [1.0, 2.0, 3.0, 4.0], "b": [4.0, 3.0, 2.0, 1.0]}
+  second = {"a": [1.0, 3.0, 2.0, 4.0], "b": [1.0, 2.0, 3.0, 4.0]}
+  c = metrics.ceiling(first, second, ["a", "b"])
+  assert c["a"] == pytest.approx(0.8) and c["b"] == pytest.approx(-1.0)
+  assert c["macro"] == pytest.approx(-0.1)
