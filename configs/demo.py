@@ -140,6 +140,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Checkpoints kept forever at these token counts of the component run.
   c.components.budgets = (16 * 128 * 60, 16 * 128 * 120)
   c.components.use_budget = 16 * 128 * 120  # which budget the search merges
+  # The components' optimizer: `optim` with these fields replaced (any
+  # OptimConfig field; base, references and final runs keep `optim`).
+  # min_lr_ratio 1.0 = a constant learning rate after warmup.
+  c.components.optim = ml_collections.ConfigDict(
+      {
+          "peak_lr": c.optim.peak_lr,
+          "min_lr_ratio": c.optim.min_lr_ratio,
+          "warmup_steps": c.optim.warmup_steps,
+      }
+  )
   c.final = ml_collections.ConfigDict()
   c.final.tokens = 16 * 128 * 120
   # Baselines trained like the found mixture: "natural" = token-count prior.
@@ -223,6 +233,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.validate.proxy_fractions = (1 / 16, 1 / 8, 1 / 4)
   c.validate.merge_methods = ("linear",)  # ablation: ("linear", "ties")
   c.validate.betas = ()  # extra betas to ablate (components retrained)
+  # The first `twins` reference mixtures are trained a second time with
+  # another data order: their seed-to-seed Spearman is the noise ceiling.
+  c.validate.twins = 0
 
   # --------------------------------------------------------------- report
   c.report = ml_collections.ConfigDict()

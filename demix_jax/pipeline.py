@@ -84,7 +84,11 @@ _TRAINING = (
     "base.tokens",
     "base.init_from",
 )
-_COMPONENTS = _TRAINING + ("components.tokens", "components.budgets")
+_COMPONENTS = _TRAINING + (
+    "components.tokens",
+    "components.budgets",
+    "components.optim",
+)
 _SCORING = _COMPONENTS + (
     "components.use_budget",
     "eval",

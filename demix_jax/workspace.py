@@ -342,8 +342,12 @@ class Workspace:
       seed_offset: int = 0,
       config_hash: str = "",
       progress=None,
+      optim=None,
   ):
     """Trains one run on source `weights` (resumes its own checkpoints).
+
+    `optim` (an OptimConfig) replaces `spec.optim` for this run (the
+    components use `spec.component_optim`).
 
     Returns:
       The trainer's TrainResult.
@@ -396,7 +400,7 @@ class Workspace:
     )
     return trainer_lib.train(
         self.spec.model,
-        self.spec.optim,
+        optim or self.spec.optim,
         cfg,
         str(run_dir),
         it,

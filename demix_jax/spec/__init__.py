@@ -89,12 +89,14 @@ def resolve(
   budgets = sections.budgets(r)
   ev = evaluation.eval(r, data)
   merge = sections.merge(r, seed)
+  optim = sections.optim(r)
   formats = r.names("report.formats", REPORT_FORMATS)
   return RunSpec(
       seed=seed,
       stages=tuple(stages),
       model=model,
-      optim=sections.optim(r),
+      optim=optim,
+      component_optim=sections.component_optim(r, optim),
       mesh=mesh,
       data=data,
       train=sections.train(r, num_devices, mesh),

@@ -216,8 +216,17 @@ def validate(
   for i, b in enumerate(betas):
     config_lib.number(f"validate.betas[{i}]", b, 0.0, 1.0)
   ref = r.int("validate.reference_tokens", 0)
+  n_refs = r.int("validate.num_references", 3)
+  twins = r.int("validate.twins", 0)
+  if twins and not 3 <= twins <= n_refs:
+    raise ConfigError(
+        "validate.twins",
+        f"{twins} replicated references (of {n_refs})",
+        f"use 0 (no noise ceiling) or 3 to validate.num_references={n_refs}",
+    )
   return types.ValidateSpec(
-      num_references=r.int("validate.num_references", 2),
+      num_references=n_refs,
+      twins=twins,
       reference_tokens=ref or budgets.component_tokens,
       proxy_fractions=tuple(float(f) for f in fractions),
       merge_methods=r.names(

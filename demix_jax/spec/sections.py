@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from typing import Mapping
@@ -270,21 +271,52 @@ def train(
   )
 
 
+def _optim_fields(r: config_lib.Reader, prefix: str, present) -> None:
+  checks = (
+      ("peak_lr", lambda f: r.float(f, 0.0, open_low=True)),
+      ("min_lr_ratio", lambda f: r.float(f, 0.0, 1.0)),
+      ("warmup_steps", lambda f: r.int(f, 0)),
+      ("weight_decay", lambda f: r.float(f, 0.0)),
+      ("b1", lambda f: r.float(f, 0.0, 1.0, open_high=True)),
+      ("b2", lambda f: r.float(f, 0.0, 1.0, open_high=True)),
+      ("eps", lambda f: r.float(f, 0.0, open_low=True)),
+      ("clip_norm", lambda f: r.float(f, 0.0)),
+      ("decay_embeddings", r.bool),
+  )
+  for name, check in checks:
+    if present is None or name in present:
+      check(f"{prefix}.{name}")
+
+
 def optim(r: config_lib.Reader) -> optim_lib.OptimConfig:
-  r.float("optim.peak_lr", 0.0, open_low=True)
-  r.float("optim.min_lr_ratio", 0.0, 1.0)
-  r.int("optim.warmup_steps", 0)
-  r.float("optim.weight_decay", 0.0)
-  r.float("optim.b1", 0.0, 1.0, open_high=True)
-  r.float("optim.b2", 0.0, 1.0, open_high=True)
-  r.float("optim.eps", 0.0, open_low=True)
-  r.float("optim.clip_norm", 0.0)
-  r.bool("optim.decay_embeddings")
+  _optim_fields(r, "optim", None)  # every field required
   return lib(
       "optim",
       "use the fields of demix_jax.training.optim.OptimConfig",
       optim_lib.OptimConfig.from_dict,
       r.mapping("optim"),
+  )
+
+
+def component_optim(
+    r: config_lib.Reader, base: optim_lib.OptimConfig
+) -> optim_lib.OptimConfig:
+  """`optim` with the `components.optim` overrides (components only).
+
+  The components' recipe decides how far they drift from the base, which
+  is what the linear merge has to bridge (MergeMix keeps experts near the
+  base with a constant learning rate); base, references and final runs keep
+  `optim`. A missing `components.optim` means no override.
+  """
+  if r.mapping("components").get("optim") is None:
+    return base
+  over = r.mapping("components.optim")
+  _optim_fields(r, "components.optim", over)
+  return lib(
+      "components.optim",
+      "use the fields of demix_jax.training.optim.OptimConfig",
+      optim_lib.OptimConfig.from_dict,
+      {**dataclasses.asdict(base), **over},
   )
 
 

@@ -133,6 +133,7 @@ class ValidateSpec:
   proxy_fractions: tuple[float, ...]
   merge_methods: tuple[str, ...]
   betas: tuple[float, ...]
+  twins: int  # references trained twice for the noise ceiling (0 = none)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +144,7 @@ class RunSpec:
   stages: tuple[str, ...]
   model: models.ModelConfig
   optim: optim_lib.OptimConfig
+  component_optim: optim_lib.OptimConfig  # optim + components.optim
   mesh: MeshSpec
   data: DataSpec
   train: TrainSpec

@@ -55,6 +55,7 @@ def train_components(
         seed_offset=1 + i,
         config_hash=inputs.config_hash,
         progress=lambda s, i=i: bar.update(per_run * i + s),
+        optim=spec.component_optim,
     )
     out[cand] = results.TrainedRun(
         run_dir=str(run_dir),

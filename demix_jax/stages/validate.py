@@ -5,7 +5,9 @@ is trained from the base for `validate.reference_tokens`, keeping early
 checkpoints that serve as the trained proxies (RegMix-style) at
 `validate.proxy_fractions` of its tokens. Merged proxies of every variant
 (budget x merge method x beta, one factor at a time) score the same
-mixtures; the harness reports rank agreement and cost. Components for an
+mixtures; the harness reports rank agreement and cost. The first
+`validate.twins` reference mixtures are trained a second time with another
+data order for the noise ceiling. Components for an
 extra beta are trained here, under validate/components_beta<b>/.
 """
 
@@ -94,11 +96,25 @@ def run(
         config_hash=inputs.config_hash,
     )
 
-  def score_reference(i, fraction):
-    run_dir = ws.workdir / "validate" / "references" / f"ref_{i:04d}"
+  def score_reference(i, fraction, prefix="ref"):
+    run_dir = ws.workdir / "validate" / "references" / f"{prefix}_{i:04d}"
     tokens = None if fraction >= 1.0 else int(round(fraction * ref_tokens))
     params = checkpointing.load_params(run_dir, tokens)
     return common.domain_scores(ev0.evaluate_params(params))
+
+  def train_twin(i, alpha, out_dir):
+    # The same mixture and budget from the same base; only the data order
+    # (and the step seed) differ: what a second training run would see.
+    weights = ws.source_weights(dict(zip(ws.candidates, alpha.tolist())))
+    ws.train(
+        out_dir,
+        weights,
+        ref_tokens,
+        what=f"twin of reference {i}",
+        init_from=base.run_dir,
+        seed_offset=500_000 + i,
+        config_hash=inputs.config_hash,
+    )
 
   def score_merged(a, label):
     method, beta_s, tokens = label.split("|")
@@ -134,6 +150,9 @@ def run(
       main_merge_method="linear",
       main_beta=spec.data.beta,
       final_scores=final_scores,
+      twins=v.twins,
+      train_twin=train_twin,
+      score_twin=lambda i, f: score_reference(i, f, prefix="twin"),
       write=jax.process_index() == 0,
   )
   return results.ValidateResult(
