@@ -173,11 +173,36 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.heldout_sequences = 32  # per source, packed seq_len sequences
   c.eval.batch_size = 32
   # Metric per domain for the domain scores: "bpb" (gold-continuation bits
-  # per byte, lower is better) or, for MC-only domains, "acc"/"acc_norm".
-  # Tiny CPU models sit at chance on MC accuracy, so bpb is the default.
+  # per byte, lower is better, any domain); "acc"/"acc_norm" (general:
+  # multiple choice); "exact_match" (math: GSM8K, MATH final answers) and
+  # "pass@1"/"pass@k" (code: HumanEval, MBPP programs run in a sandbox),
+  # which generate from every proxy (README "Metrics"). A 1M-parameter model
+  # sits at chance on accuracy and solves nothing, so the demo stays on bpb.
   c.eval.domain_metrics = ml_collections.ConfigDict(
       {"general": "bpb", "code": "bpb", "math": "bpb"}
   )
+  # Decoding for the generative metrics (demix_jax/evals/generation.py);
+  # read and checked always, used only when a domain metric generates.
+  c.eval.generation = ml_collections.ConfigDict()
+  c.eval.generation.max_new_tokens = 512  # cap on each benchmark's limit
+  c.eval.generation.temperature = 0.0  # 0 = greedy; > 0 samples (pass@k)
+  c.eval.generation.top_k = 0  # sample among the k most likely (0 = all)
+  c.eval.generation.num_samples = 1  # per problem; pass@k needs >= k
+  c.eval.generation.seed = 0  # sampling seed (per problem and sample)
+  c.eval.generation.batch_size = 16  # prompts x samples per decode call
+  c.eval.generation.max_prompt_tokens = 1024  # longer lose their start
+  c.eval.generation.prompt_bucket = 64  # prompt length padded to a multiple
+  c.eval.generation.steps_per_call = 32  # tokens between stop checks
+  c.eval.generation.mixtures_per_call = 4  # mixtures merged + decoded at once
+  c.eval.generation.math_timeout_s = 3.0  # sympy equivalence per answer
+  # Limits of each generated program (demix_jax/evals/sandbox.py).
+  c.eval.generation.sandbox = ml_collections.ConfigDict()
+  c.eval.generation.sandbox.timeout_s = 10.0  # wall clock, then SIGKILL
+  c.eval.generation.sandbox.cpu_s = 10
+  c.eval.generation.sandbox.memory_mb = 1024  # address space
+  c.eval.generation.sandbox.file_mb = 16  # largest file it may write
+  c.eval.generation.sandbox.workers = 0  # programs in parallel; 0 = cores
+  c.eval.generation.sandbox.network_namespace = True  # unshare --net
 
   # ---------------------------------------------------------------- merge
   c.merge = ml_collections.ConfigDict()

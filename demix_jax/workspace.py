@@ -302,8 +302,14 @@ class Workspace:
       tokens: int,
       method: str | None = None,
   ):
-    """The merge+evaluate engine over those components; cached per key."""
+    """The merge+evaluate engine over those components; cached per key.
+
+    With a generative domain metric (exact_match, pass@k) it is a
+    `merging.generative.GenerativeEvaluator` around the row-NLL
+    `MixtureEvaluator`: the same interface, plus generated-text targets.
+    """
     from demix_jax.merging import engine as engine_lib  # pylint: disable=g-import-not-at-top  # heavy: jit
+    from demix_jax.merging import generative  # pylint: disable=g-import-not-at-top  # heavy: jit
 
     merge = self.spec.merge.spec
     if method is not None and method != merge.method:
@@ -316,7 +322,8 @@ class Workspace:
     )
     if key not in self._evaluators:
       mesh, rules = self.mesh_and_rules()
-      self._evaluators[key] = engine_lib.MixtureEvaluator(
+      e = self.spec.eval
+      inner = engine_lib.MixtureEvaluator(
           self.spec.model,
           self.component_store(base_dir, component_dirs, tokens),
           self.suite,
@@ -324,7 +331,17 @@ class Workspace:
           chunk_size=self.spec.merge.chunk_size,
           mesh=mesh,
           rules=rules,
-          domain_metrics=dict(self.spec.eval.domain_metrics),
+          domain_metrics=generative.nll_domain_metrics(e.domain_metrics),
+      )
+      self._evaluators[key] = generative.wrap(
+          inner,
+          self.vocab,
+          domain_metrics=dict(e.domain_metrics),
+          generation=e.generation,
+          sandbox=e.sandbox,
+          math_timeout_s=e.math_timeout_s,
+          max_items=e.max_items,
+          seed=self.spec.seed,
       )
     return self._evaluators[key]
 

@@ -119,8 +119,78 @@ _TABLE = [
         "search.method",
     ),
     ({"search.rounds": 9}, "search.rounds"),
-    ({"eval.domain_metrics": {"code": "acc"}}, "eval.domain_metrics"),
+    ({"eval.domain_metrics": {"code": "acc"}}, "eval.domain_metrics.code"),
     ({"eval.domain_metrics": {"general": "acc_norm"}}, None),
+    # Generative metrics (issue 15): each where its benchmarks allow it.
+    ({"eval.domain_metrics": {"code": "pass@1"}}, None),
+    ({"eval.domain_metrics": {"math": "exact_match"}}, None),
+    (
+        {"eval.domain_metrics": {"general": "exact_match"}},
+        "eval.domain_metrics.general",
+    ),
+    ({"eval.domain_metrics": {"math": "pass@1"}}, "eval.domain_metrics.math"),
+    (
+        {"eval.domain_metrics": {"code": "exact_match"}},
+        "eval.domain_metrics.code",
+    ),
+    ({"eval.domain_metrics": {"code": "pass@0"}}, "eval.domain_metrics.code"),
+    ({"eval.domain_metrics": {"code": "pass@k"}}, "eval.domain_metrics.code"),
+    ({"eval.domain_metrics": {"code": "loss"}}, "eval.domain_metrics.code"),
+    # pass@k needs n >= k samples; several samples need sampling.
+    (
+        {"eval.domain_metrics": {"code": "pass@10"}},
+        "eval.generation.num_samples",
+    ),
+    (
+        {
+            "eval.domain_metrics": {"code": "pass@10"},
+            "eval.generation.num_samples": 10,
+        },
+        "eval.generation.num_samples",
+    ),
+    (
+        {
+            "eval.domain_metrics": {"code": "pass@10"},
+            "eval.generation.num_samples": 10,
+            "eval.generation.temperature": 0.8,
+        },
+        None,
+    ),
+    # A sampled pass@1 from one sample is fine.
+    (
+        {
+            "eval.domain_metrics": {"code": "pass@1"},
+            "eval.generation.temperature": 0.8,
+        },
+        None,
+    ),
+    # The gradient cannot choose alpha for a generated-text objective ...
+    (
+        {
+            "eval.domain_metrics": {"code": "pass@1"},
+            "search.method": "gradient",
+        },
+        "search.method",
+    ),
+    (
+        {
+            "eval.domain_metrics": {"math": "exact_match"},
+            "search.objective": "gsm8k/exact_match",
+            "search.method": "gradient",
+        },
+        "search.gradient.enabled",
+    ),
+    # ... unless the generative domain weighs nothing in the composite.
+    (
+        {
+            "eval.domain_metrics": {"code": "pass@1"},
+            "search.method": "gradient",
+            "search.domain_weights": {"code": 0.0},
+        },
+        None,
+    ),
+    # ... and it refines the bpb part when the surrogate picks alpha.
+    ({"eval.domain_metrics": {"code": "pass@1", "math": "exact_match"}}, None),
     (
         {"search.domain_weights": {"poetry": 1.0}},
         "search.domain_weights.poetry",

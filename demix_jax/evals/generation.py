@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from demix_jax import multihost
 from demix_jax.evals import tasks
 from demix_jax.merging import methods as merge_methods
 from demix_jax.models import decode
@@ -180,6 +181,13 @@ def _kernels(
   return jax.jit(pre), jax.jit(steps, donate_argnums=donate)
 
 
+@functools.lru_cache(maxsize=16)
+def _merge_many(merge: Callable[[Params, jax.Array], Params]):
+  """`merge` vmapped over a chunk of mixtures and jitted, once per merge
+  function (a new jit per call would retrace and recompile every time)."""
+  return jax.jit(jax.vmap(merge, in_axes=(None, 0)))
+
+
 def _round_up(n: int, m: int) -> int:
   return -(-n // m) * m
 
@@ -284,8 +292,9 @@ class Generator:
     out = [[None] * n for _ in range(n_models)]
     while True:
       state = steps(params, state)
-      taken = np.broadcast_to(np.asarray(state.steps), (n_models,))
-      toks = np.asarray(state.tokens).reshape(shape + (-1,))
+      # to_numpy gathers rows held by other hosts (every process decodes).
+      taken = np.broadcast_to(multihost.to_numpy(state.steps), (n_models,))
+      toks = multihost.to_numpy(state.tokens).reshape(shape + (-1,))
       for m in range(n_models):
         for i in range(n):
           if not done[m, i]:
@@ -349,8 +358,7 @@ class Generator:
       raise ValueError("give exactly one of stacked= or params_for=")
     if params_for is not None:
       return [self.generate(params_for(a), requests) for a in alphas]
-    merge = merge or merge_methods.linear
-    merge_many = jax.jit(jax.vmap(merge, in_axes=(None, 0)))
+    merge_many = _merge_many(merge or merge_methods.linear)
     out = []
     c = self.cfg.mixtures_per_call
     for i in range(0, len(alphas), c):

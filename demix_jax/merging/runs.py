@@ -18,6 +18,8 @@ from demix_jax import models
 from demix_jax.data import tokenizer as tokenizer_lib
 from demix_jax.evals import benchmarks as bench_lib
 from demix_jax.evals import rows as rows_lib
+from demix_jax.evals import sandbox as sandbox_lib
+from demix_jax.merging import generative
 from demix_jax.merging import methods
 from demix_jax.merging import store as store_lib
 from demix_jax.training import checkpointing
@@ -160,6 +162,8 @@ def from_run_dirs(
     domain_metrics: Mapping[str, str] | None = None,
     seed: int = 0,
     cache_dir: str | None = None,
+    generation: Any = None,
+    sandbox: Any = None,
 ) -> Any:
   """An evaluator over checkpoints you trained, from their run dirs alone.
 
@@ -192,12 +196,17 @@ def from_run_dirs(
     mesh: optional mesh for the components and the mixtures.
     rules: logical axis rules (with `mesh`), e.g. the pipeline's
       `mesh.rules`.
-    domain_metrics: {domain: metric} (default: bits per byte).
+    domain_metrics: {domain: metric} (default: bits per byte); a
+      generative one (exact_match, pass@k) decodes from every mixture.
     seed: benchmark subsample seed (and DARE's, for a method name).
     cache_dir: folder caching the tokenized benchmarks.
+    generation: an `evals.generation.GenerationConfig` for generative
+      metrics (default: its defaults).
+    sandbox: `evals.sandbox.SandboxLimits` for the code benchmarks.
 
   Returns:
-    The evaluator.
+    The evaluator: a `merging.generative.GenerativeEvaluator` around it
+    when a domain metric is generative.
 
   Raises:
     ValueError: a tokenizer other than the runs' (TokenizerMismatchError),
@@ -234,7 +243,7 @@ def from_run_dirs(
   )
   if not isinstance(method, methods.MergeSpec):
     method = methods.MergeSpec(method, seed=seed)
-  return cls(
+  inner = cls(
       model_cfg,
       store,
       suite,
@@ -242,5 +251,14 @@ def from_run_dirs(
       chunk_size=chunk_size,
       mesh=mesh,
       rules=rules,
+      domain_metrics=generative.nll_domain_metrics(domain_metrics or {}),
+  )
+  return generative.wrap(
+      inner,
+      vocab,
       domain_metrics=domain_metrics,
+      generation=generation,
+      sandbox=sandbox or sandbox_lib.DEFAULT_LIMITS,
+      max_items=max_items,
+      seed=seed,
   )

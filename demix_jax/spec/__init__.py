@@ -103,7 +103,9 @@ def resolve(
       budgets=budgets,
       eval=ev,
       merge=merge,
-      search=search.search(r, seed, data, ev, merge.chunk_size),
+      search=evaluation.check_search(
+          search.search(r, seed, data, ev, merge.chunk_size), ev
+      ),
       final=search.final(r, data),
       validate=search.validate(r, budgets),
       report_formats=formats,

@@ -8,6 +8,9 @@ from typing import Any, Mapping
 from demix_jax import config_lib
 from demix_jax import models
 from demix_jax.data import sources as sources_lib
+from demix_jax.evals import generation as generation_lib
+from demix_jax.evals import sandbox as sandbox_lib
+from demix_jax.evals import scoring as scoring_lib
 from demix_jax.merging import methods as merge_methods
 from demix_jax.search import gradient as gradient_lib
 from demix_jax.search import objective as objective_lib
@@ -94,12 +97,30 @@ class BudgetSpec:
 
 @dataclasses.dataclass(frozen=True)
 class EvalSpec:
+  """The `eval` section (spec/evaluation.py reads it).
+
+  `generation`, `sandbox` and `math_timeout_s` are always read and checked;
+  they are used when a domain metric is generative (exact_match, pass@k).
+  """
+
   benchmarks: tuple[str, ...]
   max_items: int
   heldout_sequences: int
   batch_size: int
   domain_metrics: Mapping[str, str]
   targets: tuple[str, ...]  # every target name the evaluator returns
+  generation: generation_lib.GenerationConfig = (
+      generation_lib.GenerationConfig()
+  )
+  sandbox: sandbox_lib.SandboxLimits = sandbox_lib.DEFAULT_LIMITS
+  math_timeout_s: float = 3.0  # one symbolic MATH equivalence check
+
+  @property
+  def generative(self) -> bool:
+    """Whether any target scores generated text (the evaluator decodes)."""
+    return any(
+        scoring_lib.is_generative(m) for m in self.domain_metrics.values()
+    )
 
 
 @dataclasses.dataclass(frozen=True)

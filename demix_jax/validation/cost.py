@@ -23,6 +23,16 @@ Evaluation cost of one proxy, two conventions:
 * the paper's: a fixed `benchmark_tokens` per run (0.01B at 1.7B scale; its
   Table 1 measures 0.013B), e.g. 7 x 30B + 112 x 0.01B = 211.12B.
 
+Generated text (exact match, pass@k: `merging.generative`): every prompt
+token is one prefill position and every generated token one decode step of
+the (merged) model, each a forward pass of ~2 * N FLOPs like a scored row
+token, so `generation_tokens(prompt, generated)` = prompt + generated
+tokens are added to `eval_tokens` under the FLOP-ratio convention (attention
+over the KV cache is left out, as it is for the rows; merging once per
+chunk of mixtures is as negligible as for scoring). The paper's fixed
+`benchmark_tokens` charge stands for the whole benchmarking run, generation
+included. `Cost.generated_tokens_per_proxy` keeps them visible on their own.
+
 `total_flops` is always 6 * N * total_tokens, which equals the training
 FLOPs plus 2 * N * eval_tokens per evaluation under the FLOP-ratio
 convention.
@@ -47,8 +57,20 @@ def eval_flops(n_params: float, tokens: float) -> float:
   return 2.0 * n_params * tokens
 
 
+def generation_tokens(prompt_tokens: float, generated_tokens: float) -> float:
+  """Forward-pass tokens of generating: prefill positions + decode steps."""
+  if prompt_tokens < 0 or generated_tokens < 0:
+    raise ValueError(
+        f"token counts must be >= 0, got {prompt_tokens}, {generated_tokens}"
+    )
+  return float(prompt_tokens) + float(generated_tokens)
+
+
 def eval_token_equivalent(
-    eval_tokens: float, *, benchmark_tokens: float | None = None
+    eval_tokens: float,
+    *,
+    benchmark_tokens: float | None = None,
+    generated_tokens: float = 0.0,
 ) -> float:
   """Training tokens that cost as much as evaluating one proxy.
 
@@ -56,13 +78,16 @@ def eval_token_equivalent(
     eval_tokens: tokens the evaluator runs through the model per proxy.
     benchmark_tokens: if given, the fixed per-run charge of the paper's
       convention (PAPER_BENCHMARK_TOKENS at paper scale), used instead.
+    generated_tokens: forward-pass tokens of generating from the proxy
+      (`generation_tokens`), on top of `eval_tokens`.
 
   Returns:
-    eval_tokens / 3 (the FLOP ratio 2N / 6N), or `benchmark_tokens`.
+    (eval_tokens + generated_tokens) / 3 (the FLOP ratio 2N / 6N), or
+    `benchmark_tokens`.
   """
   if benchmark_tokens is not None:
     return float(benchmark_tokens)
-  return eval_tokens / 3.0
+  return (eval_tokens + generated_tokens) / 3.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +102,9 @@ class Cost:
       its training, plus its evaluation if counted).
     total_tokens: pre_tokens + n_proxies * tokens_per_proxy.
     total_flops: 6 * n_params * total_tokens.
+    generated_tokens_per_proxy: forward-pass tokens of generating from one
+      proxy (prompt + generated; part of its evaluation, 0 without
+      generative metrics).
   """
 
   pre_tokens: float
@@ -84,6 +112,7 @@ class Cost:
   tokens_per_proxy: float
   total_tokens: float
   total_flops: float
+  generated_tokens_per_proxy: float = 0.0
 
 
 def _check(n_proxies: int, n_params: float) -> None:
@@ -103,6 +132,7 @@ def demix_cost(
     benchmark_tokens: float | None = None,
     base_tokens: float = 0.0,
     count_base: bool = False,
+    generated_tokens: float = 0.0,
 ) -> Cost:
   """Cost of DeMix: components (+ base) + evaluating merged proxies.
 
@@ -115,13 +145,19 @@ def demix_cost(
     benchmark_tokens: fixed per-proxy charge (paper convention) instead.
     base_tokens: training tokens of the shared base model.
     count_base: add base_tokens (the paper does not).
+    generated_tokens: forward-pass tokens of generating from one proxy
+      (`generation_tokens`; FLOP-ratio convention).
 
   Returns:
     The Cost.
   """
   _check(n_proxies, n_params)
   pre = n_components * component_tokens + (base_tokens if count_base else 0.0)
-  per = eval_token_equivalent(eval_tokens, benchmark_tokens=benchmark_tokens)
+  per = eval_token_equivalent(
+      eval_tokens,
+      benchmark_tokens=benchmark_tokens,
+      generated_tokens=generated_tokens,
+  )
   total = pre + n_proxies * per
   return Cost(
       float(pre),
@@ -129,6 +165,7 @@ def demix_cost(
       float(per),
       float(total),
       training_flops(n_params, total),
+      float(generated_tokens),
   )
 
 
@@ -140,6 +177,7 @@ def trained_proxy_cost(
     eval_tokens: float = 0.0,
     benchmark_tokens: float | None = None,
     count_eval: bool = False,
+    generated_tokens: float = 0.0,
 ) -> Cost:
   """Cost of trained proxies (RegMix / CLIMB): n_proxies * tokens_per_proxy.
 
@@ -151,6 +189,8 @@ def trained_proxy_cost(
     benchmark_tokens: fixed per-proxy evaluation charge instead (if
       count_eval).
     count_eval: also charge each proxy's evaluation (the paper does not).
+    generated_tokens: forward-pass tokens of generating from one proxy (if
+      count_eval).
 
   Returns:
     The Cost.
@@ -158,8 +198,17 @@ def trained_proxy_cost(
   _check(n_proxies, n_params)
   per = float(tokens_per_proxy)
   if count_eval:
-    per += eval_token_equivalent(eval_tokens, benchmark_tokens=benchmark_tokens)
+    per += eval_token_equivalent(
+        eval_tokens,
+        benchmark_tokens=benchmark_tokens,
+        generated_tokens=generated_tokens,
+    )
   total = n_proxies * per
   return Cost(
-      0.0, int(n_proxies), per, float(total), training_flops(n_params, total)
+      0.0,
+      int(n_proxies),
+      per,
+      float(total),
+      training_flops(n_params, total),
+      float(generated_tokens) if count_eval else 0.0,
   )

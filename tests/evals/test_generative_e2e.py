@@ -1,6 +1,8 @@
 """A tiny model trained to reproduce canonical HumanEval solutions scores
 pass@1 > 0 through generation (KV cache, stop sequences) and the sandbox,
-from a merged mixture too (the search-stage wiring is the pipeline's)."""
+from a merged mixture too, and through the evaluator the pipeline's stages
+use (`merging.generative.GenerativeEvaluator` around the row-NLL
+`MixtureEvaluator`; test_generative_search runs it in the search stage)."""
 
 import jax
 import jax.numpy as jnp
@@ -9,10 +11,14 @@ import optax
 import pytest
 
 from demix_jax import models
+from demix_jax.evals import benchmarks
 from demix_jax.evals import generation
 from demix_jax.evals import sandbox
 from demix_jax.evals import tasks
+from demix_jax.merging import engine
+from demix_jax.merging import generative
 from demix_jax.merging import methods
+from demix_jax.merging import store as store_lib
 
 IDS = ("HumanEval/23", "HumanEval/45", "HumanEval/53")  # the shortest
 CFG = models.ModelConfig(
@@ -106,3 +112,37 @@ def test_trained_tiny_model_passes_through_generation_and_sandbox():
       tasks.score(items, [[o[0].text] for o in m], limits).score for m in by_mix
   ]
   assert pass1[0] == score.score and pass1[1] == 0.0
+
+  # The same, through the stages' evaluator: rows scored by the engine,
+  # the merge of each chunk decoded, programs run, domain/code averaged.
+  suite = benchmarks.build_suite(
+      ("humaneval",), Bytes().encode, "bytes", 288, 4, max_items=4
+  )
+  dm = {"code": "pass@1"}
+  inner = engine.MixtureEvaluator(
+      CFG,
+      store_lib.ComponentStore.from_params([params, other]),
+      suite,
+      chunk_size=2,
+      domain_metrics=generative.nll_domain_metrics(dm),
+  )
+  ev = generative.GenerativeEvaluator(
+      inner,
+      Bytes(),
+      {"humaneval": items},
+      domain_metrics=dm,
+      generation=gen.cfg,
+      sandbox=limits,
+  )
+  assert "humaneval/pass@1" in ev.targets and "humaneval/bpb" in ev.targets
+  s = ev.evaluate(np.array([[1.0, 0.0], [0.0, 1.0]]))
+  np.testing.assert_array_equal(s["humaneval/pass@1"], pass1)
+  np.testing.assert_array_equal(s["domain/code"], pass1)
+  # Its bits per byte are the plain evaluator's.
+  np.testing.assert_array_equal(
+      s["humaneval/bpb"],
+      inner.evaluate(np.array([[1.0, 0.0], [0.0, 1.0]]))["humaneval/bpb"],
+  )
+  one = ev.evaluate_params(params)
+  assert one["humaneval/pass@1"] == score.score > 0
+  assert ev.generation_stats()["models"] == 3

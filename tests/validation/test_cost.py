@@ -79,3 +79,30 @@ def test_bad_inputs():
     cost.trained_proxy_cost(-1, 1e6, n_params=1e6)
   with pytest.raises(ValueError, match="n_params"):
     cost.demix_cost(7, 1e6, 10, n_params=0)
+
+
+def test_generated_tokens_are_charged_as_forward_tokens():
+  # 1M prompt + 2M generated tokens per proxy: 3M forward positions, i.e.
+  # 1M training tokens on top of the 3M scored row tokens' 1M.
+  gen = cost.generation_tokens(1e6, 2e6)
+  assert gen == 3e6
+  c = cost.demix_cost(
+      3, 10e6, 20, n_params=1e6, eval_tokens=3e6, generated_tokens=gen
+  )
+  assert c.tokens_per_proxy == pytest.approx(2e6)
+  assert c.generated_tokens_per_proxy == 3e6
+  assert c.total_flops == pytest.approx(
+      cost.training_flops(1e6, 30e6) + 20 * cost.eval_flops(1e6, 6e6)
+  )
+  # The paper's fixed per-run charge already stands for generation.
+  paper = cost.demix_cost(
+      3, 10e6, 20, n_params=1e6, benchmark_tokens=1e4, generated_tokens=gen
+  )
+  assert paper.tokens_per_proxy == 1e4
+  # Trained proxies are charged for it only with their evaluation.
+  kw = dict(n_params=1e6, eval_tokens=3e6, generated_tokens=gen)
+  assert cost.trained_proxy_cost(20, 5e6, **kw).total_tokens == 100e6
+  charged = cost.trained_proxy_cost(20, 5e6, **kw, count_eval=True)
+  assert charged.total_tokens == pytest.approx(100e6 + 20 * 2e6)
+  with pytest.raises(ValueError):
+    cost.generation_tokens(-1, 0)
