@@ -292,3 +292,77 @@ def test_cli_refuses_before_work(tmp_path):
   assert "Fix:" in proc.stderr
   assert not (tmp_path / "config.json").exists()
   assert not (tmp_path / "base").exists()
+
+
+def _paper_metrics(c):
+  """The lines configs/qwen3_1p7b.py gets for the paper's metrics (README
+  "Metrics"); qwen3_8b inherits them."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+
+  c.eval.domain_metrics = ml_collections.ConfigDict(
+      {"general": "acc_norm", "code": "pass@1", "math": "exact_match"}
+  )
+  c.eval.generation.max_new_tokens = 1024  # MATH's limit; the others 512
+  c.eval.generation.max_prompt_tokens = 7168  # 8192 - 1024: none is cut
+  c.eval.generation.prompt_bucket = 256
+  c.eval.generation.batch_size = 64
+  c.eval.generation.steps_per_call = 64
+  c.eval.generation.mixtures_per_call = 8  # = merge.chunk_size
+  # Every domain score is an accuracy: nothing for the gradient to descend.
+  c.search.gradient.enabled = False
+  return c
+
+
+@pytest.mark.parametrize("name", ["qwen3_1p7b", "qwen3_8b"])
+def test_paper_metric_lines_resolve(name):
+  import importlib  # pylint: disable=g-import-not-at-top
+
+  c = importlib.import_module(f"configs.{name}").get_config()
+  spec = spec_lib.resolve(_paper_metrics(c))
+  assert spec.eval.domain_metrics == {
+      "general": "acc_norm",
+      "code": "pass@1",
+      "math": "exact_match",
+  }
+  for t in (
+      "humaneval/pass@1",
+      "mbpp/pass@1",
+      "gsm8k/exact_match",
+      "minerva_math/exact_match",
+      "arc_easy/acc_norm",
+  ):
+    assert t in spec.eval.targets
+  assert spec.eval.generative and spec.search.gradient is None
+  assert spec.eval.generation.max_new_tokens == 1024
+  # Without the gradient line the spec names the field to change.
+  c = _paper_metrics(importlib.import_module(f"configs.{name}").get_config())
+  c.search.gradient.enabled = True
+  with pytest.raises(config_lib.ConfigError) as err:
+    spec_lib.resolve(c)
+  assert err.value.field == "search.gradient.enabled"
+
+
+def test_generation_fields_are_read_and_hashed():
+  from demix_jax import pipeline  # pylint: disable=g-import-not-at-top
+
+  config = _config()
+  a = spec_lib.resolve(config)
+  g = a.eval.generation
+  assert (g.max_new_tokens, g.temperature, g.num_samples) == (512, 0.0, 1)
+  assert a.eval.sandbox.memory_bytes == 1024 << 20
+  assert not a.eval.generative
+  # Every eval.generation field can change generated text or its verdict
+  # (batching changes float sums, hence greedy argmaxes; sandbox limits and
+  # parallelism decide timeouts): "eval" is hashed whole.
+  for path, value in (
+      ("max_new_tokens", 7),
+      ("batch_size", 3),
+      ("sandbox.workers", 1),
+  ):
+    config = _config()
+    _set(config, f"eval.generation.{path}", value)
+    b = spec_lib.resolve(config)
+    assert pipeline.stage_hash(a, "search") != pipeline.stage_hash(b, "search")
+    assert pipeline.stage_hash(a, "components") == pipeline.stage_hash(
+        b, "components"
+    )
