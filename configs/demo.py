@@ -234,6 +234,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Bounds on alpha beyond the epoch caps: {candidate: w} fixes a weight,
   # {candidate: (lo, hi)} bounds it (e.g. {"general": (0.2, 1.0)}).
   c.search.constraints = ml_collections.ConfigDict()
+  # Epoch caps on alpha: no source may be repeated more than data.max_epochs
+  # times in a run of `cap_run_tokens` tokens (0 = the sum of the candidates'
+  # token counts, as the official code defines the caps; the final run's
+  # own, much shorter, length would make every cap 1.0 at paper scale).
+  c.search.cap_run_tokens = 0
+  # {candidate: tokens} replacing the counted tokens for the prior, the caps
+  # and the natural baseline. The paper's "Uniform" prior sets general equal
+  # to the sum of the others, e.g. {"general": 2e9, "math": 1e9, "code": 1e9}.
+  c.search.prior_tokens = ml_collections.ConfigDict()
   c.search.exploration = 0.0  # UCB kappa on the surrogate's std (0 = greedy)
   # Which mixture the final run uses: "surrogate" (the paper) or "gradient"
   # (mirror descent on the merged model's bpb from the surrogate's alpha*).

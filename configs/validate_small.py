@@ -32,14 +32,16 @@ _STEP = 16 * 128  # tokens per step of the demo's batch
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the small validation config (`runlocal`: a few steps)."""
-  arg = config_lib.parse_arg(arg, runlocal=False, references=16)
+  arg = config_lib.parse_arg(arg, runlocal=False, references=24, twins=12)
   c = demo.get_config("runlocal" if arg.runlocal else None)
   c.stages = ("base", "components", "validate")
   c.validate.num_references = arg.references
+  c.validate.twins = arg.twins
   c.validate.merge_methods = ("linear", "ties")
   c.validate.betas = (0.0,)
   if arg.runlocal:
     c.validate.num_references = min(arg.references, 6)
+    c.validate.twins = 3
     c.validate.proxy_fractions = (1 / 4, 1 / 2)
     c.validate.merge_methods = ("linear",)
     c.validate.betas = ()

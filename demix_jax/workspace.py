@@ -127,10 +127,26 @@ class Workspace:
     return self.spec.data.candidates
 
   @functools.cached_property
+  def prior_tokens(self) -> dict[str, float]:
+    """Tokens per candidate for the prior, the caps and the natural mixture:
+    the counted train tokens, with `search.prior_tokens` replacing some."""
+    over = self.spec.search.prior_tokens
+    return {
+        c: float(over.get(c, self.token_counts[c])) for c in self.candidates
+    }
+
+  @functools.cached_property
   def natural_alpha(self) -> dict[str, float]:
     """The token-count prior over candidates (the paper's "Uniform")."""
-    t = np.array([self.token_counts[c] for c in self.candidates], float)
+    t = np.array([self.prior_tokens[c] for c in self.candidates], float)
     return dict(zip(self.candidates, (t / t.sum()).tolist()))
+
+  @property
+  def cap_run_tokens(self) -> int:
+    """The run length the epoch caps assume (`search.cap_run_tokens`)."""
+    return int(
+        self.spec.search.cap_run_tokens or sum(self.prior_tokens.values())
+    )
 
   def source_weights(self, alpha: Mapping[str, float]) -> dict[str, float]:
     d = self.spec.data
@@ -210,13 +226,19 @@ class Workspace:
     )
 
   def alpha_bounds(self) -> pool_lib.Bounds:
-    """Per-candidate alpha bounds: epoch caps of the final run + constraints."""
+    """Per-candidate alpha bounds: epoch caps + `search.constraints`.
+
+    The caps follow the official code: no candidate repeated more than
+    data.max_epochs times in a run of `cap_run_tokens` tokens (default the
+    sum of the prior token counts). The final run's own repetition is
+    checked separately when it trains (data.on_overrun).
+    """
     d = self.spec.data
     caps = mixture_lib.alpha_caps(
         self.candidates,
         d.general,
-        self.token_counts,
-        self.spec.final.tokens,
+        self.prior_tokens,
+        self.cap_run_tokens,
         d.beta,
         d.max_epochs,
     )
@@ -232,7 +254,8 @@ class Workspace:
       raise ConfigError(
           "search.constraints",
           f"with the epoch caps {caps} (data.max_epochs): {e}",
-          "loosen the constraints or raise data.max_epochs / final.tokens",
+          "loosen the constraints, raise data.max_epochs or lower"
+          " search.cap_run_tokens",
       ) from e
 
   def preflight(self) -> None:

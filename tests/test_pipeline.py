@@ -323,6 +323,16 @@ def test_reduced_validation_table(finished, tmp_path):
     assert r["regret"]["macro"] >= 0.0
     assert r["recovery"]["macro"] > 0.0
   assert plots.png_is_drawn(str(tmp_path / "validate" / "rho_vs_tokens.png"))
+  # The noise ceiling (3 references trained twice) and the intervals reach
+  # the stage's done.json, one row per method and budget.
+  assert table["n_twins"] == 3 and len(table["twin_scores"]["math"]) == 3
+  done = json.loads((tmp_path / "validate" / "done.json").read_text())
+  for r in done["rows"]:
+    lo, hi = r["rho_macro_ci"]
+    assert lo - 1e-9 <= r["rho_macro"] <= hi + 1e-9
+    assert r["ceiling_macro"] == table["ceiling"]["macro"]
+  merged = [r for r in done["rows"] if r["family"] == "merged"]
+  assert all(0.0 < r["diagnostics"]["delta_mean"] < 1.0 for r in merged)
 
 
 def _copy_run(src, dst):

@@ -60,3 +60,48 @@ def test_components_optim_is_hashed_for_the_components_stage():
   assert pipeline.stage_hash(a, "components") != pipeline.stage_hash(
       b, "components"
   )
+
+
+def _workspace(tmp_path, counts, **over):
+  from demix_jax import workspace  # pylint: disable=g-import-not-at-top
+
+  ws = workspace.Workspace(_resolve(**over), tmp_path)
+  ws.__dict__["token_counts"] = counts  # a cached_property: no data read
+  return ws
+
+
+def test_epoch_caps_assume_the_sum_of_the_token_counts(tmp_path):
+  counts = {"general": 1000, "math": 100, "code": 4000}
+  ws = _workspace(tmp_path, counts, **{"data.max_epochs": 4.0})
+  beta, total = ws.spec.data.beta, 5100
+  assert ws.cap_run_tokens == total
+  b = ws.alpha_bounds()
+  cap = dict(zip(ws.candidates, b.upper))
+  # The official caps: max_epochs * T_i / (sum T) / (1 - beta), G padded.
+  assert cap["math"] == pytest.approx(4 * 100 / total / (1 - beta))
+  assert cap["general"] == pytest.approx(
+      min(1.0, (4 * 1000 / total - beta) / (1 - beta))
+  )
+  assert cap["code"] == 1.0
+  fixed = _workspace(
+      tmp_path, counts, **{"search.cap_run_tokens": 100, "data.max_epochs": 4.0}
+  )
+  assert fixed.cap_run_tokens == 100
+  assert list(fixed.alpha_bounds().upper) == [1.0, 1.0, 1.0]
+
+
+def test_prior_tokens_set_the_prior_caps_and_natural_mixture(tmp_path):
+  counts = {"general": 1000, "math": 100, "code": 4000}
+  # The paper's "Uniform" prior: general = the sum of the others.
+  ws = _workspace(
+      tmp_path,
+      counts,
+      **{"search.prior_tokens": {"general": 4100.0}, "data.max_epochs": 4.0},
+  )
+  assert ws.prior_tokens == {"general": 4100.0, "math": 100.0, "code": 4000.0}
+  assert ws.natural_alpha["general"] == pytest.approx(0.5)
+  assert ws.cap_run_tokens == 8200
+  with pytest.raises(spec_lib.ConfigError, match="search.prior_tokens.wiki"):
+    _resolve(**{"search.prior_tokens": {"wiki": 1.0}})
+  with pytest.raises(spec_lib.ConfigError, match="search.prior_tokens.math"):
+    _resolve(**{"search.prior_tokens": {"math": 0.0}})

@@ -1,11 +1,22 @@
-"""What the search minimises: DeMix's composite rank, or a single target.
+"""What the search minimises: a normalised mean, DeMix's composite rank, or
+a single target.
 
-The composite (official train_predictor.py): for each domain target, the
-percentile rank of the score among the mixtures being compared, best = 1/M
-(pandas `rank(ascending=not higher_is_better, pct=True)`, ties averaged);
-the composite is the (optionally weighted) mean over domains. Lower is
-better. A single target is turned into a lower-is-better value by its
-direction.
+* "normalized" (the demo's default): for each domain target, the relative
+  change of the score from a fixed reference, the base model's score
+  b_t on the same evaluator, signed so that lower is better:
+  (s_t - b_t) / |b_t| for bits per byte and losses, -(s_t - b_t) / |b_t|
+  for accuracies (|b_t| below 1e-9 counts as 1); the objective is the
+  (optionally weighted) mean over domains. It is a fixed linear function of
+  the scores, so a large loss in one domain weighs as much as the gains it
+  costs elsewhere, and it means the same thing for two mixtures as for two
+  thousand.
+* "composite" (official train_predictor.py): for each domain target, the
+  percentile rank of the score among the mixtures being compared, best =
+  1/M (pandas `rank(ascending=not higher_is_better, pct=True)`, ties
+  averaged), then the mean over domains. A rank only counts how many
+  mixtures are beaten, not by how much: two small wins outvote one large
+  loss. Kept as the paper's choice and reported beside the normalised mean.
+* a single target, turned into a lower-is-better value by its direction.
 
 Directions are injected (`direction(name) -> higher_is_better`), normally
 `demix_jax.evals.scoring.higher_is_better`, so this module does not depend on
@@ -25,6 +36,7 @@ from scipy import stats
 _LOG = logging.getLogger(__name__)
 
 Direction = Callable[[str], bool]
+KINDS = ("normalized", "composite", "target")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,19 +46,21 @@ class ObjectiveSpec:
   Attributes:
     targets: target names it uses (composite: the domain scores, e.g.
       ("domain/general", "domain/code", "domain/math"); single: one name).
-    kind: "composite" (mean percentile rank) or "target" (one target).
-    weights: optional {target: weight} for the composite (missing = 1).
+    kind: "normalized" (mean relative change from `reference`),
+      "composite" (mean percentile rank) or "target" (one target).
+    weights: optional {target: weight} over the domains (missing = 1).
+    reference: {target: the base model's score}, needed by "normalized"
+      (the search stage fills it in before the search starts).
   """
 
   targets: tuple[str, ...]
   kind: str = "composite"
   weights: Mapping[str, float] | None = None
+  reference: Mapping[str, float] | None = None
 
   def __post_init__(self):
-    if self.kind not in ("composite", "target"):
-      raise ValueError(
-          f"objective kind {self.kind!r}: use 'composite' or " "'target'"
-      )
+    if self.kind not in KINDS:
+      raise ValueError(f"objective kind {self.kind!r}: use one of {KINDS}")
     if not self.targets:
       raise ValueError("objective: no targets given")
     if self.kind == "target" and len(self.targets) != 1:
@@ -62,6 +76,29 @@ class ObjectiveSpec:
         )
     if self.weights and sum(self.weight_vector()) <= 0:
       raise ValueError("objective weights must have a positive sum")
+    if self.reference is not None:
+      missing = [t for t in self.targets if t not in self.reference]
+      bad = [t for t, v in self.reference.items() if not np.isfinite(v)]
+      if missing or bad:
+        raise ValueError(
+            f"objective reference lacks {missing} or is not finite for {bad}"
+        )
+
+  def with_reference(self, reference: Mapping[str, float]) -> "ObjectiveSpec":
+    """This objective with the base model's scores as its reference."""
+    return dataclasses.replace(
+        self, reference={t: float(reference[t]) for t in self.targets}
+    )
+
+  def scales(self) -> np.ndarray:
+    """[T] |reference| (1 where it is ~0): the normalised mean's divisors."""
+    if self.reference is None:
+      raise ValueError(
+          "the normalized objective needs the base model's scores "
+          "(ObjectiveSpec.with_reference) before it can be evaluated"
+      )
+    b = np.abs(np.array([self.reference[t] for t in self.targets]))
+    return np.where(b < 1e-9, 1.0, b)
 
   def weight_vector(self) -> np.ndarray:
     w = self.weights or {}
@@ -136,6 +173,19 @@ def evaluate(
     return out
   w = spec.weight_vector()
   total = np.zeros(len(bad))
+  if spec.kind == "normalized":
+    scales = spec.scales()  # raises first when the reference is missing
+    for wi, t, b, scale in zip(
+        w,
+        spec.targets,
+        [spec.reference[t] for t in spec.targets],
+        scales,
+    ):
+      v = np.asarray(scores[t], np.float64)
+      change = (v - b) / scale
+      total += wi * (-change if direction(t) else change)
+    total[bad] = np.nan
+    return total / w.sum()
   for wi, t in zip(w, spec.targets):
     v = np.where(bad, np.nan, np.asarray(scores[t], np.float64))
     total += wi * percentile_rank(v, direction(t))

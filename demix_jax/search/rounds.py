@@ -277,11 +277,18 @@ class _Search:
         ridge_alpha=self.cfg.ridge_alpha,
     )
 
-  def _rank_pool(self, targets) -> tuple[np.ndarray, dict, object]:
-    """Objective of every pool row under the current surrogate."""
+  def _rank_pool(
+      self, targets, optimistic: bool = True
+  ) -> tuple[np.ndarray, dict, object]:
+    """Objective of every pool row under the current surrogate.
+
+    With `exploration` > 0 the rounds rank by the optimistic (UCB) scores;
+    `optimistic=False` (the final alpha*) ranks by the predicted mean: the
+    exploration bonus is for choosing what to measure, not what to train.
+    """
     model, x, y = self._fit(targets)
     cv = self._cv(x, y)
-    if self.cfg.exploration > 0:
+    if self.cfg.exploration > 0 and optimistic:
       unc, _, _ = self._fit(targets, self.cfg.uncertainty)
       mean, std = unc.predict_with_std(self.pool)
       scores = objective_lib.optimistic_scores(
@@ -413,7 +420,7 @@ class _Search:
     return self._final()
 
   def _final(self) -> SearchResult:
-    values, cv, model = self._rank_pool(self.spec.targets)
+    values, cv, model = self._rank_pool(self.spec.targets, optimistic=False)
     alpha, top = average_topk(self.pool, values, self.cfg.final_topk)
     alpha, top = state_lib.agree((alpha, np.asarray(top, np.int64)))
     _, y_all = self._data()

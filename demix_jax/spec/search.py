@@ -113,11 +113,11 @@ def search(
       )
     config_lib.number(f"search.domain_weights.{name}", w, 0.0)
   obj = r.get("search.objective")
-  if obj == "composite":
+  if obj in ("normalized", "composite"):
     if not domains:
       raise ConfigError(
           "search.objective",
-          "composite needs domain scores, and eval.benchmarks has none",
+          f"{obj} needs domain scores, and eval.benchmarks has none",
           "add benchmarks or name a single target",
       )
     weights = {f"domain/{k}": float(v) for k, v in dw.items()}
@@ -126,7 +126,7 @@ def search(
         "give weights >= 0 with a positive sum",
         objective_lib.ObjectiveSpec,
         domains,
-        "composite",
+        obj,
         weights or None,
     )
   elif obj in ev.targets:
@@ -135,7 +135,7 @@ def search(
     raise ConfigError(
         "search.objective",
         f"{obj!r} is not a target",
-        f"use 'composite' or one of {ev.targets}",
+        f"use 'normalized', 'composite' or one of {ev.targets}",
     )
   method = r.choice("search.method", types.SEARCH_METHODS)
   grad = None
@@ -173,7 +173,19 @@ def search(
       method=method,
       gradient=grad,
       barrier_points=r.int("search.barrier_points", 0),
+      cap_run_tokens=r.int("search.cap_run_tokens", 0),
+      prior_tokens=prior_tokens(r, data.candidates),
   )
+
+
+def prior_tokens(r: config_lib.Reader, candidates) -> dict[str, float]:
+  out = {}
+  for name, v in r.mapping("search.prior_tokens").items():
+    f = f"search.prior_tokens.{name}"
+    if name not in candidates:
+      raise ConfigError(f, "is not a candidate", f"use one of {candidates}")
+    out[name] = config_lib.number(f, v, 0.0, open_low=True)
+  return out
 
 
 def final(r: config_lib.Reader, data: types.DataSpec) -> types.FinalSpec:

@@ -138,6 +138,8 @@ class SearchSpec:
   method: str
   gradient: gradient_lib.GradientConfig | None  # None = disabled
   barrier_points: int
+  cap_run_tokens: int  # 0 = the sum of the (prior) token counts
+  prior_tokens: Mapping[str, float]  # {candidate: tokens}; {} = counted
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,7 +38,7 @@ def sample_pool(spec: spec_lib.RunSpec, ws, seed: int, size: int | None = None):
   """The candidate pool (or reference mixtures) drawn with the spec's sampler."""
   s = spec.search
   prior = pool_lib.prior_from_tokens(
-      [ws.token_counts[n] for n in ws.candidates], s.pool.temperature
+      [ws.prior_tokens[n] for n in ws.candidates], s.pool.temperature
   )
   cfg = s.pool if size is None else _with_size(s.pool, size)
   return pool_lib.sample_pool(

@@ -18,6 +18,7 @@ import jax
 from demix_jax import models
 from demix_jax import spec as spec_lib
 from demix_jax.evals import scoring
+from demix_jax.merging import diagnostics
 from demix_jax.search import rounds as rounds_lib
 from demix_jax.stages import common
 from demix_jax.stages import components as components_stage
@@ -121,7 +122,20 @@ def run(
     ev = ws.evaluator(
         base.run_dir, component_dirs(float(beta_s[4:])), int(tokens), method
     )
-    return common.domain_scores(ev.evaluate(a))
+    out = dict(common.domain_scores(ev.evaluate(a)))
+    # How far the components moved and how convex the path between them is:
+    # what decides whether a merge can stand in for training (the recipe
+    # study reads these beside the rank agreement).
+    barriers = diagnostics.loss_barriers(ev, points=spec.search.barrier_points)
+    delta = diagnostics.weight_deltas(ev.store)
+    out["diagnostics"] = {
+        "delta": delta,
+        "delta_mean": sum(delta.values()) / len(delta),
+        "barrier": {k: p["barrier"] for k, p in barriers["pairs"].items()},
+        "max_barrier": barriers["max_barrier"],
+        "barrier_target": barriers["target"],
+    }
+    return out
 
   n = spec.search.rounds
   cost = harness.CostSettings(

@@ -129,10 +129,17 @@ def reference_scores(
 
 
 def merged_scores(root, alphas, variants, domains, score_merged, write, log):
+  """Scores (or reads back) every merged variant.
+
+  Returns:
+    ({label: {domain: [R] scores}}, {label: diagnostics or None}); the
+    diagnostics are what score_merged returned under "diagnostics" (the
+    components' deltas and loss barriers), cached with the scores.
+  """
   path = root / "scores" / "merged.json"
   cache = read_json(path) or {}
   want = digest(alphas)
-  out = {}
+  out, diags = {}, {}
   for v in variants:
     entry = cache.get(v.label)
     if entry is None or entry.get("alphas_digest") != want:
@@ -147,7 +154,11 @@ def merged_scores(root, alphas, variants, domains, score_merged, write, log):
               f"for {d!r}, expected {len(alphas)}"
           )
         scores[d] = a.tolist()
-      entry = {"alphas_digest": want, "scores": scores}
+      entry = {
+          "alphas_digest": want,
+          "scores": scores,
+          "diagnostics": got.get("diagnostics"),
+      }
       cache[v.label] = entry
       if write:
         write_json(path, cache)
@@ -156,7 +167,8 @@ def merged_scores(root, alphas, variants, domains, score_merged, write, log):
     out[v.label] = {
         d: np.array([as_float(x) for x in entry["scores"][d]]) for d in domains
     }
-  return out
+    diags[v.label] = entry.get("diagnostics")
+  return out, diags
 
 
 def family(cache, n, fraction, domains):

@@ -12,7 +12,9 @@ so it runs the same with the real trainer/evaluator and with test fakes:
   early checkpoints of the reference runs);
 * `score_merged(alphas, variant) -> {domain: [R] scores}`: merged proxies
   for all R mixtures, for one variant label (merge method / component budget
-  / beta ablation).
+  / beta ablation); an optional "diagnostics" entry (the components'
+  deltas, loss barriers) is cached with them and lands in the variant's
+  table row.
 
 Layout under workdir/validate/:
 
@@ -233,7 +235,7 @@ def run_validation(
   ref_cache = cache.reference_scores(
       root, alphas, fracs, domains, train_reference, score_reference, write, log
   )
-  merged = cache.merged_scores(
+  merged, diags = cache.merged_scores(
       root, alphas, variants, domains, score_merged, write, log
   )
 
@@ -321,6 +323,7 @@ def run_validation(
             c,
             cons,
             **_uncertainty(merged[v.label], reference, domains, ceil),
+            diagnostics=diags[v.label],
             main=is_main,
             variant=v.label,
             merge_method=v.merge_method,

@@ -114,6 +114,24 @@ def markdown(table: Mapping[str, Any]) -> str:
     cells += [_f(r["decision_accuracy"]["macro"]), _f(r["regret"]["macro"], 4)]
     lines.append("| " + " | ".join(cells) + " |")
   merged = [r for r in rows if r["family"] == "merged"]
+  diag = [r for r in merged if r.get("diagnostics")]
+  if diag:
+    lines += [
+        "",
+        "Components behind each merged family: delta = weight change from "
+        "the base (paper Eq. 4; paper 3-10%), barrier = worst loss barrier "
+        f"between two components on {diag[0]['diagnostics']['barrier_target']}",
+        "",
+        "| Method | Components | delta (mean) | max barrier | rho (macro) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in diag:
+      d = r["diagnostics"]
+      lines.append(
+          f"| {r['method']} | {fmt_tokens(r['component_tokens'])} | "
+          f"{100 * _float(d['delta_mean']):.1f}% | "
+          f"{_f(d['max_barrier'], 4)} | {_f(r['rho']['macro'])} |"
+      )
   for key, title, col, pick in (
       (
           "merge_method",

@@ -76,3 +76,43 @@ def test_optimistic_scores_move_to_the_good_side():
   )
   np.testing.assert_allclose(out["acc"], [0.7])
   np.testing.assert_allclose(out["x/bpb"], [0.6])
+
+
+def test_normalized_hand_case_and_a_loss_cannot_hide():
+  base = {"domain/a": 4.0, "domain/b": 2.0, "domain/acc": 0.5}
+  spec = objective.ObjectiveSpec(
+      ("domain/a", "domain/b", "domain/acc"), "normalized"
+  ).with_reference(base)
+  direction = lambda t: t == "domain/acc"
+  scores = {
+      "domain/a": np.array([3.0, 4.0]),
+      "domain/b": np.array([2.0, 1.9]),
+      "domain/acc": np.array([0.5, 0.6]),
+  }
+  v = objective.evaluate(scores, spec, direction)
+  # Row 0: a improves 25%, b and acc unchanged -> -0.25 / 3.
+  # Row 1: b improves 5%, acc improves 20% -> -0.25 / 3.
+  np.testing.assert_allclose(v, [-0.25 / 3, -0.25 / 3])
+  # Two small wins against one large loss: the composite ranks the mixture
+  # with the large loss first, the normalised mean does not.
+  s2 = {
+      "domain/a": np.array([3.9, 4.0]),  # row 0: a 2.5% win
+      "domain/b": np.array([1.9, 2.0]),  # row 0: a 5% win
+      "domain/acc": np.array([0.2, 0.5]),  # row 0: a 60% loss
+  }
+  comp = objective.ObjectiveSpec(spec.targets, "composite")
+  assert objective.evaluate(s2, comp, direction)[0] < (
+      objective.evaluate(s2, comp, direction)[1]
+  )
+  norm = objective.evaluate(s2, spec, direction)
+  assert norm[1] < norm[0]
+
+
+def test_normalized_needs_its_reference():
+  spec = objective.ObjectiveSpec(("domain/a",), "normalized")
+  with pytest.raises(ValueError, match="with_reference"):
+    objective.evaluate({"domain/a": np.ones(2)}, spec, lambda t: False)
+  with pytest.raises(ValueError, match="reference"):
+    objective.ObjectiveSpec(
+        ("domain/a",), "normalized", reference={"domain/a": float("nan")}
+    )

@@ -181,6 +181,33 @@ def test_exploration_uses_uncertainty(tmp_path):
     assert stds[10.0][t] > 2 * stds[0.0][t], stds
 
 
+def test_exploration_final_alpha_is_ranked_by_the_mean(tmp_path):
+  """The UCB bonus chooses what to measure; alpha* uses the predicted mean.
+
+  Re-fitting the run's surrogate (GP) on every scored proxy and averaging
+  the pool's top-k by its mean gives exactly the reported alpha*; ranking
+  by the optimistic scores (kappa = 10) gives another mixture.
+  """
+  p = _pool()
+  cfg = _cfg(surrogate="gp", exploration=10.0, uncertainty="gp")
+  res = rounds.run_search(_evaluate, p, SPEC, _direction, cfg, str(tmp_path))
+  rows = [json.loads(x) for x in open(tmp_path / "results.jsonl")]
+  x = np.array([r["alpha"] for r in rows])
+  y = {t: np.array([r["scores"][t] for r in rows]) for t in SPEC.targets}
+  gp = surrogates.make_surrogate("gp", len(x), cfg.lgbm, cfg.ridge_alpha)
+  gp = gp.fit(x, y)
+  mean, std = gp.predict_with_std(p)
+  by_mean, _ = rounds.average_topk(
+      p, objective.evaluate(mean, SPEC, _direction), cfg.final_topk
+  )
+  ucb = objective.optimistic_scores(mean, std, SPEC, _direction, 10.0)
+  by_ucb, _ = rounds.average_topk(
+      p, objective.evaluate(ucb, SPEC, _direction), cfg.final_topk
+  )
+  np.testing.assert_allclose(res.alpha, by_mean, atol=1e-12)
+  assert np.abs(by_ucb - by_mean).max() > 1e-3
+
+
 class _Crash(Exception):
   pass
 

@@ -74,6 +74,12 @@ class Fakes:
     for d in HIB:
       ref = np.array([_truth(a)[d] for a in alphas])
       out[d] = np.exp(ref) + sigma * rng.normal(size=len(ref))  # monotone
+    if variant == "exact":
+      out["diagnostics"] = {
+          "delta_mean": 0.05,
+          "max_barrier": 0.01,
+          "barrier_target": "heldout/bpb",
+      }
     return out
 
 
@@ -156,7 +162,12 @@ def test_end_to_end_table_plot_and_resume(tmp_path):
   assert len(on_disk["rows"]) == len(rows)
   md = (root / "table.md").read_text()
   assert md.count("| Trained proxy (RegMix/CLIMB) |") == 2
-  assert md.count("| DeMix |") == 2
+  table2, components = md.split("Components behind each merged family")
+  assert table2.count("| DeMix |") == 2
+  # One diagnostics row: only the "exact" fake reports diagnostics.
+  assert (
+      components.split("Merge methods")[0].count("| DeMix | 1M | 5.0% |") == 1
+  )
   assert "paper Table 4" in md and "paper Table 5" in md
   assert "| ties |" in md and "| 0.0 |" in md
   assert "| found |" in md
@@ -302,7 +313,13 @@ def test_noise_ceiling_and_intervals(tmp_path):
       score_twin=score_twin,
   )
   assert twinned == [] and again["ceiling"] == table["ceiling"]
-  assert "ceiling" in (tmp_path / "validate" / "table.md").read_text()
+  md = (tmp_path / "validate" / "table.md").read_text()
+  assert "Noise ceiling" in md and "delta (mean)" in md and "| 5.0% |" in md
+  assert exact["diagnostics"]["max_barrier"] == 0.01
+  assert (
+      next(r for r in table["rows"] if r["variant"] == "ties_4m")["diagnostics"]
+      is None
+  )
 
 
 def test_twins_need_their_callables(tmp_path):
