@@ -11,7 +11,15 @@ Measured in one run, same model, components and rows:
   (b) the engine's time per mixture / the time to evaluate one
       already-merged model on device (the floor; target <= 1.10);
   (c) peak RSS for M = 16, 64, 256, 1024 mixtures at a fixed chunk, each in a
-      fresh subprocess (target: flat within 10%).
+      fresh subprocess (target: flat within 10%);
+  (d) merge-plus-generate: mixtures/s of merging each chunk of
+      `--gen_mixtures_per_call` mixtures once and decoding the prompts from
+      all of them under vmap (`evals.generation.Generator.generate_mixtures`
+      with the store's merge, as `merging.generative` runs it), against
+      generating the same prompts from one pre-merged model (the floor), as
+      the ratio time per mixture / time per pre-merged model. Prompts are
+      random bytes, greedy, with an EOS id the model cannot emit, so every
+      row decodes exactly `--gen_tokens` tokens in both.
 Model: the `demo.py:runlocal` model (vocab 512, d_model 64, 2 layers), K = 3
 components, random-token rows of 64 tokens; (a) and (b) are measured at
 several evaluation sizes (`--rows`, the first is the headline), since the
@@ -40,6 +48,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from demix_jax.evals import generation as generation_lib  # noqa: E402
 from demix_jax.evals import rows as rows_lib  # noqa: E402
 from demix_jax.merging import engine as engine_lib  # noqa: E402
 from demix_jax.merging import store as store_lib  # noqa: E402
@@ -170,6 +179,76 @@ def measure(rows: int, args) -> dict[str, float]:
   return r
 
 
+class _Bytes:
+  """A byte codec whose EOS the model never emits (fixed decode lengths)."""
+
+  eos_id, pad_id = CFG.vocab_size + 7, 0
+
+  def encode(self, text):
+    return [b + 2 for b in text.encode("utf-8")]
+
+  def decode(self, ids):
+    return bytes(i - 2 for i in ids if 2 <= i < 258).decode("utf-8", "replace")
+
+
+def measure_generate(args) -> dict[str, float]:
+  """(d): merge-plus-generate vs generating from one pre-merged model."""
+  _, ev = build(args.k, 8, args.batch, args.chunk, args.vmap_width)
+  store = ev.store
+  rng = np.random.default_rng(2)
+  prompts = [
+      bytes(rng.integers(97, 123, args.gen_prompt_len)).decode()
+      for _ in range(args.gen_requests)
+  ]
+  reqs = [generation_lib.Request(p, (), args.gen_tokens) for p in prompts]
+  gen = generation_lib.Generator(
+      CFG,
+      _Bytes(),
+      generation_lib.GenerationConfig(
+          max_new_tokens=args.gen_tokens,
+          batch_size=args.gen_requests,
+          max_prompt_tokens=args.gen_prompt_len,
+          prompt_bucket=args.gen_prompt_len,
+          steps_per_call=args.gen_tokens,
+          mixtures_per_call=args.gen_mixtures_per_call,
+      ),
+  )
+  spec = ev.spec
+
+  def merge(stacked_and_base, alpha):
+    return store_lib.merge_stacked(spec, *stacked_and_base, alpha)
+
+  alphas = rng.dirichlet(np.ones(args.k), args.gen_m).astype(np.float32)
+  merged = jax.jit(merge)((store.stacked, store.base), jnp.asarray(alphas[0]))
+  t = best_times(
+      {
+          "engine": lambda: gen.generate_mixtures(
+              reqs, alphas, stacked=(store.stacked, store.base), merge=merge
+          ),
+          "floor": lambda: [gen.generate(merged, reqs) for _ in alphas],
+      },
+      args.repeats,
+  )
+  (engine_w, engine_c), (floor_w, floor_c) = t["engine"], t["floor"]
+  r = dict(
+      engine_mixtures_per_s=args.gen_m / engine_w,
+      floor_models_per_s=args.gen_m / floor_w,
+      overhead_vs_floor=engine_w / floor_w,
+      overhead_vs_floor_cpu=engine_c / floor_c,
+      tokens_per_mixture=args.gen_requests * args.gen_tokens,
+  )
+  print(
+      f"(d) merge+generate {r['engine_mixtures_per_s']:.2f} mixtures/s "
+      f"({args.gen_requests} prompts x {args.gen_tokens} tokens, "
+      f"{args.gen_mixtures_per_call} mixtures per call), one pre-merged "
+      f"model {r['floor_models_per_s']:.2f}/s: ratio "
+      f"{r['overhead_vs_floor']:.3f} wall, {r['overhead_vs_floor_cpu']:.3f} "
+      "CPU time",
+      flush=True,
+  )
+  return r
+
+
 def child_rss(m: int, args) -> None:
   rows = int(str(args.rows).split(",")[0])
   _, ev = build(args.k, rows, args.batch, args.chunk, args.vmap_width)
@@ -195,6 +274,12 @@ def main() -> None:
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--rss_m", default="16,64,256,1024")
   p.add_argument("--child_rss", type=int, default=0)
+  p.add_argument("--gen_m", type=int, default=8, help="(d) mixtures timed")
+  p.add_argument("--gen_requests", type=int, default=8)
+  p.add_argument("--gen_prompt_len", type=int, default=32)
+  p.add_argument("--gen_tokens", type=int, default=16)
+  p.add_argument("--gen_mixtures_per_call", type=int, default=4)
+  p.add_argument("--skip_rss", action="store_true")
   args = p.parse_args()
   if args.child_rss:
     child_rss(args.child_rss, args)
@@ -203,9 +288,10 @@ def main() -> None:
   print(f"devices={jax.device_count()} K={args.k}", flush=True)
   runs = [measure(int(n), args) for n in str(args.rows).split(",") if n]
   main_run = runs[0]
+  gen = measure_generate(args)
 
   rss = {}
-  for m in [int(x) for x in args.rss_m.split(",") if x]:
+  for m in [int(x) for x in args.rss_m.split(",") if x and not args.skip_rss]:
     cmd = [
         sys.executable,
         os.path.abspath(__file__),
@@ -234,6 +320,8 @@ def main() -> None:
               "seq_len": SEQ,
               "m": args.m,
               "by_rows": [{k: round(v, 3) for k, v in r.items()} for r in runs],
+              "generate_overhead_vs_floor": round(gen["overhead_vs_floor"], 3),
+              "generate": {k: round(v, 3) for k, v in gen.items()},
           }
       )
   )
