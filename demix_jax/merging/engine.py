@@ -4,7 +4,9 @@ For a mixture alpha (one weight per component), the proxy model is the merge
 of the stacked components (DeMix Eq. 6 for the default linear method). The
 evaluator never writes a merged model anywhere: the merged weights are formed
 on device inside one compiled function, which returns the summed NLL of every
-evaluation row (`demix_jax.evals.rows`) for a chunk of mixtures; every
+logical evaluation row (`demix_jax.evals.rows`: one (context, continuation)
+pair or held-out sequence, run packed several to a row and summed per pair,
+`merging.nll`) for a chunk of mixtures; every
 target (accuracy, bits per byte, loss, domain scores) is then computed from
 those sums (`demix_jax.evals.scoring`).
 
@@ -44,50 +46,20 @@ from demix_jax import multihost
 from demix_jax.evals import rows as rows_lib
 from demix_jax.evals import scoring
 from demix_jax.merging import methods
+from demix_jax.merging import nll as nll_lib
 from demix_jax.merging import objective as objective_lib
 from demix_jax.merging import runs as runs_lib
 from demix_jax.merging import store as store_lib
-from demix_jax.models import loss as loss_lib
 from demix_jax.models import transformer
 
 Params = Any
+# Keys of `EvalSuite.batched()` that are not per row batch (not scanned).
+_UNSCANNED = ("slots", "pair_slot")
+# The row NLL functions live in `merging.nll`; importable from here too.
+row_nll = nll_lib.row_nll
+chunked_row_nll = nll_lib.chunked_row_nll
 # Where `make_objective`'s result type lives; importable from here too.
 BoundObjective = objective_lib.BoundObjective
-
-
-def row_nll(
-    logits: jax.Array, tokens: jax.Array, target_mask: jax.Array
-) -> jax.Array:
-  """Summed NLL (nats) of each row's scored tokens.
-
-  Args:
-    logits: [B, T, V]; position t predicts token t+1.
-    tokens: int [B, T].
-    target_mask: [B, T]; 1 where token t is scored.
-
-  Returns:
-    float32 [B].
-  """
-  lg = logits[:, :-1].astype(jnp.float32)
-  lse = jax.nn.logsumexp(lg, axis=-1)
-  picked = jnp.take_along_axis(lg, tokens[:, 1:, None], axis=-1)[..., 0]
-  return jnp.sum((lse - picked) * target_mask[:, 1:], axis=-1)
-
-
-def chunked_row_nll(cfg, params, layer_transform, b) -> jax.Array:
-  """`row_nll` of the model on batch `b`, the LM head run in
-  `cfg.loss_chunk`-position chunks (equal to float32 rounding)."""
-  shift = lambda x: jnp.concatenate([x[:, 1:], jnp.zeros_like(x[:, :1])], 1)
-  nll = loss_lib.target_nll(
-      cfg,
-      params,
-      b["tokens"],
-      b["positions"],
-      b["segment_ids"],
-      shift(b["tokens"]),
-      layer_transform=layer_transform,
-  )
-  return jnp.sum(nll * shift(b["target_mask"]).astype(jnp.float32), axis=-1)
 
 
 def _axes_size(mesh: Mesh, entry) -> int:
@@ -213,23 +185,39 @@ class MixtureEvaluator:
   # ------------------------------------------------------------ compiled
 
   def _rows(self, params, layer_transform, batches) -> jax.Array:
-    """[R] row NLLs of one model over all row batches (a scan)."""
+    """[R] row NLLs of one model over all row batches (a scan).
+
+    `batches` is `EvalSuite.batched()`: with `slot_ids`, `slots` and
+    `pair_slot` (packed rows) each row is summed per slot and the slots
+    are mapped back to the logical rows; without them (unpacked rows, and
+    the objective's subsets) each row is one sum.
+    """
     cfg = self.cfg
+    packed = "pair_slot" in batches
+    scanned = {k: v for k, v in batches.items() if k not in _UNSCANNED}
 
     def body(carry, b):
       if cfg.loss_chunk:  # no [B, T, V] logits (models.memory)
-        return carry, chunked_row_nll(cfg, params, layer_transform, b)
-      logits = transformer.forward(
-          cfg,
-          params,
-          b["tokens"],
-          b["positions"],
-          b["segment_ids"],
-          layer_transform=layer_transform,
-      )
-      return carry, row_nll(logits, b["tokens"], b["target_mask"])
+        tok = nll_lib.chunked_token_nll(cfg, params, layer_transform, b)
+        slot = nll_lib.shift_left(b["slot_ids"]) if packed else None
+      else:
+        logits = transformer.forward(
+            cfg,
+            params,
+            b["tokens"],
+            b["positions"],
+            b["segment_ids"],
+            layer_transform=layer_transform,
+        )
+        tok = nll_lib.token_nll(logits, b["tokens"], b["target_mask"])
+        slot = b["slot_ids"][:, 1:] if packed else None
+      if packed:
+        return carry, nll_lib.slot_sums(tok, slot, batches["slots"])
+      return carry, jnp.sum(tok, axis=-1)
 
-    _, out = jax.lax.scan(body, None, batches)
+    _, out = jax.lax.scan(body, None, scanned)
+    if packed:
+      return nll_lib.pair_sums(out.reshape(-1), batches["pair_slot"])
     return out.reshape(-1)
 
   def _rows_of_params(self, params, batches):
@@ -292,11 +280,14 @@ class MixtureEvaluator:
         rows = jax.device_put(self._host_rows)
         self._on_device = {"mixtures": rows, "params": rows}
       else:
-        sh = (
-            self._rows_sharding
-            if kind == "mixtures"
-            else self._param_rows_sharding
-        )
+        sh = {  # 1-d index arrays are replicated
+            k: (
+                self._param_rows_sharding
+                if kind == "params" and k not in _UNSCANNED
+                else self._rows_sharding
+            )
+            for k in self._host_rows
+        }
         self._on_device[kind] = jax.device_put(self._host_rows, sh)
     return self._on_device[kind]
 

@@ -142,7 +142,7 @@ def run(
       n_params=float(models.num_params(spec.model)),
       n_components=len(ws.candidates),
       n_proxies=sum(rounds_lib.round_sizes(n.n_init, n.rounds)),
-      eval_tokens=float(ev0.suite.n_rows * spec.data.seq_len),
+      eval_tokens=float(ev0.suite.real_tokens),
   )
   final = inputs.get("final")
   final_scores = None
