@@ -111,6 +111,23 @@ def test_pipeline_end_to_end(finished):
     assert plots.png_is_drawn(str(path)), name
   report = (workdir / "report" / "report.md").read_text()
   assert "Final runs vs baselines" in report and "landscape.png" in report
+  # The objective beside the scores: trained and merged proxy, found mixture
+  # and baseline, and the normalised mean agrees with the base's scores.
+  assert "Objective (normalized" in proc.stdout
+  assert "The objective, trained and as a merged proxy" in report
+  search = json.loads((workdir / "search" / "done.json").read_text())
+  assert set(search["proxies"]) == {"demix", "natural"}
+  base = search["base_scores"]
+  targets = search["objective"]["targets"]
+  for name, o in summary["objectives"].items():
+    scores = summary["final"] if name == "demix" else summary["baselines"][name]
+    change = np.mean([(scores[t] - base[t]) / abs(base[t]) for t in targets])
+    assert o["trained_normalized"] == pytest.approx(change, rel=1e-9)
+    proxy = search["proxies"][name]
+    change = np.mean(
+        [(proxy["merged_scores"][t] - base[t]) / abs(base[t]) for t in targets]
+    )
+    assert o["proxy_normalized"] == pytest.approx(change, rel=1e-9)
   # A rerun skips every finished stage (nothing is retrained).
   before = {
       s: (workdir / s / "done.json").stat().st_mtime_ns

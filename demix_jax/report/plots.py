@@ -303,6 +303,8 @@ def accuracy_vs_cost(
     *,
     top_rho: Mapping[str, Sequence[float]] | None = None,
     title: str = "proxy accuracy vs cost (paper Fig. 1)",
+    xlabel: str = "total training tokens (training-token equivalents)",
+    hlines: Mapping[str, float] | None = None,
 ) -> str:
   """Macro rho (solid) and top-25% rho (dashed) vs total training tokens.
 
@@ -312,11 +314,15 @@ def accuracy_vs_cost(
     path: output PNG path.
     top_rho: optional {family: macro top-25% rho per point}.
     title: plot title.
+    xlabel: x-axis label.
+    hlines: optional {label: rho} drawn across (e.g. the noise ceiling).
 
   Returns:
     The path written.
   """
   fig, ax = plt.subplots(figsize=(6, 4.2))
+  for j, (name, y) in enumerate((hlines or {}).items()):
+    ax.axhline(y, color="0.3", ls=(":", "-.", "--")[j % 3], lw=1.2, label=name)
   for i, name in enumerate(rho):
     color = f"C{i}"
     ax.plot(xs[name], rho[name], "o-", color=color, label=f"{name}: rho")
@@ -339,7 +345,7 @@ def accuracy_vs_cost(
     )
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   ax.axhline(0.0, color="0.7", lw=0.8)
-  ax.set_xlabel("total training tokens (training-token equivalents)")
+  ax.set_xlabel(xlabel)
   ax.set_ylabel("macro Spearman rho vs reference runs")
   ax.set_title(title, fontsize=10)
   ax.legend(fontsize=7)

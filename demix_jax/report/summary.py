@@ -139,6 +139,40 @@ def render_markdown(
         _table(header, rows),
         "",
     ]
+  objectives = summary.get("objectives") or {}
+  if objectives:
+    out += [
+        "## The objective, trained and as a merged proxy",
+        "",
+        "normalized = mean relative change of the domain scores from the "
+        "base model (lower is better); composite = mean percentile rank "
+        "among these runs; mean domain = plain mean of the domain scores.",
+        "",
+        _table(
+            [
+                "run",
+                "normalized (trained)",
+                "normalized (merged proxy)",
+                "composite (trained)",
+                "mean domain (trained)",
+            ],
+            [
+                [
+                    n,
+                    o["trained_normalized"],
+                    (
+                        "–"
+                        if o.get("proxy_normalized") is None
+                        else o["proxy_normalized"]
+                    ),
+                    o["trained_composite"],
+                    o["trained_mean"],
+                ]
+                for n, o in objectives.items()
+            ],
+        ),
+        "",
+    ]
   if summary.get("search_methods"):
     rows = []
     for name, m in summary["search_methods"].items():

@@ -15,8 +15,10 @@ import numpy as np
 
 from demix_jax import spec as spec_lib
 from demix_jax import storage
+from demix_jax.evals import scoring
 from demix_jax.report import plots
 from demix_jax.report import summary as summary_lib
+from demix_jax.search import objective as objective_lib
 from demix_jax.search import surrogates
 from demix_jax.search import table as table_lib
 from demix_jax.stages import common
@@ -33,11 +35,10 @@ def _plots(spec, ws, search, summary, key_targets, out_dir) -> dict[str, str]:
   gpath = ws.workdir / "search" / "gradient_paths.npy"
   if gpath.exists():
     paths = list(np.load(io.BytesIO(gpath.read_bytes())))
-  label = (
-      "composite rank (lower is better)"
-      if search.objective["kind"] == "composite"
-      else search.objective["targets"][0]
-  )
+  label = {
+      "composite": "composite rank (lower is better)",
+      "normalized": "change from the base (lower is better)",
+  }.get(search.objective["kind"], search.objective["targets"][0])
   pngs = {}
   pngs["landscape"] = plots.mixture_landscape(
       alphas,
@@ -67,7 +68,7 @@ def _plots(spec, ws, search, summary, key_targets, out_dir) -> dict[str, str]:
       ]
   }
   pngs["rounds"] = plots.best_per_round(
-      best, str(out_dir / "rounds.png"), ylabel="composite rank"
+      best, str(out_dir / "rounds.png"), ylabel=label
   )
   diag = search.diagnostics or {}
   if diag.get("delta"):
@@ -139,6 +140,44 @@ def write_mixture(out_dir, spec: spec_lib.RunSpec, search) -> dict[str, str]:
   return paths
 
 
+def objective_table(spec: spec_lib.RunSpec, search, final) -> dict[str, Any]:
+  """The search objective for the found mixture and every baseline.
+
+  Per run: on the trained model, the normalised mean (mean relative change
+  of the domain scores from the base; lower is better), the percentile
+  composite among the final runs, and the plain mean of the domain scores;
+  on the merged proxy at the same mixture, the normalised mean. {} when
+  the search recorded no base scores or no final runs exist.
+  """
+  if final is None or not search.base_scores:
+    return {}
+  dm = dict(spec.eval.domain_metrics)
+  direction = lambda t: scoring.higher_is_better(t, dm)
+  targets = tuple(search.objective["targets"])
+  weights = spec.search.objective.weights
+  norm = objective_lib.ObjectiveSpec(
+      targets, "normalized", weights
+  ).with_reference(search.base_scores)
+  comp = objective_lib.ObjectiveSpec(targets, "composite", weights)
+  names = list(final.runs)
+  trained = {
+      t: np.array([final.runs[n].scores.get(t, np.nan) for n in names])
+      for t in targets
+  }
+  t_norm = objective_lib.evaluate(trained, norm, direction)
+  t_comp = objective_lib.evaluate(trained, comp, direction)
+  out = {}
+  for i, n in enumerate(names):
+    proxy = (search.proxies or {}).get(n, {})
+    out[n] = {
+        "trained_normalized": float(t_norm[i]),
+        "trained_composite": float(t_comp[i]),
+        "trained_mean": float(np.mean([trained[t][i] for t in targets])),
+        "proxy_normalized": proxy.get("normalized"),
+    }
+  return out
+
+
 def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.ReportResult:
   ws = inputs.ws
   search = inputs.results["search"]
@@ -157,6 +196,7 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.ReportResult:
       if t.startswith("heldout/") and t.endswith("/bpb")
   )
   summary = summary_lib.build_summary(done, key_targets + extra)
+  summary["objectives"] = objective_table(spec, search, inputs.get("final"))
   pngs = {}
   if jax.process_index() == 0:
     pngs = _plots(spec, ws, search, summary, key_targets, out_dir)
@@ -197,4 +237,22 @@ def print_result(summary: dict[str, Any]) -> None:
           f"  {t:<28s}"
           + "".join(f"{runs[r].get(t, float('nan')):12.4f}" for r in runs)
           + f"{summary['merged'].get(t, float('nan')):12.4f}"
+      )
+  objectives = summary.get("objectives") or {}
+  if objectives:
+    print(
+        "\nObjective (normalized: mean relative change of the domain scores"
+        " from the base, lower is better; composite: mean percentile rank"
+        " among these runs):"
+    )
+    print(
+        f"  {'run':<12s}{'normalized':>12s}{'proxy':>12s}"
+        f"{'composite':>12s}{'mean domain':>13s}"
+    )
+    for name, o in objectives.items():
+      proxy = o.get("proxy_normalized")
+      print(
+          f"  {name:<12s}{o['trained_normalized']:12.4f}"
+          + (f"{proxy:12.4f}" if proxy is not None else f"{'–':>12s}")
+          + f"{o['trained_composite']:12.4f}{o['trained_mean']:13.4f}"
       )

@@ -137,6 +137,12 @@ class SearchResult(Result):
   search_seconds: float
   # The surrogate the final refit used ("auto" resolved by its size).
   surrogate: str = ""
+  # The base model's scores on the same evaluator (the normalised
+  # objective's reference).
+  base_scores: dict[str, float] = dataclasses.field(default_factory=dict)
+  # The found mixture and every baseline as merged proxies:
+  # {name: {alpha, merged_scores, objective, normalized}}.
+  proxies: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -25,11 +25,13 @@ from demix_jax.data import mixture as mixture_lib
 from demix_jax.evals import scoring
 from demix_jax.merging import diagnostics
 from demix_jax.search import gradient as gradient_lib
+from demix_jax.search import objective as objective_lib
 from demix_jax.search import pool as pool_lib
 from demix_jax.search import rounds as rounds_lib
 from demix_jax.search import surrogates
 from demix_jax.stages import common
 from demix_jax.stages import results
+from demix_jax.training import checkpointing
 
 NAME = "search"
 
@@ -57,12 +59,21 @@ def _with_size(cfg: pool_lib.PoolConfig, size: int) -> pool_lib.PoolConfig:
   )
 
 
-def _gradient(spec, ev, bounds, alpha, direction):
-  """Mirror descent on the merged model's bpb, from alpha*."""
+def _gradient(spec, ev, bounds, alpha, direction, obj):
+  """Mirror descent on the merged model's bpb, from alpha*.
+
+  With the normalised objective the bpb targets are weighted as it weighs
+  them (w_t / |base_t|), so the descent minimises the same function the
+  rounds ranked by; otherwise equally.
+  """
   g = spec.search.gradient
-  objective = ev.make_objective(
-      [t for t in spec.search.objective.targets if not direction(t)] or None
-  )
+  smooth = [t for t in obj.targets if not direction(t)]
+  targets = smooth or None
+  if obj.kind == "normalized" and smooth:
+    w = dict(zip(obj.targets, obj.weight_vector() / obj.scales()))
+    total = sum(w[t] for t in smooth)
+    targets = {t: float(w[t] / total) for t in smooth}
+  objective = ev.make_objective(targets)
   t1 = time.time()
   grad = gradient_lib.gradient_search(objective, bounds, g, init=alpha)
   scores = {
@@ -101,11 +112,20 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.SearchResult:
     scored[0] += len(alphas)
     return out
 
+  # The base model on the same evaluator: the normalised objective's
+  # reference, and the zero point of every "change from the base" reported.
+  base_params = store.base
+  if base_params is None:
+    base_params = checkpointing.load_params(base.run_dir)
+  base_scores = ev.evaluate_params(base_params)
+  obj = s.objective
+  if obj.kind == "normalized":
+    obj = obj.with_reference(base_scores)
   t0 = time.time()
   result = rounds_lib.run_search(
       evaluate,
       lambda: sample_pool(spec, ws, spec.seed),
-      s.objective,
+      obj,
       direction,
       s.rounds,
       str(ws.workdir / "search" / "state"),
@@ -120,7 +140,7 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.SearchResult:
   grad = None
   if s.gradient is not None:
     grad, methods_table["gradient"] = _gradient(
-        spec, ev, bounds, alpha, direction
+        spec, ev, bounds, alpha, direction, obj
     )
   chosen = alpha
   if s.method == "gradient" and grad is not None:
@@ -132,7 +152,12 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.SearchResult:
   epochs = mixture_lib.epochs_per_source(
       weights, ws.token_counts, spec.final.tokens
   )
-  barriers = diagnostics.loss_barriers(ev, points=s.barrier_points)
+  proxies = baseline_proxies(
+      spec, ws, ev, {"demix": alpha_d}, obj, base_scores, direction
+  )
+  barriers = diagnostics.loss_barriers(
+      common.nll_evaluator(ev), points=s.barrier_points
+  )
   if barriers.get("warning"):
     logging.warning("%s", barriers["warning"])
   diag = {
@@ -141,6 +166,8 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.SearchResult:
       "barrier_target": barriers["target"],
       "barrier_warning": barriers.get("warning"),
   }
+  if hasattr(ev, "generation_stats"):  # prompt and generated tokens, time
+    diag["generation"] = ev.generation_stats()
   if grad is not None and multihost.is_writer():
     # Through bytes: np.save cannot write to gs:// itself.
     buf = io.BytesIO()
@@ -178,5 +205,60 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.SearchResult:
       },
       search_seconds=search_seconds,
       surrogate=surrogates.resolve_kind(s.rounds.surrogate, result.n_evaluated),
+      base_scores=base_scores,
+      proxies=proxies,
       tokens=0,
   )
+
+
+def baseline_alphas(spec: spec_lib.RunSpec, ws) -> dict[str, dict[str, float]]:
+  """Component weights of the final stage's baselines, where they exist.
+
+  "natural" is the prior itself; a fixed mixture (source weights) maps back
+  through the beta padding (`weights_to_alpha`), and is left out when it has
+  less general data than the padding alone gives (no merge expresses it).
+  """
+  out = {}
+  if "natural" in spec.final.baselines:
+    out["natural"] = dict(ws.natural_alpha)
+  d = spec.data
+  for name, mix in spec.final.fixed_mixtures.items():
+    full = {c: float(mix.get(c, 0.0)) for c in ws.candidates}
+    total = sum(full.values())
+    if total <= 0 or set(mix) - set(ws.candidates):
+      continue
+    a = mixture_lib.weights_to_alpha(
+        {c: v / total for c, v in full.items()}, d.general, d.beta
+    )
+    if min(a.values()) >= -1e-9:
+      out[name] = {c: max(0.0, a[c]) for c in ws.candidates}
+  return out
+
+
+def baseline_proxies(spec, ws, ev, found, obj, base_scores, direction):
+  """The found mixture and every baseline scored as merged proxies.
+
+  Returns {name: {"alpha", "merged_scores", "objective", "normalized"}}:
+  `objective` is the search objective among these mixtures (for the
+  composite, percentile ranks among them), `normalized` the mean relative
+  change from the base either way, so found vs natural reads the same on
+  the proxy as on the trained runs.
+  """
+  alphas = {**found, **baseline_alphas(spec, ws)}
+  names = list(alphas)
+  a = np.array([[alphas[n][c] for c in ws.candidates] for n in names])
+  scores = ev.evaluate(a)
+  norm = objective_lib.ObjectiveSpec(
+      obj.targets, "normalized", obj.weights
+  ).with_reference(base_scores)
+  values = objective_lib.evaluate(scores, obj, direction, what="baselines")
+  normalized = objective_lib.evaluate(scores, norm, direction)
+  return {
+      n: {
+          "alpha": alphas[n],
+          "merged_scores": {t: float(v[i]) for t, v in scores.items()},
+          "objective": float(values[i]),
+          "normalized": float(normalized[i]),
+      }
+      for i, n in enumerate(names)
+  }

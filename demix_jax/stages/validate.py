@@ -126,7 +126,9 @@ def run(
     # How far the components moved and how convex the path between them is:
     # what decides whether a merge can stand in for training (the recipe
     # study reads these beside the rank agreement).
-    barriers = diagnostics.loss_barriers(ev, points=spec.search.barrier_points)
+    barriers = diagnostics.loss_barriers(
+        common.nll_evaluator(ev), points=spec.search.barrier_points
+    )
     delta = diagnostics.weight_deltas(ev.store)
     out["diagnostics"] = {
         "delta": delta,
