@@ -107,10 +107,14 @@ def markdown(table: Mapping[str, Any]) -> str:
         str(r["n_proxies"]),
         fmt_tokens(r["tokens_per_proxy"]),
     ]
+    ci = r.get("rho_ci") or {}
     for m in ("rho", "top25_rho", "recovery"):
-      cells += [_f(r[m][d]) for d in domains] + [f"**{_f(r[m]['macro'])}**"]
       if m == "rho":
-        cells[-1] += f" {_interval(r.get('rho_macro_ci'))}"
+        cells += [f"{_f(r[m][d])} {_interval(ci.get(d))}" for d in domains]
+        cells += [f"**{_f(r[m]['macro'])}** {_interval(ci.get('macro'))}"]
+      else:
+        cells += [_f(r[m][d]) for d in domains]
+        cells += [f"**{_f(r[m]['macro'])}**"]
     cells += [_f(r["decision_accuracy"]["macro"]), _f(r["regret"]["macro"], 4)]
     lines.append("| " + " | ".join(cells) + " |")
   merged = [r for r in rows if r["family"] == "merged"]
