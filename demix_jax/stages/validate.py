@@ -16,6 +16,7 @@ from __future__ import annotations
 import jax
 
 from demix_jax import models
+from demix_jax import progress as progress_lib
 from demix_jax import spec as spec_lib
 from demix_jax.evals import scoring
 from demix_jax.merging import diagnostics
@@ -84,6 +85,12 @@ def run(
       beta_dirs[beta] = {c: r.run_dir for c, r in runs.items()}
     return beta_dirs[beta]
 
+  # One progress line over every reference and twin run (the longest part).
+  per_run = common.steps_of(spec, ref_tokens)
+  bar = progress_lib.Progress(
+      NAME, per_run * (v.num_references + v.twins), "reference steps"
+  )
+
   def train_reference(i, alpha, out_dir):
     weights = ws.source_weights(dict(zip(ws.candidates, alpha.tolist())))
     ws.train(
@@ -95,6 +102,7 @@ def run(
         init_from=base.run_dir,
         seed_offset=1000 + i,
         config_hash=inputs.config_hash,
+        progress=lambda s: bar.update(per_run * i + s),
     )
 
   def score_reference(i, fraction, prefix="ref"):
@@ -115,6 +123,7 @@ def run(
         init_from=base.run_dir,
         seed_offset=500_000 + i,
         config_hash=inputs.config_hash,
+        progress=lambda s: bar.update(per_run * (v.num_references + i) + s),
     )
 
   def score_merged(a, label):
@@ -170,6 +179,10 @@ def run(
       train_twin=train_twin,
       score_twin=lambda i, f: score_reference(i, f, prefix="twin"),
       write=jax.process_index() == 0,
+  )
+  bar.finish(
+      f"{v.num_references} references + {v.twins} twins of {ref_tokens:,} "
+      "tokens"
   )
   return results.ValidateResult(
       rows=table.get("rows", []),
