@@ -20,6 +20,7 @@ import optax
 from demix_jax import models
 from demix_jax.models import loss as loss_lib
 from demix_jax.training import config as train_config
+from demix_jax.training import divergence
 from demix_jax.training import optim
 from demix_jax.training import sharding
 
@@ -54,8 +55,9 @@ def make_train_step(
   The loss is the mean next-token NLL over every counted position of the
   global batch (micro-batches are summed, then divided once, so accumulation
   equals one big batch). A non-finite loss, gradient norm or update leaves
-  params and optimizer state unchanged and reports `ok = False`, so a
-  diverged step can never reach a checkpoint.
+  params and optimizer state unchanged and reports `ok = False`;
+  `jit_train_step` counts such steps on device (`divergence.track`) and the
+  trainer stops before any checkpoint follows one.
   """
   value_and_grad = jax.value_and_grad(
       lambda p, b: batch_loss(cfg, p, b), has_aux=True
@@ -260,24 +262,28 @@ def jit_train_step(
     train_cfg: train_config.TrainConfig,
     layout: TrainLayout,
 ) -> Callable:
-  """The jitted step, donating params and optimizer state.
+  """The jitted step, donating params, optimizer state and health record.
 
-  Donation halves the state's peak memory; it is part of what the compile
-  check measures, so `train` and `lower_train_step` share this.
+  (params, opt_state, batch, health) -> (params, opt_state, metrics,
+  health): `health` counts non-finite steps on device
+  (`divergence.track`), so the host can check at any look whether a step
+  it never read was skipped. Donation halves the state's peak memory; it
+  is part of what the compile check measures, so `train` and
+  `lower_train_step` share this.
   """
+  rep = sharding.replicated(layout.mesh)
   return jax.jit(
-      make_train_step(model_cfg, layout.tx, train_cfg.grad_accum_steps),
+      divergence.track(
+          make_train_step(model_cfg, layout.tx, train_cfg.grad_accum_steps)
+      ),
       in_shardings=(
           layout.param_shardings,
           layout.opt_shardings,
           layout.batch_shardings,
+          rep,
       ),
-      out_shardings=(
-          layout.param_shardings,
-          layout.opt_shardings,
-          sharding.replicated(layout.mesh),
-      ),
-      donate_argnums=(0, 1),
+      out_shardings=(layout.param_shardings, layout.opt_shardings, rep, rep),
+      donate_argnums=(0, 1, 3),
   )
 
 
@@ -306,7 +312,12 @@ def lower_train_step(
       k: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=s)
       for k, s in layout.batch_shardings.items()
   }
+  rep = sharding.replicated(layout.mesh)
+  health = {
+      k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=rep)
+      for k, v in divergence.abstract().items()
+  }
   with sharding.activation_rules(layout.mesh, layout.rules):
     return jit_train_step(model_cfg, train_cfg, layout).lower(
-        layout.params, layout.opt_state, batch
+        layout.params, layout.opt_state, batch, health
     )

@@ -18,8 +18,10 @@ Restore order at start-up:
 
 Failure modes: a mesh, batch or checkpoint that does not fit raises a
 ValueError naming the field before anything compiles; a non-finite loss,
-gradient or update leaves the state untouched (the step is masked out) and
-stops the run with `TrainingDivergedError`, keeping the last good checkpoint.
+gradient or update leaves the state untouched (the step is masked out), is
+counted on device, and stops the run with `TrainingDivergedError` at the
+host's next look (a log, callback, evaluation or checkpoint step, or the
+end; `divergence`), before any checkpoint, so the last good one is kept.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import dataclasses
 import time
 from typing import Any, Callable, Mapping, Sequence
 
-from absl import logging
 from clu import periodic_actions
 from etils import epath
 import jax
@@ -36,10 +37,12 @@ import jax
 from demix_jax import models
 from demix_jax.training import checkpointing
 from demix_jax.training import config as train_config
+from demix_jax.training import divergence
 from demix_jax.training import flops as flops_lib
 from demix_jax.training import heldout as heldout_lib
 from demix_jax.training import metrics as metrics_lib
 from demix_jax.training import optim
+from demix_jax.training import restore
 from demix_jax.training import sharding
 from demix_jax.training import step as step_lib
 
@@ -59,8 +62,14 @@ state_layout = step_lib.state_layout
 train_layout = step_lib.train_layout
 
 
-class TrainingDivergedError(RuntimeError):
-  """The loss, gradient or update became NaN/Inf."""
+TrainingDivergedError = divergence.TrainingDivergedError
+
+
+def sync_every_step() -> bool:
+  """Whether the host reads every step: on CPU only, where XLA:CPU
+  collectives can deadlock when steps are dispatched back to back with
+  several fake devices (env.md P1). Elsewhere steps run ahead of the host."""
+  return jax.default_backend() == "cpu"
 
 
 @dataclasses.dataclass
@@ -76,96 +85,6 @@ class TrainResult:
   losses: list[tuple[int, float]]  # (step, loss) of steps run in this call
   eval_metrics: dict[str, float]
   restored_from: str  # "own", "resume_from", "init_from" or "fresh"
-
-
-@dataclasses.dataclass
-class _Start:
-  """The state a run starts its step loop from."""
-
-  params: Any
-  opt_state: Any
-  step: int
-  restored_from: str
-
-
-def _restore_full_state(
-    train_cfg: TrainConfig,
-    layout: TrainLayout,
-    ckpt: checkpointing.Checkpointer,
-    workdir: str,
-) -> tuple[checkpointing.Restored | None, str]:
-  """This run's own newest checkpoint, else `resume_from`'s, else None.
-
-  Both carry the optimizer and data-iterator state, so the run continues
-  exactly; the structure is checked first so a changed model config fails
-  with the leaf named rather than deep inside Orbax.
-  """
-  own_steps = ckpt.all_steps()
-  if own_steps:
-    checkpointing.check_structure(
-        layout.params,
-        checkpointing.newest_params_metadata(workdir, own_steps),
-        f"{workdir} (this run's own)",
-    )
-    r = ckpt.restore_latest(layout.params, layout.opt_state)
-    if r is not None:
-      return r, "own"
-  if not train_cfg.resume_from:
-    return None, "fresh"
-  src = train_cfg.resume_from
-  checkpointing.check_structure(
-      layout.params,
-      checkpointing.params_metadata(src, checkpointing.find_step(src)),
-      f"resume_from={src}",
-  )
-  r = checkpointing.restore_newest(src, layout.params, layout.opt_state)
-  if r is None:
-    raise checkpointing.CheckpointError(
-        f"resume_from={src} has no readable checkpoint"
-    )
-  return r, "resume_from"
-
-
-def _start_state(
-    model_cfg: models.ModelConfig,
-    train_cfg: TrainConfig,
-    layout: TrainLayout,
-    ckpt: checkpointing.Checkpointer,
-    workdir: str,
-    train_iter: Any,
-) -> _Start:
-  """Restores or initialises the state in the order of the module docstring.
-
-  Own checkpoint first, so a killed run resumes instead of starting over
-  from its `resume_from`/`init_from`; `init_from` takes params only, since
-  a component starts its own schedule and data from the base.
-  """
-  init_opt = jax.jit(
-      layout.tx.init,
-      in_shardings=(layout.param_shardings,),
-      out_shardings=layout.opt_shardings,
-  )
-  r, restored_from = _restore_full_state(train_cfg, layout, ckpt, workdir)
-  if r is not None:
-    if r.iter_state is not None:
-      train_iter.set_state(r.iter_state)
-    logging.info("restored step %d from %s", r.step, restored_from)
-    return _Start(r.params, r.opt_state, r.step, restored_from)
-  if train_cfg.init_from:
-    params = checkpointing.load_params(
-        train_cfg.init_from, train_cfg.init_from_tokens, target=layout.params
-    )
-    logging.info(
-        "initialised params from %s (tokens=%s)",
-        train_cfg.init_from,
-        train_cfg.init_from_tokens,
-    )
-    return _Start(params, init_opt(params), 0, "init_from")
-  params = jax.jit(
-      lambda k: models.init_params(model_cfg, k),
-      out_shardings=layout.param_shardings,
-  )(jax.random.key(train_cfg.seed))
-  return _Start(params, init_opt(params), 0, "fresh")
 
 
 def _checkpoint_config(
@@ -302,13 +221,14 @@ class _Run:
     )
 
   def steps(
-      self, start: _Start, train_iter: Any, window: _MetricWindow
+      self, start: restore.Start, train_iter: Any, window: _MetricWindow
   ) -> tuple[Any, Any, list[tuple[int, float]], dict[str, float]]:
     """Runs steps start.step+1 .. num_steps; returns the last state.
 
     Metrics are fetched to the host only when something needs them (a log,
-    a save, a callback, or always on CPU), so accelerators can run ahead;
-    a fetched step that diverged stops the run before it is saved.
+    a save, an evaluation, a callback, or always on CPU), so accelerators
+    can run ahead; at every such look the on-device count of non-finite
+    steps is read too, and any stops the run before the next save.
     """
     tc, layout = self.train_cfg, self.layout
     num_steps = tc.num_steps
@@ -317,13 +237,15 @@ class _Run:
         writer=self.writer,
         every_steps=tc.log_every_steps,
     )
-    # XLA:CPU collectives can deadlock when steps are dispatched back to back
-    # with several fake devices (env.md P1): block on every step there.
-    block_every_step = jax.default_backend() == "cpu"
+    block_every_step = sync_every_step()
     params, opt_state = start.params, start.opt_state
+    health = jax.jit(
+        lambda: divergence.initial(start.step),
+        out_shardings=sharding.replicated(layout.mesh),
+    )()
     losses: list[tuple[int, float]] = []
     eval_metrics: dict[str, float] = {}
-    last_saved = start.step
+    last_saved = last_look = start.step
     for step in range(start.step + 1, num_steps + 1):
       host_batch = next(train_iter)
       if step == start.step + 1:
@@ -333,19 +255,22 @@ class _Run:
       batch = sharding.make_global_batch(
           {k: host_batch[k] for k in BATCH_KEYS}, layout.mesh, layout.rules
       )
-      params, opt_state, m = self.p_step(params, opt_state, batch)
-      is_save = self.is_save(step)
+      params, opt_state, m, health = self.p_step(
+          params, opt_state, batch, health
+      )
+      is_save, is_eval = self.is_save(step), self.is_eval(step)
       is_log = step % tc.log_every_steps == 0 or step == num_steps
-      if block_every_step or is_save or is_log or self.step_callback:
-        hm = jax.device_get(m)
-        if not bool(hm["ok"]):
-          raise TrainingDivergedError(
-              f"step {step}: non-finite loss/gradients (loss="
-              f"{float(hm['loss'])}, grad_norm={float(hm['grad_norm'])}); "
-              f"this step was not applied; the last good checkpoint is "
-              f"step {last_saved} in {self.workdir}/checkpoints. Lower "
-              "optim.peak_lr or check the data"
-          )
+      if block_every_step or is_save or is_log or is_eval or self.step_callback:
+        hm, hh = jax.device_get((m, health))
+        divergence.check(
+            hh,
+            step=step,
+            since=last_look,
+            last_good=last_saved,
+            checkpoints=str(checkpointing.checkpoint_dir(self.workdir)),
+            metrics=hm,
+        )
+        last_look = step
         losses.append((step, float(hm["loss"])))
         window.add(hm)
         if self.step_callback is not None:
@@ -356,7 +281,7 @@ class _Run:
       report(step)
       if self.progress is not None:
         self.progress(step)
-      if self.is_eval(step):
+      if is_eval:
         eval_metrics = self.heldout(params, step)
       if is_save:
         self.ckpt.save(
@@ -370,7 +295,7 @@ def _open_writer(
     model_cfg: models.ModelConfig,
     train_cfg: TrainConfig,
     workdir: str,
-    start: _Start,
+    start: restore.Start,
     n_devices: int,
 ):
   """The metric writer; hparams only on a run's first start, not a resume."""
@@ -449,7 +374,9 @@ def train(
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   layout = train_layout(model_cfg, optim_cfg, train_cfg, devices)
   ckpt = checkpointing.Checkpointer(workdir, _checkpoint_config(train_cfg))
-  start = _start_state(model_cfg, train_cfg, layout, ckpt, workdir, train_iter)
+  start = restore.start_state(
+      model_cfg, train_cfg, layout, ckpt, workdir, train_iter
+  )
   n_devices = layout.mesh.devices.size
   run = _Run(
       model_cfg,
