@@ -361,8 +361,12 @@ class EvalSuite:
       batch_size: rows per forward call.
       pack: also pack the logical rows several to a row (`PackedRows`) for
         the evaluator. On by default: the scores are the unpacked ones up to
-        float summation order (tests/evals/test_rows.py).
+        float summation order (tests/merging/test_engine_packed.py).
       max_pairs_per_row: most logical rows per packed row.
+
+    Decision (recorded): packing is no config field. It changes no score
+    beyond float32 summation order (the demo's search and final scores
+    came out bit-identical), so `pack=False` is for comparisons and tests.
 
     Returns:
       The suite.
