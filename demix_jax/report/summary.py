@@ -35,6 +35,12 @@ def build_summary(
         "tokens": int(d.get("tokens", 0)),
         "seconds": float(d.get("seconds", 0.0)),
     }
+  gen = (search.get("diagnostics") or {}).get("generation")
+  if gen and "search" in cost:
+    # Generative metrics: prompt + generated tokens are forward passes
+    # (validation.cost.generation_tokens), beside the training tokens.
+    cost["search"]["prompt_tokens"] = int(gen.get("prompt_tokens", 0))
+    cost["search"]["generated_tokens"] = int(gen.get("generated_tokens", 0))
   summary = {
       "alpha": search["alpha"],
       "source_weights": search["source_weights"],
@@ -186,15 +192,14 @@ def render_markdown(
         _table(["method", "alpha"] + list(targets), rows),
         "",
     ]
-  out += [
-      "## Cost",
-      "",
-      _table(
-          ["stage", "training tokens", "seconds"],
-          [[s, c["tokens"], c["seconds"]] for s, c in summary["cost"].items()],
-      ),
-      "",
-  ]
+  cost = summary["cost"]
+  header = ["stage", "training tokens", "seconds"]
+  rows = [[s, c["tokens"], c["seconds"]] for s, c in cost.items()]
+  if any("generated_tokens" in c for c in cost.values()):
+    header += ["prompt tokens (generation)", "generated tokens"]
+    for row, c in zip(rows, cost.values()):
+      row += [c.get("prompt_tokens", 0), c.get("generated_tokens", 0)]
+  out += ["## Cost", "", _table(header, rows), ""]
   diag = summary.get("diagnostics") or {}
   if diag.get("delta"):
     out += [

@@ -36,3 +36,28 @@ def test_validation_rows_show_macro_values_and_undefined_rho():
       "0.7500",
       "0.0000",
   ]
+
+
+def test_generated_tokens_enter_the_cost_table():
+  done = {
+      "search": {
+          "alpha": {"a": 1.0},
+          "source_weights": {},
+          "tokens": 0,
+          "seconds": 12.0,
+          "diagnostics": {
+              "generation": {"prompt_tokens": 5000, "generated_tokens": 700}
+          },
+      },
+      "components": {"tokens": 2048, "seconds": 3.0},
+  }
+  summary = summary_lib.build_summary(done, [])
+  assert summary["cost"]["search"]["generated_tokens"] == 700
+  md = summary_lib.render_markdown(summary, {})
+  assert "| generated tokens |" in md.split("## Cost")[1].splitlines()[2]
+  line = next(ln for ln in md.splitlines() if ln.startswith("| search"))
+  assert [c.strip() for c in line.strip("|").split("|")][-2:] == ["5000", "700"]
+  # Without generation the table keeps its three columns.
+  del done["search"]["diagnostics"]
+  md = summary_lib.render_markdown(summary_lib.build_summary(done, []), {})
+  assert "generated tokens" not in md
