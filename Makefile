@@ -7,7 +7,7 @@ WORKDIR ?= workdir/demo
 CONFIG ?= configs/demo.py
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast bench format lint clean-venv
+.PHONY: demo test test-fast tpu-extra bench format lint clean-venv
 
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,16 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 	$(PY) -m pip install -q -r requirements.txt -r requirements-test.txt
 	touch $@
+
+# The TPU extra (jax[tpu] = libtpu, about 700 MB): XLA:TPU compiles for
+# compile-only devices on this CPU machine, so tests/test_tpu_compile.py
+# runs instead of skipping. Not part of `make test` (the default install
+# stays light); CI installs it (.ci/run: make tpu-extra, then make test).
+$(VENV)/.installed-tpu: $(VENV)/.installed requirements-tpu.txt
+	$(PY) -m pip install -q -r requirements-tpu.txt
+	touch $@
+
+tpu-extra: $(VENV)/.installed-tpu
 
 demo: $(VENV)/.installed
 	$(PY) -m demix_jax.main --config=$(CONFIG) --workdir=$(WORKDIR)

@@ -4,38 +4,40 @@ This package is the library (importable without defining any flag or
 starting a JAX backend); `python -m demix_jax.aot` is its command line
 (`__main__.py`):
 
-  python -m demix_jax.aot --config=configs/qwen3_1p7b.py \
-      [--mesh=data:8,fsdp:8] [--devices=64] [--hbm_gb=95] \
-      [--global_batch=512] [--seq_len=8192] [--steps=train,merge]
+  python -m demix_jax.aot --config=configs/qwen3_1p7b.py --topology=v5p-64
+  python -m demix_jax.aot --config=configs/demo.py:runlocal --devices=4 \
+      [--mesh=data:4] [--hbm_gb=16] [--global_batch=..] [--seq_len=..] \
+      [--steps=train,merge]
 
 For a config and a mesh it lowers the train step through the trainer's own
 public lowering (`training.step.lower_train_step`: the same step,
 optimizer, shardings and donation as training) and the merge-and-evaluate
 step through the engine's (`MixtureEvaluator.lower_chunk` over an abstract
 `ComponentStore.abstract`), on abstract values only (`jax.eval_shape`,
-`jax.ShapeDtypeStruct`s carrying `NamedSharding`s), so the same calls also
-serve a compile-only topology's devices. It compiles them and prints per
-device the
-argument, output, temporary and generated-code bytes from
-`compiled.memory_analysis()`, the FLOPs from `cost_analysis()`, and whether
-the total fits `--hbm_gb`. Nothing is allocated at model size and no step
-runs, so a 1.7B-parameter config checks in minutes on a laptop. The last
-line printed is one JSON object with every number.
+`jax.ShapeDtypeStruct`s carrying `NamedSharding`s), so the same calls serve
+the devices of a compile-only topology. It compiles them and prints per
+device the argument, output, temporary and generated-code bytes from
+`compiled.memory_analysis()`, the FLOPs from `cost_analysis()`, whether the
+total fits the chip's HBM, and the step-time and MFU bounds those FLOPs
+imply at the chip's peak. The last line printed is one JSON object with
+every number.
 
-On a TPU VM it compiles for the real chips (run it on one worker with
-`--devices` unset; launch/compile_check.sh does this). Elsewhere it runs
-on `--devices` fake CPU devices (XLA_FLAGS
---xla_force_host_platform_device_count, set before JAX starts).
+Where it compiles:
+  * `--topology=v5p-64` (Cloud TPU accelerator types, `topology.py`):
+    XLA:TPU for that slice's compile-only devices, on any machine with
+    libtpu (pip install -r requirements-tpu.txt); no TPU needed. These are
+    the compiler's real figures for those chips.
+  * no `--topology`: the attached devices, or `--devices` fake CPU devices
+    (XLA_FLAGS --xla_force_host_platform_device_count, set before JAX
+    starts) where there is no accelerator: the fallback without libtpu.
+    XLA:CPU's buffer assignment differs from XLA:TPU's (fusion, layouts,
+    rematerialisation), so those figures are indicative only
+    (`cpu_indicative_only` in the JSON line).
 
 Limits (read before trusting a number):
-  * A CPU compile is not a TPU compile. The memory numbers are XLA:CPU's
-    buffer assignment: fusion, layouts, rematerialisation and collective
-    implementations differ from XLA:TPU, so they are indicative (same order
-    of magnitude for arguments and outputs, which are set by the shardings;
-    temporaries can differ by a large factor). Only a compile on the target
-    TPU (run this there) is authoritative.
-  * `cost_analysis()` FLOPs are XLA's count for one device's program on
-    that backend; on CPU some backends report none (shown as null).
+  * `cost_analysis()` counts the body of a scanned layer loop once and a
+    Pallas kernel (splash attention) not at all, so the step-time bound is
+    taken from max(compiled, analytic model FLOPs).
   * Memory excludes the runtime's own reservations, the input pipeline and
     other programs resident at the same time (e.g. the evaluator's rows
     while training). Keep a margin (the check flags > 90% of HBM).
@@ -59,6 +61,7 @@ from demix_jax.evals import rows as rows_lib
 from demix_jax.merging import engine as engine_lib
 from demix_jax.merging import methods
 from demix_jax.merging import store as store_lib
+from demix_jax.models import attention as attention_lib
 from demix_jax.training import config as train_config
 from demix_jax.training import optim
 from demix_jax.training import sharding
@@ -84,6 +87,9 @@ class CompileReport:
     flops: XLA's FLOP count of one device's program (None if unknown).
     mesh: mesh axis sizes.
     backend: the platform compiled for.
+    mixtures: mixtures one merge call scores (the evaluator's chunk, the
+      config's rounded up to a multiple of the mixture shards); None for
+      the train step.
   """
 
   name: str
@@ -96,6 +102,7 @@ class CompileReport:
   flops: float | None
   mesh: dict[str, int]
   backend: str
+  mixtures: int | None = None
 
   def fits(self, hbm_bytes: float) -> bool:
     return self.total_bytes <= FIT_FRACTION * hbm_bytes
@@ -214,8 +221,24 @@ def compile_merge_step(
       mesh=mesh,
       rules=rules,
   )
-  compiled = ev.lower_chunk().compile()
-  return report_from_compiled("merge", compiled, mesh), compiled
+  # The evaluator traces its chunk with no mesh set, so splash (a Pallas
+  # kernel XLA cannot partition) is told the mesh and the mixture axes here:
+  # the vmapped mixtures fold into the kernel's rows, each device scoring
+  # its own mixture (`attention.shard_rows`). The pipeline's evaluator needs
+  # the same context around its chunk trace to run splash on a pod.
+  with attention_lib.shard_rows(mesh, _rule_axes(rules, "mixtures")):
+    compiled = ev.lower_chunk().compile()
+  report = report_from_compiled("merge", compiled, mesh)
+  report.mixtures = ev.chunk
+  return report, compiled
+
+
+def _rule_axes(rules, name: str):
+  """The mesh axes the logical `name` maps to under `rules` (or None)."""
+  for k, v in rules or ():
+    if k == name:
+      return v
+  return None
 
 
 def step_time_bound(flops: float | None, peak_flops: float) -> float | None:
@@ -243,6 +266,7 @@ def summary(
   tokens plus attention for training), step_time_bound_s = max(flops,
   model_flops) / peak and mfu_bound = model_flops / max(flops, model_flops):
   bounds if the chip ran at peak, not measurements.
+  The merge step also records `mixtures` (the chunk one call scores).
   """
   steps = {}
   for r in reports:
@@ -269,6 +293,8 @@ def summary(
         "model_flops": useful,
         "mfu_bound": (useful / work) if useful and work else None,
     }
+    if r.mixtures is not None:
+      steps[r.name]["mixtures"] = r.mixtures
   return {"topology": topology, "config": config, "steps": steps}
 
 
@@ -288,14 +314,12 @@ def _fmt_bytes(n: int) -> str:
 
 
 def format_reports(
-    reports: Sequence[CompileReport],
-    hbm_gb: float = 0.0,
-    peak_flops: float = 0.0,
+    reports: Sequence[CompileReport], hbm_gb: float = 0.0
 ) -> str:
-  """A human-readable table of the reports."""
+  """A human-readable table of the reports (the step-time and MFU bounds,
+  which need the model FLOPs, are printed from `summary`'s result)."""
   lines = []
   for r in reports:
-    bound = step_time_bound(r.flops, peak_flops)
     lines.append(f"[{r.name}] backend={r.backend} mesh={r.mesh}")
     for label, v in (
         ("arguments", r.argument_bytes),
@@ -309,14 +333,9 @@ def format_reports(
     lines.append(
         "  flops per device  "
         + (f"{r.flops:.3e}" if r.flops is not None else "unknown")
-        + " (XLA cost_analysis: a scanned layer loop counts once)"
+        + " (XLA cost_analysis: a scanned layer loop counts once, Pallas"
+        " kernels not at all)"
     )
-    if bound is not None:
-      lines.append(
-          f"  step time >= {bound:.3f} s at {peak_flops:.3g} FLOP/s peak "
-          "(from XLA's count, which undercounts scanned layers; see the"
-          " JSON line's model-FLOPs bound)"
-      )
     if hbm_gb > 0:
       verdict = "fits" if r.fits(hbm_gb * 2**30) else "DOES NOT FIT"
       lines.append(

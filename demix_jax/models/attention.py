@@ -10,7 +10,10 @@
           matrix in HBM. Under a mesh it runs inside `jax.shard_map` (batch
           over the `batch` rule, heads over the `heads` rule), since XLA
           cannot partition a Pallas call. Off TPU it runs in Pallas
-          interpret mode (slow; for the parity test).
+          interpret mode (slow; for the parity test). Code that runs the
+          model with no mesh set (the merge evaluator) names the mesh and
+          the row axes with `shard_rows`; there, vmapped axes (the chunk's
+          mixtures) are folded into the kernel's batch (see `shard_rows`).
   cudnn   cuDNN flash attention through `jax.nn.dot_product_attention`
           (`implementation="cudnn"`, causal plus the same-segment mask).
   auto    splash on TPU, cudnn on GPU, xla elsewhere.
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
+import math
 from typing import Iterator, NamedTuple
 
 import flax.linen as nn
@@ -114,7 +117,10 @@ def _block(t: int) -> int:
   )
 
 
-@functools.lru_cache(maxsize=None)
+# Not cached: the kernel holds its mask tables as jnp arrays, which inside
+# a trace are that trace's values, and a cache would hand them to later
+# traces (custom_vmap traces the kernel more than once; a leaked tracer
+# fails the lowering). Building it is numpy work on [T/block]^2 tables.
 def _splash_kernel(t: int, groups: int, interpret: bool):
   # Imported here: the module imports fine on CPU, but only the kernel path
   # needs it.
@@ -174,12 +180,70 @@ def _mesh_axes(name: str):
   return None if spec is None else tuple(spec)[0]
 
 
-def splash_attention(q, k, v, ids):
-  """Splash attention, inside `shard_map` when a mesh is active."""
-  mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty:
-    return _splash_local(q, k, v, ids)
-  batch, heads = _mesh_axes("batch"), _mesh_axes("heads")
+class _Rows(NamedTuple):
+  mesh: jax.sharding.Mesh
+  axes: tuple[str, ...]
+  fold_vmapped: bool
+
+
+_ROWS: contextvars.ContextVar[_Rows | None] = contextvars.ContextVar(
+    "attention_rows", default=None
+)
+
+
+@contextlib.contextmanager
+def shard_rows(
+    mesh: jax.sharding.Mesh | None, axes, *, fold_vmapped: bool = True
+) -> Iterator[None]:
+  """Runs splash over `mesh` with rows split over `axes`, where no mesh is set.
+
+  XLA cannot partition a Pallas kernel, so splash needs a `shard_map`, and
+  that needs a mesh. The trainer sets one (`jax.set_mesh` and logical
+  rules); the merge evaluator (`merging.engine`) traces its chunk function
+  with neither, and vmaps the model over the chunk's mixtures, an axis
+  sharded over the `mixtures` rule. A `shard_map` under a plain vmap sees
+  that axis as replicated: every device would gather every mixture's
+  queries. Inside this context splash instead
+    * folds each vmapped axis into the kernel's batch ([M, B, ...] ->
+      [M * B, ...], a free reshape when M is the sharded major axis) through
+      `jax.custom_batching.custom_vmap`, and broadcasts unbatched inputs
+      (the rows' segment ids, shared by all mixtures);
+    * runs the kernel in a `shard_map` over `mesh` with that batch split over
+      `axes` (heads not split), so each device scores its own mixture's rows.
+  Results are the same whatever the layout (a `shard_map` is global
+  semantics); the context only decides where the work runs.
+
+  `custom_vmap` has no reverse-mode rule, so code that differentiates
+  through the model (the gradient search's objective) passes
+  `fold_vmapped=False`: splash then only runs sharded over `axes`.
+
+  Args:
+    mesh: the mesh (None: the context does nothing).
+    axes: a mesh axis name, a tuple of them, or None (rows replicated).
+    fold_vmapped: fold vmapped axes into the kernel batch (see above).
+  """
+  if mesh is None:
+    yield
+    return
+  names = () if axes is None else (axes,) if isinstance(axes, str) else axes
+  token = _ROWS.set(_Rows(mesh, tuple(names), fold_vmapped))
+  try:
+    yield
+  finally:
+    _ROWS.reset(token)
+
+
+def _dividing_axes(mesh, axes, n: int) -> tuple[str, ...] | None:
+  """The longest prefix of `axes` whose size divides n (None if empty):
+  a batch that does not split evenly is split over fewer devices (the
+  rest replicate the work) rather than refused."""
+  kept = tuple(axes)
+  while kept and n % math.prod(mesh.shape[a] for a in kept):
+    kept = kept[:-1]
+  return kept or None
+
+
+def _sharded_splash(mesh, batch, heads, q, k, v, ids):
   qkv = P(batch, None, heads, None)
   return jax.shard_map(
       _splash_local,
@@ -188,6 +252,46 @@ def splash_attention(q, k, v, ids):
       out_specs=qkv,
       check_vma=False,
   )(q, k, v, ids)
+
+
+def _folding_splash(rows: _Rows):
+  """Splash whose vmap rule folds the vmapped axis into the rows."""
+
+  @jax.custom_batching.custom_vmap
+  def fn(q, k, v, ids):
+    batch = _dividing_axes(rows.mesh, rows.axes, q.shape[0])
+    return _sharded_splash(rows.mesh, batch, None, q, k, v, ids)
+
+  @fn.def_vmap
+  def _rule(axis_size, in_batched, q, k, v, ids):
+    # Batched inputs arrive with the vmapped axis first.
+    def fold(x, batched):
+      if not batched:
+        x = jnp.broadcast_to(x, (axis_size,) + x.shape)
+      return x.reshape((axis_size * x.shape[1],) + x.shape[2:])
+
+    args = [fold(x, b) for x, b in zip((q, k, v, ids), in_batched)]
+    out = fn(*args)  # nested vmaps fold again, one level at a time
+    return out.reshape((axis_size, -1) + out.shape[1:]), True
+
+  return fn
+
+
+def splash_attention(q, k, v, ids):
+  """Splash attention, inside `shard_map` when a mesh is active (set, or
+  named by `shard_rows`)."""
+  rows = _ROWS.get()
+  if rows is not None:
+    if rows.fold_vmapped:
+      return _folding_splash(rows)(q, k, v, ids)
+    batch = _dividing_axes(rows.mesh, rows.axes, q.shape[0])
+    return _sharded_splash(rows.mesh, batch, None, q, k, v, ids)
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return _splash_local(q, k, v, ids)
+  return _sharded_splash(
+      mesh, _mesh_axes("batch"), _mesh_axes("heads"), q, k, v, ids
+  )
 
 
 def cudnn_attention(q, k, v, ids, implementation: str = "cudnn"):
