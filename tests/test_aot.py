@@ -238,3 +238,31 @@ def test_summary_has_the_issue_fields():
   assert not aot.summary(
       [rep], topology="", config="", hbm_bytes=100, peak_flops=0
   )["steps"]["train"]["fits"]
+
+
+def test_summary_records_the_merge_chunk():
+  kw = dict(
+      argument_bytes=1,
+      output_bytes=1,
+      temp_bytes=1,
+      code_bytes=0,
+      alias_bytes=0,
+      total_bytes=3,
+      flops=1e9,
+      mesh={"data": 32},
+      backend="tpu",
+  )
+  train = aot.CompileReport(name="train", **kw)
+  merge = aot.CompileReport(name="merge", mixtures=32, **kw)
+  s = aot.summary(
+      [train, merge],
+      topology="v5p-64",
+      config="c.py",
+      hbm_bytes=100,
+      peak_flops=1e12,
+      model_flops={"merge": 4e9},
+  )["steps"]
+  assert s["merge"]["mixtures"] == 32 and "mixtures" not in s["train"]
+  # Bound from the larger of XLA's and the model's count.
+  assert s["merge"]["step_time_bound_s"] == 4e9 / 1e12
+  assert s["train"]["step_time_bound_s"] == 1e9 / 1e12
