@@ -50,6 +50,7 @@ from demix_jax.merging import nll as nll_lib
 from demix_jax.merging import objective as objective_lib
 from demix_jax.merging import runs as runs_lib
 from demix_jax.merging import store as store_lib
+from demix_jax.models import attention as attention_lib
 from demix_jax.models import transformer
 
 Params = Any
@@ -221,7 +222,21 @@ class MixtureEvaluator:
     return out.reshape(-1)
 
   def _rows_of_params(self, params, batches):
-    return self._rows(params, None, batches)
+    # Splash (TPU) needs a shard_map, and this trace has no mesh set: name
+    # ours, rows split over the batch rule (see attention.shard_rows). A
+    # context only splash reads; the XLA and cuDNN paths ignore it.
+    with attention_lib.shard_rows(
+        self.mesh, _rule(self.rules, "batch"), fold_vmapped=False
+    ):
+      return self._rows(params, None, batches)
+
+  def _differentiable_rows(self, alpha, stacked, base, batches):
+    # The gradient objective: splash sharded over the batch rule, with no
+    # vmap folding (custom_vmap has no reverse-mode rule).
+    with attention_lib.shard_rows(
+        self.mesh, _rule(self.rules, "batch"), fold_vmapped=False
+    ):
+      return self._rows_of_mixture(alpha, stacked, base, batches)
 
   def _rows_of_mixture(self, alpha, stacked, base, batches) -> jax.Array:
     """[R] row NLLs of the merge of one mixture."""
@@ -245,6 +260,12 @@ class MixtureEvaluator:
     return self._rows(params, layer_transform, batches)
 
   def _chunk_impl(self, alphas, stacked, base, batches):
+    # Splash folds the vmapped mixtures into its rows and runs one
+    # shard_map over the mixture axes (attention.shard_rows).
+    with attention_lib.shard_rows(self.mesh, _rule(self.rules, "mixtures")):
+      return self._chunk_body(alphas, stacked, base, batches)
+
+  def _chunk_body(self, alphas, stacked, base, batches):
     # [C, K] -> [shards, C / shards, K]: the shard axis is vmapped (and
     # sharded over the mixture devices); each device loops over its part,
     # vmap_width mixtures at a time.
@@ -426,7 +447,7 @@ class MixtureEvaluator:
     key = tuple(sorted(targets.items()))
     if key not in self._objectives:
       self._objectives[key] = objective_lib.bind(
-          self._rows_of_mixture,
+          self._differentiable_rows,
           self.store,
           self.suite,
           targets,
