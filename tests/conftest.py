@@ -9,6 +9,11 @@ import os
 import sys
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+# CPU only, also where libtpu is installed (CI installs requirements-tpu.txt
+# for tests/test_tpu_compile.py): without it every process would first try
+# to start a TPU backend, printing libtpu's warnings into the stderr the
+# tests read. The TPU compile test drops it for its own subprocess.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Keep TF (pulled in by seqio / clu writers) off any accelerator.
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")

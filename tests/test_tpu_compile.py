@@ -40,6 +40,7 @@ pytestmark = [
 def test_qwen3_1p7b_train_and_merge_fit_v5p_64():
   env = dict(os.environ)
   env.pop("XLA_FLAGS", None)  # no fake CPU devices: the topology's
+  env.pop("JAX_PLATFORMS", None)  # conftest's "cpu" would hide libtpu
   proc = subprocess.run(
       [
           sys.executable,
