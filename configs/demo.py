@@ -276,6 +276,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The first `twins` reference mixtures are trained a second time with
   # another data order: their seed-to-seed Spearman is the noise ceiling.
   c.validate.twins = 0
+  # How reference mixtures are drawn: "search" (the search's sampler, around
+  # the token-count prior) or "uniform" (Dirichlet(1) under the same caps).
+  c.validate.sampler = "search"
 
   # --------------------------------------------------------------- report
   c.report = ml_collections.ConfigDict()

@@ -37,6 +37,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.stages = ("base", "components", "validate")
   c.validate.num_references = arg.references
   c.validate.twins = arg.twins
+  # References spread over the simplex (Dirichlet(1)), not around the
+  # code-heavy token prior: drawn around the prior they differ less than two
+  # trainings of one mixture do (measured: noise ceiling -0.18, see the
+  # README), and no ranking can be checked.
+  c.validate.sampler = "uniform"
   c.validate.merge_methods = ("linear", "ties")
   c.validate.betas = (0.0,)
   if arg.runlocal:
@@ -51,6 +56,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.components.budgets = (_STEP * 24, _STEP * 48, _STEP * 96)
   c.components.use_budget = _STEP * 96
   c.validate.reference_tokens = 0  # = components.tokens, as in the paper
+  # Epoch caps for the runs this config trains (a reference is 96 steps):
+  # no source repeats 4 times there at any alpha, so the caps are 1.0 and
+  # the references cover the whole simplex.
+  c.search.cap_run_tokens = _STEP * 96
   c.validate.proxy_fractions = (1 / 16, 1 / 8, 1 / 4)
   c.train.eval_every_steps = 0  # references are scored by the evaluator
   c.train.checkpoint_every_steps = 48

@@ -44,6 +44,7 @@ def test_components_optim_missing_means_optim():
         ("components.optim.lr", 1e-3, "components.optim"),
         ("validate.twins", 2, "validate.twins"),
         ("validate.twins", 99, "validate.twins"),
+        ("validate.sampler", "prior", "validate.sampler"),
     ],
 )
 def test_bad_recipe_fields_are_named(field, value, match):
@@ -105,3 +106,16 @@ def test_prior_tokens_set_the_prior_caps_and_natural_mixture(tmp_path):
     _resolve(**{"search.prior_tokens": {"wiki": 1.0}})
   with pytest.raises(spec_lib.ConfigError, match="search.prior_tokens.math"):
     _resolve(**{"search.prior_tokens": {"math": 0.0}})
+
+
+def test_validation_sampler_spreads_references_over_the_simplex(tmp_path):
+  from demix_jax.stages import search as search_stage  # pylint: disable=g-import-not-at-top
+
+  counts = {"general": 1000, "math": 100, "code": 4000}
+  ws = _workspace(tmp_path, counts, **{"search.cap_run_tokens": 100})
+  prior = search_stage.sample_pool(ws.spec, ws, 7, size=400)
+  spread = search_stage.sample_pool(ws.spec, ws, 7, size=400, sampler="uniform")
+  # Around the prior, most mass stays on code (the largest source); the
+  # uniform draw puts a third on each candidate on average.
+  assert prior[:, 2].mean() > 0.6
+  assert abs(spread.mean(0) - 1 / 3).max() < 0.05

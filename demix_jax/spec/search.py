@@ -239,6 +239,7 @@ def validate(
   return types.ValidateSpec(
       num_references=n_refs,
       twins=twins,
+      sampler=r.choice("validate.sampler", ("search",) + types.SAMPLERS),
       reference_tokens=ref or budgets.component_tokens,
       proxy_fractions=tuple(float(f) for f in fractions),
       merge_methods=r.names(

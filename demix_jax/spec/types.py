@@ -157,6 +157,7 @@ class ValidateSpec:
   merge_methods: tuple[str, ...]
   betas: tuple[float, ...]
   twins: int  # references trained twice for the noise ceiling (0 = none)
+  sampler: str  # "search" (the search's sampler) or a pool sampler name
 
 
 @dataclasses.dataclass(frozen=True)

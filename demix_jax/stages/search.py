@@ -10,6 +10,7 @@ round (search/state/), so a killed search resumes without rescoring.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import time
@@ -36,13 +37,22 @@ from demix_jax.training import checkpointing
 NAME = "search"
 
 
-def sample_pool(spec: spec_lib.RunSpec, ws, seed: int, size: int | None = None):
-  """The candidate pool (or reference mixtures) drawn with the spec's sampler."""
+def sample_pool(
+    spec: spec_lib.RunSpec,
+    ws,
+    seed: int,
+    size: int | None = None,
+    sampler: str | None = None,
+):
+  """The candidate pool (or reference mixtures) drawn with the spec's sampler
+  (or `sampler`, e.g. the validation's)."""
   s = spec.search
   prior = pool_lib.prior_from_tokens(
       [ws.prior_tokens[n] for n in ws.candidates], s.pool.temperature
   )
   cfg = s.pool if size is None else _with_size(s.pool, size)
+  if sampler is not None:
+    cfg = dataclasses.replace(cfg, sampler=sampler)
   return pool_lib.sample_pool(
       cfg, np.random.default_rng(seed), ws.alpha_bounds(), prior, ws.candidates
   )

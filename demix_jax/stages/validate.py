@@ -1,6 +1,8 @@
 """Stage `validate`: reference runs vs merged and trained proxies (Table 2).
 
-Reference mixtures are drawn with the search's sampler (another seed); each
+Reference mixtures are drawn with the search's sampler (another seed), or
+with `validate.sampler` ("uniform": Dirichlet(1) under the same caps, which
+spreads them over the simplex instead of around the prior); each
 is trained from the base for `validate.reference_tokens`, keeping early
 checkpoints that serve as the trained proxies (RegMix-style) at
 `validate.proxy_fractions` of its tokens. Merged proxies of every variant
@@ -65,7 +67,11 @@ def run(
   comps = inputs.results["components"]
   ref_tokens = v.reference_tokens
   alphas = search_stage.sample_pool(
-      spec, ws, spec.seed + 7919, size=v.num_references
+      spec,
+      ws,
+      spec.seed + 7919,
+      size=v.num_references,
+      sampler=None if v.sampler == "search" else v.sampler,
   )
   ev0 = ws.evaluator(base.run_dir, comps.run_dirs(), spec.budgets.use_budget)
   dm = dict(spec.eval.domain_metrics)
