@@ -22,10 +22,9 @@ Stages: base (general data) -> components (one per candidate, from the base)
 -> final (the found mixture and the natural-proportion baseline, from the
 base) -> report (workdir/report/).
 
-Runtime measured: 14 min 18 s wall on 2 CPU cores shared with the recipe
-study and the test suite (6 min 34 s on an idle machine before the base
-scoring and the baselines' merged proxies were added; the first install
-adds about 1.5 min); peak RSS 5 GB.
+Runtime measured: 7 min 55 s wall on 2 idle CPU cores (14 min 18 s with
+the recipe study and the test suite beside it; the first install adds
+about 1.5 min); peak RSS 5 GB.
 Result measured (README): the found mixture (about 50% general / 50% code
 tokens) beats the natural-proportion baseline on the general and code
 domain bits per byte and loses on math, and so loses on the objective it
