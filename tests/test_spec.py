@@ -294,31 +294,13 @@ def test_cli_refuses_before_work(tmp_path):
   assert not (tmp_path / "base").exists()
 
 
-def _paper_metrics(c):
-  """The lines configs/qwen3_1p7b.py gets for the paper's metrics (README
-  "Metrics"); qwen3_8b inherits them."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
-
-  c.eval.domain_metrics = ml_collections.ConfigDict(
-      {"general": "acc_norm", "code": "pass@1", "math": "exact_match"}
-  )
-  c.eval.generation.max_new_tokens = 1024  # MATH's limit; the others 512
-  c.eval.generation.max_prompt_tokens = 7168  # 8192 - 1024: none is cut
-  c.eval.generation.prompt_bucket = 256
-  c.eval.generation.batch_size = 64
-  c.eval.generation.steps_per_call = 64
-  c.eval.generation.mixtures_per_call = 8  # = merge.chunk_size
-  # Every domain score is an accuracy: nothing for the gradient to descend.
-  c.search.gradient.enabled = False
-  return c
-
-
 @pytest.mark.parametrize("name", ["qwen3_1p7b", "qwen3_8b"])
-def test_paper_metric_lines_resolve(name):
+def test_paper_configs_use_the_paper_metrics(name):
+  """The shipped qwen3 configs, as they are (README "Metrics")."""
   import importlib  # pylint: disable=g-import-not-at-top
 
   c = importlib.import_module(f"configs.{name}").get_config()
-  spec = spec_lib.resolve(_paper_metrics(c))
+  spec = spec_lib.resolve(c)
   assert spec.eval.domain_metrics == {
       "general": "acc_norm",
       "code": "pass@1",
@@ -335,7 +317,7 @@ def test_paper_metric_lines_resolve(name):
   assert spec.eval.generative and spec.search.gradient is None
   assert spec.eval.generation.max_new_tokens == 1024
   # Without the gradient line the spec names the field to change.
-  c = _paper_metrics(importlib.import_module(f"configs.{name}").get_config())
+  c = importlib.import_module(f"configs.{name}").get_config()
   c.search.gradient.enabled = True
   with pytest.raises(config_lib.ConfigError) as err:
     spec_lib.resolve(c)

@@ -97,18 +97,22 @@ def run(
       NAME, per_run * (v.num_references + v.twins), "reference steps"
   )
 
-  def train_reference(i, alpha, out_dir):
+  def train_reference(i, alpha, out_dir, twin=False):
+    # A twin is the same mixture and budget from the same base; only the
+    # data order (and the step seed) differ: what a second training would
+    # see. It keeps no early checkpoints (it is no trained proxy).
     weights = ws.source_weights(dict(zip(ws.candidates, alpha.tolist())))
+    slot = v.num_references + i if twin else i
     ws.train(
         out_dir,
         weights,
         ref_tokens,
-        what=f"reference {i}",
-        budgets=tuple(budgets),
+        what=f"twin of reference {i}" if twin else f"reference {i}",
+        budgets=() if twin else tuple(budgets),
         init_from=base.run_dir,
-        seed_offset=1000 + i,
+        seed_offset=(500_000 if twin else 1000) + i,
         config_hash=inputs.config_hash,
-        progress=lambda s: bar.update(per_run * i + s),
+        progress=lambda s: bar.update(per_run * slot + s),
     )
 
   def score_reference(i, fraction, prefix="ref"):
@@ -116,21 +120,6 @@ def run(
     tokens = None if fraction >= 1.0 else int(round(fraction * ref_tokens))
     params = checkpointing.load_params(run_dir, tokens)
     return common.domain_scores(ev0.evaluate_params(params))
-
-  def train_twin(i, alpha, out_dir):
-    # The same mixture and budget from the same base; only the data order
-    # (and the step seed) differ: what a second training run would see.
-    weights = ws.source_weights(dict(zip(ws.candidates, alpha.tolist())))
-    ws.train(
-        out_dir,
-        weights,
-        ref_tokens,
-        what=f"twin of reference {i}",
-        init_from=base.run_dir,
-        seed_offset=500_000 + i,
-        config_hash=inputs.config_hash,
-        progress=lambda s: bar.update(per_run * (v.num_references + i) + s),
-    )
 
   def score_merged(a, label):
     method, beta_s, tokens = label.split("|")
@@ -182,7 +171,7 @@ def run(
       main_beta=spec.data.beta,
       final_scores=final_scores,
       twins=v.twins,
-      train_twin=train_twin,
+      train_twin=lambda i, a, d: train_reference(i, a, d, twin=True),
       score_twin=lambda i, f: score_reference(i, f, prefix="twin"),
       write=jax.process_index() == 0,
   )
