@@ -613,3 +613,30 @@ def test_the_expected_answer_is_not_reachable():
       f"assert find({str(secret)[:4]!r}) == {secret}\n",
   )
   assert failed(r) and r.reason == "AssertionError", r
+
+
+def test_the_program_dies_with_the_evaluator(tmp_path):
+  marker = "dmx" + secrets.token_hex(4)
+  program = _SPAWNERS + "def hang(m):\n  name(m)\n  time.sleep(600)\n"
+  evaluator = tmp_path / "evaluator.py"
+  evaluator.write_text(
+      textwrap.dedent(f"""
+      from demix_jax.evals import sandbox
+      c = sandbox.Check(program={program!r}, tests="hang({marker!r})\\n")
+      sandbox.run_check(c, sandbox.SandboxLimits(timeout_s=600, cpu_s=60))
+  """)
+  )
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  proc = subprocess.Popen([sys.executable, str(evaluator)], env=env)
+  try:
+    deadline = time.monotonic() + 60
+    while marker not in _host_comms():  # the program is running
+      assert time.monotonic() < deadline and proc.poll() is None
+      time.sleep(0.2)
+  finally:
+    proc.kill()  # SIGKILL: no cleanup code of the evaluator runs
+    proc.wait()
+  deadline = time.monotonic() + 10
+  while marker in _host_comms() and time.monotonic() < deadline:
+    time.sleep(0.2)
+  assert marker not in _host_comms()
