@@ -198,7 +198,8 @@ def interpreter() -> str:
   return os.path.realpath(exe)
 
 
-def _runtime_binds() -> list[str]:
+@functools.lru_cache(maxsize=1)
+def _runtime_binds() -> tuple[str, ...]:
   """bwrap arguments that make /usr, the interpreter and stdlib visible."""
   args = ["--ro-bind", "/usr", "/usr"]
   for top in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
@@ -224,7 +225,7 @@ def _runtime_binds() -> list[str]:
   for path in sorted(hidden):
     if os.path.isdir(path):  # installed packages (benchmark data among them)
       args += ["--perms", "0555", "--tmpfs", path]
-  return args
+  return tuple(args)
 
 
 ENV = {
