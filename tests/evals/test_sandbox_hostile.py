@@ -619,13 +619,11 @@ def test_the_program_dies_with_the_evaluator(tmp_path):
   marker = "dmx" + secrets.token_hex(4)
   program = _SPAWNERS + "def hang(m):\n  name(m)\n  time.sleep(600)\n"
   evaluator = tmp_path / "evaluator.py"
-  evaluator.write_text(
-      textwrap.dedent(f"""
+  evaluator.write_text(textwrap.dedent(f"""
       from demix_jax.evals import sandbox
       c = sandbox.Check(program={program!r}, tests="hang({marker!r})\\n")
       sandbox.run_check(c, sandbox.SandboxLimits(timeout_s=600, cpu_s=60))
-  """)
-  )
+  """))
   env = dict(os.environ, PYTHONPATH=str(REPO))
   proc = subprocess.Popen([sys.executable, str(evaluator)], env=env)
   try:
