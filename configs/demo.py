@@ -209,7 +209,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.generation.sandbox.memory_mb = 1024  # address space
   c.eval.generation.sandbox.file_mb = 16  # largest file it may write
   c.eval.generation.sandbox.workers = 0  # programs in parallel; 0 = cores
-  c.eval.generation.sandbox.network_namespace = True  # unshare --net
+  c.eval.generation.sandbox.network_namespace = True  # none_unsafe: unshare
+  # "bwrap": kernel isolation (apt-get install bubblewrap); "none_unsafe":
+  # no isolation, for trusted code on machines without it (README Security).
+  c.eval.generation.sandbox.isolation = "bwrap"
 
   # ---------------------------------------------------------------- merge
   c.merge = ml_collections.ConfigDict()

