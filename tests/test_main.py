@@ -73,14 +73,35 @@ def test_negative_batch_names_field(tmp_path):
   assert not (tmp_path / "config.json").exists()
 
 
-def test_unknown_stage_rejected(tmp_path):
+@pytest.mark.parametrize(
+    "flag,words",
+    [
+        ("--stages=", "--stages= lists no stage"),
+        ("--stages=,,", "--stages=,, lists no stage or an empty name"),
+        ("--stages=bake", "--stages: unknown stage 'bake'"),
+    ],
+)
+def test_bad_stages_flag_exits_2_before_work(tmp_path, flag, words):
   proc = _run(
-      "--config=configs/demo.py:runlocal",
-      f"--workdir={tmp_path}",
-      "--stages=bake",
+      "--config=configs/demo.py:runlocal", f"--workdir={tmp_path}", flag
   )
-  assert proc.returncode == 2
-  assert "bake" in proc.stderr
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert words in proc.stderr and "Fix:" in proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert not tmp_path.exists() or not os.listdir(tmp_path)
+
+
+def test_stages_flag_values():
+  from demix_jax import main  # pylint: disable=g-import-not-at-top
+
+  known = ("base", "search")
+  assert main.stages_flag(None, known) is None
+  assert main.stages_flag(["search", "base"], known) == ("search", "base")
+  for bad in ([], [""], ["base", ""]):
+    with pytest.raises(ValueError, match="lists no stage or an empty name"):
+      main.stages_flag(bad, known)
+  with pytest.raises(ValueError, match="unknown stage 'final'"):
+    main.stages_flag(["final"], known)
 
 
 def test_writes_resolved_config(tmp_path):
