@@ -120,3 +120,22 @@ def test_writes_resolved_config(tmp_path):
   saved = json.loads((tmp_path / "config.json").read_text())
   assert saved["seed"] == 7
   assert saved["model"]["d_model"] == 64
+
+
+def test_unknown_key_in_config_file_exits_2(tmp_path):
+  config = tmp_path / "typo_config.py"
+  config.write_text(
+      "from configs import demo\n\n\n"
+      "def get_config(arg=None):\n"
+      "  c = demo.get_config('runlocal')\n"
+      "  c.train.log_evry_steps = 5\n"
+      "  return c\n"
+  )
+  proc = _run(f"--config={config}", f"--workdir={tmp_path / 'wd'}")
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert (
+      "config.train.log_evry_steps: is not a known config field" in proc.stderr
+  )
+  assert "did you mean config.train.log_every_steps?" in proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert not (tmp_path / "wd").exists()
