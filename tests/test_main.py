@@ -78,7 +78,7 @@ def test_negative_batch_names_field(tmp_path):
     [
         ("--stages=", "--stages= lists no stage"),
         ("--stages=,,", "--stages=,, lists no stage or an empty name"),
-        ("--stages=bake", "--stages: unknown stage 'bake'"),
+        ("--stages=bake", "unknown stage 'bake'"),
     ],
 )
 def test_bad_stages_flag_exits_2_before_work(tmp_path, flag, words):
@@ -94,14 +94,11 @@ def test_bad_stages_flag_exits_2_before_work(tmp_path, flag, words):
 def test_stages_flag_values():
   from demix_jax import main  # pylint: disable=g-import-not-at-top
 
-  known = ("base", "search")
-  assert main.stages_flag(None, known) is None
-  assert main.stages_flag(["search", "base"], known) == ("search", "base")
+  assert main.stages_flag(None) is None
+  assert main.stages_flag(["search", "base"]) == ("search", "base")
   for bad in ([], [""], ["base", ""]):
     with pytest.raises(ValueError, match="lists no stage or an empty name"):
-      main.stages_flag(bad, known)
-  with pytest.raises(ValueError, match="unknown stage 'final'"):
-    main.stages_flag(["final"], known)
+      main.stages_flag(bad)
 
 
 def test_writes_resolved_config(tmp_path):
