@@ -215,6 +215,11 @@ def test_switched_off_gradient_section_keeps_its_keys():
   assert spec_lib.resolve(config).search.gradient is None
 
 
+def test_stages_given_by_the_caller_leave_config_stages_known():
+  spec = spec_lib.resolve(_load("demo", "runlocal"), stages=("search",))
+  assert spec.stages == ("search",)
+
+
 def test_reader_unread_paths():
   r = config_lib.Reader({"a": {"b": 1, "c": {"d": 2}}, "e": {}, "f": 3})
   r.int("a.b")

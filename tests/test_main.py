@@ -136,3 +136,27 @@ def test_unknown_key_in_config_file_exits_2(tmp_path):
   assert "did you mean config.train.log_every_steps?" in proc.stderr
   assert "Traceback" not in proc.stderr
   assert not (tmp_path / "wd").exists()
+
+
+@pytest.mark.slow  # two CLI runs
+def test_bad_init_from_exits_2_before_data_preparation(tmp_path):
+  empty_run = tmp_path / "run"
+  (empty_run / "checkpoints").mkdir(parents=True)
+  hf_dir = tmp_path / "hf"
+  hf_dir.mkdir()
+  (hf_dir / "config.json").write_text('{"model_type": "qwen3", ')
+  for start, words in (
+      (empty_run, "checkpoints holds no checkpoint"),
+      (hf_dir, "config.json is not valid JSON (line 1"),
+  ):
+    workdir = tmp_path / f"wd_{start.name}"
+    proc = _run(
+        "--config=configs/demo.py:runlocal",
+        f"--workdir={workdir}",
+        f"--config.base.init_from={start}",
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "error: config.base.init_from: " in proc.stderr, proc.stderr
+    assert words in proc.stderr and "Fix:" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not workdir.exists()  # no data prepared, no base/run

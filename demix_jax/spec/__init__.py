@@ -111,6 +111,7 @@ def resolve(
       report_formats=formats,
       config=config,
   )
+  r.skip("stages")  # read above, unless the caller's `stages` replace it
   r.check_all_read()  # a key nothing read is a typo, not a default
   return spec
 
