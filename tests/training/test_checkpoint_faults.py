@@ -161,31 +161,57 @@ def test_damaged_checkpoint_is_named_and_redone(reference, tmp_path, caplog):
   _assert_same(_params(run_dir), want)
 
 
+def _failing_reads(monkeypatch, n, only=None):
+  """The first `n` reads of JSON items (named `only`) raise EIO."""
+  real = jch.JsonCheckpointHandler.restore
+  failed = []
+
+  def restore(self, directory, *a, **kw):
+    if (only is None or directory.name == only) and len(failed) < n:
+      failed.append(str(directory))
+      raise OSError(errno.EIO, "Input/output error (injected)")
+    return real(self, directory, *a, **kw)
+
+  monkeypatch.setattr(jch.JsonCheckpointHandler, "restore", restore)
+  return failed
+
+
+def test_a_few_failing_reads_are_retried(
+    reference, tmp_path, monkeypatch, caplog
+):
+  ref_dir, want = reference
+  run_dir = tmp_path / "run"
+  shutil.copytree(ref_dir, run_dir)
+  waits = []
+  monkeypatch.setattr(checkpoint_reads, "wait", waits.append)
+  failed = _failing_reads(monkeypatch, 3, only="meta")
+  with caplog.at_level(logging.INFO):
+    r = _train(run_dir)
+  assert len(failed) == 3 and waits == list(checkpoint_reads.RETRY_DELAYS)
+  assert r.restored_from == "own" and _restored_step(caplog) == STEPS
+  _assert_same(_params(run_dir), want)
+
+
+@pytest.mark.parametrize("only", ["meta", None], ids=["restore", "open"])
 def test_failing_reads_stop_the_run_and_train_nothing(
-    reference, tmp_path, monkeypatch
+    reference, tmp_path, monkeypatch, only
 ):
   ref_dir, _ = reference
   run_dir = tmp_path / "run"
   shutil.copytree(ref_dir, run_dir)
-  # Continue the finished run for two more steps, while every read of a
-  # checkpoint's JSON items fails with EIO (a storage that stopped answering).
-  real = jch.JsonCheckpointHandler.restore
-
-  def restore(self, directory, *a, **kw):
-    del self, directory, a, kw
-    raise OSError(errno.EIO, "Input/output error (injected)")
-
+  # Continue the finished run for two more steps, while the storage stops
+  # answering: reads of the step's meta item, or of every JSON item (then
+  # already opening the checkpoints fails).
   waits = []
-  monkeypatch.setattr(jch.JsonCheckpointHandler, "restore", restore)
   monkeypatch.setattr(checkpoint_reads, "wait", waits.append)
+  _failing_reads(monkeypatch, 10**6, only=only)
   before = sorted(os.listdir(run_dir / "checkpoints"))
-  with pytest.raises(checkpointing.CheckpointError) as err:
+  with pytest.raises(checkpoint_reads.UnreachableCheckpointError) as err:
     _train(run_dir, steps=STEPS + 2)
-  # Opening the run's checkpoints already reads them: named there.
-  msg = str(err.value)
-  assert f"{run_dir}/checkpoints could not be read: 4 tries" in msg, msg
+  where = f"{run_dir}/checkpoints/{STEPS}" if only else f"{run_dir}/checkpoints"
+  assert f"{where} could not be read: 4 tries" in str(err.value)
   assert waits == list(checkpoint_reads.RETRY_DELAYS)
   # Nothing trained, nothing set aside: the same checkpoints as before.
+  monkeypatch.undo()
   assert sorted(os.listdir(run_dir / "checkpoints")) == before
-  monkeypatch.setattr(jch.JsonCheckpointHandler, "restore", real)
   assert checkpointing.read_metadata(run_dir)["step"] == STEPS
