@@ -241,6 +241,7 @@ def _restore_newest(
   `abstract_params` before reading arrays. None when there are no steps;
   a CheckpointError when all of them are corrupt.
   """
+  asked = steps is not None
   steps = sorted(mngr.all_steps() if steps is None else steps, reverse=True)
   skipped = []
   args = {
@@ -283,6 +284,8 @@ def _restore_newest(
         meta=dict(r["meta"]),
         skipped=skipped,
     )
+  if asked and skipped:
+    raise skipped[0][1]  # a reader asked for these steps: name the first
   if skipped:
     raise CheckpointError(
         f"{checkpoint_dir(run_dir)}: no checkpoint is readable ("
