@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
@@ -155,18 +156,104 @@ def resolve_mesh_shape(
 
 
 class Reader:
-  """Reads a plain config dict by dotted path; every error names the field."""
+  """Reads a plain config dict by dotted path; every error names the field.
+
+  It remembers what was read, so that after a whole config was read
+  `check_all_read` can refuse the keys nothing read: a misspelled optional
+  field in a config file would otherwise be ignored without a word. A
+  value read whole (by `get` or `mapping`) counts with everything under
+  it: whoever reads a mapping checks its keys (the libraries' `from_dict`,
+  source names, domain names).
+  """
 
   def __init__(self, config: Mapping[str, Any]):
     self.config = config
+    self._read: set[str] = set()
 
   def get(self, dotted: str) -> Any:
     node: Any = self.config
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+      if not isinstance(node, Mapping) or part not in node:
+        near = _closest(part, node) if isinstance(node, Mapping) else None
+        hint = ""
+        if near is not None:
+          hint = f" (the config has {'.'.join(parts[:i] + [near])!r})"
+        raise ConfigError(dotted, f"is missing{hint}", f"add config.{dotted}")
+      node = node[part]
+    self._read.add(dotted)
+    return node
+
+  def optional(self, dotted: str) -> Any:
+    """The value at `dotted`, or None if absent; the caller reads it next."""
+    node: Any = self.config
     for part in dotted.split("."):
       if not isinstance(node, Mapping) or part not in node:
-        raise ConfigError(dotted, "is missing", f"add config.{dotted}")
+        return None
       node = node[part]
     return node
+
+  def skip(self, dotted: str) -> None:
+    """Counts a section that is switched off as read: its keys are known."""
+    self._read.add(dotted)
+
+  def _known(self) -> set[str]:
+    """The paths read, and every section above one."""
+    out = set(self._read)
+    for p in self._read:
+      parts = p.split(".")
+      out.update(".".join(parts[:i]) for i in range(1, len(parts)))
+    return out
+
+  def unread(self) -> list[str]:
+    """Dotted paths of the config that nothing has read, outermost first.
+
+    A section nothing reads at all is one path (`searhc`, not each key
+    under it), so that its name is what gets matched against known names.
+    """
+    out = []
+    above = self._known() - self._read
+
+    def walk(node: Mapping[str, Any], prefix: str) -> None:
+      for key, value in node.items():
+        path = f"{prefix}{key}"
+        if path in self._read:
+          continue
+        if isinstance(value, Mapping) and value and path in above:
+          walk(value, path + ".")
+        else:
+          out.append(path)
+
+    walk(self.config, "")
+    return out
+
+  def check_all_read(self) -> None:
+    """Raises ConfigError for the first key nothing read, with a near name.
+
+    Call it after the whole config was read (demix_jax.spec.resolve does).
+    """
+    unread = self.unread()
+    if not unread:
+      return
+    path = unread[0]
+    parent, _, key = path.rpartition(".")
+    known = self._known()
+    siblings = {
+        p.rpartition(".")[2] for p in known if p.rpartition(".")[0] == parent
+    }
+    near = difflib.get_close_matches(key, sorted(siblings), n=1, cutoff=0.6)
+    if near:
+      guess = f"{parent}.{near[0]}" if parent else near[0]
+    else:
+      whole = difflib.get_close_matches(path, sorted(known), n=1)
+      guess = whole[0] if whole else None
+    more = f" ({len(unread) - 1} more unknown)" if len(unread) > 1 else ""
+    fix = "remove it"
+    if guess:
+      fix = f"did you mean config.{guess}? Rename it, or remove it"
+    raise ConfigError(
+        path, f"is not a known config field: nothing reads it{more}", fix
+    )
 
   def int(self, dotted: str, minimum: int | None = 1) -> int:
     v = self.get(dotted)
@@ -241,6 +328,13 @@ class Reader:
     if not isinstance(v, Mapping):
       raise ConfigError(dotted, f"expected a dict, got {v!r}", "give a dict")
     return dict(v)
+
+
+def _closest(key: str, node: Mapping[str, Any]) -> str | None:
+  """The key of `node` nearest to `key` (a likely typo), if any is near."""
+  names = [str(k) for k in node if k != key]
+  near = difflib.get_close_matches(key, names, n=1, cutoff=0.8)
+  return near[0] if near else None
 
 
 def number(

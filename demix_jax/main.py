@@ -151,12 +151,42 @@ def _load_config():
     _fail(EXIT_BAD_INPUT, bad_flag_message(e))
 
 
+def stages_flag(value: list[str] | None) -> tuple[str, ...] | None:
+  """The stages `--stages` asks for; None when the flag is not given.
+
+  Unknown names are refused with the config's own check (spec.resolve).
+
+  Args:
+    value: the flag's parsed list (None when absent).
+
+  Returns:
+    The stages as given, or None (the config's `stages`).
+
+  Raises:
+    ValueError: an empty flag, or an empty name in it; the message names
+      `--stages` and the fix.
+  """
+  if value is None:
+    return None
+  if not value or not all(value):
+    raise ValueError(
+        f"--stages={','.join(value)} lists no stage or an empty name. Fix:"
+        " list stages separated by commas, e.g. --stages=base,components,"
+        " or leave --stages out to run the config's stages"
+    )
+  return tuple(value)
+
+
 def main(argv):
   if len(argv) > 1:
     _fail(
         EXIT_BAD_INPUT,
         f"unexpected arguments {argv[1:]}. Fix: pass options as --name=value",
     )
+  try:
+    stages_flag(_STAGES.value)  # before JAX loads; names are checked later
+  except ValueError as e:
+    _fail(EXIT_BAD_INPUT, e)
   if not flags.FLAGS["verbosity"].present:
     logs.quiet_logging()
   # Imported here so `--help` and flag errors do not pay for JAX.

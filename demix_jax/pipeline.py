@@ -36,6 +36,7 @@ from demix_jax.config_lib import ConfigError
 from demix_jax.stages import MODULES
 from demix_jax.stages import common
 from demix_jax.stages import results as results_lib
+from demix_jax.training import init_from as init_from_lib
 
 STAGES = spec_lib.STAGES
 # A stage needs the results of these stages...
@@ -185,6 +186,11 @@ def preflight(spec: spec_lib.RunSpec, workdir: str) -> workspace_lib.Workspace:
         getattr(e, "problem", None) or str(e),
         getattr(e, "fix", None) or "check the source's paths and fields",
     ) from e
+  if (
+      "base" in spec.stages
+      and not epath.Path(f"{workdir}/base/done.json").exists()
+  ):
+    init_from_lib.check(spec.budgets.base_init_from, spec.model)
   return workspace_lib.Workspace(spec, workdir)
 
 

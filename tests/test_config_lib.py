@@ -146,3 +146,86 @@ def test_local_jsonl_config(tmp_path):
     pipeline.preflight(spec_lib.resolve(bad, num_devices=1), str(tmp_path))
   with pytest.raises(config_lib.ConfigError, match="general="):
     _load("local_jsonl", f"code={tmp_path}/code.jsonl")
+
+
+def _with(config, dotted, value):
+  """A plain copy of `config` with `dotted` set (parents created)."""
+  d = config_lib.to_dict(config)
+  node = d
+  *parents, last = dotted.split(".")
+  for p in parents:
+    node = node.setdefault(p, {})
+  node[last] = value
+  return d
+
+
+@pytest.mark.parametrize(
+    "dotted,named,near",
+    [
+        ("train.log_evry_steps", None, "config.train.log_every_steps"),
+        ("modle", None, "config.model"),
+        # A section nothing reads is named once, by its own name.
+        ("searhc.rounds", "searhc", "config.search"),
+        ("search.rounds_typo.n", "search.rounds_typo", "config.search.rounds"),
+        ("merge.chunksize", None, "config.merge.chunk_size"),
+        ("eval.generation.sandbox.timeout_secs", None, None),
+    ],
+)
+def test_unknown_config_key_is_refused_with_the_nearest_name(
+    dotted, named, near
+):
+  config = _with(_load("demo", "runlocal"), dotted, 1)
+  with pytest.raises(config_lib.ConfigError) as e:
+    spec_lib.resolve(config)
+  msg = str(e.value)
+  want = f"config.{named or dotted}: is not a known config field"
+  assert msg.startswith(want), msg
+  if near:
+    assert f"did you mean {near}?" in msg, msg
+  assert "Fix:" in msg
+
+
+def test_unknown_keys_counted_and_the_first_named():
+  config = _with(_load("demo", "runlocal"), "train.aaa_typo", 1)
+  config["zzz_typo"] = {"x": 1, "y": 2}  # one unknown section
+  config["search"]["bbb_typo"] = 1
+  with pytest.raises(config_lib.ConfigError) as e:
+    spec_lib.resolve(config)
+  # In the order of the (sorted) config; the others counted.
+  assert str(e.value).startswith("config.search.bbb_typo: is not a known")
+  assert "(2 more unknown)" in str(e.value)
+
+
+def test_misspelled_required_key_names_the_spelling_found():
+  d = config_lib.to_dict(_load("demo", "runlocal"))
+  d["train"]["checkpoint_evry_steps"] = d["train"].pop("checkpoint_every_steps")
+  with pytest.raises(config_lib.ConfigError) as e:
+    spec_lib.resolve(d)
+  assert str(e.value).startswith(
+      "config.train.checkpoint_every_steps: is missing (the config has"
+      " 'train.checkpoint_evry_steps')"
+  )
+
+
+def test_switched_off_gradient_section_keeps_its_keys():
+  # The paper configs turn the gradient search off and keep its settings.
+  spec = spec_lib.resolve(_load("qwen3_1p7b"), num_devices=256)
+  assert spec.search.gradient is None
+  config = _with(_load("demo", "runlocal"), "search.gradient.enabled", False)
+  assert spec_lib.resolve(config).search.gradient is None
+
+
+def test_stages_given_by_the_caller_leave_config_stages_known():
+  spec = spec_lib.resolve(_load("demo", "runlocal"), stages=("search",))
+  assert spec.stages == ("search",)
+
+
+def test_reader_unread_paths():
+  r = config_lib.Reader({"a": {"b": 1, "c": {"d": 2}}, "e": {}, "f": 3})
+  r.int("a.b")
+  r.int("f")
+  assert r.unread() == ["a.c", "e"]
+  r.mapping("a.c")
+  r.skip("e")
+  assert r.unread() == []
+  r.check_all_read()

@@ -91,7 +91,7 @@ def resolve(
   merge = sections.merge(r, seed)
   optim = sections.optim(r)
   formats = r.names("report.formats", REPORT_FORMATS)
-  return RunSpec(
+  spec = RunSpec(
       seed=seed,
       stages=tuple(stages),
       model=model,
@@ -111,6 +111,9 @@ def resolve(
       report_formats=formats,
       config=config,
   )
+  r.skip("stages")  # read above, unless the caller's `stages` replace it
+  r.check_all_read()  # a key nothing read is a typo, not a default
+  return spec
 
 
 __all__ = [

@@ -165,6 +165,8 @@ def search(
         "'gradient' needs search.gradient.enabled=True",
         "enable the gradient search or use 'surrogate'",
     )
+  if grad is None:
+    r.skip("search.gradient")  # off: its other keys are known, not used
   return types.SearchSpec(
       pool=pool,
       rounds=rounds,

@@ -308,7 +308,7 @@ def component_optim(
   base with a constant learning rate); base, references and final runs keep
   `optim`. A missing `components.optim` means no override.
   """
-  if r.mapping("components").get("optim") is None:
+  if r.optional("components.optim") is None:
     return base
   over = r.mapping("components.optim")
   _optim_fields(r, "components.optim", over)

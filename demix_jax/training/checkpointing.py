@@ -10,12 +10,17 @@ length and the token budgets this step stands for.
 Retention: the latest `keep_last` checkpoints plus, forever, the steps at the
 configured token budgets (an orbax preservation policy). Orbax writes each
 step to a temporary directory and renames it when complete, so a run killed
-mid-write leaves no half checkpoint in the step list; a checkpoint that is
-listed but unreadable (truncated files, deleted items) is skipped with a
-warning and the previous one is used; the run that owns it renames it
-`<step>.unreadable-<n>` (kept, no longer listed) so it can save that step
-again. Readers of a finished run (`load_params`) get a CheckpointError
-naming the run and step instead of another step's parameters.
+mid-write leaves no half checkpoint in the step list. Reads go through
+`checkpoint_reads`: a listed checkpoint that is corrupt (truncated or
+overwritten files, deleted items) is named in an error-level log line and
+skipped for the previous one; the run that owns it renames it
+`<step>.unreadable-<n>` (kept, no longer listed, recorded in
+`<run_dir>/unreadable_checkpoints.json`) so it can save that step again. A
+transient storage error is retried, then stops the run (`CheckpointError`
+naming the path): it never skips a step. A run whose checkpoints are all
+corrupt stops too, instead of starting over. Readers of a finished run
+(`load_params`) get a CheckpointError naming the run and step instead of
+another step's parameters.
 
 Other stages read runs with `load_params(run_dir, tokens=None)`,
 `read_metadata(run_dir, tokens=None)` and `read_model_config(run_dir)`.
@@ -23,7 +28,6 @@ Other stages read runs with `load_params(run_dir, tokens=None)`,
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import os
@@ -32,16 +36,15 @@ from typing import Any, Sequence
 from absl import logging
 from etils import epath
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
 from demix_jax.models import transformer
+from demix_jax.training import checkpoint_reads as reads
+from demix_jax.training import iter_state as iter_state_lib
 
 ITEMS = ("params", "opt_state", "data_iter", "meta")
-
-
-class CheckpointError(ValueError):
-  """No usable checkpoint, or one that does not fit the model."""
+CheckpointError = reads.CheckpointError
+check_structure = reads.check_structure
 
 
 def checkpoint_dir(run_dir: str | epath.Path) -> epath.Path:
@@ -50,37 +53,6 @@ def checkpoint_dir(run_dir: str | epath.Path) -> epath.Path:
   if "://" not in str(path):
     path = epath.Path(os.path.abspath(os.fspath(path)))
   return path / "checkpoints"
-
-
-def encode_iter_state(state: Any) -> dict[str, Any]:
-  """Makes an iterator state JSON-safe (bytes become base64)."""
-  if isinstance(state, (bytes, bytearray)):
-    return {"bytes_b64": base64.b64encode(bytes(state)).decode("ascii")}
-  return {"json": json.loads(json.dumps(state))}
-
-
-def decode_iter_state(blob: dict[str, Any]) -> Any:
-  if "bytes_b64" in blob:
-    return base64.b64decode(blob["bytes_b64"])
-  return blob["json"]
-
-
-def _gather_strings(s: str) -> list[str]:
-  """Every process's string, in process order (a no-op on one process)."""
-  if jax.process_count() == 1:
-    return [s]
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-
-  raw = np.frombuffer(s.encode("utf-8"), np.uint8)
-  lens = multihost_utils.process_allgather(np.asarray([raw.size], np.int64))
-  width = int(np.max(lens))
-  padded = np.zeros((width,), np.uint8)
-  padded[: raw.size] = raw
-  alls = multihost_utils.process_allgather(padded)
-  return [
-      bytes(alls[i][: int(lens[i][0])]).decode("utf-8")
-      for i in range(alls.shape[0])
-  ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,12 +64,15 @@ class CheckpointConfig:
     keep_last: how many of the latest checkpoints to keep.
     budget_steps: steps kept forever (the token budgets).
     async_save: write in a background thread.
+    retry_delays: waits between tries of a read that fails transiently
+      (None: `checkpoint_reads.RETRY_DELAYS`).
   """
 
   every_steps: int
   keep_last: int = 2
   budget_steps: tuple[int, ...] = ()
   async_save: bool = True
+  retry_delays: tuple[float, ...] | None = None
 
 
 def _manager(
@@ -125,8 +100,13 @@ def _manager(
       "data_iter": ocp.JsonCheckpointHandler(),
       "meta": ocp.JsonCheckpointHandler(),
   }
-  return ocp.CheckpointManager(
-      checkpoint_dir(run_dir), item_handlers=handlers, options=options
+  # Opening lists the steps and reads their metadata: retried like a read.
+  return reads.read(
+      lambda: ocp.CheckpointManager(
+          checkpoint_dir(run_dir), item_handlers=handlers, options=options
+      ),
+      str(checkpoint_dir(run_dir)),
+      None if cfg is None else cfg.retry_delays,
   )
 
 
@@ -139,6 +119,8 @@ class Restored:
   opt_state: Any | None
   iter_state: Any | None  # this process's iterator state
   meta: dict[str, Any]
+  # Newer steps skipped as corrupt: (step, CorruptCheckpointError).
+  skipped: list[tuple[int, Exception]] = dataclasses.field(default_factory=list)
 
 
 class Checkpointer:
@@ -161,7 +143,9 @@ class Checkpointer:
       meta: dict[str, Any],
   ) -> None:
     """Saves (asynchronously) one step; every process must call it."""
-    states = _gather_strings(json.dumps(encode_iter_state(iter_state)))
+    states = iter_state_lib.gather_strings(
+        json.dumps(iter_state_lib.encode(iter_state))
+    )
     data_iter = {
         "process_count": len(states),
         "states": [json.loads(s) for s in states],
@@ -187,31 +171,46 @@ class Checkpointer:
       abstract_opt_state: the same for the optimizer state.
 
     Returns:
-      The restored checkpoint, or None when the directory has no readable
-      checkpoint.
+      The restored checkpoint (newer corrupt steps set aside), or None when
+      the run has no checkpoint yet.
+
+    Raises:
+      CheckpointError: the params do not match `abstract_params`, a read
+        kept failing transiently, or every checkpoint is corrupt.
     """
     r = _restore_newest(
-        self._mngr, abstract_params, abstract_opt_state, self.run_dir
+        self._mngr,
+        abstract_params,
+        abstract_opt_state,
+        self.run_dir,
+        delays=self.cfg.retry_delays,
+        source=f"{self.run_dir} (this run's own)",
     )
-    self._set_aside([s for s in self.all_steps() if r is None or s > r.step])
+    if r is not None:
+      self._set_aside(r.skipped)
     return r
 
-  def _set_aside(self, steps: Sequence[int]) -> None:
-    """Moves unreadable steps (warned about) out of the way of new saves.
+  def _set_aside(self, skipped: Sequence[tuple[int, Exception]]) -> None:
+    """Moves corrupt steps (logged) out of the way of new saves.
 
-    They are kept, renamed `<step>.unreadable-<n>`, so nothing is lost, but
-    Orbax no longer lists them: the run saves that step again when it gets
-    there (a listed step cannot be saved over).
+    They are kept, renamed `<step>.unreadable-<n>` and recorded, so nothing
+    is lost, but Orbax no longer lists them: the run saves that step again
+    when it gets there (a listed step cannot be saved over).
     """
-    if not steps:
+    if not skipped:
       return
     if jax.process_index() == 0:
-      for step in steps:
+      entries = []
+      for step, err in skipped:
         src = checkpoint_dir(self.run_dir) / str(step)
         n = len(list(src.parent.glob(f"{step}.unreadable-*")))
         dst = src.parent / f"{step}.unreadable-{n}"
         src.rename(dst)
-        logging.warning("checkpoint %s is unreadable: moved to %s", src, dst)
+        logging.error("checkpoint %s is unreadable: moved to %s", src, dst)
+        entries.append(
+            dict(step=step, path=str(src), moved_to=str(dst), error=str(err))
+        )
+      reads.record_skipped(self.run_dir, entries)
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
 
@@ -232,27 +231,40 @@ def _restore_newest(
     abstract_opt_state,
     run_dir,
     steps: Sequence[int] | None = None,
+    *,
+    delays: tuple[float, ...] | None = None,
+    source: str | None = None,
 ) -> Restored | None:
+  """The newest step that reads, skipping corrupt ones (see the docstring).
+
+  `source` (a label for messages) checks each step's params against
+  `abstract_params` before reading arrays. None when there are no steps;
+  a CheckpointError when all of them are corrupt.
+  """
+  asked = steps is not None
   steps = sorted(mngr.all_steps() if steps is None else steps, reverse=True)
+  skipped = []
+  args = {
+      "params": ocp.args.StandardRestore(abstract_params),
+      "meta": ocp.args.JsonRestore(),
+  }
+  if abstract_opt_state is not None:
+    args["opt_state"] = ocp.args.StandardRestore(abstract_opt_state)
+    args["data_iter"] = ocp.args.JsonRestore()
   for step in steps:
+    what = f"{checkpoint_dir(run_dir)}/{step}"
     try:
-      args = {
-          "params": ocp.args.StandardRestore(abstract_params),
-          "meta": ocp.args.JsonRestore(),
-      }
-      if abstract_opt_state is not None:
-        args["opt_state"] = ocp.args.StandardRestore(abstract_opt_state)
-        args["data_iter"] = ocp.args.JsonRestore()
-      r = mngr.restore(step, args=ocp.args.Composite(**args))
-    except Exception as e:  # pylint: disable=broad-except
-      logging.warning(
-          "checkpoint %s/checkpoints/%d is unreadable (%s: %s); "
-          "falling back to the previous one",
-          run_dir,
-          step,
-          type(e).__name__,
-          str(e).splitlines()[0][:300],
+      if source is not None:
+        found = params_metadata(run_dir, step, delays=delays)
+        check_structure(abstract_params, found, source)
+      r = reads.read(
+          lambda s=step: mngr.restore(s, args=ocp.args.Composite(**args)),
+          what,
+          delays,
       )
+    except reads.CorruptCheckpointError as e:
+      logging.error("%s; skipping it for the previous checkpoint", e)
+      skipped.append((step, e))
       continue
     iter_state = None
     if abstract_opt_state is not None:
@@ -263,13 +275,23 @@ def _restore_newest(
             f"processes but this run has {jax.process_count()}; the data "
             "iterator state cannot be split differently"
         )
-      iter_state = decode_iter_state(blob["states"][jax.process_index()])
+      iter_state = iter_state_lib.decode(blob["states"][jax.process_index()])
     return Restored(
         step=step,
         params=r["params"],
         opt_state=r.get("opt_state"),
         iter_state=iter_state,
         meta=dict(r["meta"]),
+        skipped=skipped,
+    )
+  if asked and skipped:
+    raise skipped[0][1]  # a reader asked for these steps: name the first
+  if skipped:
+    raise CheckpointError(
+        f"{checkpoint_dir(run_dir)}: no checkpoint is readable ("
+        + "; ".join(str(e) for _, e in skipped)
+        + "). Nothing was restarted. Fix: restore the files from a copy, or"
+        f" move {checkpoint_dir(run_dir)} away to start this run again"
     )
   return None
 
@@ -283,8 +305,9 @@ def restore_newest(
 
   For continuing a run from a different directory (`resume_from`): the
   manager is read-only, so the run being continued is never pruned or
-  written to, and an unreadable newest step falls back to the one before
-  (with a warning), like this run's own restore.
+  written to; a corrupt newest step falls back to the one before (logged),
+  a transient error is retried, like this run's own restore. The params
+  are checked against `abstract_params` first.
 
   Args:
     run_dir: the run directory to read.
@@ -293,21 +316,29 @@ def restore_newest(
       params and metadata only (no optimizer or iterator state).
 
   Returns:
-    The restored checkpoint, or None when none is readable.
+    The restored checkpoint, or None when the run has no checkpoint.
   """
   return _restore_newest(
       _manager(run_dir, None, read_only=True),
       abstract_params,
       abstract_opt_state,
       run_dir,
+      source=f"resume_from={run_dir}",
   )
 
 
-def _read_meta_step(mngr, step) -> dict[str, Any] | None:
+def _read_meta_step(mngr, step, run_dir="") -> dict[str, Any] | None:
+  """A step's metadata; None when corrupt (transient errors are retried)."""
   try:
-    r = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    r = reads.read(
+        lambda: mngr.restore(
+            step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+        ),
+        f"{run_dir}/checkpoints/{step} (meta)",
+    )
     return dict(r["meta"])
-  except Exception:  # pylint: disable=broad-except
+  except reads.CorruptCheckpointError as e:
+    logging.error("%s", e)
     return None
 
 
@@ -338,7 +369,7 @@ def find_step(run_dir: str | epath.Path, tokens: int | None = None) -> int:
     return steps[-1]
   seen = {}
   for s in steps:
-    meta = _read_meta_step(mngr, s) or {}
+    meta = _read_meta_step(mngr, s, run_dir) or {}
     for t in list(meta.get("budget_tokens", [])) + [meta.get("tokens_seen")]:
       if t is not None:
         seen.setdefault(int(t), s)
@@ -364,7 +395,7 @@ def read_metadata(
     tokenizer_fingerprint, budget_tokens.
   """
   step = find_step(run_dir, tokens)
-  meta = _read_meta_step(_manager(run_dir, None, read_only=True), step)
+  meta = _read_meta_step(_manager(run_dir, None, read_only=True), step, run_dir)
   if meta is None:
     raise CheckpointError(f"{run_dir} step {step}: metadata unreadable")
   return meta
@@ -398,62 +429,25 @@ def read_model_config(
   return transformer.ModelConfig.from_dict(meta["model"])
 
 
-def params_metadata(run_dir, step: int) -> Any:
-  """Shape/dtype tree of a checkpoint's params (reads no arrays)."""
+def params_metadata(run_dir, step: int, delays=None) -> Any:
+  """Shape/dtype tree of a checkpoint's params (reads no arrays).
+
+  Raises:
+    CorruptCheckpointError: the metadata is damaged (names run and step).
+    UnreachableCheckpointError: reading it kept failing transiently.
+  """
   mngr = _manager(run_dir, None, read_only=True)
-  try:
-    md = mngr.item_metadata(step)["params"]
-  except Exception as e:  # pylint: disable=broad-except  # tensorstore/OCDBT errors
-    raise CheckpointError(
-        f"{run_dir} step {step}: params metadata unreadable"
-        f" ({type(e).__name__}: {str(e).splitlines()[0][:300]})"
-    ) from e
+  md = reads.read(
+      lambda: mngr.item_metadata(step)["params"],
+      f"{run_dir} step {step}: params metadata",
+      delays,
+  )
   tree = getattr(md, "tree", md)
   return jax.tree.map(
       lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype),
       tree,
       is_leaf=lambda m: hasattr(m, "shape"),
   )
-
-
-def newest_params_metadata(run_dir, steps: Sequence[int]) -> Any:
-  """`params_metadata` of the newest step whose metadata reads (warns)."""
-  for step in sorted(steps, reverse=True):
-    try:
-      return params_metadata(run_dir, step)
-    except CheckpointError as e:
-      logging.warning("%s; trying the previous checkpoint", e)
-  raise CheckpointError(f"{run_dir}: no checkpoint has readable metadata")
-
-
-def check_structure(expected: Any, found: Any, source: str) -> None:
-  """Raises CheckpointError naming the leaves where two trees differ."""
-  exp = {
-      jax.tree_util.keystr(p): x
-      for p, x in jax.tree_util.tree_leaves_with_path(expected)
-  }
-  got = {
-      jax.tree_util.keystr(p): x
-      for p, x in jax.tree_util.tree_leaves_with_path(found)
-  }
-  problems = []
-  for k in sorted(set(exp) - set(got)):
-    problems.append(f"missing {k}")
-  for k in sorted(set(got) - set(exp)):
-    problems.append(f"unexpected {k}")
-  for k in sorted(set(exp) & set(got)):
-    if tuple(exp[k].shape) != tuple(got[k].shape):
-      problems.append(
-          f"{k}: checkpoint shape {tuple(got[k].shape)} != model "
-          f"shape {tuple(exp[k].shape)}"
-      )
-  if problems:
-    head = "; ".join(problems[:8])
-    more = f" (+{len(problems) - 8} more)" if len(problems) > 8 else ""
-    raise CheckpointError(
-        f"checkpoint {source} does not match the model config: {head}{more}. "
-        "Initialise from a run with the same config.model"
-    )
 
 
 def load_params(
@@ -489,7 +483,4 @@ def load_params(
   else:
     check_structure(target, found, source)
   mngr = _manager(run_dir, None, read_only=True)
-  r = _restore_newest(mngr, target, None, run_dir, steps=[step])
-  if r is None:
-    raise CheckpointError(f"{source} could not be read (see the warning)")
-  return r.params
+  return _restore_newest(mngr, target, None, run_dir, steps=[step]).params

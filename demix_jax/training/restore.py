@@ -39,32 +39,23 @@ def restore_full_state(
   """This run's own newest checkpoint, else `resume_from`'s, else None.
 
   Both carry the optimizer and data-iterator state, so the run continues
-  exactly; the structure is checked first so a changed model config fails
-  with the leaf named rather than deep inside Orbax.
+  exactly; each checkpoint's structure is checked before its arrays are
+  read, so a changed model config fails with the leaf named rather than
+  deep inside Orbax. A run that has checkpoints resumes from one of them or
+  stops with a CheckpointError (corrupt ones are skipped, transient errors
+  retried; see checkpoint_reads): it never falls through to `resume_from`,
+  `init_from` or a fresh start.
   """
-  own_steps = ckpt.all_steps()
-  if own_steps:
-    checkpointing.check_structure(
-        layout.params,
-        checkpointing.newest_params_metadata(workdir, own_steps),
-        f"{workdir} (this run's own)",
-    )
-    r = ckpt.restore_latest(layout.params, layout.opt_state)
-    if r is not None:
-      return r, "own"
+  del workdir  # the Checkpointer knows its run directory
+  if ckpt.all_steps():
+    return ckpt.restore_latest(layout.params, layout.opt_state), "own"
   if not train_cfg.resume_from:
     return None, "fresh"
   src = train_cfg.resume_from
-  checkpointing.check_structure(
-      layout.params,
-      checkpointing.params_metadata(src, checkpointing.find_step(src)),
-      f"resume_from={src}",
-  )
+  checkpointing.find_step(src)  # names a run that has no checkpoints/
   r = checkpointing.restore_newest(src, layout.params, layout.opt_state)
   if r is None:
-    raise checkpointing.CheckpointError(
-        f"resume_from={src} has no readable checkpoint"
-    )
+    raise checkpointing.CheckpointError(f"resume_from={src} has no checkpoint")
   return r, "resume_from"
 
 
