@@ -42,7 +42,7 @@ def _values(cell: str) -> tuple:
 def rows() -> list[Row]:
   lines = DOC.read_text().splitlines()
   start = lines.index("## Settings")
-  table = [l for l in lines[start:] if l.startswith("|")]
+  table = [line for line in lines[start:] if line.startswith("|")]
   header = _cells(table[0])
   assert header == [
       "Setting",
