@@ -131,7 +131,6 @@ def check_train(cfg, args, peak: float) -> dict:
   loss = float(run())
   tok_s = args.batch * args.seq_len / step_s
   flops = model_flops_per_token(cfg, args.seq_len, train=True) * tok_s
-  del state
   return {
       "params": presets.num_params(cfg),
       "batch": args.batch,
