@@ -232,6 +232,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.search.concentration_range = (0.5, 5.0)
   c.search.concentration_count = 15
   c.search.floor = 2e-4
+  # "hard": the epoch caps always hold (excess goes to entries with room);
+  # "official": the official sampler's leaky left-to-right clipping with
+  # caps min(max_epochs * p, 1) on the token shares p (docs/paper_settings.md).
+  c.search.caps = "hard"
   c.search.n_init = 16  # round sizes n, n/2, n/4, ...
   c.search.rounds = 3
   c.search.top_region = 0.05  # later rounds draw from this top fraction

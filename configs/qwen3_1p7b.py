@@ -10,35 +10,28 @@ runs the same command on worker 0):
 
   python -m demix_jax.aot --config=configs/qwen3_1p7b.py --topology=v5p-64
 
-Hardware: compiled for a v5p-64 slice (32 chips, physical 2x4x4; mesh
-data=2 x fsdp=16, which `jax.make_mesh` maps onto the torus axes) by that
-command (XLA:TPU for compile-only devices, libtpu from requirements-tpu.txt,
-no TPU attached). Per device, of 95 GiB HBM:
-  train step, 512 x 8192: 42.9 GiB (1.2 GiB arguments, 41.7 GiB
-    temporaries); fits.
-  merge + evaluate, 7 components, 32 mixtures per call (the chunk of 8
-    rounded up to the 32 mixture shards), 16 rows of 8192 per mixture:
-    8.7 GiB (2.8 GiB arguments, the stacked float32 components over fsdp;
-    5.8 GiB temporaries); fits.
-Bounds at the v5p peak (459 TFLOP/s bf16, from the analytic model FLOPs;
-not measurements): >= 3.75 s per train step, >= 1.25 s per merge call.
-Both compiles: about 1 min 50 s on 2 shared cores. The search's
-merge-and-evaluate shards its mixture axis over all 32 chips.
+Hardware: sized for a v5p-64 slice (32 chips, physical 2x4x4; mesh data=2
+x fsdp=16, which `jax.make_mesh` maps onto the torus axes). The compile
+check above builds the train step and the merge-and-evaluate step with
+XLA:TPU for compile-only devices and prints their bytes per device and
+step-time bounds; the README's compile-check table holds the figures, with
+their date and machine.
 
-Global batch 512 x 8192 tokens
-(4,194,304 tokens/step), LR 3e-4 cosine to 20% of peak, beta = 0.5,
-component checkpoints at 2B/10B/30B/50B tokens of one 50B run (30B is the
-paper's main setting), 112 proxies in rounds of 64/32/16, top-128 average.
-Expected result (paper, Table 2/3): merged-proxy macro Spearman ~0.81
-against reference runs at ~211B total training tokens.
+The paper's settings, each with its source and the field that holds it,
+are in docs/paper_settings.md (tests/test_paper_settings.py checks every
+row against this config): global batch 512 x 8192 tokens (4,194,304 per
+step); components continue the base at LR 3e-4, cosine to 20% of peak,
+beta = 0.5, with checkpoints at 2B/10B/30B/40B/50B tokens of one ~52B run
+(30B is the paper's main setting); 112 proxies in rounds of 64/32/16; the
+top-128 average; the official prior sizes. The paper reports
+merged-proxy macro Spearman ~0.81 against 96 reference runs at ~211B total
+training tokens (its Table 2).
 
 Sources are tfds ArrayRecord datasets under `gs://YOUR_BUCKET/tfds` (one
-builder per candidate, text feature "text"); replace the bucket. The
-sizes in `prior_tokens` are the unique-token counts of the official code's
+builder per candidate, text feature "text"); replace the bucket.
+`search.prior_tokens` holds the unique-token counts of the official code's
 prior (in billions): general_target 1278, math_very_high 284, math_high 69,
 math_medium 100, code_very_high 51, code_high 141, code_medium 633.
-Runtime: not measured here (no TPU in this project's CI); the paper
-reports ~46 H800 GPU-hours per 2B-token proxy-equivalent.
 """
 
 import ml_collections
@@ -57,6 +50,21 @@ _CANDIDATES = (
 )
 _B = 1_000_000_000
 _TOKENS_PER_STEP = 512 * 8192
+# The official sampler's prior_dist (unique tokens, billions). general_target
+# is set to the sum of the others there, so the prior gives general 0.5.
+PRIOR_TOKENS_B = {
+    "general_target": 1278,
+    "math_very_high": 284,
+    "math_high": 69,
+    "math_medium": 100,
+    "code_very_high": 51,
+    "code_high": 141,
+    "code_medium": 633,
+}
+# Checkpoint steps of the official component runs (2B/10B/30B/50B) plus the
+# 40B of the ablations at the same step size (the official runs did not keep
+# it; 10,000 steps matches the others' nominal-to-actual ratio).
+COMPONENT_STEPS = (500, 2_500, 7_500, 10_000, 12_500)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -116,15 +124,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.checkpoint_every_steps = 500
   c.train.peak_flops = 459e12  # v5p bf16 per chip
 
+  # Base, final and reference runs. The paper gives no base recipe; the
+  # same LR and schedule as the components.
   c.optim.peak_lr = 3e-4
   c.optim.min_lr_ratio = 0.2
   c.optim.warmup_steps = 500
+  # The components (paper, App. A.1): LR 3e-4, cosine to 20% of peak. The
+  # warmup is not stated; 500 steps (4% of the 12,500-step run) is ours.
+  c.components.optim = ml_collections.ConfigDict(
+      {"peak_lr": 3e-4, "min_lr_ratio": 0.2, "warmup_steps": 500}
+  )
 
   c.base.tokens = 50 * _B
   c.components.tokens = 12_500 * _TOKENS_PER_STEP  # ~52.4B, one cosine run
-  c.components.budgets = tuple(
-      s * _TOKENS_PER_STEP for s in (500, 2_500, 7_500, 12_500)
-  )
+  c.components.budgets = tuple(s * _TOKENS_PER_STEP for s in COMPONENT_STEPS)
   c.components.use_budget = 7_500 * _TOKENS_PER_STEP  # "30B" (paper main)
   c.final.tokens = 50 * _B
 
@@ -156,4 +169,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # the demo's default, "normalized", is reported beside it either way.
   c.search.objective = "composite"
   c.search.lgbm_learning_rate = 0.02
+  c.search.prior_tokens = ml_collections.ConfigDict(
+      {name: float(b * _B) for name, b in PRIOR_TOKENS_B.items()}
+  )
   return c

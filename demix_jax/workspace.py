@@ -239,7 +239,8 @@ class Workspace:
         d.general,
         self.prior_tokens,
         self.cap_run_tokens,
-        d.beta,
+        # The official caps, min(max_epochs * p, 1), ignore the padding.
+        0.0 if self.spec.search.pool.caps == "official" else d.beta,
         d.max_epochs,
     )
     bounds = pool_lib.Bounds(

@@ -14,9 +14,13 @@ Both then apply the same post-processing: a floor (entries below 2e-4 become
 0), per-candidate bounds lower <= alpha <= upper, rounding to multiples of a
 resolution (2e-4) and exact deduplication. Unlike the official sample.py,
 whose left-to-right "renormalised clipping" rescales entries it already
-capped (caps leak: a 0.108 cap reached 0.85 there), the bounds here are hard:
-excess mass is redistributed only among entries with room left, and the
-rounding step allocates grid units without crossing a bound.
+capped (caps leak: a 0.108 cap reached 0.85 there), the bounds here are hard
+by default (`caps="hard"`): excess mass is redistributed only among entries
+with room left, and the rounding step allocates grid units without crossing
+a bound. `caps="official"` reproduces the official post-processing instead:
+left-to-right renormalised clipping (`leaky_clip`), the floor, plain
+rounding to the grid and a final renormalisation, so caps can be exceeded
+exactly as in the paper's pool (docs/paper_settings.md).
 
 Bounds come in as arrays (usually computed by the data layer from max
 epochs); `epoch_caps` offers the official code's formulation.
@@ -33,6 +37,9 @@ _LOG = logging.getLogger(__name__)
 
 # Slack for float comparisons of weights that sum to 1.
 _EPS = 1e-9
+
+# How the upper bounds are applied to the draws (PoolConfig.caps).
+CAPS = ("hard", "official")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +132,8 @@ class PoolConfig:
     resolution: weights are multiples of it (None: no rounding). 1 /
       resolution must be an integer.
     oversample: draws per wanted mixture per attempt (dedup loses some).
+    caps: "hard" (bounds always hold) or "official" (the official sample.py's
+      leaky left-to-right clipping; only upper bounds, no lower bounds).
   """
 
   size: int = 200_000
@@ -135,6 +144,7 @@ class PoolConfig:
   floor: float = 2e-4
   resolution: float | None = 2e-4
   oversample: float = 1.3
+  caps: str = "hard"
 
 
 def prior_from_tokens(token_counts, temperature: float = 1.0) -> np.ndarray:
@@ -299,10 +309,74 @@ def round_to_grid(
   return units
 
 
+def leaky_clip(x: np.ndarray, upper: np.ndarray) -> np.ndarray:
+  """The official sampler's capping, one candidate at a time, left to right.
+
+  For each candidate j in order, a row whose weight exceeds its cap gives
+  the excess to all other entries in proportion (the whole row is scaled by
+  1 + excess / (1 - x_j)) and is then set to the cap. Later steps rescale
+  entries capped earlier, so a cap can be exceeded in the result: this is
+  the behaviour of the official code, kept exactly for `caps="official"`.
+
+  Args:
+    x: [N, K] rows on the simplex.
+    upper: [K] caps.
+
+  Returns:
+    [N, K] rows (each still sums to 1).
+  """
+  x = np.array(x, np.float64, copy=True)
+  upper = np.asarray(upper, np.float64)
+  for j in range(x.shape[1]):
+    over = x[:, j] - upper[j]
+    hit = over > 0
+    if not hit.any():
+      continue
+    rest = 1.0 - x[hit, j]
+    # A row that is all on candidate j (rest 0) has nothing to scale: the
+    # official code divides by zero there; give the excess uniformly.
+    scale = np.where(rest > 0, 1.0 + over[hit] / np.where(rest > 0, rest, 1), 1)
+    rows = x[hit] * scale[:, None]
+    flat = rest <= 0
+    if flat.any():
+      k = x.shape[1]
+      rows[flat] = over[hit][flat, None] / (k - 1)
+    rows[:, j] = upper[j]
+    x[hit] = rows
+  return x
+
+
+def _finish_official(
+    x: np.ndarray, upper: np.ndarray, floor: float, resolution: float | None
+) -> np.ndarray:
+  """The official post-processing: leaky caps, floor, round, renormalise."""
+  x = leaky_clip(x, upper)
+  x = np.where(x < floor, 0.0, x)
+  x = x / x.sum(axis=1, keepdims=True)
+  if resolution is None:
+    return x
+  x = np.round(x / resolution) * resolution
+  s = x.sum(axis=1, keepdims=True)
+  return x / np.where(s > 0, s, 1.0)
+
+
 def finish_rows(
-    x: np.ndarray, bounds: Bounds, floor: float, resolution: float | None
+    x: np.ndarray,
+    bounds: Bounds,
+    floor: float,
+    resolution: float | None,
+    caps: str = "hard",
 ) -> np.ndarray:
   """Floor, bounds and rounding applied to raw simplex draws [N, K]."""
+  if caps == "official":
+    if np.any(np.asarray(bounds.lower) > 0):
+      raise ValueError(
+          "caps='official' applies upper caps only; lower bounds (fixed"
+          " weights in search.constraints) need caps='hard'"
+      )
+    return _finish_official(x, bounds.upper, floor, resolution)
+  if caps != "hard":
+    raise ValueError(f"unknown caps {caps!r}; use one of {CAPS}")
   lower = np.asarray(bounds.lower, np.float64)
   upper = np.asarray(bounds.upper, np.float64)
   x = np.where((x < floor) & (lower <= 0.0), 0.0, x)
@@ -377,7 +451,7 @@ def sample_pool(
     want = cfg.size - len(found)
     n = max(64, int(want * cfg.oversample))
     rows = finish_rows(
-        _draw(rng, n, cfg, prior), bounds, cfg.floor, cfg.resolution
+        _draw(rng, n, cfg, prior), bounds, cfg.floor, cfg.resolution, cfg.caps
     )
     found = np.concatenate([found, rows])
     # Exact dedup; with a grid this is on integer units.

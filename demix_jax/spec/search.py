@@ -78,6 +78,7 @@ def search(
       concentration_range=(float(lo), float(hi)),
       concentration_count=r.int("search.concentration_count"),
       floor=r.float("search.floor", 0.0, 1.0, open_high=True),
+      caps=r.choice("search.caps", pool_lib.CAPS),
   )
   n_init, n_rounds = r.int("search.n_init", 2), r.int("search.rounds")
   if n_init // 2 ** (n_rounds - 1) < 1:

@@ -143,3 +143,51 @@ def test_epoch_caps_with_beta_keep_epochs():
     assert abs(sum(w.values()) - 1.0) < 1e-12
     ep = mixture.epochs_per_source(w, counts, 400)
     assert max(ep.values()) <= 2.0 + 1e-9
+
+
+def test_leaky_clip_rescales_earlier_caps():
+  # By hand: cap 0 (0.2) moves 0.3 onto the rest (x 1.6); then cap 1 (0.3)
+  # moves 0.18 onto the rest (x 1 + 0.18 / 0.52), which lifts entry 0 back
+  # over its cap, as the official sampler does.
+  x = np.array([[0.5, 0.3, 0.2]])
+  out = pool.leaky_clip(x, np.array([0.2, 0.3, 1.0]))
+  s = 1 + 0.18 / 0.52
+  np.testing.assert_allclose(out, [[0.2 * s, 0.3, 0.32 * s]], rtol=1e-12)
+  np.testing.assert_allclose(out.sum(), 1.0, rtol=1e-12)
+  # Rows under every cap are untouched.
+  y = np.array([[0.1, 0.2, 0.7]])
+  np.testing.assert_array_equal(pool.leaky_clip(y, np.ones(3)), y)
+
+
+def test_official_caps_leak_and_match_official_statistics():
+  prior = pool.prior_from_tokens(TOKENS, 0.7)
+  caps = pool.epoch_caps(TOKENS, max_epochs=4.0)
+  b = pool.Bounds(np.zeros(7), caps)
+  cfg = pool.PoolConfig(size=20_000, caps="official")
+  p = pool.sample_pool(cfg, np.random.default_rng(0), b, prior)
+  assert p.shape == (20_000, 7)
+  # Rounded to the grid, then renormalised (so only near the grid), as the
+  # official code does.
+  np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-12)
+  units = p / 2e-4
+  assert np.abs(units - np.round(units)).max() > 1e-6
+  # The caps leak (the official pool's math_high went far past 0.108).
+  assert p[:, 2].max() > 2 * caps[2]
+  assert np.any(p > caps + 1e-9)
+  np.testing.assert_allclose(
+      p.mean(axis=0),
+      [0.448, 0.135, 0.028, 0.040, 0.017, 0.055, 0.277],
+      atol=0.015,
+  )
+  np.testing.assert_allclose(
+      (p == 0).mean(axis=0),
+      [0.016, 0.18, 0.49, 0.41, 0.56, 0.33, 0.07],
+      atol=0.05,
+  )
+
+
+def test_official_caps_refuse_lower_bounds():
+  b = pool.Bounds(np.array([0.1, 0.0, 0.0]), np.ones(3))
+  cfg = pool.PoolConfig(size=10, sampler="uniform", caps="official")
+  with pytest.raises(ValueError, match="caps='hard'"):
+    pool.sample_pool(cfg, np.random.default_rng(0), b)
