@@ -78,17 +78,35 @@ def _content(v: Any) -> str | None:
   return v if isinstance(v, str) else None
 
 
+def token_ids(spec: Mapping[str, Any]) -> dict[str, int]:
+  """Every token of a parsed tokenizer.json (vocabulary and added) -> id."""
+  out = {
+      str(k): int(v)
+      for k, v in (spec.get("model") or {}).get("vocab", {}).items()
+  }
+  out.update({t["content"]: int(t["id"]) for t in spec.get("added_tokens", ())})
+  return out
+
+
+def config_beside(path: str) -> dict[str, Any] | None:
+  """The parsed tokenizer_config.json in path's directory, or None."""
+  if not path:
+    return None
+  beside = epath.Path(path).parent / "tokenizer_config.json"
+  return json.loads(beside.read_text()) if beside.exists() else None
+
+
 def special_ids(
     spec: Mapping[str, Any],
     token_to_id: Mapping[str, int],
     config: Mapping[str, Any] | None,
     where: str,
 ) -> tuple[int, int]:
-  """(eos_id, pad_id) by the module's rule.
+  """(eos_id, pad_id) by the module's rule (no `tokenizers` needed).
 
   Args:
     spec: the parsed tokenizer.json.
-    token_to_id: every token (vocabulary and added) -> id.
+    token_to_id: every token (vocabulary and added) -> id (`token_ids`).
     config: the parsed tokenizer_config.json beside it, or None.
     where: the file, for errors.
   """
@@ -164,10 +182,8 @@ class BpeVocab:
           "needed). Fix: give a byte-level BPE tokenizer.json (as Qwen3 "
           "ships), or the SentencePiece .model of a SentencePiece tokenizer"
       )
-    if config is None and path:
-      beside = epath.Path(path).parent / "tokenizer_config.json"
-      if beside.exists():
-        config = json.loads(beside.read_text())
+    if config is None:
+      config = config_beside(path)
     self._config = dict(config) if config is not None else None
     self._specials = {int(t["id"]): t for t in spec.get("added_tokens", ())}
     token_to_id = self._tok.get_vocab(with_added_tokens=True)
