@@ -62,9 +62,12 @@ class Workspace:
       try:
         vocab = tokenizer_lib.load_vocab(tok.path)
       except (RuntimeError, ValueError) as e:  # not a tokenizer, or wrong ids
+        what = {".model": "SentencePiece model", ".json": "tokenizer.json"}
         raise ConfigError(
             "data.tokenizer.path",
-            f"{tok.path} is not a usable tokenizer ({guards.last_line(e)})",
+            f"{tok.path} is not a usable"
+            f" {what.get(epath.Path(tok.path).suffix, 'tokenizer')}"
+            f" ({guards.last_line(e)})",
             "give a SentencePiece .model with pad id 0 and eos id 1, a"
             " byte-level BPE tokenizer.json, or '' to train one",
         ) from e

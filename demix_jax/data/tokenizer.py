@@ -20,7 +20,7 @@ Two kinds implement it:
 `load_vocab(path)` picks the kind from the file (`.model` -> SentencePiece,
 `.json` -> BPE; a directory -> its `tokenizer.model`, else its
 `tokenizer.json`). `train_vocab` trains either kind on a seeded sample of
-every source (`sample_texts`); the SentencePiece settings round-trip code
+every source (`text_sample.sample_texts`, read as a stream); the SentencePiece settings round-trip code
 exactly: BPE, byte fallback, identity normalisation, whitespace kept, no
 dummy prefix, and "\\n" as a piece of its own (training reads one line per
 sentence, so newlines would otherwise only be reachable by byte fallback).
@@ -29,7 +29,6 @@ sentence, so newlines would otherwise only be reachable by byte fallback).
 from __future__ import annotations
 
 import hashlib
-import heapq
 import io
 import json
 import os
@@ -48,18 +47,13 @@ from etils import epath
 import numpy as np
 
 from demix_jax.data import bpe as bpe_lib
+from demix_jax.data import text_sample
 
 PAD_ID = 0
 EOS_ID = 1
 UNK_ID = 2
 _TRAINER_VERSION = 1  # bump when settings change, to invalidate caches
 KINDS = ("sentencepiece", "bpe")
-# "stream": a seeded hash sample over one pass of any iterable of documents
-# (memory bounded by the sample). "shuffle": a seeded permutation of the
-# document indices of a random-access sequence (one index per document in
-# memory); kept so tokenizers trained before "stream" existed, and the
-# numbers measured with them, are reproduced exactly.
-SAMPLERS = ("stream", "shuffle")
 MIN_VOCAB_SIZE = 300  # 256 bytes + specials + merges, either kind
 # The file a trained tokenizer of each kind is cached as.
 TRAINED_NAMES = {"sentencepiece": "tokenizer.model", "bpe": "tokenizer.json"}
@@ -288,96 +282,6 @@ def check_fingerprint(vocab: Vocab, expected: str, what: str) -> None:
     )
 
 
-# ------------------------------------------------------------- sampling
-
-
-def _doc_key(text: str, seed: int) -> int:
-  h = hashlib.blake2b(f"{seed}\0".encode(), digest_size=8)
-  h.update(text.encode("utf-8", "surrogatepass"))
-  return int.from_bytes(h.digest(), "little")
-
-
-def stream_sample(texts: Iterable[str], max_chars: int, seed: int) -> list[str]:
-  """A seeded sample of about max_chars characters from one pass of texts.
-
-  Every document gets a key, a hash of its text and the seed; the sample is
-  the documents of smallest key until max_chars is reached (the last one
-  cut), i.e. the prefix of a seeded random order of the whole stream. Only
-  the current sample is held (a heap), so memory is bounded by max_chars
-  plus one document, whatever the stream's length; the result depends on
-  the documents and the seed, not on their order.
-
-  Returns:
-    The chosen texts, in key order.
-  """
-  heap: list[tuple[int, int, str]] = []  # (-key, -position, text)
-  total = 0
-  for n, t in enumerate(texts):
-    if not t:
-      continue
-    key = -_doc_key(t, seed)  # heapq is a min-heap: the top = largest key
-    if total >= max_chars and heap and key < heap[0][0]:
-      continue  # larger key than everything kept, and the sample is full
-    heapq.heappush(heap, (key, -n, t))
-    total += len(t)
-    while heap and total - len(heap[0][2]) >= max_chars:
-      total -= len(heapq.heappop(heap)[2])
-  chosen = [t for *_, t in sorted(heap, reverse=True)]
-  out, total = [], 0
-  for t in chosen:
-    t = t[: max_chars - total]
-    out.append(t)
-    total += len(t)
-  return out
-
-
-def shuffle_sample(
-    texts: Sequence[str], max_chars: int, seed: int
-) -> list[str]:
-  """The "shuffle" sampler: texts in a seeded permutation of their indices,
-  until max_chars (the last cut). Needs a random-access sequence."""
-  if not isinstance(texts, Sequence):
-    raise ValueError(
-        "data.tokenizer.sampler='shuffle' needs a random-access source, "
-        f"got a {type(texts).__name__}. Fix: use sampler='stream'"
-    )
-  order = list(range(len(texts)))
-  random.Random(seed).shuffle(order)
-  out, total = [], 0
-  for i in order:
-    if total >= max_chars:
-      break
-    t = texts[i][: max_chars - total]
-    out.append(t)
-    total += len(t)
-  return out
-
-
-def sample_texts(
-    texts: Iterable[str], max_chars: int, seed: int, sampler: str = "stream"
-) -> list[str]:
-  """A seeded sample of whole texts totalling about max_chars characters.
-
-  Args:
-    texts: the documents (any iterable for "stream"; a sequence for
-      "shuffle").
-    max_chars: stop once this many characters are collected.
-    seed: the sampling seed.
-    sampler: "stream" (`stream_sample`) or "shuffle" (`shuffle_sample`).
-
-  Returns:
-    The chosen texts.
-  """
-  if sampler == "stream":
-    return stream_sample(texts, max_chars, seed)
-  if sampler == "shuffle":
-    return shuffle_sample(texts, max_chars, seed)
-  raise ValueError(
-      f"data.tokenizer.sampler={sampler!r} is not one of {SAMPLERS}. "
-      f"Fix: use one of {SAMPLERS}"
-  )
-
-
 def _samples(
     texts_by_source: Mapping[str, Iterable[str]],
     sample_chars: int,
@@ -385,7 +289,7 @@ def _samples(
     sampler: str,
 ) -> Iterator[str]:
   for i, name in enumerate(sorted(texts_by_source)):
-    yield from sample_texts(
+    yield from text_sample.sample_texts(
         texts_by_source[name], sample_chars, seed + i, sampler
     )
 
@@ -427,7 +331,7 @@ def train_vocab(
     sample_chars: characters sampled per source.
     kind: "sentencepiece" (pad 0, eos 1) or "bpe" (byte-level,
       `bpe.train_bpe`).
-    sampler: "stream" or "shuffle" (see `sample_texts`).
+    sampler: "stream" or "shuffle" (see `text_sample.sample_texts`).
 
   Returns:
     The Vocab.

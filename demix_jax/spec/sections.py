@@ -12,6 +12,7 @@ from demix_jax import models
 from demix_jax.config_lib import ConfigError
 from demix_jax.data import mixture as mixture_lib
 from demix_jax.data import sources as sources_lib
+from demix_jax.data import text_sample
 from demix_jax.data import tokenizer as tokenizer_lib
 from demix_jax.merging import methods as merge_methods
 from demix_jax.models import attention as attention_lib
@@ -236,7 +237,7 @@ def data(r: config_lib.Reader, model: models.ModelConfig) -> types.DataSpec:
           vocab_size,
           r.int("data.tokenizer.sample_chars"),
           kind=r.choice("data.tokenizer.kind", tokenizer_lib.KINDS),
-          sampler=r.choice("data.tokenizer.sampler", tokenizer_lib.SAMPLERS),
+          sampler=r.choice("data.tokenizer.sampler", text_sample.TEXT_SAMPLERS),
       ),
   )
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from demix_jax.data import bpe
+from demix_jax.data import text_sample
 from demix_jax.data import tokenizer
 
 SAMPLES = [
@@ -228,17 +229,17 @@ def test_bpe_special_ids_from_tokenizer_config(bpe_vocab, tmp_path):
 
 def test_stream_sample_is_bounded_seeded_and_order_free():
   docs = [f"document {i} " * (i % 7 + 1) for i in range(5000)]
-  a = tokenizer.sample_texts(iter(docs), 4000, seed=0)
+  a = text_sample.sample_texts(iter(docs), 4000, seed=0)
   assert sum(map(len, a)) == 4000
   assert len(set(a[:-1]) - set(docs)) == 0  # whole documents, last one cut
-  assert a == tokenizer.sample_texts(list(reversed(docs)), 4000, seed=0)
-  b = tokenizer.sample_texts(iter(docs), 4000, seed=1)
+  assert a == text_sample.sample_texts(list(reversed(docs)), 4000, seed=0)
+  b = text_sample.sample_texts(iter(docs), 4000, seed=1)
   assert set(a) != set(b)
   # Spread over the stream, not its head.
   idx = sorted(int(t.split()[1]) for t in a[:-1])
   assert idx[0] < 1000 and idx[-1] > 4000
   # The whole stream when it is smaller than the budget.
-  small = tokenizer.sample_texts(iter(docs[:10]), 10**6, seed=0)
+  small = text_sample.sample_texts(iter(docs[:10]), 10**6, seed=0)
   assert sorted(small) == sorted(docs[:10])
 
 
@@ -262,18 +263,18 @@ def test_stream_sample_never_holds_the_stream():
         gc.collect()
         assert len(alive) < 200  # the sample (~120 docs) plus a few
 
-  out = tokenizer.sample_texts(docs(), 5_000, seed=0)
+  out = text_sample.sample_texts(docs(), 5_000, seed=0)
   assert sum(map(len, out)) == 5_000
 
 
 def test_shuffle_sampler_needs_a_sequence():
-  assert tokenizer.sample_texts(["ab", "cd"], 3, 0, "shuffle") in (
+  assert text_sample.sample_texts(["ab", "cd"], 3, 0, "shuffle") in (
       ["ab", "c"],
       ["cd", "a"],
   )
   with pytest.raises(ValueError, match="sampler='shuffle'.*stream"):
-    tokenizer.sample_texts(iter(["ab"]), 3, 0, "shuffle")
+    text_sample.sample_texts(iter(["ab"]), 3, 0, "shuffle")
   with pytest.raises(ValueError, match="data.tokenizer.sampler"):
-    tokenizer.sample_texts(["ab"], 3, 0, "random")
+    text_sample.sample_texts(["ab"], 3, 0, "random")
   with pytest.raises(ValueError, match="data.tokenizer.kind"):
     tokenizer.train_vocab({"a": ["ab"]}, 400, "/nonexistent/x", kind="wp")
