@@ -278,3 +278,27 @@ def test_shuffle_sampler_needs_a_sequence():
     text_sample.sample_texts(["ab"], 3, 0, "random")
   with pytest.raises(ValueError, match="data.tokenizer.kind"):
     tokenizer.train_vocab({"a": ["ab"]}, 400, "/nonexistent/x", kind="wp")
+
+
+def test_bpe_feeds_the_grain_loaders(offline_sources, bpe_vocab):
+  """Training rows (in worker processes, which receive the vocab pickled)
+  and held-out rows with bytes for bits per byte, from a byte-level BPE."""
+  from demix_jax.data import pipeline
+
+  w = {"general": 0.5, "math": 0.3, "code": 0.2}
+  it = pipeline.make_train_iterator(
+      offline_sources, w, bpe_vocab, 64, 4, 0, worker_count=2
+  )
+  tokens = np.concatenate([next(it)["tokens"] for _ in range(5)])
+  assert tokens.shape == (20, 64)
+  assert tokens.max() < bpe_vocab.vocab_size
+  assert (tokens == bpe_vocab.eos_id).any()  # document ends (math's are short)
+  src = offline_sources["code"]
+  rows = pipeline.heldout_sequences(src, bpe_vocab, 64, 3)
+  first = src.docs("heldout")
+  toks = rows["tokens"][0]
+  seg = rows["segment_ids"][0]
+  n = int((seg == 1).sum()) - 1  # the first document, without its EOS
+  text = bpe_vocab.decode(toks[:n])
+  assert any(d.startswith(text) for d in first)
+  assert int(rows["token_bytes"][0][:n].sum()) == len(text.encode())
