@@ -165,7 +165,7 @@ class BpeVocab:
     try:
       spec = json.loads(self._data.decode("utf-8"))
       self._tok = tokenizers.Tokenizer.from_str(self._data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, Exception) as e:  # noqa: BLE001
+    except Exception as e:  # tokenizers raises a bare Exception  # noqa: BLE001
       raise ValueError(
           f"data.tokenizer.path: {where} is not a tokenizers tokenizer.json "
           f"({str(e).splitlines()[0] if str(e) else type(e).__name__}). "

@@ -14,6 +14,7 @@ AutoTokenizer's ids, and the pipeline's base starts from it.
 import inspect
 import json
 import textwrap
+import unicodedata
 
 import jax
 import jax.numpy as jnp
@@ -124,7 +125,7 @@ def test_the_fixture_is_the_released_layout(release):
   assert len(shards) > 2 and all("-of-" in n for n in shards)
 
 
-def test_tokenizer_ids_equal_autotokenizer(release):
+def test_tokenizer_ids_equal_autotokenizer(release, sp_vocab):
   transformers = pytest.importorskip("transformers")
   d = release["dir"]
   auto = transformers.AutoTokenizer.from_pretrained(str(d))
@@ -139,13 +140,15 @@ def test_tokenizer_ids_equal_autotokenizer(release):
     assert ids == auto.encode(text, add_special_tokens=False), text
     assert vocab.decode(ids) == auto.decode(ids, skip_special_tokens=True)
     if "<|" not in text:
-      nfc = __import__("unicodedata").normalize("NFC", text)
+      nfc = unicodedata.normalize("NFC", text)
       assert int(table[ids].sum()) == len(nfc.encode())
   assert vocab.encode_batch(TEXTS) == [vocab.encode(t) for t in TEXTS]
   info = hf_config.check_vocab(d, hf_config.model_config_from_hf(d), vocab)
   assert info["kind"] == "bpe" and info["size"] == 383
   assert (info["eos_id"], info["pad_id"]) == (380, 380)
   assert info["fingerprint"] == vocab.fingerprint
+  with pytest.raises(hf_config.HFCheckpointError, match="no tokenizer.model"):
+    hf_config.check_vocab(d, hf_config.model_config_from_hf(d), sp_vocab)
 
 
 def test_import_gives_transformers_logits(release):
