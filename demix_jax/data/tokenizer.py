@@ -215,8 +215,8 @@ def resolve_path(path: str) -> tuple[str, str]:
   fingerprint), else its `tokenizer.json` (a Qwen3 release).
 
   Raises:
-    FileNotFoundError: nothing there (the message names data.tokenizer.path).
-    ValueError: a file that is neither kind.
+    ValueError: a file that is neither kind, or a directory holding
+      neither file (the message names data.tokenizer.path).
   """
   p = epath.Path(path)
   if p.is_dir():
@@ -226,7 +226,7 @@ def resolve_path(path: str) -> tuple[str, str]:
     ):
       if (p / name).exists():
         return kind, os.fspath(p / name)
-    raise FileNotFoundError(
+    raise ValueError(
         f"data.tokenizer.path: the directory {path} holds neither "
         "tokenizer.model nor tokenizer.json. Fix: point it at a directory "
         "with one of them (e.g. a Hugging Face model directory) or a file"

@@ -162,7 +162,7 @@ def test_load_vocab_dispatches_on_the_file(vocab, bpe_vocab, tmp_path):
   ):
     tokenizer.load_vocab(str(both), kind="sentencepiece")
   (both / "tokenizer.json").unlink()
-  with pytest.raises(FileNotFoundError, match="data.tokenizer.path"):
+  with pytest.raises(ValueError, match="data.tokenizer.path.*holds neither"):
     tokenizer.load_vocab(str(both))
   with pytest.raises(ValueError, match="data.tokenizer.path.*neither"):
     tokenizer.load_vocab(__file__)
@@ -302,3 +302,26 @@ def test_bpe_feeds_the_grain_loaders(offline_sources, bpe_vocab):
   text = bpe_vocab.decode(toks[:n])
   assert any(d.startswith(text) for d in first)
   assert int(rows["token_bytes"][0][:n].sum()) == len(text.encode())
+
+
+def test_workspace_takes_either_kind_and_names_the_field(bpe_vocab, tmp_path):
+  import demix_jax as dx
+  from demix_jax import workspace
+
+  config = dx.load_config("demo:runlocal")
+  config.model.vocab_size = 640  # the BPE has 600 ids
+  config.data.tokenizer.path = bpe_vocab.path
+  ws = workspace.Workspace(dx.resolve(config), str(tmp_path / "a"))
+  assert (
+      ws.vocab.kind == "bpe" and ws.vocab.fingerprint == bpe_vocab.fingerprint
+  )
+  (tmp_path / "empty").mkdir()
+  config.data.tokenizer.path = str(tmp_path / "empty")
+  ws = workspace.Workspace(dx.resolve(config), str(tmp_path / "b"))
+  with pytest.raises(
+      dx.ConfigError, match="data.tokenizer.path.*holds neither"
+  ):
+    _ = ws.vocab
+  config.data.tokenizer.kind = "wordpiece"
+  with pytest.raises(dx.ConfigError, match="data.tokenizer.kind"):
+    dx.resolve(config)
