@@ -325,3 +325,22 @@ def test_workspace_takes_either_kind_and_names_the_field(bpe_vocab, tmp_path):
   config.data.tokenizer.kind = "wordpiece"
   with pytest.raises(dx.ConfigError, match="data.tokenizer.kind"):
     dx.resolve(config)
+
+
+def test_workspace_trains_a_bpe_when_asked(tmp_path):
+  import demix_jax as dx
+  from demix_jax import workspace
+
+  config = dx.load_config("demo:runlocal")
+  config.data.offline_max_docs = 60
+  config.data.tokenizer.kind = "bpe"
+  config.data.tokenizer.sampler = "stream"
+  ws = workspace.Workspace(dx.resolve(config), str(tmp_path))
+  vocab = ws.vocab
+  assert vocab.kind == "bpe" and vocab.vocab_size == 512
+  assert vocab.path == str(tmp_path / "data" / "tokenizer.json")
+  assert not (tmp_path / "data" / "tokenizer.model").exists()
+  meta = json.loads((tmp_path / "data" / "tokenizer.json.json").read_text())
+  assert (meta["kind"], meta["sampler"]) == ("bpe", "stream")
+  again = workspace.Workspace(dx.resolve(config), str(tmp_path)).vocab
+  assert again.fingerprint == vocab.fingerprint
