@@ -107,9 +107,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.shuffle_seed = 0
   c.data.worker_count = 0  # grain multiprocessing workers (0 = in-process)
   c.data.tokenizer = ml_collections.ConfigDict()
-  c.data.tokenizer.path = ""  # a .model file (local or gs://); "" = train
+  # A SentencePiece .model, a byte-level BPE tokenizer.json, or a directory
+  # holding one (local or gs://; the file decides its kind); "" = train one.
+  c.data.tokenizer.path = ""
+  c.data.tokenizer.kind = "sentencepiece"  # what to train: or "bpe"
   c.data.tokenizer.vocab_size = c.model.get_ref("vocab_size")
   c.data.tokenizer.sample_chars = 2_000_000  # per-source sample for training
+  # How training documents are sampled: "stream" (a seeded hash sample over
+  # one pass of each source, memory bounded by the sample; any corpus size)
+  # or "shuffle" (a seeded permutation of a random-access source's document
+  # indices, one index per document in memory). The demo keeps "shuffle" so
+  # the tokenizer behind its published numbers is trained exactly as before.
+  c.data.tokenizer.sampler = "shuffle"
   c.data.offline_max_docs = 0  # 0 = whole corpus; small for tests
 
   # ---------------------------------------------------------------- train
@@ -138,8 +147,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.base = ml_collections.ConfigDict()
   c.base.tokens = 16 * 128 * 160
   # Start the base from a checkpoint instead of from scratch: a Hugging Face
-  # Qwen3 directory (local or gs://; point data.tokenizer.path at its
-  # tokenizer.model) or a demix_jax run directory. base.tokens = 0 then uses
+  # Qwen3 directory (local or gs://; point data.tokenizer.path at it or at
+  # its tokenizer.json) or a demix_jax run directory. base.tokens = 0 then uses
   # it as is, as the paper does with a released Qwen3 checkpoint.
   c.base.init_from = ""
   c.components = ml_collections.ConfigDict()

@@ -49,4 +49,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.candidates = tuple(names)
   c.data.general = "general"
   c.data.tokenizer.path = arg.tokenizer  # "" = train one on your data
+  c.data.tokenizer.sampler = "stream"  # one pass over files of any size
   return c

@@ -113,7 +113,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.general = "general_target"
   c.data.beta = 0.5
   c.data.pretrain_mixture = ml_collections.ConfigDict({"general_target": 1.0})
-  c.data.tokenizer.path = f"{arg.bucket}/tokenizer/qwen3.model"
+  # Qwen3's byte-level BPE: tokenizer.json (and tokenizer_config.json, which
+  # names <|endoftext|> as eos and pad) from the Hugging Face Hub release
+  # Qwen/Qwen3-1.7B-Base, copied into the bucket by the user (no network at
+  # run time).
+  c.data.tokenizer.path = f"{arg.bucket}/qwen3/tokenizer.json"
+  c.data.tokenizer.kind = "bpe"
+  c.data.tokenizer.sampler = "stream"
   c.data.offline_max_docs = 0
   c.data.worker_count = 8
 

@@ -61,24 +61,26 @@ class Workspace:
     if tok.path:
       try:
         vocab = tokenizer_lib.load_vocab(tok.path)
-      except (RuntimeError, ValueError) as e:  # not a model, or wrong ids
+      except (RuntimeError, ValueError) as e:  # not a tokenizer, or wrong ids
+        what = {".model": "SentencePiece model", ".json": "tokenizer.json"}
         raise ConfigError(
             "data.tokenizer.path",
-            f"{tok.path} is not a usable SentencePiece model"
+            f"{tok.path} is not a usable"
+            f" {what.get(epath.Path(tok.path).suffix, 'tokenizer')}"
             f" ({guards.last_line(e)})",
-            "give a SentencePiece .model with pad id 0 and eos id 1, or ''"
-            " to train one",
+            "give a SentencePiece .model with pad id 0 and eos id 1, a"
+            " byte-level BPE tokenizer.json, or '' to train one",
         ) from e
     else:
-      cached = self.data_dir / "tokenizer.model"
+      cached = self.data_dir / tokenizer_lib.TRAINED_NAMES[tok.kind]
       if cached.exists():
         # A cache damaged on disk is named, not mistaken for a size problem.
         try:
-          tokenizer_lib.Vocab(cached.read_bytes())
+          tokenizer_lib.load_vocab(str(cached), tok.kind)
         except (RuntimeError, ValueError) as e:
           raise storage.CorruptFileError(
               cached,
-              f"not a SentencePiece model: {guards.last_line(e)}",
+              f"not a {tok.kind} tokenizer: {guards.last_line(e)}",
               f"delete it and {cached}.json to train it again",
           ) from e
       with guards.readable(self.spec.data.sources):
@@ -89,6 +91,8 @@ class Workspace:
               str(cached),
               seed=self.spec.seed,
               sample_chars=tok.sample_chars,
+              kind=tok.kind,
+              sampler=tok.sampler,
           )
         except RuntimeError as e:  # SentencePiece reports bad sizes this way
           raise ConfigError(

@@ -5,7 +5,8 @@ ecosystem (and to evaluation code written against it):
 
   * every source becomes a `seqio.Task` named `{prefix}_{source}` with splits
     "train" and "validation" (= the source's held-out split) and one
-    "targets" feature tokenized with the run's SentencePiece model (+EOS);
+    "targets" feature tokenized with the run's SentencePiece model (+EOS;
+    seqio has no byte-level BPE vocabulary, so a BPE run cannot register);
   * a mixture {source: weight} becomes a `seqio.Mixture` whose rates are the
     token weights (zero weights are left out).
 

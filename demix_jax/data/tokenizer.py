@@ -1,17 +1,29 @@
-"""The vocabulary: a SentencePiece model used through seqio.
+"""Tokenizers: SentencePiece models and byte-level BPE `tokenizer.json` files.
 
-`Vocab` follows docs/interfaces.md: `encode(text) -> list[int]` (no BOS/EOS),
-`decode(ids)`, `vocab_size`, `eos_id` (1), `pad_id` (0) and `fingerprint`
-(hex sha256 of the serialized model proto, recorded in checkpoint metadata
-so models trained with different tokenizers are never merged). Encoding
-calls the SentencePiece processor directly (the fast path); `seqio_vocab`
-gives the equivalent `seqio.SentencePieceVocabulary` for seqio users.
+`Vocab` is the interface every tokenizer implements (docs/interfaces.md):
+`encode(text) -> list[int]` (no BOS/EOS), `encode_batch(texts)` (one call
+into the native encoder), `decode(ids)`, `vocab_size`, `pad_id`, `eos_id`,
+`fingerprint` (hex sha256 of the tokenizer file's bytes, recorded in
+checkpoint metadata so models trained with different tokenizers are never
+merged), `token_byte_lengths()` (for bits per byte), `kind` and `path`;
+instances pickle (grain worker processes receive them that way).
 
-`train_vocab` trains the default model on a seeded, balanced sample of every
-source with settings that round-trip code exactly: BPE, byte fallback,
-identity normalisation, whitespace kept, no dummy prefix, and "\\n" as a
-piece of its own (training reads one line per sentence, so newlines would
-otherwise only be reachable by byte fallback).
+Two kinds implement it:
+
+* `SentencePieceVocab`: a SentencePiece `.model` (pad 0, eos 1, unk 2, no
+  BOS; the seqio convention). `seqio_vocab` gives the equivalent
+  `seqio.SentencePieceVocabulary`.
+* `bpe.BpeVocab`: a Hugging Face `tokenizers` byte-level BPE
+  `tokenizer.json`, as Qwen3 ships it; see demix_jax/data/bpe.py for how
+  its pad and eos ids are chosen.
+
+`load_vocab(path)` picks the kind from the file (`.model` -> SentencePiece,
+`.json` -> BPE; a directory -> its `tokenizer.model`, else its
+`tokenizer.json`). `train_vocab` trains either kind on a seeded sample of
+every source (`text_sample.sample_texts`, read as a stream); the SentencePiece settings round-trip code
+exactly: BPE, byte fallback, identity normalisation, whitespace kept, no
+dummy prefix, and "\\n" as a piece of its own (training reads one line per
+sentence, so newlines would otherwise only be reachable by byte fallback).
 """
 
 from __future__ import annotations
@@ -21,24 +33,73 @@ import io
 import json
 import os
 import random
-from typing import Iterable, Mapping, Sequence
+from typing import (
+    Iterable,
+    Iterator,
+    Mapping,
+    Protocol,
+    Sequence,
+    runtime_checkable,
+)
 
 from absl import logging
 from etils import epath
 import numpy as np
 
+from demix_jax.data import bpe as bpe_lib
+from demix_jax.data import text_sample
+
 PAD_ID = 0
 EOS_ID = 1
 UNK_ID = 2
 _TRAINER_VERSION = 1  # bump when settings change, to invalidate caches
+KINDS = ("sentencepiece", "bpe")
+MIN_VOCAB_SIZE = 300  # 256 bytes + specials + merges, either kind
+# The file a trained tokenizer of each kind is cached as.
+TRAINED_NAMES = {"sentencepiece": "tokenizer.model", "bpe": "tokenizer.json"}
 
 
 class TokenizerMismatchError(ValueError):
   """A checkpoint or cache was made with a different tokenizer."""
 
 
-class Vocab:
+@runtime_checkable
+class Vocab(Protocol):
+  """What demix_jax needs of a tokenizer (both kinds implement it)."""
+
+  kind: str  # "sentencepiece" or "bpe"
+  path: str  # the file it was loaded from ("" = in memory)
+  fingerprint: str  # hex sha256 of the tokenizer file's bytes
+
+  @property
+  def vocab_size(self) -> int:
+    """Number of ids (including special tokens)."""
+
+  @property
+  def pad_id(self) -> int:
+    """The id padding is written with."""
+
+  @property
+  def eos_id(self) -> int:
+    """The id that ends every document."""
+
+  def encode(self, text: str) -> list[int]:
+    """Token ids of text, without BOS or EOS."""
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    """`[encode(t) for t in texts]`, in one native call."""
+
+  def decode(self, ids: Iterable[int]) -> str:
+    """Text of ids; pad, eos (and other control tokens) are skipped."""
+
+  def token_byte_lengths(self) -> np.ndarray:
+    """UTF-8 bytes each id stands for ([vocab_size] int32; 0 = control)."""
+
+
+class SentencePieceVocab:
   """A SentencePiece vocabulary (pad 0, eos 1, unk 2, no BOS)."""
+
+  kind = "sentencepiece"
 
   def __init__(self, model_proto: bytes, path: str = ""):
     import sentencepiece as spm  # pylint: disable=g-import-not-at-top
@@ -122,26 +183,92 @@ class Vocab:
 
       path = self.path
       if not path:
-        raise ValueError("seqio_vocab needs a Vocab loaded from a file")
+        raise ValueError(
+            "seqio_vocab needs a SentencePieceVocab loaded from a file"
+        )
       self._seqio_vocab = seqio.SentencePieceVocabulary(path)
     return self._seqio_vocab
 
   def __repr__(self) -> str:
     return (
-        f"Vocab(size={self.vocab_size}, fingerprint="
+        f"SentencePieceVocab(size={self.vocab_size}, fingerprint="
         f"{self.fingerprint[:12]}, path={self.path!r})"
     )
 
 
-def load_vocab(path: str) -> Vocab:
-  """Loads a SentencePiece `.model` file (local or gs://)."""
+def _read_file(path: str) -> bytes:
   p = epath.Path(path)
   if not p.exists():
     raise FileNotFoundError(
         f"data.tokenizer.path: {path} does not exist. Fix: point it at a "
-        "SentencePiece .model file, or set it to '' to train one"
+        "SentencePiece .model, a tokenizer.json, or a directory holding one, "
+        "or set it to '' to train one"
     )
-  return Vocab(p.read_bytes(), path=os.fspath(path))
+  return p.read_bytes()
+
+
+def resolve_path(path: str) -> tuple[str, str]:
+  """(kind, file) of a tokenizer path: a file or a directory holding one.
+
+  A directory gives its `tokenizer.model` when present (demix_jax's own
+  exports hold both files, and checkpoints record the `.model`'s
+  fingerprint), else its `tokenizer.json` (a Qwen3 release).
+
+  Raises:
+    ValueError: a file that is neither kind, or a directory holding
+      neither file (the message names data.tokenizer.path).
+  """
+  p = epath.Path(path)
+  if p.is_dir():
+    for kind, name in (
+        ("sentencepiece", "tokenizer.model"),
+        ("bpe", "tokenizer.json"),
+    ):
+      if (p / name).exists():
+        return kind, os.fspath(p / name)
+    raise ValueError(
+        f"data.tokenizer.path: the directory {path} holds neither "
+        "tokenizer.model nor tokenizer.json. Fix: point it at a directory "
+        "with one of them (e.g. a Hugging Face model directory) or a file"
+    )
+  if p.suffix == ".json":
+    return "bpe", os.fspath(path)
+  if p.suffix == ".model":
+    return "sentencepiece", os.fspath(path)
+  raise ValueError(
+      f"data.tokenizer.path: {path} is neither a SentencePiece .model nor a "
+      "tokenizer.json. Fix: give a file ending in .model or .json, or a "
+      "directory holding tokenizer.model or tokenizer.json"
+  )
+
+
+def load_vocab(path: str, kind: str | None = None) -> Vocab:
+  """Loads a tokenizer (local or gs://), choosing its kind from the file.
+
+  Args:
+    path: a `.model` file (SentencePiece), a `.json` file (byte-level BPE),
+      or a directory holding `tokenizer.model` or `tokenizer.json`.
+    kind: if given, the kind the caller needs; another kind is refused.
+
+  Returns:
+    A SentencePieceVocab or a bpe.BpeVocab.
+
+  Raises:
+    FileNotFoundError: the path does not exist.
+    ValueError: not a tokenizer, the wrong kind, or unusable special ids
+      (every message names data.tokenizer.path).
+  """
+  found, file = resolve_path(path)
+  if kind is not None and kind != found:
+    raise ValueError(
+        f"data.tokenizer.path: {path} is a {found} tokenizer, but a {kind} "
+        f"one is needed here. Fix: give a "
+        f"{'SentencePiece .model' if kind == 'sentencepiece' else 'tokenizer.json'}"
+    )
+  data = _read_file(file)
+  if found == "bpe":
+    return bpe_lib.BpeVocab(data, path=file)
+  return SentencePieceVocab(data, path=file)
 
 
 def check_fingerprint(vocab: Vocab, expected: str, what: str) -> None:
@@ -155,42 +282,27 @@ def check_fingerprint(vocab: Vocab, expected: str, what: str) -> None:
     )
 
 
-def sample_texts(texts: Iterable[str], max_chars: int, seed: int) -> list[str]:
-  """A seeded sample of whole texts totalling about max_chars characters.
-
-  Args:
-    texts: a sequence (sampled at random) or any iterable (first texts).
-    max_chars: stop once this many characters are collected.
-    seed: seed of the order in which a sequence is visited.
-
-  Returns:
-    The chosen texts, in visiting order.
-  """
-  if isinstance(texts, Sequence):
-    order = list(range(len(texts)))
-    random.Random(seed).shuffle(order)
-    items = (texts[i] for i in order)
-  else:
-    items = iter(texts)
-  out, total = [], 0
-  for t in items:
-    if total >= max_chars:
-      break
-    t = t[: max_chars - total]
-    out.append(t)
-    total += len(t)
-  return out
-
-
-def _training_lines(
-    texts_by_source: Mapping[str, Iterable[str]], sample_chars: int, seed: int
-) -> list[str]:
-  lines = []
+def _samples(
+    texts_by_source: Mapping[str, Iterable[str]],
+    sample_chars: int,
+    seed: int,
+    sampler: str,
+) -> Iterator[str]:
   for i, name in enumerate(sorted(texts_by_source)):
-    for text in sample_texts(texts_by_source[name], sample_chars, seed + i):
-      lines.extend(ln for ln in text.split("\n") if ln)
+    yield from text_sample.sample_texts(
+        texts_by_source[name], sample_chars, seed + i, sampler
+    )
+
+
+def _training_lines(texts: Iterable[str], seed: int) -> list[str]:
+  lines = []
+  for text in texts:
+    lines.extend(ln for ln in text.split("\n") if ln)
   random.Random(seed).shuffle(lines)
   return lines
+
+
+# ------------------------------------------------------------- training
 
 
 def train_vocab(
@@ -199,36 +311,51 @@ def train_vocab(
     out_path: str,
     seed: int = 0,
     sample_chars: int = 2_000_000,
+    kind: str = "sentencepiece",
+    sampler: str = "stream",
 ) -> Vocab:
-  """Trains (or loads from cache) a BPE SentencePiece model.
+  """Trains (or loads from cache) a tokenizer of `kind` on a sample.
 
   The sample is balanced: up to `sample_chars` characters from every source,
-  chosen with `seed`. The model is cached at `out_path` with a sidecar
+  chosen with `seed` by `sampler`; the sources are read as streams and only
+  the sample is held. The tokenizer is cached at `out_path` with a sidecar
   `out_path + ".json"` holding the hash of the sample and settings; a cached
-  model is reused only when that hash matches.
+  one is reused only when that hash matches.
 
   Args:
-    texts_by_source: source name -> its training documents.
-    vocab_size: pieces in the model (>= 300: 256 bytes + specials + merges).
-    out_path: where to write the `.model` file (local or gs://).
+    texts_by_source: source name -> its training documents (an iterable).
+    vocab_size: ids in the tokenizer (>= 300: 256 bytes + specials + merges).
+    out_path: where to write it (local or gs://): a `.model` file for
+      "sentencepiece", a `.json` file for "bpe".
     seed: sampling seed.
     sample_chars: characters sampled per source.
+    kind: "sentencepiece" (pad 0, eos 1) or "bpe" (byte-level,
+      `bpe.train_bpe`).
+    sampler: "stream" or "shuffle" (see `text_sample.sample_texts`).
 
   Returns:
     The Vocab.
   """
-  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
-
-  if vocab_size < 300:
+  if kind not in KINDS:
+    raise ValueError(
+        f"data.tokenizer.kind={kind!r} is not one of {KINDS}. Fix: use one "
+        f"of {KINDS}"
+    )
+  if vocab_size < MIN_VOCAB_SIZE:
     raise ValueError(
         f"data.tokenizer.vocab_size={vocab_size} is too small for a byte "
-        "fallback model (256 byte pieces + specials). Fix: use >= 300"
+        f"level tokenizer (256 byte pieces + specials). Fix: use >= "
+        f"{MIN_VOCAB_SIZE}"
     )
-  lines = _training_lines(texts_by_source, sample_chars, seed)
+  texts = list(_samples(texts_by_source, sample_chars, seed, sampler))
+  lines = _training_lines(texts, seed)
   if not lines:
     raise ValueError("train_vocab: the sources gave no text to train on")
   key = hashlib.sha256()
-  key.update(json.dumps([_TRAINER_VERSION, vocab_size, seed]).encode())
+  settings = [_TRAINER_VERSION, vocab_size, seed]
+  if (kind, sampler) != ("sentencepiece", "shuffle"):
+    settings += [kind, sampler]
+  key.update(json.dumps(settings).encode())
   for line in lines:
     key.update(line.encode())
     key.update(b"\n")
@@ -236,8 +363,32 @@ def train_vocab(
   path, meta = epath.Path(out_path), epath.Path(out_path + ".json")
   if path.exists() and meta.exists():
     if json.loads(meta.read_text()).get("key") == key:
-      return load_vocab(out_path)
+      return load_vocab(out_path, kind)
     logging.info("tokenizer cache %s is stale; retraining", out_path)
+  if kind == "bpe":
+    data = bpe_lib.train_bpe(texts, vocab_size)
+  else:
+    data = _train_sentencepiece(lines, vocab_size)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_bytes(data)
+  meta.write_text(
+      json.dumps(
+          {
+              "key": key,
+              "kind": kind,
+              "vocab_size": vocab_size,
+              "seed": seed,
+              "sampler": sampler,
+              "lines": len(lines),
+          }
+      )
+  )
+  return load_vocab(out_path, kind)
+
+
+def _train_sentencepiece(lines: list[str], vocab_size: int) -> bytes:
+  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+
   model = io.BytesIO()
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(lines),
@@ -262,16 +413,4 @@ def train_vocab(
       seed_sentencepiece_size=1_000_000,
       minloglevel=2,
   )
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_bytes(model.getvalue())
-  meta.write_text(
-      json.dumps(
-          {
-              "key": key,
-              "vocab_size": vocab_size,
-              "seed": seed,
-              "lines": len(lines),
-          }
-      )
-  )
-  return load_vocab(out_path)
+  return model.getvalue()

@@ -5,10 +5,13 @@ Out: `export_params(params, model_cfg, out_dir, tokenizer=...)` writes a
 model.safetensors or shards, and the tokenizer files); `transformers` loads
 it with `AutoModelForCausalLM.from_pretrained(out_dir)`.
 
-In: `model_config_from_hf(hf_dir) -> ModelConfig` and `load_params(hf_dir,
-model_cfg) -> params` read a Qwen3 directory (local or `gs://`), e.g. a
-released Qwen3 checkpoint, into demix_jax's params layout; `check_vocab`
-compares the checkpoint's tokenizer with the model config before training.
+In: `load_params(hf_dir, model_cfg) -> params` reads a Qwen3 directory
+(local or `gs://`) into demix_jax's params layout: a released Qwen3
+checkpoint (config.json, sharded `model-0000X-of-0000Y.safetensors` with
+`model.safetensors.index.json`, a byte-level BPE `tokenizer.json` and
+`tokenizer_config.json`) or a demix_jax export. The config and tokenizer
+checks (`hf_config.model_config_from_hf`, `check_config`, `check_vocab`)
+run before any weight is read.
 
 The two models compute the same function, so the mapping is a relabelling
 plus reshapes and transposes, with no numeric conversion:
@@ -54,6 +57,8 @@ from etils import epath
 import jax
 import numpy as np
 
+from demix_jax.data import tokenizer as tokenizer_lib
+from demix_jax.interop import bpe_tokenizer
 from demix_jax.interop import hf_config as hf_config_lib
 from demix_jax.interop import safetensors_np
 from demix_jax.interop import sp_tokenizer
@@ -61,15 +66,6 @@ from demix_jax.models import transformer
 
 Params = Any
 ModelConfig = transformer.ModelConfig
-
-
-# The config-side API, importable from here as before.
-HFCheckpointError = hf_config_lib.HFCheckpointError
-hf_config = hf_config_lib.hf_config
-model_config_from_hf = hf_config_lib.model_config_from_hf
-check_config = hf_config_lib.check_config
-check_vocab = hf_config_lib.check_vocab
-tokenizer_info = hf_config_lib.tokenizer_info
 
 
 def _layer_map(cfg: ModelConfig) -> dict[tuple[str, ...], tuple[str, Any, Any]]:
@@ -303,7 +299,7 @@ def export_params(
     model_cfg: ModelConfig,
     out_dir: str | os.PathLike,
     *,
-    tokenizer: bytes | str | os.PathLike | None = None,
+    tokenizer: bytes | str | os.PathLike | tokenizer_lib.Vocab | None = None,
     dtype: str | None = None,
     max_position_embeddings: int = 32_768,
     max_shard_bytes: int | None = 5 * 2**30,
@@ -315,8 +311,10 @@ def export_params(
     params: demix_jax params.
     model_cfg: their config.
     out_dir: destination (local or gs://).
-    tokenizer: the SentencePiece model (bytes or a `.model` path) to write
-      as tokenizer files; None writes weights and configs only.
+    tokenizer: what to write as tokenizer files: a SentencePiece model or
+      a byte-level BPE tokenizer.json (a `data.tokenizer.Vocab`, the file's
+      bytes, or a path: `.model`, `.json` or a directory holding one);
+      None writes weights and configs only.
     dtype: storage dtype name; None = the params' dtype.
     max_position_embeddings: see `hf_config`.
     max_shard_bytes: shard the safetensors past this size (None = one file).
@@ -331,25 +329,15 @@ def export_params(
       for k in ("float32", "bfloat16", "float16")
   }.get(state["model.embed_tokens.weight"].dtype, "float32")
   eos, pad, bos = 1, 0, None
-  proto = None
+  tok = None
   if tokenizer is not None:
-    proto = (
-        bytes(tokenizer)
-        if isinstance(tokenizer, (bytes, bytearray))
-        else epath.Path(tokenizer).read_bytes()
-    )
-    sp_tokenizer.check_supported(proto)
-    import sentencepiece as spm  # pylint: disable=g-import-not-at-top
-
-    sp = spm.SentencePieceProcessor()
-    sp.LoadFromSerializedProto(proto)
-    if sp.GetPieceSize() > model_cfg.vocab_size:
+    tok = _tokenizer_files(tokenizer)
+    if tok["size"] > model_cfg.vocab_size:
       raise hf_config_lib.HFCheckpointError(
-          f"the tokenizer has {sp.GetPieceSize()} pieces but the model only "
+          f"the tokenizer has {tok['size']} ids but the model only "
           f"{model_cfg.vocab_size} embedding rows"
       )
-    norm = lambda i: None if i < 0 else int(i)
-    eos, pad, bos = norm(sp.eos_id()), norm(sp.pad_id()), norm(sp.bos_id())
+    eos, pad, bos = tok["eos"], tok["pad"], tok["bos"]
   d = epath.Path(out_dir)
   d.mkdir(parents=True, exist_ok=True)
   cfg_json = hf_config_lib.hf_config(
@@ -368,11 +356,63 @@ def export_params(
   meta = {"format": "pt", **dict(metadata or {})}
   files = ["config.json", "generation_config.json"]
   files += safetensors_np.write_dir(d, state, max_shard_bytes, meta)
-  if proto is not None:
+  if tok is not None and tok["kind"] == "sentencepiece":
     files += sp_tokenizer.write_tokenizer(
-        proto, d, model_max_length=max_position_embeddings
+        tok["data"], d, model_max_length=max_position_embeddings
+    )
+  elif tok is not None:
+    files += bpe_tokenizer.write_tokenizer(
+        tok["data"],
+        d,
+        source=tok["path"],
+        model_max_length=max_position_embeddings,
     )
   return files
+
+
+def _tokenizer_files(tokenizer: Any) -> dict[str, Any]:
+  """{"kind", "data", "path", "size", "eos", "pad", "bos"} of what
+  `export_params` was given as its tokenizer."""
+  path = ""
+  if isinstance(tokenizer, tokenizer_lib.Vocab):
+    kind, path = tokenizer.kind, tokenizer.path
+    data = (
+        tokenizer.model_proto
+        if kind == "sentencepiece"
+        else tokenizer.tokenizer_json
+    )
+  elif isinstance(tokenizer, (bytes, bytearray)):
+    data = bytes(tokenizer)
+    kind = "bpe" if data.lstrip()[:1] == b"{" else "sentencepiece"
+  else:
+    kind, path = tokenizer_lib.resolve_path(os.fspath(tokenizer))
+    data = epath.Path(path).read_bytes()
+  if kind == "bpe":
+    info = bpe_tokenizer.describe(data, path)
+    return dict(
+        kind=kind,
+        data=data,
+        path=path,
+        size=info["size"],
+        eos=info["eos_id"],
+        pad=info["pad_id"],
+        bos=None,
+    )
+  sp_tokenizer.check_supported(data)
+  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+
+  sp = spm.SentencePieceProcessor()
+  sp.LoadFromSerializedProto(data)
+  norm = lambda i: None if i < 0 else int(i)
+  return dict(
+      kind=kind,
+      data=data,
+      path=path,
+      size=sp.GetPieceSize(),
+      eos=norm(sp.eos_id()),
+      pad=norm(sp.pad_id()),
+      bos=norm(sp.bos_id()),
+  )
 
 
 def import_as_run(
@@ -386,21 +426,21 @@ def import_as_run(
   `checkpointing.load_params` reads, so any stage or trainer option that
   takes a run directory to start from (`init_from`) can start from a
   released checkpoint. Its metadata records the model config and the
-  fingerprint of the checkpoint's SentencePiece tokenizer, so the usual
-  tokenizer checks apply (point `data.tokenizer.path` at
-  `<hf_dir>/tokenizer.model`). The optimizer state is a placeholder: the run
-  is for initialising from, not for resuming.
+  fingerprint of the checkpoint's tokenizer file (its `tokenizer.model`
+  when it has one, else its `tokenizer.json`), so the usual tokenizer
+  checks apply (point `data.tokenizer.path` at `<hf_dir>`). The optimizer
+  state is a placeholder: the run is for initialising from, not for
+  resuming.
 
   Args:
     hf_dir: the Hugging Face directory (local or gs://).
     run_dir: the run directory to create.
-    model_cfg: defaults to `hf_config_lib.model_config_from_hf(hf_dir)`; shapes must match.
+    model_cfg: defaults to `hf_config.model_config_from_hf(hf_dir)`;
+      shapes must match.
 
   Returns:
     The checkpoint metadata written.
   """
-  import hashlib  # pylint: disable=g-import-not-at-top
-
   from demix_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
 
   cfg = (
@@ -409,10 +449,7 @@ def import_as_run(
       else model_cfg
   )
   params = load_params(hf_dir, cfg)
-  info = hf_config_lib.tokenizer_info(hf_dir)
-  fp = ""
-  if info["kind"] == "sentencepiece":
-    fp = hashlib.sha256(epath.Path(info["path"]).read_bytes()).hexdigest()
+  fp = hf_config_lib.tokenizer_info(hf_dir)["fingerprint"] or ""
   meta = {
       "step": 0,
       "tokens_seen": 0,

@@ -1,4 +1,4 @@
-"""Hugging Face Qwen3 config.json and tokenizer <-> demix_jax ModelConfig.
+"""Hugging Face Qwen3 config.json and tokenizer files <-> demix_jax ModelConfig.
 
 The checks here run before any weight is read: a checkpoint whose
 architecture demix_jax cannot represent (attention biases, sliding windows,
@@ -8,12 +8,14 @@ is refused with the reason. See demix_jax/interop/hf.py for the weights.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any, Mapping
 
 from etils import epath
 
+from demix_jax.interop import bpe_tokenizer
 from demix_jax.models import transformer
 
 Params = Any
@@ -189,7 +191,7 @@ def check_config(hf_dir: str | os.PathLike, model_cfg: ModelConfig) -> None:
         f"{hf_dir} does not match the model config: "
         + "; ".join(diff)
         + ". Fix: use models.ModelConfig fields from "
-        "demix_jax.interop.hf.model_config_from_hf(hf_dir)"
+        "demix_jax.interop.hf_config.model_config_from_hf(hf_dir)"
     )
 
 
@@ -197,13 +199,16 @@ def check_config(hf_dir: str | os.PathLike, model_cfg: ModelConfig) -> None:
 
 
 def tokenizer_info(hf_dir: str | os.PathLike) -> dict[str, Any]:
-  """What the directory's tokenizer files say, read as JSON (no libraries).
+  """What the directory's tokenizer files say (read as JSON / protobuf).
 
   Returns:
-    {"kind": "sentencepiece" | "tokenizers" | None, "size": number of ids
-    (vocabulary plus added tokens) or None, "eos_id", "pad_id", "path"}.
-    A SentencePiece `tokenizer.model` is preferred when present (it is what
-    demix_jax's data pipeline reads).
+    {"kind": "sentencepiece" | "bpe" | None, "size": number of ids
+    (vocabulary plus added tokens) or None, "eos_id", "pad_id", "path",
+    "fingerprint" (sha256 of the file)}. A SentencePiece `tokenizer.model`
+    is preferred when present (demix_jax's exports hold both files and its
+    checkpoints record the `.model`), as `data.tokenizer.load_vocab` does
+    for a directory; else `tokenizer.json` (a Qwen3 release), with eos and
+    pad by the rule of demix_jax/data/bpe.py.
   """
   d = epath.Path(hf_dir)
   info: dict[str, Any] = {
@@ -212,6 +217,7 @@ def tokenizer_info(hf_dir: str | os.PathLike) -> dict[str, Any]:
       "eos_id": None,
       "pad_id": None,
       "path": None,
+      "fingerprint": None,
   }
   if (d / "tokenizer.model").exists():
     proto = (d / "tokenizer.model").read_bytes()
@@ -225,29 +231,22 @@ def tokenizer_info(hf_dir: str | os.PathLike) -> dict[str, Any]:
         eos_id=sp.eos_id(),
         pad_id=sp.pad_id(),
         path=os.fspath(d / "tokenizer.model"),
+        fingerprint=hashlib.sha256(proto).hexdigest(),
     )
-    return info
-  if (d / "tokenizer.json").exists():
-    tj = json.loads((d / "tokenizer.json").read_text())
-    ids = list(tj.get("model", {}).get("vocab", {}).values())
-    ids += [t["id"] for t in tj.get("added_tokens", [])]
-    by_content = {t["content"]: t["id"] for t in tj.get("added_tokens", [])}
-    tc = {}
-    if (d / "tokenizer_config.json").exists():
-      tc = json.loads((d / "tokenizer_config.json").read_text())
-
-    def tok_id(key):
-      v = tc.get(key)
-      if isinstance(v, dict):
-        v = v.get("content")
-      return by_content.get(v) if v is not None else None
-
+  elif (d / "tokenizer.json").exists():
+    path = os.fspath(d / "tokenizer.json")
+    data = (d / "tokenizer.json").read_bytes()
+    try:
+      found = bpe_tokenizer.describe(data, path)
+    except ValueError as e:
+      raise HFCheckpointError(f"{hf_dir}: {e}") from e
     info.update(
-        kind="tokenizers",
-        size=(max(ids) + 1) if ids else 0,
-        eos_id=tok_id("eos_token"),
-        pad_id=tok_id("pad_token"),
-        path=os.fspath(d / "tokenizer.json"),
+        kind="bpe",
+        size=found["size"],
+        eos_id=found["eos_id"],
+        pad_id=found["pad_id"],
+        path=path,
+        fingerprint=hashlib.sha256(data).hexdigest(),
     )
   return info
 
@@ -263,7 +262,9 @@ def check_vocab(
     hf_dir: the Hugging Face directory.
     model_cfg: the model config training will use.
     vocab: optional `demix_jax.data.tokenizer.Vocab` the data pipeline will
-      use; it must be the checkpoint's own SentencePiece model.
+      use; it must be the checkpoint's own tokenizer file (its
+      `tokenizer.model` for a SentencePiece vocab, its `tokenizer.json` for
+      a byte-level BPE).
 
   Returns:
     `tokenizer_info(hf_dir)`.
@@ -285,22 +286,19 @@ def check_vocab(
         "config (model_config_from_hf)"
     )
   if vocab is not None:
-    if info["kind"] != "sentencepiece":
-      raise HFCheckpointError(
-          f"{hf_dir} has a `tokenizers` tokenizer ({info['path']}), not a "
-          "SentencePiece model; demix_jax's data pipeline reads SentencePiece "
-          "models only"
-      )
-    import hashlib  # pylint: disable=g-import-not-at-top
-
-    fp = hashlib.sha256(epath.Path(info["path"]).read_bytes()).hexdigest()
+    name = (
+        "tokenizer.model" if vocab.kind == "sentencepiece" else "tokenizer.json"
+    )
+    own = epath.Path(hf_dir) / name
+    fp = hashlib.sha256(own.read_bytes()).hexdigest() if own.exists() else None
     if fp != vocab.fingerprint:
+      what = (
+          f"{own} (fingerprint {fp[:12]}...) is not"
+          if fp
+          else f"{hf_dir} has no {name} ({vocab.kind}), so it cannot be"
+      )
       raise HFCheckpointError(
-          f"{hf_dir}/tokenizer.model (fingerprint {fp[:12]}...) is not the "
-          f"data pipeline's tokenizer ({vocab.fingerprint[:12]}..., "
+          f"{what} the data pipeline's tokenizer ({vocab.fingerprint[:12]}..., "
           f"{vocab.path}). Fix: set data.tokenizer.path={info['path']}"
       )
   return info
-
-
-# -------------------------------------------------------------- weights

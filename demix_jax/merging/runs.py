@@ -29,7 +29,11 @@ DEFAULT_BENCHMARKS = tuple(bench_lib.BENCHMARKS)
 
 
 def as_vocab(tokenizer: str | tokenizer_lib.Vocab) -> tokenizer_lib.Vocab:
-  """A Vocab from a SentencePiece `.model` path (local or gs://) or a Vocab."""
+  """A Vocab from a tokenizer path (local or gs://) or a Vocab.
+
+  A path is a SentencePiece `.model`, a byte-level BPE `tokenizer.json`, or
+  a directory holding one (`data.tokenizer.load_vocab`).
+  """
   if isinstance(tokenizer, tokenizer_lib.Vocab):
     return tokenizer
   return tokenizer_lib.load_vocab(str(tokenizer))
@@ -74,8 +78,8 @@ def check_runs(
           f"run {name!r} ({run_dir}) was trained with tokenizer {fp[:12]}..., "
           f"but the tokenizer given is {vocab.fingerprint[:12]}... "
           f"({vocab.path or 'in memory'}). Pass the tokenizer those runs "
-          "were trained with (the pipeline keeps it at "
-          "<workdir>/data/tokenizer.model)"
+          "were trained with (data.tokenizer.path, or the one the pipeline "
+          "trained: <workdir>/data/tokenizer.model or tokenizer.json)"
       )
     cfg = checkpointing.read_model_config(run_dir, tok)
     if model_cfg is None:
@@ -180,7 +184,8 @@ def from_run_dirs(
   Args:
     base_dir: the base run the components were continued from.
     components: {name: run dir}, in the order of alpha's columns.
-    tokenizer: a SentencePiece `.model` path or a `data.tokenizer.Vocab`.
+    tokenizer: a tokenizer path (`.model`, `tokenizer.json` or a directory
+      holding one) or a `data.tokenizer.Vocab`.
     benchmarks: names in `evals.benchmarks.BENCHMARKS` (default: all nine
       DeMix benchmarks).
     tokens: the components' token budget to load (None = latest).

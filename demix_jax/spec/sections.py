@@ -12,6 +12,8 @@ from demix_jax import models
 from demix_jax.config_lib import ConfigError
 from demix_jax.data import mixture as mixture_lib
 from demix_jax.data import sources as sources_lib
+from demix_jax.data import text_sample
+from demix_jax.data import tokenizer as tokenizer_lib
 from demix_jax.merging import methods as merge_methods
 from demix_jax.models import attention as attention_lib
 from demix_jax.models import memory as memory_lib
@@ -201,7 +203,8 @@ def data(r: config_lib.Reader, model: models.ModelConfig) -> types.DataSpec:
     raise ConfigError(
         "data.tokenizer.path",
         f"{tok_path!r} does not exist",
-        "give an existing SentencePiece .model, or '' to train one",
+        "give an existing SentencePiece .model, tokenizer.json or a"
+        " directory holding one, or '' to train one",
     )
   vocab_size = r.int("data.tokenizer.vocab_size", 2)
   if not tok_path and vocab_size < 300:
@@ -230,7 +233,11 @@ def data(r: config_lib.Reader, model: models.ModelConfig) -> types.DataSpec:
       shuffle_seed=r.int("data.shuffle_seed", 0),
       worker_count=r.int("data.worker_count", 0),
       tokenizer=types.TokenizerSpec(
-          tok_path, vocab_size, r.int("data.tokenizer.sample_chars")
+          tok_path,
+          vocab_size,
+          r.int("data.tokenizer.sample_chars"),
+          kind=r.choice("data.tokenizer.kind", tokenizer_lib.KINDS),
+          sampler=r.choice("data.tokenizer.sampler", text_sample.TEXT_SAMPLERS),
       ),
   )
 

@@ -42,9 +42,13 @@ LOGICAL_AXES = (
 
 @dataclasses.dataclass(frozen=True)
 class TokenizerSpec:
-  path: str  # a SentencePiece .model (local or gs://); "" = train one
+  # A SentencePiece .model, a byte-level BPE tokenizer.json, or a directory
+  # holding one (local or gs://); "" = train one of `kind`.
+  path: str
   vocab_size: int
   sample_chars: int
+  kind: str = "sentencepiece"  # what to train: "sentencepiece" | "bpe"
+  sampler: str = "stream"  # how training documents are sampled
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,6 +17,7 @@ from demix_jax import progress as progress_lib
 from demix_jax import spec as spec_lib
 from demix_jax.config_lib import ConfigError
 from demix_jax.interop import hf as hf_lib
+from demix_jax.interop import hf_config
 from demix_jax.stages import common
 from demix_jax.stages import results
 
@@ -31,9 +32,9 @@ def _start_dir(spec: spec_lib.RunSpec, ws) -> str:
   # A Hugging Face directory: refuse a config or vocabulary that does not
   # match the model before anything trains, then import it once.
   try:
-    hf_lib.check_config(src, spec.model)
-    hf_lib.check_vocab(src, spec.model, ws.vocab)
-  except hf_lib.HFCheckpointError as e:
+    hf_config.check_config(src, spec.model)
+    hf_config.check_vocab(src, spec.model, ws.vocab)
+  except hf_config.HFCheckpointError as e:
     raise ConfigError(
         "base.init_from",
         str(e),

@@ -10,6 +10,7 @@ import pytest
 
 from demix_jax import models
 from demix_jax.interop import hf
+from demix_jax.interop import hf_config
 from demix_jax.interop import safetensors_np
 from tests.interop import helpers
 
@@ -31,7 +32,7 @@ def test_import_of_export_is_bitwise_identity(tmp_path, sp_vocab, tie, dtype):
       lambda x: x.astype(cfg.weight_dtype), helpers.random_params(cfg, 1)
   )
   hf.export_params(params, cfg, tmp_path, tokenizer=sp_vocab.model_proto)
-  cfg_back = hf.model_config_from_hf(tmp_path, param_dtype=dtype)
+  cfg_back = hf_config.model_config_from_hf(tmp_path, param_dtype=dtype)
   assert cfg_back == cfg
   back = hf.load_params(tmp_path, cfg)
   a, b = _leaves(params), _leaves(back)
@@ -91,7 +92,9 @@ def test_config_mismatch_is_an_error_before_weights_are_read(tmp_path):
   hf.export_params(helpers.random_params(cfg), cfg, tmp_path)
   (tmp_path / "model.safetensors").unlink()  # never reached
   wrong = helpers.tiny_cfg(n_layers=3, rope_theta=1e6)
-  with pytest.raises(hf.HFCheckpointError, match="n_layers=3.*rope_theta"):
+  with pytest.raises(
+      hf_config.HFCheckpointError, match="n_layers=3.*rope_theta"
+  ):
     hf.load_params(tmp_path, wrong, require_tokenizer=False)
 
 
@@ -100,7 +103,7 @@ def test_vocab_from_the_tokenizer_checked_before_training(tmp_path, sp_vocab):
   hf.export_params(
       helpers.random_params(cfg), cfg, tmp_path, tokenizer=sp_vocab.model_proto
   )
-  info = hf.check_vocab(tmp_path, cfg, sp_vocab)
+  info = hf_config.check_vocab(tmp_path, cfg, sp_vocab)
   assert info["kind"] == "sentencepiece" and info["size"] == 384
   assert info["eos_id"] == 1 and info["pad_id"] == 0
   # A model with fewer embedding rows than the tokenizer has ids.
@@ -108,12 +111,14 @@ def test_vocab_from_the_tokenizer_checked_before_training(tmp_path, sp_vocab):
   c = json.loads((tmp_path / "config.json").read_text())
   c["vocab_size"] = 350
   (tmp_path / "config.json").write_text(json.dumps(c))
-  with pytest.raises(hf.HFCheckpointError, match="384 ids.*vocab_size=350"):
+  with pytest.raises(
+      hf_config.HFCheckpointError, match="384 ids.*vocab_size=350"
+  ):
     hf.load_params(tmp_path, small)
   # No tokenizer at all.
   for f in ("tokenizer.model", "tokenizer.json"):
     (tmp_path / f).unlink()
-  with pytest.raises(hf.HFCheckpointError, match="no tokenizer"):
+  with pytest.raises(hf_config.HFCheckpointError, match="no tokenizer"):
     hf.load_params(tmp_path, small)
 
 
@@ -130,7 +135,7 @@ def test_data_pipeline_tokenizer_must_be_the_checkpoints(tmp_path, sp_vocab):
   hf.export_params(
       helpers.random_params(cfg), cfg, out, tokenizer=sp_vocab.model_proto
   )
-  with pytest.raises(hf.HFCheckpointError, match="data.tokenizer.path="):
+  with pytest.raises(hf_config.HFCheckpointError, match="data.tokenizer.path="):
     hf.load_params(out, cfg, vocab=other)
 
 
@@ -156,7 +161,7 @@ def test_released_config_spellings_and_unsupported_features(tmp_path):
       "use_sliding_window": False,
   }
   (tmp_path / "config.json").write_text(json.dumps(c))
-  cfg = hf.model_config_from_hf(tmp_path, dtype="bfloat16", remat=True)
+  cfg = hf_config.model_config_from_hf(tmp_path, dtype="bfloat16", remat=True)
   want = models.get_preset("qwen3_1p7b")
   assert cfg == want
   for key, val, msg in [
@@ -165,8 +170,8 @@ def test_released_config_spellings_and_unsupported_features(tmp_path):
       ("model_type", "llama", "model_type"),
   ]:
     (tmp_path / "config.json").write_text(json.dumps({**c, key: val}))
-    with pytest.raises(hf.HFCheckpointError, match=msg):
-      hf.model_config_from_hf(tmp_path)
+    with pytest.raises(hf_config.HFCheckpointError, match=msg):
+      hf_config.model_config_from_hf(tmp_path)
 
 
 def test_load_params_places_onto_a_target_sharding(tmp_path):
