@@ -11,6 +11,11 @@ Kinds (`SourceSpec.kind`):
   jsonl:       local JSON-lines files; the text is `field` (dots for nested).
   arrayrecord: local ArrayRecord files of UTF-8 text or JSON records.
   parquet:     local Parquet files, column `field` (needs pyarrow).
+  hf_disk:     a Hugging Face `datasets` save_to_disk directory (`data_dir`,
+               `split` of a DatasetDict), column `feature`, read with pyarrow.
+  prepared:    token shards written by `python -m demix_jax.prepare`
+               (`data_dir` = the source's prepared directory): the trainer
+               streams this host's shards, counts come from the manifest.
 
 Local kinds take held-out documents from `heldout_paths` when given, else a
 deterministic hash split: a document is held out iff a hash of its *content*
@@ -44,8 +49,10 @@ from demix_jax import storage
 from demix_jax.data import offline
 from demix_jax.data import readers
 from demix_jax.data.errors import SourceError
+from demix_jax.prepare import manifest as prepared_lib
 
 KINDS = ("offline", "tfds", "text", "jsonl", "arrayrecord", "parquet")
+KINDS += ("hf_disk", "prepared")
 SPLITS = ("train", "heldout")
 _LOCAL = ("text", "jsonl", "arrayrecord", "parquet")
 # Above this many documents token counts are estimated from a sample.
@@ -104,7 +111,8 @@ def content_hash(text: str) -> str:
   return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _is_heldout(text: str, percent: float) -> bool:
+def is_heldout(text: str, percent: float) -> bool:
+  """The hash-split rule: held out iff the content hash falls under percent."""
   return int(content_hash(text)[:8], 16) % 10_000 < percent * 100
 
 
@@ -123,6 +131,8 @@ class Source:
     self.name = spec.name
     self.cache_dir = cache_dir
     self._docs: dict[str, Sequence[str]] = {}
+    # kind "prepared": the opened shards (the loaders read ids from them).
+    self.prepared: prepared_lib.Prepared | None = None
 
   # -- reading
   def docs(self, split: str) -> Sequence[str]:
@@ -169,6 +179,19 @@ class Source:
         }
       else:
         self._docs = self._hash_split(train)
+      return
+    if s.kind == "prepared":
+      self.prepared = prepared_lib.Prepared(s.data_dir, s.name)
+      self._docs = {
+          x: prepared_lib.PreparedTexts(self.prepared, x) for x in SPLITS
+      }
+      return
+    if s.kind == "hf_disk":
+      files = readers.hf_arrow_files(s.data_dir, s.split, s.name)
+      docs = [
+          t for f in files for t in readers.iter_arrow(f, s.feature, s.name)
+      ]
+      self._docs = self._hash_split(docs)
       return
     name = s.name
     if not s.paths:
@@ -275,12 +298,12 @@ class Source:
           "use e.g. 1.0, or give held-out data explicitly",
       )
     if isinstance(docs, list):
-      train = [d for d in docs if not _is_heldout(d, pct)]
-      held = [d for d in docs if _is_heldout(d, pct)]
+      train = [d for d in docs if not is_heldout(d, pct)]
+      held = [d for d in docs if is_heldout(d, pct)]
     else:
       # One pass over the records; fine for local files, slow for huge tfds
       # datasets (give heldout_split there).
-      flags = [_is_heldout(docs[i], pct) for i in range(len(docs))]
+      flags = [is_heldout(docs[i], pct) for i in range(len(docs))]
       train = readers.RecordTexts(
           docs, readers.identity, [i for i, h in enumerate(flags) if not h]
       )
@@ -309,6 +332,9 @@ class Source:
           h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
     if self.spec.kind == "offline":
       h.update(offline.CORPUS_VERSION.encode())
+    if self.spec.kind == "prepared":
+      m = prepared_lib.read_manifest(self.spec.data_dir, self.name)
+      h.update(m["source_fingerprint"].encode())
     return h.hexdigest()
 
   def token_count(self, vocab, split: str = "train") -> int:
@@ -318,6 +344,10 @@ class Source:
     sample. Cached in `<cache_dir>/token_counts.json` per source fingerprint,
     tokenizer fingerprint and split.
     """
+    if self.spec.kind == "prepared":
+      self.docs(split)  # opens the manifest
+      self.prepared.check_tokenizer(vocab.fingerprint)
+      return self.prepared.tokens(split)  # exact, from the manifest
     key = (
         f"{self.name}:{self.fingerprint()[:16]}:{vocab.fingerprint[:16]}:"
         f"{split}"
@@ -408,6 +438,10 @@ def validate_sources(specs: Mapping[str, SourceSpec]) -> None:
             f"corpus {s.corpus!r} needs the " f"{need} package",
             "pip install -r requirements.txt",
         )
+    elif s.kind == "prepared":
+      prepared_lib.read_manifest(s.data_dir, name)
+    elif s.kind == "hf_disk":
+      readers.hf_arrow_files(s.data_dir, s.split, name)
     elif s.kind == "tfds":
       if not s.dataset:
         raise SourceError(
