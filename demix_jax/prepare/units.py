@@ -354,8 +354,8 @@ def plan_source(spec: sources_lib.SourceSpec, opts: PrepareOptions):
     raise SourceError(
         spec.name,
         key,
-        f"the held-out split would be empty (heldout_percent={pct} of"
-        " these documents holds out none)",
+        f"the held-out split would be empty (heldout_percent={pct} holds"
+        " out none of these documents)",
         "raise heldout_percent or give held-out data (heldout_paths /"
         " heldout_split)",
     )
