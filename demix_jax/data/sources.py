@@ -131,8 +131,14 @@ class Source:
     self.name = spec.name
     self.cache_dir = cache_dir
     self._docs: dict[str, Sequence[str]] = {}
-    # kind "prepared": the opened shards (the loaders read ids from them).
-    self.prepared: prepared_lib.Prepared | None = None
+    self._prepared: prepared_lib.Prepared | None = None
+
+  @property
+  def prepared(self) -> prepared_lib.Prepared | None:
+    """Kind "prepared": the opened shards (loaders read ids from them)."""
+    if self.spec.kind == "prepared" and self._prepared is None:
+      self._open()
+    return self._prepared
 
   # -- reading
   def docs(self, split: str) -> Sequence[str]:
@@ -181,10 +187,8 @@ class Source:
         self._docs = self._hash_split(train)
       return
     if s.kind == "prepared":
-      self.prepared = prepared_lib.Prepared(s.data_dir, s.name)
-      self._docs = {
-          x: prepared_lib.PreparedTexts(self.prepared, x) for x in SPLITS
-      }
+      p = self._prepared = prepared_lib.Prepared(s.data_dir, s.name)
+      self._docs = {x: prepared_lib.PreparedTexts(p, x) for x in SPLITS}
       return
     if s.kind == "hf_disk":
       files = readers.hf_arrow_files(s.data_dir, s.split, s.name)
@@ -345,7 +349,6 @@ class Source:
     tokenizer fingerprint and split.
     """
     if self.spec.kind == "prepared":
-      self.docs(split)  # opens the manifest
       self.prepared.check_tokenizer(vocab.fingerprint)
       return self.prepared.tokens(split)  # exact, from the manifest
     key = (
