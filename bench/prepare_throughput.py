@@ -107,7 +107,11 @@ def _stdlib_docs(mb: float) -> list[str]:
 
 
 def _train_bpe(docs: list[str], vocab_size: int) -> str:
-  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+  from tokenizers import Tokenizer
+  from tokenizers import decoders
+  from tokenizers import models
+  from tokenizers import pre_tokenizers
+  from tokenizers import trainers
 
   tok = Tokenizer(models.BPE())
   tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

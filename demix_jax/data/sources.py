@@ -17,6 +17,10 @@ Kinds (`SourceSpec.kind`):
                (`data_dir` = the source's prepared directory): the trainer
                streams this host's shards, counts come from the manifest.
 
+Any kind may name `prepared`, the directory prepare writes its shards to:
+once that directory holds a manifest made from the same spec, the source
+reads the shards instead of the raw data (a different spec is an error).
+
 Local kinds take held-out documents from `heldout_paths` when given, else a
 deterministic hash split: a document is held out iff a hash of its *content*
 falls under `heldout_percent`, so identical texts always land on the same
@@ -78,6 +82,7 @@ class SourceSpec:
   unit: str = "file"  # text: file | line | paragraph
   record_format: str = "text"  # arrayrecord: text | json
   max_docs: int = 0  # > 0: cap per split (tests, runlocal)
+  prepared: str = ""  # prepare's output dir; read once it has a manifest
 
 
 def spec_from_dict(
@@ -135,9 +140,13 @@ class Source:
 
   @property
   def prepared(self) -> prepared_lib.Prepared | None:
-    """Kind "prepared": the opened shards (loaders read ids from them)."""
-    if self.spec.kind == "prepared" and self._prepared is None:
-      self._open()
+    """The prepared shards this source reads (None: it reads raw data)."""
+    s = self.spec
+    if self._prepared is None:
+      if s.kind == "prepared":
+        self._prepared = prepared_lib.Prepared(s.data_dir, s.name)
+      elif prepared_lib.exists(s.prepared):
+        self._prepared = prepared_lib.Prepared(s.prepared, s.name, spec=s)
     return self._prepared
 
   # -- reading
@@ -186,8 +195,8 @@ class Source:
       else:
         self._docs = self._hash_split(train)
       return
-    if s.kind == "prepared":
-      p = self._prepared = prepared_lib.Prepared(s.data_dir, s.name)
+    if self.prepared is not None:
+      p = self.prepared
       self._docs = {x: prepared_lib.PreparedTexts(p, x) for x in SPLITS}
       return
     if s.kind == "hf_disk":
@@ -336,9 +345,8 @@ class Source:
           h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
     if self.spec.kind == "offline":
       h.update(offline.CORPUS_VERSION.encode())
-    if self.spec.kind == "prepared":
-      m = prepared_lib.read_manifest(self.spec.data_dir, self.name)
-      h.update(m["source_fingerprint"].encode())
+    if self.prepared is not None:
+      h.update(self.prepared.manifest["source_fingerprint"].encode())
     return h.hexdigest()
 
   def token_count(self, vocab, split: str = "train") -> int:
@@ -348,7 +356,7 @@ class Source:
     sample. Cached in `<cache_dir>/token_counts.json` per source fingerprint,
     tokenizer fingerprint and split.
     """
-    if self.spec.kind == "prepared":
+    if self.prepared is not None:
       self.prepared.check_tokenizer(vocab.fingerprint)
       return self.prepared.tokens(split)  # exact, from the manifest
     key = (

@@ -11,7 +11,10 @@ cache_dir; flags win). Any flag this program does not define is a Beam
 pipeline option and passes through unchanged, so the same command runs on
 the in-process DirectRunner (default) or on Dataflow, Flink or Spark.
 
-Then point each source at its prepared directory:
+A source writes to `<out_dir>/<name>`, or to its own `prepared` directory
+when its spec names one. Training reads the shards when the source names
+that `prepared` directory (the same config then serves prepare and the
+run), or from a source of kind "prepared":
   data.sources.web = {"kind": "prepared", "data_dir": "<out_dir>/web"}
 
 Exit codes: 0 done; 2 bad input (a config, flag, source or tokenizer

@@ -34,8 +34,10 @@ holds more than the ArrayRecord indices of its shards in memory.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from etils import epath
 import numpy as np
@@ -118,13 +120,44 @@ def read_manifest(directory: str, source: str = "") -> dict[str, Any]:
   return m
 
 
+def exists(directory: str) -> bool:
+  """Whether a finished prepare wrote its manifest in `directory`."""
+  return bool(directory) and (epath.Path(directory) / MANIFEST).exists()
+
+
+def comparable_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+  """A SourceSpec dict without the keys that do not change the shards."""
+  d = json.loads(json.dumps(dict(spec)))
+  for k in ("name", "prepared", "max_docs"):
+    d.pop(k, None)
+  return d
+
+
 class Prepared:
   """An opened prepared source: counts from the manifest, shard readers."""
 
-  def __init__(self, directory: str, source: str = ""):
+  def __init__(self, directory: str, source: str = "", spec=None):
+    """Opens the manifest in `directory`.
+
+    Args:
+      directory: the source's prepared directory.
+      source: its name (for errors).
+      spec: the SourceSpec it must have been prepared from (None: any;
+        kind "prepared" names the shards directly).
+    """
     self.directory = os.fspath(directory)
     self.source = source or ""
     self.manifest = read_manifest(self.directory, source)
+    if spec is not None:
+      want = comparable_spec(dataclasses.asdict(spec))
+      if comparable_spec(self.manifest.get("spec", {})) != want:
+        raise SourceError(
+            self.source,
+            "prepared",
+            f"{self.directory} was prepared from another spec of this"
+            f" source ({comparable_spec(self.manifest.get('spec', {}))})",
+            "rerun `python -m demix_jax.prepare` for it, or clear prepared",
+        )
     self.eos_id = int(self.manifest["eos_id"])
     self.tokenizer_fingerprint = self.manifest["tokenizer_fingerprint"]
 

@@ -99,6 +99,8 @@ def plan(
         f"use names from {sorted(specs)}",
     )
   names = options.only or tuple(specs)
+  # Sources of kind "prepared" are shards already.
+  names = [n for n in names if specs[n].kind != "prepared"]
   return {n: units_lib.plan_source(specs[n], options) for n in names}
 
 
@@ -127,7 +129,7 @@ def prepare_sources(
   plans = plan(specs, options)
   out, jobs = {}, []
   for name, (units, fp) in plans.items():
-    directory = units_lib.source_dir(options.out_dir, name)
+    directory = units_lib.source_dir(specs[name], options.out_dir)
     m = _current_manifest(directory, fp, vocab.fingerprint)
     if m is not None:
       print(f"[prepare] {name}: up to date, skipped", file=sys.stderr)
@@ -158,7 +160,7 @@ def prepare_sources(
   for name, (units, fp) in plans.items():
     if name in out:
       continue
-    directory = units_lib.source_dir(options.out_dir, name)
+    directory = units_lib.source_dir(specs[name], options.out_dir)
     m = build_manifest(specs[name], units, fp, vocab, directory)
     if not m["splits"]["heldout"]["documents"]:
       raise SourceError(

@@ -44,7 +44,9 @@ class PrepareOptions:
   """Settings of one prepare run (config section `prepare`, or flags).
 
   Attributes:
-    out_dir: where each source's directory is written (local or gs://).
+    out_dir: where each source's directory `<out_dir>/<name>` is written
+      (local or gs://); a source whose spec names `prepared` is written
+      there instead ("" is allowed when every source names one).
     unit_bytes: input bytes per work unit (and so per output shard pair).
     unit_docs: documents per work unit of record stores (tfds, ArrayRecord).
     encode_batch: documents per tokenizer call.
@@ -60,8 +62,6 @@ class PrepareOptions:
   only: tuple[str, ...] = ()
 
   def __post_init__(self):
-    if not self.out_dir:
-      raise ValueError("prepare.out_dir: not set. Fix: give --out_dir")
     for name in ("unit_bytes", "unit_docs", "encode_batch"):
       if getattr(self, name) <= 0:
         raise ValueError(
@@ -71,11 +71,24 @@ class PrepareOptions:
 
   @property
   def offline_cache(self) -> str:
-    return self.cache_dir or f"{self.out_dir.rstrip('/')}/offline"
+    """Where offline corpora are built ("" when neither dir is set)."""
+    if self.cache_dir or not self.out_dir:
+      return self.cache_dir
+    return f"{self.out_dir.rstrip('/')}/offline"
 
 
-def source_dir(out_dir: str, name: str) -> str:
-  return f"{out_dir.rstrip('/')}/{name}"
+def source_dir(spec: sources_lib.SourceSpec, out_dir: str) -> str:
+  """Where a source's shards go: its `prepared`, else <out_dir>/<name>."""
+  if spec.prepared:
+    return spec.prepared.rstrip("/")
+  if not out_dir:
+    raise SourceError(
+        spec.name,
+        "prepared",
+        "no output directory: neither prepared nor --out_dir is set",
+        "give --out_dir (or prepare.out_dir), or set the source's prepared",
+    )
+  return f"{out_dir.rstrip('/')}/{spec.name}"
 
 
 def spec_dict(spec: sources_lib.SourceSpec) -> dict[str, Any]:
@@ -326,6 +339,14 @@ def plan_source(spec: sources_lib.SourceSpec, opts: PrepareOptions):
         "max_docs",
         f"max_docs={spec.max_docs}: prepare writes whole sources",
         "set max_docs to 0 for prepare (cap the run's tokens instead)",
+    )
+  source_dir(spec, opts.out_dir)  # an output directory is known
+  if spec.kind == "offline" and not opts.offline_cache:
+    raise SourceError(
+        spec.name,
+        "corpus",
+        "offline corpora are built in a cache dir, and none is set",
+        "give --out_dir or prepare.cache_dir",
     )
   units = _units(spec, opts)
   d = spec_dict(spec)

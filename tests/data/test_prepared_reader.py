@@ -150,3 +150,31 @@ def test_missing_manifest_names_the_source(tmp_path):
   with pytest.raises(SourceError, match="is not a prepared source") as e:
     sources.validate_sources({"web": spec})
   assert (e.value.source, e.value.key) == ("web", "data_dir")
+
+
+def test_a_source_naming_its_prepared_dir_reads_it_once_prepared(
+    setup, tmp_path
+):
+  vocab, raw, _ = setup
+  d = {"kind": "jsonl", "paths": list(raw["a"].paths)}
+  d["prepared"] = str(tmp_path / "a")
+  spec = sources.spec_from_dict("a", d)
+  before = sources.Source(spec)
+  assert before.prepared is None  # not prepared yet: the raw files
+  n_raw = before.token_count(vocab)
+  runner.prepare_sources({"a": spec}, vocab, units.PrepareOptions(out_dir=""))
+  assert manifest.exists(str(tmp_path / "a"))
+  after = sources.Source(spec)
+  assert after.prepared is not None
+  assert after.token_count(vocab) == n_raw
+  it = pipeline.make_train_iterator(
+      {"a": after}, {"a": 1.0}, vocab, SEQ, 2, 0, prefetch=0
+  )
+  want = pipeline.make_train_iterator(
+      {"a": before}, {"a": 1.0}, vocab, SEQ, 2, 0, prefetch=0
+  )
+  np.testing.assert_array_equal(next(it)["tokens"], next(want)["tokens"])
+  changed = sources.spec_from_dict("a", dict(d, heldout_percent=2.0))
+  with pytest.raises(SourceError, match="another spec") as e:
+    sources.Source(changed).docs("train")
+  assert e.value.key == "prepared"
