@@ -157,9 +157,12 @@ def iter_lines(
 
 
 def _utf8(data: bytes, path: str, offset: int, source: str, key: str) -> str:
+  """Decoded text; bad bytes raise SourceError, or as is without a source."""
   try:
     return data.decode("utf-8")
   except UnicodeDecodeError as e:
+    if not source:
+      raise
     raise SourceError(
         source,
         key,
@@ -227,7 +230,7 @@ def read_text(path: str, unit: str) -> list[str]:
 
 
 def jsonl_text(
-    line: bytes, field: str, path: str, where: str, source: str
+    line: bytes | str, field: str, path: str, where: str, source: str
 ) -> str:
   """The `field` string of one JSON line ("" for a blank line)."""
   if not line.strip():

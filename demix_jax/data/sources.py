@@ -6,20 +6,19 @@ Kinds (`SourceSpec.kind`):
   tfds:        a prepared tfds dataset read with `as_data_source`
                (ArrayRecord; `data_dir` may be gs://). Held-out is
                `heldout_split` when given, else a hash split of `split`.
-  text:        local text files (globs); one document per file, line or
+  text:        text files (globs); one document per file, line or
                blank-line paragraph (`unit`).
-  jsonl:       local JSON-lines files; the text is `field` (dots for nested).
+  jsonl:       JSON-lines files; the text is `field` (dots for nested).
+               JSONL, lines and files are read in place through a byte
+               index (`line_index.py`); paragraphs and Parquet in memory.
   arrayrecord: local ArrayRecord files of UTF-8 text or JSON records.
   parquet:     local Parquet files, column `field` (needs pyarrow).
   hf_disk:     a Hugging Face `datasets` save_to_disk directory (`data_dir`,
                `split` of a DatasetDict), column `feature`, read with pyarrow.
-  prepared:    token shards written by `python -m demix_jax.prepare`
-               (`data_dir` = the source's prepared directory): the trainer
-               streams this host's shards, counts come from the manifest.
-
-Any kind may name `prepared`, the directory prepare writes its shards to:
-once that directory holds a manifest made from the same spec, the source
-reads the shards instead of the raw data (a different spec is an error).
+  prepared:    token shards of `python -m demix_jax.prepare` in `data_dir`:
+               hosts stream their shards, counts come from the manifest.
+Any kind may name `prepared` (prepare's output dir): once it holds a
+manifest of the same spec, the source reads those shards instead.
 
 Local kinds take held-out documents from `heldout_paths` when given, else a
 deterministic hash split: a document is held out iff a hash of its *content*
@@ -28,10 +27,8 @@ side and the splits never overlap.
 
 `Source.docs(split)` is a random-access sequence of `str` (usable with
 `grain.MapDataset.source`); `Source.token_count(vocab, split)` is cached.
-`validate_sources` checks specs cheaply (files exist and are non-empty, the
-JSONL field is present, ...) so the pipeline can fail before training.
-Problems raise `SourceError` (data/errors.py), naming the source and the
-SourceSpec key to fix.
+`validate_sources` checks specs cheaply before training. Problems raise
+`SourceError` (data/errors.py), naming the source and the key to fix.
 """
 
 from __future__ import annotations
@@ -50,6 +47,7 @@ from etils import epath
 import numpy as np
 
 from demix_jax import storage
+from demix_jax.data import line_index
 from demix_jax.data import offline
 from demix_jax.data import readers
 from demix_jax.data.errors import SourceError
@@ -283,19 +281,24 @@ class Source:
       return readers.RecordTexts(
           records, readers.Utf8(s.feature if json_records else "", json_records)
       )
-    out = []
+    if s.kind == "text" and s.unit not in ("file", "line", "paragraph"):
+      raise SourceError(
+          name,
+          "unit",
+          f"unknown unit {s.unit!r}",
+          "use file, line or paragraph",
+      )
+    # Read in place through a byte index (line_index.py): no text in memory.
+    if s.kind == "jsonl" or (s.kind == "text" and s.unit == "line"):
+      return line_index.LineDocs(
+          files, s.feature if s.kind == "jsonl" else "", name
+      )
+    if s.kind == "text" and s.unit == "file":
+      return line_index.FileDocs(files, name)
+    out = []  # paragraphs and Parquet: in memory (prepare them at scale)
     for f in files:
       if s.kind == "text":
-        if s.unit not in ("file", "line", "paragraph"):
-          raise SourceError(
-              name,
-              "unit",
-              f"unknown unit {s.unit!r}",
-              "use file, line or paragraph",
-          )
         out.extend(readers.read_text(f, s.unit))
-      elif s.kind == "jsonl":
-        out.extend(readers.read_jsonl(f, s.feature, s.name))
       else:
         out.extend(readers.read_parquet(f, s.feature, s.name))
     return out
@@ -316,13 +319,12 @@ class Source:
     else:
       # One pass over the records; fine for local files, slow for huge tfds
       # datasets (give heldout_split there).
-      flags = [is_heldout(docs[i], pct) for i in range(len(docs))]
+      n = len(docs)
+      flags = np.fromiter((is_heldout(docs[i], pct) for i in range(n)), bool, n)
       train = readers.RecordTexts(
-          docs, readers.identity, [i for i, h in enumerate(flags) if not h]
+          docs, readers.identity, np.flatnonzero(~flags)
       )
-      held = readers.RecordTexts(
-          docs, readers.identity, [i for i, h in enumerate(flags) if h]
-      )
+      held = readers.RecordTexts(docs, readers.identity, np.flatnonzero(flags))
     if not len(held):  # pylint: disable=g-explicit-length-test
       logging.warning(
           "source %s: the hash split held out no document", self.name

@@ -30,12 +30,13 @@ import secrets
 import sys
 import tempfile
 import time
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from etils import epath
 
 from demix_jax import storage
 from demix_jax.data import sources as sources_lib
+from demix_jax.data.errors import SourceError
 from demix_jax.prepare import manifest as manifest_lib
 from demix_jax.prepare import units as units_lib
 
@@ -116,6 +117,19 @@ def _committed(job: dict[str, Any], fingerprint: str) -> dict | None:
   return rec
 
 
+def _decoded(texts: Iterable[str], job: dict[str, Any]) -> Iterator[str]:
+  """The texts; bytes that are not UTF-8 become a SourceError (bad input)."""
+  try:
+    yield from texts
+  except UnicodeDecodeError as e:
+    raise SourceError(
+        job["source"],
+        "paths",
+        f"{job['unit'].get('path', '')} is not UTF-8 text ({e.reason})",
+        "convert the file to UTF-8 or drop it from the glob",
+    ) from e
+
+
 def _batches(texts: Iterable[str], n: int):
   batch = []
   for t in texts:
@@ -147,7 +161,7 @@ def process_unit(job: dict[str, Any], vocab, encode_batch: int) -> dict:
   pct = spec["heldout_percent"]
   writers = {}
   try:
-    texts = units_lib.iter_unit(spec, unit, job["cache"])
+    texts = _decoded(units_lib.iter_unit(spec, unit, job["cache"]), job)
     for batch in _batches(texts, encode_batch):
       for text, ids in zip(batch, vocab.encode_batch(batch)):
         split = unit["split"]

@@ -94,3 +94,32 @@ def test_undecodable_text_names_the_source(tmp_path):
   with pytest.raises(SourceError) as e:
     list(readers.iter_text(str(path), "line", source="web"))
   assert e.value.source == "web" and "UTF-8" in str(e.value)
+
+
+def test_raw_jsonl_and_text_sources_are_read_in_place(tmp_path):
+  import pickle  # pylint: disable=g-import-not-at-top
+
+  from demix_jax.data import line_index  # pylint: disable=g-import-not-at-top
+  from demix_jax.data import sources  # pylint: disable=g-import-not-at-top
+
+  j = tmp_path / "a.jsonl"
+  texts = [f"document {i} " + "z" * (i % 5) for i in range(300)]
+  j.write_text("".join(json.dumps({"text": t}) + "\n\n" for t in texts))
+  t = tmp_path / "b.txt"
+  t.write_text("\n".join(texts) + "\n")
+  for d in (
+      {"kind": "jsonl", "paths": [str(j)]},
+      {"kind": "text", "paths": [str(t)], "unit": "line"},
+  ):
+    src = sources.Source(sources.spec_from_dict("s", d))
+    train, held = src.docs("train"), src.docs("heldout")
+    assert sorted(list(train) + list(held)) == sorted(texts)
+    assert len(held) > 0
+    # The documents are an index over the file, not a list of texts.
+    assert isinstance(train, readers.RecordTexts)
+    back = pickle.loads(pickle.dumps(train))
+    assert list(back) == list(train)
+  docs = line_index.LineDocs([str(j)], "text", "s")
+  assert list(docs) == texts and docs[-1] == texts[-1]
+  files = line_index.FileDocs([str(t), str(j)], "s")
+  assert len(files) == 2 and files[0] == t.read_text()
