@@ -1,5 +1,6 @@
 """prepare end to end on Beam's in-process runner: counts, order, resume."""
 
+import json
 import os
 
 import numpy as np
@@ -87,3 +88,47 @@ def test_prepared_source_reads_counts_from_the_manifest(prepared, specs, vocab):
   # Texts decode back to the raw documents (this tokenizer round-trips).
   raw = sources.Source(specs["web"]).docs("heldout")
   assert list(src.docs("heldout")) == list(raw)
+
+
+def _check_against_raw(specs, got, vocab, cache=""):
+  for name, spec in specs.items():
+    raw = sources.Source(spec, cache)
+    for split in ("train", "heldout"):
+      m = got[name]["splits"][split]
+      assert m["documents"] == len(raw.docs(split)) > 0
+      assert m["tokens"] == raw.token_count(vocab, split)
+
+
+def test_arrayrecord_source(tmp_path, vocab):
+  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+
+  from tests.prepare.conftest import make_docs  # pylint: disable=g-import-not-at-top
+
+  path = str(tmp_path / "docs.arrayrecord")
+  w = array_record_module.ArrayRecordWriter(path, "group_size:1")
+  for t in make_docs(180, 7) + [""]:
+    w.write(json.dumps({"t": t}).encode())
+  w.close()
+  d = {"kind": "arrayrecord", "paths": [path], "record_format": "json"}
+  d |= {"feature": "t", "heldout_percent": 10.0}
+  specs = {"rec": sources.spec_from_dict("rec", d)}
+  opts = units.PrepareOptions(out_dir=str(tmp_path / "out"), unit_docs=25)
+  got = runner.prepare_sources(specs, vocab, opts)
+  _check_against_raw(specs, got, vocab)
+  assert len(got["rec"]["splits"]["train"]["shards"]) == 8  # 181 / 25
+  # Record stores keep empty records as documents, as the raw path does.
+  split = got["rec"]["splits"]
+  assert split["train"]["documents"] + split["heldout"]["documents"] == 181
+
+
+@pytest.mark.slow  # builds the offline code corpus (tfds)
+def test_offline_source(tmp_path, vocab):
+  cache = str(tmp_path / "cache")
+  spec = sources.spec_from_dict(
+      "code", {"kind": "offline", "corpus": "code"}, offline_max_docs=40
+  )
+  opts = units.PrepareOptions(
+      out_dir=str(tmp_path / "out"), unit_docs=25, cache_dir=cache
+  )
+  got = runner.prepare_sources({"code": spec}, vocab, opts)
+  _check_against_raw({"code": spec}, got, vocab, cache)
