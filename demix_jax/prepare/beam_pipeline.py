@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -81,8 +82,11 @@ class _ShardWriter:
       if self.local:
         os.replace(self.tmp, self.final)
       else:
-        with open(self.tmp, "rb") as f:
-          epath.Path(self.final).write_bytes(f.read())
+        # One object, visible only once its upload completes.
+        epath.Path(self.final).parent.mkdir(parents=True, exist_ok=True)
+        with open(self.tmp, "rb") as src:
+          with epath.Path(self.final).open("wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 24)
     finally:
       if os.path.exists(self.tmp):
         os.unlink(self.tmp)

@@ -98,19 +98,32 @@ def spec_dict(spec: sources_lib.SourceSpec) -> dict[str, Any]:
 # ----------------------------------------------------------- reading units
 
 
+@functools.lru_cache(maxsize=8)
+def _open_store(kind: str, path: str, dataset: str, data_dir: str, **kw):
+  """A record store, opened once per process (tfds builders are slow)."""
+  if kind == "arrayrecord":
+    return readers.array_records([path])
+  if kind == "tfds":
+    return readers.open_tfds(dataset, data_dir, path)
+  return readers.open_offline(kw["corpus"], kw["cache"], kw["max_docs"], path)
+
+
 def _record_store(spec_d: dict[str, Any], unit: dict[str, Any], cache: str):
   kind = spec_d["kind"]
+  store = _open_store(
+      kind,
+      unit["path"],
+      spec_d["dataset"],
+      spec_d["data_dir"],
+      corpus=spec_d["corpus"],
+      cache=cache,
+      max_docs=spec_d["max_docs"],
+  )
   if kind == "arrayrecord":
     json_records = spec_d["record_format"] == "json"
     dec = readers.Utf8(spec_d["feature"] if json_records else "", json_records)
-    return readers.array_records([unit["path"]]), dec
-  if kind == "tfds":
-    ds = readers.open_tfds(spec_d["dataset"], spec_d["data_dir"], unit["path"])
-    return ds, readers.Utf8(spec_d["feature"])
-  ds = readers.open_offline(
-      spec_d["corpus"], cache, spec_d["max_docs"], unit["path"]
-  )
-  return ds, readers.Utf8("text")
+    return store, dec
+  return store, readers.Utf8(spec_d["feature"] if kind == "tfds" else "text")
 
 
 def iter_unit(

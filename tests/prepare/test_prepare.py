@@ -132,3 +132,29 @@ def test_offline_source(tmp_path, vocab):
   )
   got = runner.prepare_sources({"code": spec}, vocab, opts)
   _check_against_raw({"code": spec}, got, vocab, cache)
+
+
+def test_object_store_commit_uploads_whole_shards(
+    tmp_path, specs, vocab, monkeypatch
+):
+  """The gs:// branch (temporary file elsewhere, one upload) on local paths."""
+  from demix_jax.prepare import beam_pipeline  # pylint: disable=g-import-not-at-top
+
+  spec = specs["notes"]
+  unit = units.plan_source(spec, _opts(str(tmp_path)))[0][0]
+  job = dict(source="notes", index=0, n_units=1, unit=unit, cache="")
+  job["spec"] = units.spec_dict(spec)
+  local = beam_pipeline.process_unit(
+      dict(job, dir=str(tmp_path / "local")), vocab, 64
+  )
+  monkeypatch.setattr(beam_pipeline.storage, "is_local", lambda p: False)
+  remote = beam_pipeline.process_unit(
+      dict(job, dir=str(tmp_path / "remote")), vocab, 64
+  )
+  assert not remote["skipped"] and remote["splits"] == local["splits"]
+  for split in ("train", "heldout"):
+    name = local["splits"][split]["path"]
+    assert (tmp_path / "remote" / name).read_bytes() == (
+        tmp_path / "local" / name
+    ).read_bytes()
+  assert not [f for f in os.listdir(tmp_path / "remote") if f[0] == "."]
