@@ -158,3 +158,19 @@ def test_object_store_commit_uploads_whole_shards(
         tmp_path / "local" / name
     ).read_bytes()
   assert not [f for f in os.listdir(tmp_path / "remote") if f[0] == "."]
+
+
+def test_explicit_heldout_files(tmp_path, vocab):
+  from tests.prepare.conftest import make_docs  # pylint: disable=g-import-not-at-top
+
+  for name, n in (("train", 120), ("held", 30)):
+    with open(tmp_path / f"{name}.jsonl", "w") as f:
+      f.writelines(json.dumps({"text": t}) + "\n" for t in make_docs(n, n))
+  d = {"kind": "jsonl", "paths": [str(tmp_path / "train.jsonl")]}
+  d["heldout_paths"] = [str(tmp_path / "held.jsonl")]
+  specs = {"web": sources.spec_from_dict("web", d)}
+  opts = units.PrepareOptions(out_dir=str(tmp_path / "out"), unit_bytes=2048)
+  got = runner.prepare_sources(specs, vocab, opts)
+  _check_against_raw(specs, got, vocab)
+  assert got["web"]["splits"]["train"]["documents"] == 120
+  assert got["web"]["splits"]["heldout"]["documents"] == 30
