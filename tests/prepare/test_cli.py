@@ -182,3 +182,29 @@ def test_killed_prepare_resumes_to_the_same_result(
 
 def _opts(tmp_path):
   return units.PrepareOptions(out_dir=str(tmp_path), unit_bytes=UNIT_BYTES)
+
+
+@pytest.mark.slow  # Beam starts two worker processes
+def test_beam_options_pass_through_to_worker_processes(
+    tmp_path, corpus_dir, specs, vocab
+):
+  """The DoFn pickles to other processes, as on Dataflow; same shards."""
+  notes = {"notes": source_dicts(corpus_dir)["notes"]}
+  config = _config(tmp_path / "cfg.py", notes, vocab.path)
+  out = str(tmp_path / "mp")
+  beam = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+  proc = subprocess.run(
+      _cmd(config, out, *beam),
+      env=_env(),
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  clean = str(tmp_path / "clean")
+  runner.prepare_sources(
+      {"notes": specs["notes"]},
+      vocab,
+      units.PrepareOptions(out_dir=clean, unit_bytes=UNIT_BYTES),
+  )
+  assert _tree(out) == _tree(clean)
