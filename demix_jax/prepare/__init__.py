@@ -8,6 +8,7 @@ under `--out_dir`, per source:
   <out_dir>/<source>/train-00007-of-00012.arrayrecord
   <out_dir>/<source>/heldout-00007-of-00012.arrayrecord
   <out_dir>/<source>/units/unit-00007.json   one commit record per work unit
+  <out_dir>/<source>/units/plan.json         the work units (workers read it)
 
 Modules: `manifest` (the on-disk format and the streaming shard reader),
 `units` (the cheap pre-pass: bad-input checks and the split of every source

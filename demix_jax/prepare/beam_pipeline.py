@@ -1,8 +1,10 @@
 """The Apache Beam pipeline of prepare: one element per work unit.
 
-  Create(jobs) -> Reshuffle -> ParDo(PrepareUnit)
+  Create(sources) -> FlatMap(units) -> Reshuffle -> ParDo(PrepareUnit)
 
-Each job is one unit of one source (`units.plan_source`). `PrepareUnit`
+Each element is one unit of one source (`units.plan_source`); the units
+themselves are read by the workers from the source's plan file (so the
+pipeline graph stays small however many units there are). `PrepareUnit`
 streams the unit's documents, tokenizes them in batches, splits them by the
 content-hash rule of the raw path (`sources.is_heldout`) unless the unit
 comes from explicit held-out data, and writes the unit's train and held-out
@@ -221,8 +223,21 @@ def process_unit(job: dict[str, Any], vocab, encode_batch: int) -> dict:
   return dict(rec, skipped=False)
 
 
+PLAN = f"{manifest_lib.UNITS_DIR}/plan.json"
+
+
+def write_plan(directory: str, plan: dict[str, Any]) -> None:
+  """A source's jobs as one file: the pipeline graph carries only counts."""
+  storage.atomic_write_json(epath.Path(directory) / PLAN, plan)
+
+
+def unit_jobs(source: str, directory: str, n_units: int):
+  """(source, directory, i) for every unit of a source."""
+  return [(source, directory, i) for i in range(n_units)]
+
+
 def make_dofn(vocab, encode_batch: int):
-  """The Beam DoFn over jobs (Beam imported here: it is heavy)."""
+  """The Beam DoFn over (source, directory, unit index) (Beam is heavy)."""
   import apache_beam as beam  # pylint: disable=g-import-not-at-top
 
   class PrepareUnit(beam.DoFn):
@@ -233,24 +248,44 @@ def make_dofn(vocab, encode_batch: int):
       self._vocab = vocab  # pickled to the workers with the DoFn
       self._tokens = beam.metrics.Metrics.counter("prepare", "tokens")
       self._skipped = beam.metrics.Metrics.counter("prepare", "units_skipped")
+      self._plans = {}
 
-    def process(self, job):
+    def process(self, element):
+      source, directory, i = element
+      if directory not in self._plans:  # read once per worker and source
+        self._plans[directory] = storage.read_json(epath.Path(directory) / PLAN)
+      plan = self._plans[directory]
+      job = dict(
+          source=source,
+          index=i,
+          n_units=len(plan["units"]),
+          dir=directory,
+          unit=plan["units"][i],
+          spec=plan["spec"],
+          cache=plan["cache"],
+      )
       rec = process_unit(job, self._vocab, encode_batch)
       if rec["skipped"]:
         self._skipped.inc()
       tokens = sum(s["tokens"] for s in rec["splits"].values())
       self._tokens.inc(tokens)
-      yield job["source"], tokens
+      yield source, tokens
 
   return PrepareUnit()
 
 
-def run_beam(jobs: list[dict[str, Any]], vocab, encode_batch: int, argv):
-  """Runs the jobs on Beam with pipeline options from `argv` (may be []).
+def run_beam(sources, vocab, encode_batch: int, argv) -> None:
+  """Runs every unit on Beam with pipeline options from `argv` (may be []).
 
-  Without `--runner` the jobs run on Beam's in-process FnApiRunner (one
-  worker; `--direct_num_workers=N --direct_running_mode=multi_processing`
-  spreads them over N processes).
+  Args:
+    sources: (source, directory, number of units) per source; each
+      directory holds the source's plan (`write_plan`).
+    vocab: the tokenizer (pickled to the workers).
+    encode_batch: documents per tokenizer call.
+    argv: Beam pipeline options. Without `--runner` the units run on Beam's
+      in-process FnApiRunner (one worker; `--direct_num_workers=N
+      --direct_running_mode=multi_processing` spreads them over N
+      processes).
   """
   import apache_beam as beam  # pylint: disable=g-import-not-at-top
   from apache_beam.options import pipeline_options  # pylint: disable=g-import-not-at-top
@@ -267,7 +302,8 @@ def run_beam(jobs: list[dict[str, Any]], vocab, encode_batch: int, argv):
   with beam.Pipeline(runner=runner, options=options) as p:
     _ = (
         p
-        | "Units" >> beam.Create(jobs)
+        | "Sources" >> beam.Create(list(sources))
+        | "Units" >> beam.FlatMap(lambda s: unit_jobs(*s))
         | "Spread" >> beam.Reshuffle()
         | "Prepare" >> beam.ParDo(make_dofn(vocab, encode_batch))
     )

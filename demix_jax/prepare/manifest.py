@@ -5,6 +5,7 @@ A prepared source is a directory holding ArrayRecord shards and a manifest:
   train-UUUUU-of-NNNNN.arrayrecord    training documents of work unit U
   heldout-UUUUU-of-NNNNN.arrayrecord  held-out documents of work unit U
   units/unit-UUUUU.json               commit record of unit U
+  units/plan.json                     the units of this prepare
   manifest.json                       written last: the source is complete
 
 Record format (FORMAT_VERSION 1): one ArrayRecord record is one document,

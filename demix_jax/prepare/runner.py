@@ -136,23 +136,21 @@ def prepare_sources(
       out[name] = m
       continue
     beam_pipeline.clean_stale_temporaries(directory)
-    spec_d = units_lib.spec_dict(specs[name])
-    for i, unit in enumerate(units):
-      jobs.append(
-          dict(
-              source=name,
-              index=i,
-              n_units=len(units),
-              dir=directory,
-              unit=unit,
-              spec=spec_d,
-              cache=options.offline_cache,
-          )
-      )
+    beam_pipeline.write_plan(
+        directory,
+        {
+            "units": units,
+            "spec": units_lib.spec_dict(specs[name]),
+            "cache": (
+                options.offline_cache if specs[name].kind == "offline" else ""
+            ),
+        },
+    )
+    jobs.append((name, directory, len(units)))
   if jobs:
     print(
-        f"[prepare] {len(jobs)} units of"
-        f" {len(plans) - len(out)} source(s) to do",
+        f"[prepare] {sum(n for _, _, n in jobs)} units of {len(jobs)}"
+        " source(s) to do",
         file=sys.stderr,
         flush=True,
     )
