@@ -20,10 +20,9 @@ Kinds (`SourceSpec.kind`):
 Any kind may name `prepared` (prepare's output dir): once it holds a
 manifest of the same spec, the source reads those shards instead.
 
-Local kinds take held-out documents from `heldout_paths` when given, else a
-deterministic hash split: a document is held out iff a hash of its *content*
-falls under `heldout_percent`, so identical texts always land on the same
-side and the splits never overlap.
+Local kinds take held-out documents from `heldout_paths`, else a hash split:
+a document is held out iff the hash of its *content* falls under
+`heldout_percent` (equal texts land alike; the splits never overlap).
 
 `Source.docs(split)` is a random-access sequence of `str` (usable with
 `grain.MapDataset.source`); `Source.token_count(vocab, split)` is cached.
@@ -158,6 +157,10 @@ class Source:
 
   def _open(self) -> None:
     s = self.spec
+    if self.prepared is not None:
+      p = self.prepared
+      self._docs = {x: prepared_lib.PreparedTexts(p, x) for x in SPLITS}
+      return
     if s.kind == "offline":
       if not self.cache_dir:
         raise ValueError("offline sources need a cache_dir")
@@ -192,10 +195,6 @@ class Source:
         }
       else:
         self._docs = self._hash_split(train)
-      return
-    if self.prepared is not None:
-      p = self.prepared
-      self._docs = {x: prepared_lib.PreparedTexts(p, x) for x in SPLITS}
       return
     if s.kind == "hf_disk":
       files = readers.hf_arrow_files(s.data_dir, s.split, s.name)
@@ -470,7 +469,7 @@ def validate_sources(specs: Mapping[str, SourceSpec]) -> None:
             f"{s.data_dir} does not exist",
             "point it at the tfds data directory",
         )
-    else:
+    elif not prepared_lib.exists(s.prepared):  # shards stand in for files
       if not s.paths:
         raise SourceError(
             name, "paths", "no paths given", "list the files (globs allowed)"

@@ -129,8 +129,10 @@ def exists(directory: str) -> bool:
 def comparable_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
   """A SourceSpec dict without the keys that do not change the shards."""
   d = json.loads(json.dumps(dict(spec)))
-  for k in ("name", "prepared", "max_docs"):
+  for k in ("name", "prepared"):
     d.pop(k, None)
+  if d.get("kind") != "offline":  # prepare refuses max_docs but offline's
+    d.pop("max_docs", None)
   return d
 
 

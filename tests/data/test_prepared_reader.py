@@ -156,8 +156,9 @@ def test_a_source_naming_its_prepared_dir_reads_it_once_prepared(
     setup, tmp_path
 ):
   vocab, raw, _ = setup
-  d = {"kind": "jsonl", "paths": list(raw["a"].paths)}
-  d["prepared"] = str(tmp_path / "a")
+  copy = tmp_path / "a.jsonl"
+  copy.write_bytes(open(raw["a"].paths[0], "rb").read())
+  d = {"kind": "jsonl", "paths": [str(copy)], "prepared": str(tmp_path / "a")}
   spec = sources.spec_from_dict("a", d)
   before = sources.Source(spec)
   assert before.prepared is None  # not prepared yet: the raw files
@@ -174,6 +175,15 @@ def test_a_source_naming_its_prepared_dir_reads_it_once_prepared(
       {"a": before}, {"a": 1.0}, vocab, SEQ, 2, 0, prefetch=0
   )
   np.testing.assert_array_equal(next(it)["tokens"], next(want)["tokens"])
+  # Once prepared, the raw files may go: the checks and the loader use the
+  # shards.
+  copy.unlink()
+  sources.validate_sources({"a": spec})
+  again = sources.Source(spec)
+  it = pipeline.make_train_iterator(
+      {"a": again}, {"a": 1.0}, vocab, SEQ, 2, 0, prefetch=0
+  )
+  assert next(it)["tokens"].shape == (2, SEQ)
   changed = sources.spec_from_dict("a", dict(d, heldout_percent=2.0))
   with pytest.raises(SourceError, match="another spec") as e:
     sources.Source(changed).docs("train")
