@@ -188,3 +188,25 @@ def test_a_source_naming_its_prepared_dir_reads_it_once_prepared(
   with pytest.raises(SourceError, match="another spec") as e:
     sources.Source(changed).docs("train")
   assert e.value.key == "prepared"
+
+
+def test_tfds_source_prepares_like_the_raw_source(
+    offline_sources, cache_dir, vocab, tmp_path
+):
+  # The offline corpora are ordinary tfds ArrayRecord datasets.
+  offline_sources["general"].docs("train")  # builds it
+  base = {"kind": "tfds", "dataset": "demix_offline/wiki-max120"}
+  base["data_dir"] = f"{cache_dir}/tfds"
+  specs = {
+      "split": sources.spec_from_dict("split", dict(base, heldout_split="heldout")),
+      "hashed": sources.spec_from_dict("hashed", dict(base, heldout_percent=10.0)),
+  }  # fmt: skip
+  opts = units.PrepareOptions(out_dir=str(tmp_path), unit_docs=30)
+  got = runner.prepare_sources(specs, vocab, opts)
+  for name, spec in specs.items():
+    raw = sources.Source(spec)
+    for split in ("train", "heldout"):
+      m = got[name]["splits"][split]
+      assert m["documents"] == len(raw.docs(split)) > 0
+      assert m["tokens"] == raw.token_count(vocab, split)
+  assert got["split"]["splits"]["train"]["documents"] == 120
