@@ -1,6 +1,7 @@
 """Grain training iterators and deterministic held-out sequences.
 
-Per source (each host reads only its shard of the documents):
+Per source (each host reads only its shard of the documents; a prepared
+source's host reads only its shard files, already tokenized):
 
   MapDataset.source(docs)[host::hosts] -> shuffle(seed) -> repeat
     -> tokenize (+EOS) -> to_iter_dataset -> pack into [seq_len] rows
@@ -47,6 +48,7 @@ import grain
 import numpy as np
 
 from demix_jax.data import mixture as mixture_lib
+from demix_jax.prepare import manifest as manifest_lib
 
 BATCH_KEYS = ("tokens", "segment_ids", "positions")
 
@@ -253,8 +255,47 @@ def packed_source_dataset(
   ds = grain.MapDataset.source(docs)
   # Shard documents per host before shuffling and mixing.
   ds = ds[process_index::process_count]
+  return _shuffle_pack(ds, Tokenize(vocab), seq_len, seed, read_threads)
+
+
+def packed_prepared_dataset(
+    prepared,
+    vocab,
+    seq_len: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    read_threads: int = 0,
+) -> grain.IterDataset:
+  """`packed_source_dataset` over prepared token shards (no tokenizing).
+
+  Hosts read disjoint shards (shard i goes to host i % process_count);
+  grain's shuffle permutes indices lazily, so memory does not grow with the
+  corpus. With one host the stream equals that of the raw source.
+
+  Args:
+    prepared: a `prepare.manifest.Prepared`.
+    vocab: the run's tokenizer (must be the one the shards were made with).
+    seq_len: tokens per row.
+    seed: this source's shuffle seed.
+    process_index: this host.
+    process_count: hosts.
+    read_threads: grain read threads (0 = inline).
+
+  Returns:
+    An IterDataset of {"tokens", "segment_ids", "positions"} int32 rows.
+  """
+  prepared.check_tokenizer(vocab.fingerprint)
+  ds = grain.MapDataset.source(
+      prepared.records("train", process_index, process_count)
+  )
+  fn = manifest_lib.IdsWithEos(vocab.eos_id)
+  return _shuffle_pack(ds, fn, seq_len, seed, read_threads)
+
+
+def _shuffle_pack(ds, to_ids, seq_len, seed, read_threads) -> grain.IterDataset:
   ds = ds.shuffle(seed=seed).repeat()  # reshuffled every epoch
-  ds = ds.map(Tokenize(vocab))
+  ds = ds.map(to_ids)
   options = grain.ReadOptions(
       num_threads=read_threads, prefetch_buffer_size=64 if read_threads else 0
   )
@@ -286,8 +327,21 @@ def make_train_dataset(
   weights = mixture_lib.active(weights)
   parents = {}
   for name in sorted(weights):
+    docs = sources[name].docs("train")
+    prepared = getattr(sources[name], "prepared", None)
+    if prepared is not None:
+      parents[name] = packed_prepared_dataset(
+          prepared,
+          vocab,
+          seq_len,
+          source_seed(seed, name),
+          process_index,
+          process_count,
+          read_threads,
+      )
+      continue
     parents[name] = packed_source_dataset(
-        sources[name].docs("train"),
+        docs,
         vocab,
         seq_len,
         source_seed(seed, name),
@@ -389,7 +443,13 @@ def heldout_sequences(
   docs = source.docs("heldout")
   if not len(docs):  # pylint: disable=g-explicit-length-test
     raise ValueError(f"source {source.name!r} has no held-out documents")
-  ds = grain.MapDataset.source(docs).shuffle(seed=seed).map(Tokenize(vocab))
+  prepared = getattr(source, "prepared", None)
+  if prepared is not None:  # ids straight from the shards, every host alike
+    prepared.check_tokenizer(vocab.fingerprint)
+    ds = grain.MapDataset.source(prepared.records("heldout"))
+    ds = ds.shuffle(seed=seed).map(manifest_lib.IdsWithEos(vocab.eos_id))
+  else:
+    ds = grain.MapDataset.source(docs).shuffle(seed=seed).map(Tokenize(vocab))
   options = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
   it = iter(PackIterDataset(ds.to_iter_dataset(options), seq_len))
   rows = []

@@ -9,7 +9,9 @@ and the `SourceSpec` key to fix.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import codecs
+from collections.abc import Callable, Iterator, Mapping, Sequence
+import fnmatch
 import glob
 import json
 import os
@@ -17,15 +19,79 @@ from typing import Any
 
 from etils import epath
 
+from demix_jax import storage
 from demix_jax.data import offline
 from demix_jax.data.errors import SourceError
+
+_GLOB_CHARS = "*?["
+
+
+def split_glob(pattern: str) -> tuple[str, str]:
+  """(directory to search, pattern relative to it) of a path glob.
+
+  The directory is every "/"-separated part before the first part holding a
+  glob character: `gs://b/web/*.jsonl` searches `gs://b/web` for `*.jsonl`,
+  `gs://b/a/**/x*.txt` searches `gs://b/a` for `**/x*.txt`. A pattern
+  without glob characters gives (pattern, "").
+
+  Args:
+    pattern: a local path or URI, possibly with glob characters.
+
+  Returns:
+    (root, relative pattern).
+  """
+  parts = pattern.split("/")
+  for i, part in enumerate(parts):
+    if any(c in part for c in _GLOB_CHARS):
+      root = "/".join(parts[:i])
+      if not root:
+        root = "/" if pattern.startswith("/") else "."
+      return root, "/".join(parts[i:])
+  return pattern, ""
+
+
+def _walk(base: epath.Path, parts: list[str]) -> Iterator[epath.Path]:
+  """Paths under base matching the remaining pattern parts (glob rules)."""
+  if not parts:
+    yield base
+    return
+  part, rest = parts[0], parts[1:]
+  if part == "**":  # zero or more directories
+    yield from _walk(base, rest)
+    for child in sorted(base.iterdir()):
+      if not child.name.startswith(".") and child.is_dir():
+        yield from _walk(child, parts)
+  elif any(c in part for c in _GLOB_CHARS):
+    for child in sorted(base.iterdir()):
+      # Like glob.glob, wildcards do not match hidden names.
+      hidden = child.name.startswith(".") and not part.startswith(".")
+      if not hidden and fnmatch.fnmatchcase(child.name, part):
+        yield from _walk(child, rest)
+  elif (base / part).exists():
+    yield from _walk(base / part, rest)
+
+
+def epath_glob(pattern: str) -> list[str]:
+  """Matches of a glob through etils.epath (gs:// and other stores).
+
+  `*`, `?` and `[...]` match within one path part and `**` any number of
+  directories, as `glob.glob(recursive=True)` does locally. The search
+  starts at the directory of the pattern (see `split_glob`).
+  """
+  root, rel = split_glob(pattern)
+  if not rel:
+    return [pattern] if epath.Path(pattern).exists() else []
+  base = epath.Path(root)
+  if not base.is_dir():
+    return []
+  return sorted({os.fspath(p) for p in _walk(base, rel.split("/"))})
 
 
 def expand_globs(globs: Sequence[str], source: str, key: str) -> list[str]:
   """Sorted files matching local or gs:// globs; errors if one matches none.
 
   Args:
-    globs: paths or glob patterns (`**` recursive locally).
+    globs: paths or glob patterns (`**` is recursive).
     source: the source's name (for errors).
     key: the SourceSpec key the globs came from (paths / heldout_paths).
 
@@ -35,16 +101,7 @@ def expand_globs(globs: Sequence[str], source: str, key: str) -> list[str]:
   out = []
   for g in globs:
     if "://" in g:
-      matches = (
-          [
-              os.fspath(p)
-              for p in epath.Path(g.split("*")[0]).parent.glob(
-                  os.path.basename(g)
-              )
-          ]
-          if "*" in g
-          else ([g] if epath.Path(g).exists() else [])
-      )
+      matches = epath_glob(g)
     else:
       matches = glob.glob(os.path.expanduser(g), recursive=True)
     if not matches:
@@ -68,70 +125,259 @@ def get_field(record: Mapping[str, Any], field: str) -> Any:
   return v
 
 
+def iter_lines(
+    path: str, start: int = 0, end: int | None = None
+) -> Iterator[tuple[int, bytes]]:
+  """(byte offset, line without "\\n") of the lines starting in [start, end).
+
+  A line belongs to the range its first byte falls in, so consecutive
+  ranges of one file together yield every line exactly once (the split
+  rule of Hadoop and Beam's text sources).
+
+  Args:
+    path: a local path or URI.
+    start: first byte of the range.
+    end: end of the range (None: the end of the file).
+
+  Yields:
+    (offset of the line's first byte, the line's bytes).
+  """
+  with epath.Path(path).open("rb") as f:
+    pos = start
+    if start > 0:
+      # The line in progress at `start` belongs to the previous range.
+      f.seek(start - 1)
+      pos = start - 1 + len(f.readline())
+    while end is None or pos < end:
+      line = f.readline()
+      if not line:
+        return
+      yield pos, line[:-1] if line.endswith(b"\n") else line
+      pos += len(line)
+
+
+def _utf8(data: bytes, path: str, offset: int, source: str, key: str) -> str:
+  """Decoded text; bad bytes raise SourceError, or as is without a source."""
+  try:
+    return data.decode("utf-8")
+  except UnicodeDecodeError as e:
+    if not source:
+      raise
+    raise SourceError(
+        source,
+        key,
+        f"{path} is not UTF-8 text (byte {offset + e.start})",
+        "convert the file to UTF-8 or drop it from the glob",
+    ) from e
+
+
+def iter_text(
+    path: str,
+    unit: str,
+    start: int = 0,
+    end: int | None = None,
+    source: str = "",
+) -> Iterator[str]:
+  """Documents of a text file: the file, each line or each paragraph.
+
+  Lines stream within a byte range; a paragraph (blank-line separated) or
+  whole-file document needs the file from its start (`start`/`end` must be
+  0/None for those units).
+  """
+  if unit == "line":
+    for off, line in iter_lines(path, start, end):
+      text = _utf8(line, path, off, source, "paths")
+      if text.strip():
+        yield text
+    return
+  if start or end is not None:
+    raise ValueError(f"unit {unit!r} cannot be read by byte range")
+  if unit == "file":
+    text = _utf8(epath.Path(path).read_bytes(), path, 0, source, "paths")
+    if text.strip():
+      yield text
+    return
+  # Paragraphs: str.split("\n\n") done incrementally. After a separator the
+  # rest splits the same whether or not earlier text is kept, so splitting
+  # the remainder plus the next chunk reproduces the whole-file split.
+  decoder = codecs.getincrementaldecoder("utf-8")()
+  rest, offset = "", 0
+  with epath.Path(path).open("rb") as f:
+    while True:
+      chunk = f.read(1 << 20)
+      try:
+        rest += decoder.decode(chunk, final=not chunk)
+      except UnicodeDecodeError as e:
+        raise SourceError(
+            source,
+            "paths",
+            f"{path} is not UTF-8 text (near byte {offset + e.start})",
+            "convert the file to UTF-8 or drop it from the glob",
+        ) from e
+      offset += len(chunk)
+      parts = rest.split("\n\n")
+      rest = parts.pop()
+      yield from (p for p in parts if p.strip())
+      if not chunk:
+        break
+  if rest.strip():
+    yield rest
+
+
 def read_text(path: str, unit: str) -> list[str]:
   """Documents of a text file: the file, each line or each paragraph."""
-  text = epath.Path(path).read_text()
-  if unit == "file":
-    return [text] if text.strip() else []
-  if unit == "line":
-    return [ln for ln in text.split("\n") if ln.strip()]
-  return [p for p in text.split("\n\n") if p.strip()]
+  return list(iter_text(path, unit))
+
+
+def jsonl_text(
+    line: bytes | str, field: str, path: str, where: str, source: str
+) -> str:
+  """The `field` string of one JSON line ("" for a blank line)."""
+  if not line.strip():
+    return ""
+  try:
+    v = get_field(json.loads(line), field)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise SourceError(
+        source,
+        "paths",
+        f"{path}:{where} is not JSON ({e})",
+        "fix the file or the glob",
+    ) from e
+  except KeyError as e:
+    raise SourceError(
+        source,
+        "feature",
+        f"{path}:{where} has no field {field!r}",
+        "set feature to the JSON key that holds the text",
+    ) from e
+  if not isinstance(v, str):
+    raise SourceError(
+        source,
+        "feature",
+        f"{path}:{where}: {field!r} is a {type(v).__name__}, not text",
+        "point feature at a string field",
+    )
+  return v
+
+
+def iter_jsonl(
+    path: str,
+    field: str,
+    source: str,
+    start: int = 0,
+    end: int | None = None,
+) -> Iterator[str]:
+  """The non-empty `field` strings of the JSON lines starting in a range."""
+  for lineno, (off, line) in enumerate(iter_lines(path, start, end), 1):
+    where = str(lineno) if start == 0 else f"byte {off}"
+    v = jsonl_text(line, field, path, where, source)
+    if v:
+      yield v
 
 
 def read_jsonl(path: str, field: str, source: str) -> list[str]:
   """The non-empty `field` strings of a JSON-lines file."""
-  out = []
-  with epath.Path(path).open() as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        v = get_field(json.loads(line), field)
-      except json.JSONDecodeError as e:
-        raise SourceError(
-            source,
-            "paths",
-            f"{path}:{lineno} is not JSON ({e})",
-            "fix the file or the glob",
-        ) from e
-      except KeyError as e:
-        raise SourceError(
-            source,
-            "feature",
-            f"{path}:{lineno} has no field {field!r}",
-            "set feature to the JSON key that holds the text",
-        ) from e
-      if not isinstance(v, str):
-        raise SourceError(
-            source,
-            "feature",
-            f"{path}:{lineno}: {field!r} is a {type(v).__name__}, not text",
-            "point feature at a string field",
-        )
-      if v:
-        out.append(v)
-  return out
+  return list(iter_jsonl(path, field, source))
+
+
+def _pyarrow(source: str):
+  try:
+    # Optional dependency: only parquet and Arrow sources need pyarrow.
+    import pyarrow  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise SourceError(
+        source, "kind", "this kind needs pyarrow", "pip install pyarrow"
+    ) from e
+  return pyarrow
+
+
+def _check_column(names: list[str], field: str, path: str, source: str):
+  if field not in names:
+    raise SourceError(
+        source,
+        "feature",
+        f"{path} has no column {field!r} (columns: {names})",
+        "set feature to the text column",
+    )
+
+
+def iter_parquet(
+    path: str,
+    field: str,
+    source: str,
+    row_groups: Sequence[int] | None = None,
+) -> Iterator[str]:
+  """The non-empty values of column `field`, one record batch at a time."""
+  _pyarrow(source)
+  import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+
+  with epath.Path(path).open("rb") as f:
+    pf = pq.ParquetFile(f)
+    _check_column(pf.schema_arrow.names, field, path, source)
+    for batch in pf.iter_batches(
+        batch_size=4096, row_groups=row_groups, columns=[field]
+    ):
+      yield from (t for t in batch.column(0).to_pylist() if t)
 
 
 def read_parquet(path: str, field: str, source: str) -> list[str]:
   """The non-empty values of column `field` of a Parquet file."""
+  return list(iter_parquet(path, field, source))
+
+
+def iter_arrow(path: str, field: str, source: str) -> Iterator[str]:
+  """The non-empty values of column `field` of an Arrow IPC file.
+
+  Hugging Face `datasets` saves with the streaming IPC format; the random
+  access format is read too. Local files are memory-mapped.
+  """
+  pa = _pyarrow(source)
+  if storage.is_local(path):
+    data = pa.memory_map(path)
+  else:
+    data = pa.py_buffer(epath.Path(path).read_bytes())
   try:
-    # Optional dependency: only parquet sources need pyarrow.
-    import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise SourceError(
-        source, "kind", "parquet needs pyarrow", "pip install pyarrow"
-    ) from e
-  with epath.Path(path).open("rb") as f:
-    table = pq.read_table(f)
-  if field not in table.column_names:
+    reader = pa.ipc.open_stream(data)
+  except pa.ArrowInvalid:
+    reader = pa.ipc.open_file(data)
+    batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+  else:
+    batches = iter(reader)
+  _check_column(reader.schema.names, field, path, source)
+  for batch in batches:
+    col = batch.column(reader.schema.get_field_index(field))
+    yield from (t for t in col.to_pylist() if t)
+
+
+def hf_arrow_files(data_dir: str, split: str, source: str) -> list[str]:
+  """The Arrow files of a `datasets` `save_to_disk` directory (one split).
+
+  A `DatasetDict` directory (dataset_dict.json) holds one sub-directory per
+  split; a `Dataset` directory holds its files directly. `state.json` lists
+  the files in order.
+  """
+  d = epath.Path(data_dir)
+  if (d / "dataset_dict.json").exists():
+    splits = json.loads((d / "dataset_dict.json").read_text())["splits"]
+    if split not in splits:
+      raise SourceError(
+          source,
+          "split",
+          f"{data_dir} has no split {split!r} (splits: {splits})",
+          "set split to one of them",
+      )
+    d = d / split
+  state = d / "state.json"
+  if not state.exists():
     raise SourceError(
         source,
-        "feature",
-        f"{path} has no column {field!r} (columns: {table.column_names})",
-        "set feature to the text column",
+        "data_dir",
+        f"{d} has no state.json: not a `datasets` save_to_disk directory",
+        "point data_dir at the directory given to save_to_disk",
     )
-  return [t for t in table.column(field).to_pylist() if t]
+  files = [f["filename"] for f in json.loads(state.read_text())["_data_files"]]
+  return [os.fspath(d / f) for f in files]
 
 
 class Utf8:

@@ -6,23 +6,28 @@ Kinds (`SourceSpec.kind`):
   tfds:        a prepared tfds dataset read with `as_data_source`
                (ArrayRecord; `data_dir` may be gs://). Held-out is
                `heldout_split` when given, else a hash split of `split`.
-  text:        local text files (globs); one document per file, line or
+  text:        text files (globs); one document per file, line or
                blank-line paragraph (`unit`).
-  jsonl:       local JSON-lines files; the text is `field` (dots for nested).
+  jsonl:       JSON-lines files; the text is `field` (dots for nested).
+               JSONL, lines and files are read in place through a byte
+               index (`line_index.py`); paragraphs and Parquet in memory.
   arrayrecord: local ArrayRecord files of UTF-8 text or JSON records.
   parquet:     local Parquet files, column `field` (needs pyarrow).
+  hf_disk:     a Hugging Face `datasets` save_to_disk directory (`data_dir`,
+               `split` of a DatasetDict), column `feature`, read with pyarrow.
+  prepared:    token shards of `python -m demix_jax.prepare` in `data_dir`:
+               hosts stream their shards, counts come from the manifest.
+Any kind may name `prepared` (prepare's output dir): once it holds a
+manifest of the same spec, the source reads those shards instead.
 
-Local kinds take held-out documents from `heldout_paths` when given, else a
-deterministic hash split: a document is held out iff a hash of its *content*
-falls under `heldout_percent`, so identical texts always land on the same
-side and the splits never overlap.
+Local kinds take held-out documents from `heldout_paths`, else a hash split:
+a document is held out iff the hash of its *content* falls under
+`heldout_percent` (equal texts land alike; the splits never overlap).
 
 `Source.docs(split)` is a random-access sequence of `str` (usable with
 `grain.MapDataset.source`); `Source.token_count(vocab, split)` is cached.
-`validate_sources` checks specs cheaply (files exist and are non-empty, the
-JSONL field is present, ...) so the pipeline can fail before training.
-Problems raise `SourceError` (data/errors.py), naming the source and the
-SourceSpec key to fix.
+`validate_sources` checks specs cheaply before training. Problems raise
+`SourceError` (data/errors.py), naming the source and the key to fix.
 """
 
 from __future__ import annotations
@@ -41,11 +46,14 @@ from etils import epath
 import numpy as np
 
 from demix_jax import storage
+from demix_jax.data import line_index
 from demix_jax.data import offline
 from demix_jax.data import readers
 from demix_jax.data.errors import SourceError
+from demix_jax.prepare import manifest as prepared_lib
 
 KINDS = ("offline", "tfds", "text", "jsonl", "arrayrecord", "parquet")
+KINDS += ("hf_disk", "prepared")
 SPLITS = ("train", "heldout")
 _LOCAL = ("text", "jsonl", "arrayrecord", "parquet")
 # Above this many documents token counts are estimated from a sample.
@@ -71,6 +79,7 @@ class SourceSpec:
   unit: str = "file"  # text: file | line | paragraph
   record_format: str = "text"  # arrayrecord: text | json
   max_docs: int = 0  # > 0: cap per split (tests, runlocal)
+  prepared: str = ""  # prepare's output dir; read once it has a manifest
 
 
 def spec_from_dict(
@@ -104,7 +113,8 @@ def content_hash(text: str) -> str:
   return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _is_heldout(text: str, percent: float) -> bool:
+def is_heldout(text: str, percent: float) -> bool:
+  """The hash-split rule: held out iff the content hash falls under percent."""
   return int(content_hash(text)[:8], 16) % 10_000 < percent * 100
 
 
@@ -123,6 +133,18 @@ class Source:
     self.name = spec.name
     self.cache_dir = cache_dir
     self._docs: dict[str, Sequence[str]] = {}
+    self._prepared: prepared_lib.Prepared | None = None
+
+  @property
+  def prepared(self) -> prepared_lib.Prepared | None:
+    """The prepared shards this source reads (None: it reads raw data)."""
+    s = self.spec
+    if self._prepared is None:
+      if s.kind == "prepared":
+        self._prepared = prepared_lib.Prepared(s.data_dir, s.name)
+      elif prepared_lib.exists(s.prepared):
+        self._prepared = prepared_lib.Prepared(s.prepared, s.name, spec=s)
+    return self._prepared
 
   # -- reading
   def docs(self, split: str) -> Sequence[str]:
@@ -135,6 +157,10 @@ class Source:
 
   def _open(self) -> None:
     s = self.spec
+    if self.prepared is not None:
+      p = self.prepared
+      self._docs = {x: prepared_lib.PreparedTexts(p, x) for x in SPLITS}
+      return
     if s.kind == "offline":
       if not self.cache_dir:
         raise ValueError("offline sources need a cache_dir")
@@ -169,6 +195,13 @@ class Source:
         }
       else:
         self._docs = self._hash_split(train)
+      return
+    if s.kind == "hf_disk":
+      files = readers.hf_arrow_files(s.data_dir, s.split, s.name)
+      docs = [
+          t for f in files for t in readers.iter_arrow(f, s.feature, s.name)
+      ]
+      self._docs = self._hash_split(docs)
       return
     name = s.name
     if not s.paths:
@@ -247,19 +280,24 @@ class Source:
       return readers.RecordTexts(
           records, readers.Utf8(s.feature if json_records else "", json_records)
       )
-    out = []
+    if s.kind == "text" and s.unit not in ("file", "line", "paragraph"):
+      raise SourceError(
+          name,
+          "unit",
+          f"unknown unit {s.unit!r}",
+          "use file, line or paragraph",
+      )
+    # Read in place through a byte index (line_index.py): no text in memory.
+    if s.kind == "jsonl" or (s.kind == "text" and s.unit == "line"):
+      return line_index.LineDocs(
+          files, s.feature if s.kind == "jsonl" else "", name
+      )
+    if s.kind == "text" and s.unit == "file":
+      return line_index.FileDocs(files, name)
+    out = []  # paragraphs and Parquet: in memory (prepare them at scale)
     for f in files:
       if s.kind == "text":
-        if s.unit not in ("file", "line", "paragraph"):
-          raise SourceError(
-              name,
-              "unit",
-              f"unknown unit {s.unit!r}",
-              "use file, line or paragraph",
-          )
         out.extend(readers.read_text(f, s.unit))
-      elif s.kind == "jsonl":
-        out.extend(readers.read_jsonl(f, s.feature, s.name))
       else:
         out.extend(readers.read_parquet(f, s.feature, s.name))
     return out
@@ -275,18 +313,17 @@ class Source:
           "use e.g. 1.0, or give held-out data explicitly",
       )
     if isinstance(docs, list):
-      train = [d for d in docs if not _is_heldout(d, pct)]
-      held = [d for d in docs if _is_heldout(d, pct)]
+      train = [d for d in docs if not is_heldout(d, pct)]
+      held = [d for d in docs if is_heldout(d, pct)]
     else:
       # One pass over the records; fine for local files, slow for huge tfds
       # datasets (give heldout_split there).
-      flags = [_is_heldout(docs[i], pct) for i in range(len(docs))]
+      n = len(docs)
+      flags = np.fromiter((is_heldout(docs[i], pct) for i in range(n)), bool, n)
       train = readers.RecordTexts(
-          docs, readers.identity, [i for i, h in enumerate(flags) if not h]
+          docs, readers.identity, np.flatnonzero(~flags)
       )
-      held = readers.RecordTexts(
-          docs, readers.identity, [i for i, h in enumerate(flags) if h]
-      )
+      held = readers.RecordTexts(docs, readers.identity, np.flatnonzero(flags))
     if not len(held):  # pylint: disable=g-explicit-length-test
       logging.warning(
           "source %s: the hash split held out no document", self.name
@@ -309,6 +346,8 @@ class Source:
           h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
     if self.spec.kind == "offline":
       h.update(offline.CORPUS_VERSION.encode())
+    if self.prepared is not None:
+      h.update(self.prepared.manifest["source_fingerprint"].encode())
     return h.hexdigest()
 
   def token_count(self, vocab, split: str = "train") -> int:
@@ -318,6 +357,9 @@ class Source:
     sample. Cached in `<cache_dir>/token_counts.json` per source fingerprint,
     tokenizer fingerprint and split.
     """
+    if self.prepared is not None:
+      self.prepared.check_tokenizer(vocab.fingerprint)
+      return self.prepared.tokens(split)  # exact, from the manifest
     key = (
         f"{self.name}:{self.fingerprint()[:16]}:{vocab.fingerprint[:16]}:"
         f"{split}"
@@ -408,6 +450,10 @@ def validate_sources(specs: Mapping[str, SourceSpec]) -> None:
             f"corpus {s.corpus!r} needs the " f"{need} package",
             "pip install -r requirements.txt",
         )
+    elif s.kind == "prepared":
+      prepared_lib.read_manifest(s.data_dir, name)
+    elif s.kind == "hf_disk":
+      readers.hf_arrow_files(s.data_dir, s.split, name)
     elif s.kind == "tfds":
       if not s.dataset:
         raise SourceError(
@@ -423,7 +469,7 @@ def validate_sources(specs: Mapping[str, SourceSpec]) -> None:
             f"{s.data_dir} does not exist",
             "point it at the tfds data directory",
         )
-    else:
+    elif not prepared_lib.exists(s.prepared):  # shards stand in for files
       if not s.paths:
         raise SourceError(
             name, "paths", "no paths given", "list the files (globs allowed)"
