@@ -110,9 +110,11 @@ _TABLE = [
         "search.constraints",
     ),
     ({"data.tokenizer.path": "missing.model"}, "data.tokenizer.path"),
-    ({"merge.method": "multislerp"}, "merge.method"),
+    ({"merge.method": "spherical"}, "merge.method"),  # renamed: karcher
+    ({"merge.method": "della", "merge.epsilon": 0.2}, "merge"),
+    ({"merge.method": "multislerp"}, None),
     ({"search.surrogate": "gp"}, None),  # accepted: gp is a surrogate
-    ({"merge.method": "spherical"}, None),  # accepted: a merge method
+    ({"merge.method": "karcher"}, None),  # accepted: a merge method
     ({"merge.method": "breadcrumbs_ties"}, None),
     (
         {"search.method": "gradient", "search.gradient.enabled": False},

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from demix_jax.merging import methods
+from demix_jax.merging import spherical
+from demix_jax.merging import tensors
 
 TOL = dict(rtol=1e-6, atol=1e-6)
 
@@ -61,14 +63,14 @@ def test_ties_hand_case():
   # t0 = [3, 0, 0, 2], t1 = [0, -2, 0, 4], t2 = [2, 0, -3, 0]
   # equal weights: sums [5, -2, -3, 6] -> signs [+, -, -, +]
   # disjoint means: [(3+2)/2, -2, -3, (2+4)/2]
-  out = methods.ties_tensor(stack, jnp.ones(3) / 3, base, density=0.5)
+  out = tensors.ties_tensor(stack, jnp.ones(3) / 3, base, density=0.5)
   np.testing.assert_allclose(out, [2.5, -2.0, -3.0, 3.0], **TOL)
 
 
 def test_ties_weighted_mean_and_scale():
   base = jnp.array([1.0])
   stack = _stack([3.0], [5.0])  # tau = 2, 4
-  out = methods.ties_tensor(
+  out = tensors.ties_tensor(
       stack, jnp.array([0.75, 0.25]), base, density=1.0, scale=0.5
   )
   # weighted disjoint mean (0.75*2 + 0.25*4) / 1 = 2.5; 1 + 0.5*2.5
@@ -77,20 +79,20 @@ def test_ties_weighted_mean_and_scale():
 
 def test_ties_trim_keeps_exact_count_on_ties():
   tau = _stack([1.0, 1.0, 1.0, 1.0])
-  kept = methods.trim_topk(tau, 0.5)
+  kept = tensors.trim_topk(tau, 0.5)
   assert int(jnp.sum(kept != 0)) == 2
 
 
 def test_dare_drop_rate_and_rescale():
   tau = jnp.ones((1, 20000))
-  out = methods.dare_drop(tau, 0.9, jax.random.key(0))
+  out = tensors.dare_drop(tau, 0.9, jax.random.key(0))
   vals = np.unique(np.asarray(out))
   np.testing.assert_allclose(vals, [0.0, 1 / 0.9], rtol=1e-6)
   frac = float(jnp.mean(out != 0))
   assert abs(frac - 0.9) < 0.01
   # Seeded: same key, same mask.
   np.testing.assert_array_equal(
-      out, methods.dare_drop(tau, 0.9, jax.random.key(0))
+      out, tensors.dare_drop(tau, 0.9, jax.random.key(0))
   )
 
 
@@ -99,8 +101,8 @@ def test_dare_density_one_is_task_arithmetic():
   base = jnp.asarray(rng.normal(size=(5,)), jnp.float32)
   stack = jnp.asarray(rng.normal(size=(2, 5)), jnp.float32)
   w = jnp.array([0.3, 0.7])
-  out = methods.dare_tensor(stack, w, base, 1.0, jax.random.key(3))
-  ref = methods.task_arithmetic_tensor(stack, w, base)
+  out = tensors.dare_tensor(stack, w, base, 1.0, jax.random.key(3))
+  ref = tensors.task_arithmetic_tensor(stack, w, base)
   np.testing.assert_allclose(out, ref, **TOL)
 
 
@@ -111,7 +113,7 @@ def test_dare_hand_mask():
   keep = np.asarray(jax.random.bernoulli(key, 0.5, (2, 3)))
   tau = np.where(keep, np.asarray(stack) / 0.5, 0.0)
   want = 0.5 * tau[0] + 0.5 * tau[1]
-  out = methods.dare_tensor(stack, jnp.array([0.5, 0.5]), base, 0.5, key)
+  out = tensors.dare_tensor(stack, jnp.array([0.5, 0.5]), base, 0.5, key)
   np.testing.assert_allclose(out, want, **TOL)
 
 
@@ -119,7 +121,7 @@ def test_breadcrumbs_hand_case():
   base = jnp.zeros(5)
   stack = _stack([5.0, -4.0, 3.0, 2.0, 1.0])
   # gamma 0.2 -> drop rank 0 (5); density 0.6 -> keep ranks 1..3.
-  out = methods.breadcrumbs_tensor(
+  out = tensors.breadcrumbs_tensor(
       stack, jnp.ones(1), base, density=0.6, gamma=0.2
   )
   np.testing.assert_allclose(out, [0.0, -4.0, 3.0, 2.0, 0.0], **TOL)
@@ -128,28 +130,28 @@ def test_breadcrumbs_hand_case():
 def test_slerp_hand_case():
   a = jnp.array([1.0, 0.0])
   b = jnp.array([0.0, 1.0])
-  mid = methods.slerp_tensor(a, b, 0.5)
+  mid = spherical.slerp_tensor(a, b, 0.5)
   np.testing.assert_allclose(mid, [np.sqrt(0.5), np.sqrt(0.5)], **TOL)
-  np.testing.assert_allclose(methods.slerp_tensor(a, b, 0.0), a, **TOL)
-  np.testing.assert_allclose(methods.slerp_tensor(a, b, 1.0), b, **TOL)
+  np.testing.assert_allclose(spherical.slerp_tensor(a, b, 0.0), a, **TOL)
+  np.testing.assert_allclose(spherical.slerp_tensor(a, b, 1.0), b, **TOL)
   # Parallel tensors fall back to linear interpolation.
   np.testing.assert_allclose(
-      methods.slerp_tensor(a, 3 * a, 0.5), [2.0, 0.0], **TOL
+      spherical.slerp_tensor(a, 3 * a, 0.5), [2.0, 0.0], **TOL
   )
 
 
-def test_spherical_two_models_is_slerp():
+def test_karcher_two_models_is_slerp():
   a = jnp.array([1.0, 0.0, 0.0])
   b = jnp.array([0.0, 0.6, 0.8])
-  out = methods.spherical_tensor(
+  out = spherical.karcher_tensor(
       jnp.stack([a, b]), jnp.array([0.7, 0.3]), iters=20
   )
-  np.testing.assert_allclose(out, methods.slerp_tensor(a, b, 0.3), atol=1e-5)
+  np.testing.assert_allclose(out, spherical.slerp_tensor(a, b, 0.3), atol=1e-5)
 
 
-def test_spherical_three_orthogonal_equal_weights():
+def test_karcher_three_orthogonal_equal_weights():
   stack = 2.0 * jnp.eye(3)
-  out = methods.spherical_tensor(stack, jnp.ones(3) / 3)
+  out = spherical.karcher_tensor(stack, jnp.ones(3) / 3)
   # Symmetric mean direction (1,1,1)/sqrt(3), mean norm 2.
   np.testing.assert_allclose(out, 2.0 / np.sqrt(3) * np.ones(3), atol=1e-5)
 
