@@ -183,3 +183,63 @@ def test_merge_is_jittable_for_every_method():
     eager = methods.merge(spec, stacked, w, base)
     for x, y in zip(jax.tree.leaves(out), jax.tree.leaves(eager)):
       np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6, err_msg=m)
+
+
+def test_della_keep_probability_follows_magnitude_rank():
+  # One row of 5 entries: p = (d - e) + 2 e r / 4 by ascending magnitude.
+  tau = _stack([0.3, -5.0, 0.1, 2.0, -0.2])
+  p = tensors.della_keep_prob(tau, 0.5, 0.2)
+  np.testing.assert_allclose(p[0], [0.5, 0.7, 0.3, 0.6, 0.4], **TOL)
+  # rank_axes: each column of a [3, 2] tensor ranked on its own.
+  tau = _stack([[1.0, -6.0], [3.0, 5.0], [2.0, 4.0]])
+  p = tensors.della_keep_prob(tau, 0.5, 0.2, rank_axes=(-2,))
+  np.testing.assert_allclose(p[0], [[0.3, 0.7], [0.7, 0.5], [0.5, 0.3]], **TOL)
+
+
+def test_della_draws_keep_at_their_probability_and_rescale_unbiased():
+  rng = np.random.default_rng(0)
+  tau = jnp.asarray(rng.normal(size=(1, 64, 256)), jnp.float32)
+  d, e = 0.6, 0.3
+  kept, mean = 0.0, 0.0
+  n = 40
+  for i in range(n):
+    out = tensors.della_drop(
+        tau, d, e, jax.random.key(i), rescale="inverse_density"
+    )
+    kept = kept + (out != 0)
+    mean = mean + out / n
+  rate = np.asarray(kept[0] / n)
+  p = np.asarray(tensors.della_keep_prob(tau, d, e))[0]
+  # Binned by probability: empirical keep rate within 5 standard errors.
+  for lo in (0.3, 0.5, 0.7):
+    sel = (p >= lo) & (p < lo + 0.2)
+    se = np.sqrt(lo * (1 - lo) / (n * sel.sum()))
+    assert abs(rate[sel].mean() - p[sel].mean()) < 5 * se + 1e-3
+  # The largest magnitudes are kept more often than the smallest.
+  assert rate[p > 0.85].mean() > rate[p < 0.35].mean() + 0.4
+  # Dividing by the keep probability is unbiased: E[out] = tau.
+  err = np.asarray(mean - tau)[0]
+  se = np.asarray(jnp.abs(tau))[0] * np.sqrt((1 - p) / p / n)
+  assert np.mean(np.abs(err) < 4 * se + 1e-6) > 0.999
+
+
+def test_della_l1_rescale_keeps_each_norm_and_seed_fixes_the_draw():
+  rng = np.random.default_rng(1)
+  tau = jnp.asarray(rng.normal(size=(3, 10, 12)), jnp.float32)
+  out = tensors.della_drop(tau, 0.7, 0.2, jax.random.key(0))
+  np.testing.assert_allclose(
+      jnp.abs(out).sum(axis=(1, 2)), jnp.abs(tau).sum(axis=(1, 2)), rtol=1e-5
+  )
+  again = tensors.della_drop(tau, 0.7, 0.2, jax.random.key(0))
+  np.testing.assert_array_equal(out, again)
+  spec = methods.MergeSpec("della", density=0.7, epsilon=0.2)
+  w = jnp.array([0.2, 0.5, 0.3])
+  np.testing.assert_array_equal(
+      methods.merge_tensor(spec, tau, w, 0 * tau[0]),
+      methods.merge_tensor(spec, tau, w, 0 * tau[0]),
+  )
+
+
+def test_spherical_is_refused_with_its_new_name():
+  with pytest.raises(ValueError, match="'karcher'"):
+    methods.MergeSpec("spherical")
