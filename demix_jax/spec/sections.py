@@ -367,11 +367,12 @@ def budgets(r: config_lib.Reader) -> types.BudgetSpec:
 
 
 def merge(r: config_lib.Reader, seed: int) -> types.MergeSettings:
-  renamed = merge_methods.RENAMED.get(r.get("merge.method"))
+  given = r.get("merge.method")
+  renamed = isinstance(given, str) and merge_methods.RENAMED.get(given)
   if renamed:
     raise ConfigError(
         "merge.method",
-        f"{r.get('merge.method')!r} was renamed to {renamed!r}",
+        f"{given!r} was renamed to {renamed!r}",
         f"use {renamed!r} (or 'multislerp' for mergekit's Multi-SLERP)",
     )
   method = r.choice("merge.method", merge_methods.METHODS)
