@@ -260,7 +260,7 @@ def export(
     w = (
         parse_alpha(alpha, names)
         if isinstance(alpha, str)
-        else parse_alpha(",".join(str(float(a)) for a in alpha), names)
+        else parse_alpha(",".join(str(float(a)) for a in alpha or ()), names)
     )
     spec = merge_spec(method, hparams or {})
     metas = {
@@ -294,6 +294,7 @@ def export(
     if spec.normalizes_weights:
       summary["alpha"] = dict(zip(names, (w / w.sum()).tolist()))
   else:
+    run_dir = str(run_dir)  # given: checked above
     meta = checkpointing.read_metadata(run_dir, tokens)
     cfg = model_config_of(run_dir, meta)
     params = checkpointing.load_params(run_dir, tokens)

@@ -299,7 +299,8 @@ def della_keep_prob(
   rank = jnp.argsort(order, axis=-1, stable=True).astype(jnp.float32)
   frac = rank / (m - 1) if m > 1 else jnp.full_like(rank, 0.5)
   p = jnp.float32(density - epsilon) + frac * 2.0 * jnp.float32(epsilon)
-  return jnp.transpose(p.reshape(t.shape), np.argsort(perm))
+  inverse = tuple(int(i) for i in np.argsort(perm))
+  return jnp.transpose(p.reshape(t.shape), inverse)
 
 
 def della_drop(
