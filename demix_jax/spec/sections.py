@@ -366,6 +366,20 @@ def budgets(r: config_lib.Reader) -> types.BudgetSpec:
   )
 
 
+def check_merge_variants(
+    merge: types.MergeSettings, method_names: tuple[str, ...]
+) -> None:
+  """Each ablation method (validate.merge_methods) with merge.*'s values."""
+  for i, m in enumerate(method_names):
+    lib(
+        f"validate.merge_methods[{i}]",
+        "set merge.* to values this method accepts, or drop it",
+        dataclasses.replace,
+        merge.spec,
+        method=m,
+    )
+
+
 def merge(r: config_lib.Reader, seed: int) -> types.MergeSettings:
   given = r.get("merge.method")
   renamed = isinstance(given, str) and merge_methods.RENAMED.get(given)
