@@ -227,11 +227,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.merge = ml_collections.ConfigDict()
   c.merge.method = "linear"
   c.merge.chunk_size = 8  # mixtures evaluated together in one vmap
-  c.merge.density = 0.9  # TIES / DARE / Breadcrumbs (DeMix ablations: 0.9)
+  # TIES / DARE / Breadcrumbs / DELLA (DeMix ablations: 0.9)
+  c.merge.density = 0.9
   c.merge.gamma = 0.01  # Breadcrumbs: top fraction removed
-  # DARE: "l1" keeps each task vector's L1 norm (mergekit's default),
-  # "inverse_density" divides by density (Yu et al.), "none".
-  c.merge.dare_rescale = "l1"
+  c.merge.epsilon = 0.01  # DELLA: keep probability density -/+ epsilon
+  c.merge.lambda_ = 1.0  # scale of the merged task vector (mergekit lambda)
+  # DARE / DELLA: "l1" keeps each task vector's L1 norm (mergekit's
+  # default), "inverse_density" divides by the keep probability, "none".
+  c.merge.rescale = "l1"
 
   # --------------------------------------------------------------- search
   c.search = ml_collections.ConfigDict()

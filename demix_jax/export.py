@@ -18,12 +18,21 @@ Flags:
   --tokens: the token budget of the checkpoint to read (default: latest),
     for --run_dir and every component.
   --components: `name=dir,...` component run directories, in alpha's order.
-  --alpha: the mixture: `w1,w2,...` (component order) or `name=w,...`;
-    normalised to sum 1 by the merge. Negative weights or a zero sum are
-    errors.
+  --alpha: the mixture: `w1,w2,...` (component order) or `name=w,...`.
+    Negative weights or a zero sum are errors. The methods that normalise
+    (linear, ties, della, slerp, multislerp, multislerp_base, karcher)
+    divide the weights by their sum; task_arithmetic, dare_linear,
+    dare_ties, breadcrumbs, breadcrumbs_ties and della_linear use them as
+    given (theta = b + lambda sum_k w_k tau_k), as mergekit does; --normalize
+    overrides that.
   --method: merge method (`demix_jax.merging.methods.METHODS`; default
     linear, the DeMix proxy); merged per tensor and per layer exactly as the
     search engine does (`ComponentStore.merge`).
+  --density, --gamma, --epsilon, --lambda, --seed, --rescale, --normalize:
+    the merge hyperparameters (`merging.methods.MergeSpec`: density,
+    gamma, epsilon, scale, seed, rescale, normalize; mergekit's names).
+    Unset: MergeSpec's defaults (density 0.9, gamma 0.01, epsilon 0.01,
+    lambda 1, seed 0, rescale l1, normalize as the method).
   --tokenizer: the SentencePiece `.model` the run used. Default: found from
     the run's workdir (`config.json`'s data.tokenizer.path, else
     `data/tokenizer.model`) and checked against the checkpoint's tokenizer
@@ -34,13 +43,19 @@ Flags:
   --out: the output directory (local or gs://).
 
 The model config comes from the checkpoint's metadata (`model`), else from
-the workdir's `config.json`.
+the workdir's `config.json`. A merged proxy records its method, every
+hyperparameter and the weights as given (`weights`; `alpha`, the
+normalised mixture, only for methods that normalise) in the safetensors
+metadata (`demix_jax`) and in the printed summary. The tokenizer config
+pads on the left, as batched generation needs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import logging as logging_std
 import os
 from typing import Any, Sequence
 
@@ -196,6 +211,7 @@ def export(
     alpha: str | Sequence[float] | None = None,
     *,
     method: str = "linear",
+    hparams: dict[str, Any] | None = None,
     tokens: int | None = None,
     tokenizer: str | None = None,
     dtype: str | None = None,
@@ -209,17 +225,22 @@ def export(
     components: {name: run dir}, in alpha's order.
     alpha: the mixture (a string as for --alpha, or weights in order).
     method: merge method name.
+    hparams: `MergeSpec` hyperparameters (density, gamma, epsilon, scale,
+      seed, rescale, normalize); unset ones take MergeSpec's defaults.
     tokens: token budget of the checkpoints (None = latest).
     tokenizer: `.model` path, None to find it, "none" to skip it.
     dtype: storage dtype name (None = the checkpoint's).
     max_shard_bytes: safetensors shard size.
 
   Returns:
-    A summary: files, model config, source, alpha, tokenizer.
+    A summary: files, model config, source, method, hyperparameters,
+    weights, tokenizer.
+
+  Raises:
+    ExportError: bad arguments (before any checkpoint is read).
   """
   # Deferred: flag parsing and --help stay fast.
   from demix_jax.interop import hf  # pylint: disable=g-import-not-at-top
-  from demix_jax.merging import methods  # pylint: disable=g-import-not-at-top
   from demix_jax.merging import store as store_lib  # pylint: disable=g-import-not-at-top
   from demix_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
 
@@ -229,15 +250,19 @@ def export(
     raise ExportError("--components needs --alpha")
   if alpha is not None and not components:
     raise ExportError("--alpha needs --components (the runs to merge)")
+  if hparams and not components:
+    raise ExportError(
+        f"merge hyperparameters {sorted(hparams)} need --components"
+    )
   summary: dict[str, Any] = {"out": out}
   if components:
     names = list(components)
     w = (
         parse_alpha(alpha, names)
         if isinstance(alpha, str)
-        else parse_alpha(",".join(str(float(a)) for a in alpha), names)
+        else parse_alpha(",".join(str(float(a)) for a in alpha or ()), names)
     )
-    spec = methods.MergeSpec(method=method)
+    spec = merge_spec(method, hparams or {})
     metas = {
         n: checkpointing.read_metadata(d, tokens) for n, d in components.items()
     }
@@ -261,10 +286,15 @@ def export(
     summary.update(
         source="merge",
         components=dict(components),
-        alpha=dict(zip(names, (w / w.sum()).tolist())),
         method=method,
+        merge=dataclasses.asdict(spec),
+        normalizes_weights=spec.normalizes_weights,
+        weights=dict(zip(names, w.tolist())),
     )
+    if spec.normalizes_weights:
+      summary["alpha"] = dict(zip(names, (w / w.sum()).tolist()))
   else:
+    run_dir = str(run_dir)  # given: checked above
     meta = checkpointing.read_metadata(run_dir, tokens)
     cfg = model_config_of(run_dir, meta)
     params = checkpointing.load_params(run_dir, tokens)
@@ -300,19 +330,86 @@ def export(
   return summary
 
 
+HPARAM_FLAGS = {  # flag -> MergeSpec field
+    "density": "density",
+    "gamma": "gamma",
+    "epsilon": "epsilon",
+    "lambda": "scale",
+    "seed": "seed",
+    "rescale": "rescale",
+    "normalize": "normalize",
+}
+
+
+def merge_spec(method: str, hparams: dict[str, Any]):
+  """The MergeSpec of --method and the hyperparameter flags.
+
+  Raises:
+    ExportError: an unknown method or field, or a value MergeSpec refuses;
+      the message names the flag.
+  """
+  from demix_jax.merging import methods  # pylint: disable=g-import-not-at-top
+
+  fields = {v: k for k, v in HPARAM_FLAGS.items()}
+  unknown = sorted(set(hparams) - set(fields))
+  if unknown:
+    raise ExportError(f"unknown merge hyperparameters {unknown}")
+  if method not in methods.METHODS:
+    hint = methods.RENAMED.get(method)
+    raise ExportError(
+        f"--method={method!r} "
+        + (f"was renamed: use --method={hint}" if hint else "is unknown")
+        + f"; methods: {', '.join(methods.METHODS)}"
+    )
+  try:
+    return methods.MergeSpec(method=method, **hparams)
+  except ValueError as e:
+    flags_named = ", ".join(f"--{fields[k]}" for k in sorted(hparams))
+    raise ExportError(
+        f"{e} (from --method={method}"
+        + (f" and {flags_named}" if flags_named else "")
+        + ")"
+    ) from e
+
+
+class _OrbaxReadOnlyNoise(logging_std.Filter):
+  """Drops orbax's warnings that a checkpoint opened for reading is read
+  only (export only reads checkpoints; they say nothing wrong)."""
+
+  def filter(self, record: logging_std.LogRecord) -> bool:
+    msg = record.getMessage()
+    return not (
+        "orbax" in record.pathname
+        and ("read only" in msg or "read_only=True" in msg)
+    )
+
+
 def define_flags() -> None:
   flags.DEFINE_string("run_dir", None, "run directory (or the base)")
   flags.DEFINE_integer("tokens", None, "token budget of the checkpoints")
   flags.DEFINE_string("components", None, "name=dir,... components to merge")
   flags.DEFINE_string("alpha", None, "mixture weights (w,... or name=w,...)")
   flags.DEFINE_string("method", "linear", "merge method")
+  flags.DEFINE_float("density", None, "TIES/DARE/Breadcrumbs/DELLA density")
+  flags.DEFINE_float("gamma", None, "Breadcrumbs: outlier fraction removed")
+  flags.DEFINE_float("epsilon", None, "DELLA: keep probability spread")
+  flags.DEFINE_float("lambda", None, "scale of the merged task vector")
+  flags.DEFINE_integer("seed", None, "DARE/DELLA draw seed")
+  flags.DEFINE_enum(
+      "rescale", None, ["l1", "inverse_density", "none"], "DARE/DELLA rescale"
+  )
+  flags.DEFINE_enum(
+      "normalize",
+      None,
+      ["true", "false"],
+      "divide the weights by their sum (default: as the method)",
+  )
   flags.DEFINE_string("tokenizer", None, "SentencePiece .model, or none")
   flags.DEFINE_enum(
       "dtype", None, ["float32", "bfloat16", "float16"], "storage dtype"
   )
   flags.DEFINE_float("max_shard_gb", 5.0, "safetensors shard size (GiB)")
-  flags.DEFINE_string("out", None, "output directory")
-  flags.mark_flag_as_required("out")
+  flags.DEFINE_string("out", None, "output directory (required)")
 
 
 def main(argv: Sequence[str]) -> int:
@@ -320,6 +417,20 @@ def main(argv: Sequence[str]) -> int:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  logging.get_absl_logger().addFilter(_OrbaxReadOnlyNoise())
+  if not FLAGS.out:
+    print(
+        "error: --out is required: the directory to write the Hugging Face "
+        "model to (e.g. --out=hf/proxy)"
+    )
+    return 2
+  hparams = {
+      field: FLAGS[flag].value
+      for flag, field in HPARAM_FLAGS.items()
+      if FLAGS[flag].value is not None
+  }
+  if "normalize" in hparams:
+    hparams["normalize"] = hparams["normalize"] == "true"
   try:
     summary = export(
         FLAGS.out,
@@ -327,6 +438,7 @@ def main(argv: Sequence[str]) -> int:
         parse_components(FLAGS.components) if FLAGS.components else None,
         FLAGS.alpha,
         method=FLAGS.method,
+        hparams=hparams,
         tokens=FLAGS.tokens,
         tokenizer=FLAGS.tokenizer,
         dtype=FLAGS.dtype,

@@ -96,7 +96,9 @@ _SCORING = _COMPONENTS + (
     "merge.method",
     "merge.density",
     "merge.gamma",
-    "merge.dare_rescale",
+    "merge.epsilon",
+    "merge.lambda_",
+    "merge.rescale",
 )
 RESULT_FIELDS = {
     "base": _TRAINING,

@@ -110,9 +110,16 @@ _TABLE = [
         "search.constraints",
     ),
     ({"data.tokenizer.path": "missing.model"}, "data.tokenizer.path"),
-    ({"merge.method": "multislerp"}, "merge.method"),
+    ({"merge.method": "spherical"}, "merge.method"),  # renamed: karcher
+    ({"merge.method": "della", "merge.epsilon": 0.2}, "merge"),
+    ({"merge.method": "multislerp"}, None),
+    # An ablation method with merge.*'s values: DELLA needs density > epsilon.
+    (
+        {"validate.merge_methods": ("linear", "della"), "merge.density": 0.005},
+        "validate.merge_methods[1]",
+    ),
     ({"search.surrogate": "gp"}, None),  # accepted: gp is a surrogate
-    ({"merge.method": "spherical"}, None),  # accepted: a merge method
+    ({"merge.method": "karcher"}, None),  # accepted: a merge method
     ({"merge.method": "breadcrumbs_ties"}, None),
     (
         {"search.method": "gradient", "search.gradient.enabled": False},

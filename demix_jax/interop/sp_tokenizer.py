@@ -218,6 +218,8 @@ def write_tokenizer(
       "add_bos_token": False,
       "add_eos_token": False,
       "clean_up_tokenization_spaces": False,
+      # Batched generation needs prompts flush with the new tokens.
+      "padding_side": "left",
       **{
           k: sp[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token")
       },

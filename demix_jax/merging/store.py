@@ -386,10 +386,15 @@ def merge_outer(
   draws the same masks as the tree API's merge of the same components.
   """
   ids = leaf_ids(stacked)
+  # Each leaf merged under its own name (DELLA's ranked axes follow it).
   return {
       k: methods.merge(
-          spec, v, alpha, None if base is None else base[k], leaf_ids=ids[k]
-      )
+          spec,
+          {k: v},
+          alpha,
+          None if base is None else {k: base[k]},
+          leaf_ids={k: ids[k]},
+      )[k]
       for k, v in stacked.items()
       if k != LAYERS
   }

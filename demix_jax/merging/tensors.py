@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-DARE_RESCALES = ("l1", "inverse_density", "none")
+RESCALES = ("l1", "inverse_density", "none")
 # mergekit's SLERP interpolates linearly above this |cos Omega|.
 SLERP_DOT_THRESHOLD = 0.9995
 
@@ -81,15 +81,20 @@ def task_arithmetic_tensor(stack, weights, base, scale: float = 1.0):
   return out.astype(stack.dtype)
 
 
-def _magnitude_rank(tau: jax.Array) -> jax.Array:
-  """Rank of |tau_k| within its own tensor, 0 = largest; shape of tau.
+def _magnitude_rank(tau: jax.Array, descending: bool) -> jax.Array:
+  """Rank of |tau_k| within its own tensor (0 = first); shape of tau.
 
-  Exact ranks (double argsort, stable) rather than a threshold, so ties never
-  keep more than the requested count.
+  Exact ranks (double argsort) rather than a threshold, so ties never keep
+  more than the requested count. Entries of equal magnitude are ranked by
+  their flat index (a stable sort): mergekit sorts with torch's default,
+  unstable sort, whose order among equal values is unspecified, so at the
+  cut-off our choice among tied entries is the one mergekit makes when its
+  sorts are made stable (`stable=True`). bf16-valued task vectors have many
+  equal magnitudes, so there plain mergekit may keep other tied entries.
   """
   k = tau.shape[0]
   flat = jnp.abs(tau.reshape(k, -1))
-  order = jnp.argsort(-flat, axis=-1, stable=True)
+  order = jnp.argsort(-flat if descending else flat, axis=-1, stable=True)
   ranks = jnp.argsort(order, axis=-1, stable=True)
   return ranks.reshape(tau.shape)
 
@@ -101,28 +106,32 @@ def _trim_count(n: int, density: float) -> int:
 
 def trim_topk(tau: jax.Array, density: float) -> jax.Array:
   """Keeps the max(1, int(density * n)) largest-magnitude entries of each
-  tau_k (mergekit's `magnitude` sparsification)."""
+  tau_k (mergekit's `magnitude` sparsification; among entries of equal
+  magnitude at the cut-off, the lower flat indices)."""
   n = math.prod(tau.shape[1:])
-  keep = _magnitude_rank(tau) < _trim_count(n, density)
+  keep = _magnitude_rank(tau, descending=True) < _trim_count(n, density)
   return jnp.where(keep, tau, 0.0)
 
 
 def _breadcrumbs_window(n: int, density: float, gamma: float):
-  """Magnitude ranks [lo, hi) (0 = largest) Breadcrumbs keeps, as
+  """Ascending magnitude ranks [lo, hi) (0 = smallest) Breadcrumbs keeps, as
   mergekit's `magnitude_outliers`: int(density * n) entries right below the
-  int(gamma * n) largest, fewer outliers removed when they would not fit."""
+  int(gamma * n) largest, fewer outliers removed when both do not fit
+  (gamma + density > 1 keeps the int(density * n) smallest)."""
   if density >= 1.0:
     return 0, n
   target = int(density * n)
   bottom = max(0, n - target - int(gamma * n))
-  return n - bottom - target, n - bottom
+  return bottom, bottom + target
 
 
 def _sign_consensus_mean(tau, weights, disjoint_mean: bool = True):
   """TIES steps 2-3: elect a sign, then merge the agreeing entries.
 
   gamma = +1 where sum_k w_k tau_k >= 0, else -1 (mergekit's `sum`
-  consensus); A = {k : tau_k != 0 and sign(tau_k) = gamma}. With
+  consensus, voted with the weights as given: callers pass the raw weights,
+  not normalised ones, because where the weighted sum is exactly zero the
+  rounding of normalised weights would flip the elected sign); A = {k : tau_k != 0 and sign(tau_k) = gamma}. With
   `disjoint_mean`: out = sum_{k in A} w_k tau_k / sum_{k in A} w_k (0 where
   A is empty; with equal weights Yadav et al.'s (1/|A|) sum_{k in A}
   tau_k); without it (mergekit's normalize=False): sum_{k in A} w_k tau_k.
@@ -183,7 +192,13 @@ def dare_drop(
   if rescale == "none":
     return masked
   if rescale != "l1":
-    raise ValueError(f"dare rescale={rescale!r}; use one of {DARE_RESCALES}")
+    raise ValueError(f"dare rescale={rescale!r}; use one of {RESCALES}")
+  return _l1_rescaled(tau, masked)
+
+
+def _l1_rescaled(tau: jax.Array, masked: jax.Array) -> jax.Array:
+  """masked * |tau_k|_1 / |masked_k|_1 per component (mergekit's L1
+  `rescale`), left as is where either norm is below 1e-7."""
   axes = tuple(range(1, tau.ndim))
   before = jnp.sum(jnp.abs(tau), axis=axes, keepdims=True)
   after = jnp.sum(jnp.abs(masked), axis=axes, keepdims=True)
@@ -230,17 +245,19 @@ def breadcrumbs_tensor(
 ):
   """Model Breadcrumbs (Davari & Belilovsky 2024, "Model Breadcrumbs").
 
-  Per tensor and component, entries of tau_k ranked by magnitude (0 =
-  largest): the int(gamma * n) largest (outliers) are masked out and the
-  int(density * n) entries right below them kept (mergekit's
-  `magnitude_outliers`; fewer outliers are removed when both do not fit).
+  Per tensor and component, entries of tau_k ranked by magnitude: the
+  int(gamma * n) largest (outliers) are masked out and the int(density * n)
+  entries right below them kept (mergekit's `magnitude_outliers`, whose
+  ascending sort decides ties: among equal magnitudes the lower flat index
+  counts as smaller; fewer outliers are removed when both do not fit, so
+  gamma + density > 1 is allowed, as in mergekit).
   out = b + scale * sum_k w_k masked(tau_k), or with `ties`, the TIES sign
   election + merge of the agreeing masked tau_k (see `_sign_consensus_mean`).
   """
   b = _f32(base)
   tau = _f32(stack) - b[None]
   n = math.prod(tau.shape[1:])
-  rank = _magnitude_rank(tau)
+  rank = _magnitude_rank(tau, descending=False)
   lo, hi = _breadcrumbs_window(n, density, gamma)
   tau = jnp.where((rank >= lo) & (rank < hi), tau, 0.0)
   if ties:
@@ -250,71 +267,97 @@ def breadcrumbs_tensor(
   return (b + scale * merged).astype(stack.dtype)
 
 
-_EPS = 1e-8
+def _della_uniform(key: jax.Array, shape) -> jax.Array:
+  """DELLA's uniform draws (one place, so a test can fix them)."""
+  return jax.random.uniform(key, shape, jnp.float32)
 
 
-def slerp_tensor(a: jax.Array, b: jax.Array, t) -> jax.Array:
-  """Spherical linear interpolation of two tensors (Shoemake 1985).
+def della_keep_prob(
+    tau: jax.Array, density: float, epsilon: float, rank_axes=(-1,)
+) -> jax.Array:
+  """DELLA's MagPrune keep probabilities, shape of tau [K, ...].
 
-  With the tensors flattened, Omega = arccos(<a, b> / (|a| |b|)):
-  slerp = sin((1 - t) Omega) / sin Omega * a + sin(t Omega) / sin Omega * b.
-  Falls back to (1 - t) a + t b when |cos Omega| > 0.9995 (nearly
-  (anti)parallel, where the formula is 0/0 or ill-conditioned), as
-  mergekit's `slerp` does.
+  Within each row of each tau_k (a row = one index of the axes not in
+  `rank_axes`; the entries over `rank_axes` are ranked together), the
+  entries are ranked by ascending magnitude (ties by flat index, a stable
+  sort), r = 0..m-1, and kept with probability
+  p = (density - epsilon) + 2 epsilon r / (m - 1): the largest entry with
+  density + epsilon, the smallest with density - epsilon (Deep et al. 2024,
+  "DELLA-Merging", MagPrune; mergekit's `della_magprune`, which ranks each
+  row of a Hugging Face [out, in] matrix). A row of one entry gets
+  p = density (mergekit divides by zero there).
   """
-  af, bf = _f32(a), _f32(b)
-  t = _f32(t)
-  cos = jnp.sum(af * bf) / (jnp.linalg.norm(af) * jnp.linalg.norm(bf) + _EPS)
-  cos = jnp.clip(cos, -1.0, 1.0)
-  omega = jnp.arccos(cos)
-  so = jnp.sin(omega)
-  near = jnp.abs(cos) > SLERP_DOT_THRESHOLD
-  so = jnp.where(near, 1.0, so)
-  ca = jnp.where(near, 1.0 - t, jnp.sin((1.0 - t) * omega) / so)
-  cb = jnp.where(near, t, jnp.sin(t * omega) / so)
-  return (ca * af + cb * bf).astype(a.dtype)
+  nd = tau.ndim - 1
+  axes = sorted({a % nd for a in rank_axes})
+  rows = [a for a in range(nd) if a not in axes]
+  perm = [0] + [1 + a for a in rows] + [1 + a for a in axes]
+  t = jnp.transpose(_f32(tau), perm)
+  lead = t.shape[: 1 + len(rows)]
+  m = math.prod(t.shape[1 + len(rows) :])
+  mag = jnp.abs(t.reshape(lead + (m,)))
+  order = jnp.argsort(mag, axis=-1, stable=True)
+  rank = jnp.argsort(order, axis=-1, stable=True).astype(jnp.float32)
+  frac = rank / (m - 1) if m > 1 else jnp.full_like(rank, 0.5)
+  p = jnp.float32(density - epsilon) + frac * 2.0 * jnp.float32(epsilon)
+  inverse = tuple(int(i) for i in np.argsort(perm))
+  return jnp.transpose(p.reshape(t.shape), inverse)
 
 
-def spherical_tensor(stack, weights, base=None, iters: int = 8):
-  """Multi-model spherical merge: the weighted Karcher (Frechet) mean on the
-  unit sphere (Buss & Fillmore 2001, "Spherical averages and applications to
-  spherical splines and interpolation"), rescaled by the mean norm.
-
-  x_k = v_k / |v_k| with v_k = theta_k (or tau_k when a base is given).
-  q_0 = normalise(sum_k w_k x_k); then `iters` fixed-point steps
-  q <- exp_q(sum_k w_k log_q(x_k)), where log_q(x) = theta / sin(theta) *
-  (x - cos(theta) q), theta = arccos(<q, x>), and exp_q(u) = cos|u| q +
-  sin|u| u / |u|. out = (sum_k w_k |v_k|) q (+ b). For K = 2 and equal norms
-  it equals `slerp_tensor(theta_0, theta_1, w_1)`.
+def della_drop(
+    tau: jax.Array,
+    density: float,
+    epsilon: float,
+    key: jax.Array,
+    rescale: str = "l1",
+    rank_axes=(-1,),
+) -> jax.Array:
+  """DELLA's MagPrune: each entry of tau [K, ...] is kept with its
+  `della_keep_prob` (independent Bernoulli draws), the survivors rescaled
+  per component: "inverse_density" divides each by its own keep
+  probability (the paper's 1 / (1 - p_drop), unbiased in expectation),
+  "l1" (mergekit's default `rescale: true`) scales each tau_k to keep its
+  L1 norm (as `dare_drop`), "none" keeps them. density >= 1 keeps tau
+  unchanged, as mergekit.
   """
-  w = _f32(weights)
-  v = _f32(stack)
-  if base is not None:
-    v = v - _f32(base)[None]
-  k = v.shape[0]
-  flat = v.reshape(k, -1)
-  norms = jnp.linalg.norm(flat, axis=-1)
-  x = flat / (norms[:, None] + _EPS)
+  if density >= 1.0:
+    return tau
+  p = della_keep_prob(tau, density, epsilon, rank_axes)
+  keep = _della_uniform(key, tau.shape) < p
+  if rescale == "inverse_density":
+    return jnp.where(keep, tau / p, 0.0)
+  masked = jnp.where(keep, tau, 0.0)
+  if rescale == "none":
+    return masked
+  if rescale != "l1":
+    raise ValueError(f"della rescale={rescale!r}; use one of {RESCALES}")
+  return _l1_rescaled(tau, masked)
 
-  def unit(u):
-    return u / (jnp.linalg.norm(u) + _EPS)
 
-  def step(q, _):
-    c = jnp.clip(x @ q, -1.0, 1.0)  # [K]
-    th = jnp.arccos(c)
-    s = jnp.sin(th)
-    # theta / sin(theta) -> 1 as theta -> 0.
-    f = jnp.where(s < 1e-6, 1.0, th / jnp.where(s < 1e-6, 1.0, s))
-    logs = f[:, None] * (x - c[:, None] * q[None])
-    u = jnp.tensordot(w, logs, axes=1)
-    nu = jnp.linalg.norm(u)
-    safe = jnp.where(nu < 1e-12, 1.0, nu)
-    q_new = jnp.where(nu < 1e-12, q, jnp.cos(nu) * q + jnp.sin(nu) * u / safe)
-    return unit(q_new), None
+def della_tensor(
+    stack,
+    weights,
+    base,
+    density: float,
+    epsilon: float,
+    key: jax.Array,
+    scale: float = 1.0,
+    ties: bool = True,
+    rescale: str = "l1",
+    disjoint_mean: bool = True,
+    rank_axes=(-1,),
+):
+  """DELLA merge: MagPrune each tau_k (`della_drop`), then combine.
 
-  q0 = unit(jnp.tensordot(w, x, axes=1))
-  q, _ = jax.lax.scan(step, q0, None, length=iters)
-  out = (jnp.sum(w * norms) * q).reshape(v.shape[1:])
-  if base is not None:
-    out = out + _f32(base)
-  return out.astype(stack.dtype)
+  della (`ties`): b + scale * TIES sign election + merge of the agreeing
+  pruned tau_k (disjoint mean, or a weighted sum without
+  `disjoint_mean`); della_linear: b + scale * sum_k w_k pruned(tau_k).
+  """
+  b = _f32(base)
+  tau = della_drop(
+      _f32(stack) - b[None], density, epsilon, key, rescale, rank_axes
+  )
+  if ties:
+    merged = _sign_consensus_mean(tau, weights, disjoint_mean)
+  else:
+    merged = jnp.tensordot(_f32(weights), tau, axes=1)
+  return (b + scale * merged).astype(stack.dtype)

@@ -89,6 +89,8 @@ def resolve(
   budgets = sections.budgets(r)
   ev = evaluation.eval(r, data)
   merge = sections.merge(r, seed)
+  validate = search.validate(r, budgets)
+  sections.check_merge_variants(merge, validate.merge_methods)
   optim = sections.optim(r)
   formats = r.names("report.formats", REPORT_FORMATS)
   spec = RunSpec(
@@ -107,7 +109,7 @@ def resolve(
           search.search(r, seed, data, ev, merge.chunk_size), ev
       ),
       final=search.final(r, data),
-      validate=search.validate(r, budgets),
+      validate=validate,
       report_formats=formats,
       config=config,
   )

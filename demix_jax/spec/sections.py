@@ -373,18 +373,40 @@ def budgets(r: config_lib.Reader) -> types.BudgetSpec:
   )
 
 
+def check_merge_variants(
+    merge: types.MergeSettings, method_names: tuple[str, ...]
+) -> None:
+  """Each ablation method (validate.merge_methods) with merge.*'s values."""
+  for i, m in enumerate(method_names):
+    lib(
+        f"validate.merge_methods[{i}]",
+        "set merge.* to values this method accepts, or drop it",
+        dataclasses.replace,
+        merge.spec,
+        method=m,
+    )
+
+
 def merge(r: config_lib.Reader, seed: int) -> types.MergeSettings:
+  given = r.get("merge.method")
+  renamed = isinstance(given, str) and merge_methods.RENAMED.get(given)
+  if renamed:
+    raise ConfigError(
+        "merge.method",
+        f"{given!r} was renamed to {renamed!r}",
+        f"use {renamed!r} (or 'multislerp' for mergekit's Multi-SLERP)",
+    )
   method = r.choice("merge.method", merge_methods.METHODS)
   spec = lib(
       "merge",
-      "use density in (0, 1] and, for breadcrumbs, gamma + density <= 1",
+      "use density in (0, 1] and, for DELLA, 0 < density -/+ epsilon < 1",
       merge_methods.MergeSpec,
       method=method,
       density=r.float("merge.density", 0.0, 1.0, open_low=True),
       gamma=r.float("merge.gamma", 0.0, 1.0, open_high=True),
+      epsilon=r.float("merge.epsilon", 0.0, 1.0, open_high=True),
+      scale=r.float("merge.lambda_", 0.0, open_low=True),
       seed=seed,
-      dare_rescale=r.choice(
-          "merge.dare_rescale", ("l1", "inverse_density", "none")
-      ),
+      rescale=r.choice("merge.rescale", merge_methods.RESCALES),
   )
   return types.MergeSettings(spec, r.int("merge.chunk_size"))

@@ -1,6 +1,7 @@
 """`python -m demix_jax.export`: run directories and merged proxies out to
 Hugging Face directories."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -14,6 +15,7 @@ import pytest
 
 from demix_jax import export
 from demix_jax.interop import hf
+from demix_jax.interop import safetensors_np
 from demix_jax.merging import methods
 from demix_jax.merging import store as store_lib
 from demix_jax.training import checkpointing as ck
@@ -174,3 +176,109 @@ def test_tokenizer_must_be_the_checkpoints(workdir, tmp_path):
     export.export(str(tmp_path / "y"), run_dir=str(lone))
   s = export.export(str(tmp_path / "z"), run_dir=str(lone), tokenizer="none")
   assert "tokenizer.json" not in s["files"]
+
+
+def _cli(*args):
+  return subprocess.run(
+      [sys.executable, "-m", "demix_jax.export", *args],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+  )
+
+
+def test_cli_without_out_is_refused_naming_the_flag():
+  r = _cli("--run_dir=anything")
+  assert r.returncode == 2, r.stdout + r.stderr
+  assert "--out is required" in r.stdout and "--out=" in r.stdout
+  assert "FATAL" not in r.stdout + r.stderr
+
+
+def test_cli_merge_records_every_hyperparameter_and_the_raw_weights(
+    workdir, tmp_path
+):
+  runs = workdir["runs"]
+  out = tmp_path / "hf"
+  r = _cli(
+      f"--run_dir={runs['base']}",
+      f"--components=general={runs['general']},code={runs['code']}",
+      "--alpha=0.6,0.8",
+      "--method=della_linear",
+      "--density=0.7",
+      "--epsilon=0.2",
+      "--lambda=0.9",
+      "--seed=5",
+      "--rescale=inverse_density",
+      f"--out={out}",
+  )
+  assert r.returncode == 0, r.stdout + r.stderr
+  # Reading checkpoints is not worth a warning.
+  assert "read only" not in r.stderr and "read_only" not in r.stderr
+  spec = methods.MergeSpec(
+      "della_linear",
+      density=0.7,
+      epsilon=0.2,
+      scale=0.9,
+      seed=5,
+      rescale="inverse_density",
+  )
+  meta = json.loads(
+      safetensors_np.read_metadata(out / "model.safetensors")["demix_jax"]
+  )
+  assert meta["method"] == "della_linear"
+  assert meta["merge"] == dataclasses.asdict(spec)
+  assert meta["weights"] == {"general": 0.6, "code": 0.8}
+  assert not meta["normalizes_weights"] and "alpha" not in meta
+  store = store_lib.ComponentStore.from_params(
+      [workdir["params"][n] for n in ("general", "code")],
+      ["general", "code"],
+      base=workdir["params"]["base"],
+  )
+  want = store.merge(jnp.array([0.6, 0.8]), spec)
+  back = hf.load_params(out, workdir["cfg"])
+  for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(back)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  transformers = pytest.importorskip("transformers")
+  tok = transformers.AutoTokenizer.from_pretrained(str(out))
+  assert tok.padding_side == "left"  # batched generation
+  batch = tok(["a b c", "a"], padding=True)["attention_mask"]
+  assert batch[1][0] == 0 and batch[1][-1] == 1
+
+
+def test_linear_records_the_normalised_mixture_beside_the_weights(
+    workdir, tmp_path
+):
+  runs = workdir["runs"]
+  comps = {n: str(runs[n]) for n in ("general", "code")}
+  s = export.export(str(tmp_path), components=comps, alpha="1,3")
+  assert s["weights"] == {"general": 1.0, "code": 3.0}
+  assert s["normalizes_weights"]
+  assert s["alpha"] == pytest.approx({"general": 0.25, "code": 0.75})
+  assert s["merge"]["method"] == "linear"
+
+
+@pytest.mark.parametrize(
+    "method,hparams,msg",
+    [
+        ("della", {"density": 0.9, "epsilon": 0.15}, "--epsilon"),
+        ("ties", {"density": 1.5}, "--density"),
+        ("dare_ties", {"rescale": "l2"}, "--rescale"),
+        ("spherical", {}, "--method=karcher"),
+        ("nope", {}, "is unknown"),
+    ],
+)
+def test_bad_merge_hyperparameters_fail_before_reading_checkpoints(
+    tmp_path, method, hparams, msg
+):
+  # The component directories do not exist: the error comes first.
+  comps = {"a": str(tmp_path / "no_a"), "b": str(tmp_path / "no_b")}
+  with pytest.raises(export.ExportError, match=msg):
+    export.export(
+        str(tmp_path / "out"),
+        components=comps,
+        alpha="1,1",
+        method=method,
+        hparams=hparams,
+    )

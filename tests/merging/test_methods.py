@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from demix_jax.merging import methods
+from demix_jax.merging import spherical
+from demix_jax.merging import tensors
 
 TOL = dict(rtol=1e-6, atol=1e-6)
 
@@ -61,14 +63,14 @@ def test_ties_hand_case():
   # t0 = [3, 0, 0, 2], t1 = [0, -2, 0, 4], t2 = [2, 0, -3, 0]
   # equal weights: sums [5, -2, -3, 6] -> signs [+, -, -, +]
   # disjoint means: [(3+2)/2, -2, -3, (2+4)/2]
-  out = methods.ties_tensor(stack, jnp.ones(3) / 3, base, density=0.5)
+  out = tensors.ties_tensor(stack, jnp.ones(3) / 3, base, density=0.5)
   np.testing.assert_allclose(out, [2.5, -2.0, -3.0, 3.0], **TOL)
 
 
 def test_ties_weighted_mean_and_scale():
   base = jnp.array([1.0])
   stack = _stack([3.0], [5.0])  # tau = 2, 4
-  out = methods.ties_tensor(
+  out = tensors.ties_tensor(
       stack, jnp.array([0.75, 0.25]), base, density=1.0, scale=0.5
   )
   # weighted disjoint mean (0.75*2 + 0.25*4) / 1 = 2.5; 1 + 0.5*2.5
@@ -77,20 +79,20 @@ def test_ties_weighted_mean_and_scale():
 
 def test_ties_trim_keeps_exact_count_on_ties():
   tau = _stack([1.0, 1.0, 1.0, 1.0])
-  kept = methods.trim_topk(tau, 0.5)
+  kept = tensors.trim_topk(tau, 0.5)
   assert int(jnp.sum(kept != 0)) == 2
 
 
 def test_dare_drop_rate_and_rescale():
   tau = jnp.ones((1, 20000))
-  out = methods.dare_drop(tau, 0.9, jax.random.key(0))
+  out = tensors.dare_drop(tau, 0.9, jax.random.key(0))
   vals = np.unique(np.asarray(out))
   np.testing.assert_allclose(vals, [0.0, 1 / 0.9], rtol=1e-6)
   frac = float(jnp.mean(out != 0))
   assert abs(frac - 0.9) < 0.01
   # Seeded: same key, same mask.
   np.testing.assert_array_equal(
-      out, methods.dare_drop(tau, 0.9, jax.random.key(0))
+      out, tensors.dare_drop(tau, 0.9, jax.random.key(0))
   )
 
 
@@ -99,8 +101,8 @@ def test_dare_density_one_is_task_arithmetic():
   base = jnp.asarray(rng.normal(size=(5,)), jnp.float32)
   stack = jnp.asarray(rng.normal(size=(2, 5)), jnp.float32)
   w = jnp.array([0.3, 0.7])
-  out = methods.dare_tensor(stack, w, base, 1.0, jax.random.key(3))
-  ref = methods.task_arithmetic_tensor(stack, w, base)
+  out = tensors.dare_tensor(stack, w, base, 1.0, jax.random.key(3))
+  ref = tensors.task_arithmetic_tensor(stack, w, base)
   np.testing.assert_allclose(out, ref, **TOL)
 
 
@@ -111,7 +113,7 @@ def test_dare_hand_mask():
   keep = np.asarray(jax.random.bernoulli(key, 0.5, (2, 3)))
   tau = np.where(keep, np.asarray(stack) / 0.5, 0.0)
   want = 0.5 * tau[0] + 0.5 * tau[1]
-  out = methods.dare_tensor(stack, jnp.array([0.5, 0.5]), base, 0.5, key)
+  out = tensors.dare_tensor(stack, jnp.array([0.5, 0.5]), base, 0.5, key)
   np.testing.assert_allclose(out, want, **TOL)
 
 
@@ -119,7 +121,7 @@ def test_breadcrumbs_hand_case():
   base = jnp.zeros(5)
   stack = _stack([5.0, -4.0, 3.0, 2.0, 1.0])
   # gamma 0.2 -> drop rank 0 (5); density 0.6 -> keep ranks 1..3.
-  out = methods.breadcrumbs_tensor(
+  out = tensors.breadcrumbs_tensor(
       stack, jnp.ones(1), base, density=0.6, gamma=0.2
   )
   np.testing.assert_allclose(out, [0.0, -4.0, 3.0, 2.0, 0.0], **TOL)
@@ -128,28 +130,28 @@ def test_breadcrumbs_hand_case():
 def test_slerp_hand_case():
   a = jnp.array([1.0, 0.0])
   b = jnp.array([0.0, 1.0])
-  mid = methods.slerp_tensor(a, b, 0.5)
+  mid = spherical.slerp_tensor(a, b, 0.5)
   np.testing.assert_allclose(mid, [np.sqrt(0.5), np.sqrt(0.5)], **TOL)
-  np.testing.assert_allclose(methods.slerp_tensor(a, b, 0.0), a, **TOL)
-  np.testing.assert_allclose(methods.slerp_tensor(a, b, 1.0), b, **TOL)
+  np.testing.assert_allclose(spherical.slerp_tensor(a, b, 0.0), a, **TOL)
+  np.testing.assert_allclose(spherical.slerp_tensor(a, b, 1.0), b, **TOL)
   # Parallel tensors fall back to linear interpolation.
   np.testing.assert_allclose(
-      methods.slerp_tensor(a, 3 * a, 0.5), [2.0, 0.0], **TOL
+      spherical.slerp_tensor(a, 3 * a, 0.5), [2.0, 0.0], **TOL
   )
 
 
-def test_spherical_two_models_is_slerp():
+def test_karcher_two_models_is_slerp():
   a = jnp.array([1.0, 0.0, 0.0])
   b = jnp.array([0.0, 0.6, 0.8])
-  out = methods.spherical_tensor(
+  out = spherical.karcher_tensor(
       jnp.stack([a, b]), jnp.array([0.7, 0.3]), iters=20
   )
-  np.testing.assert_allclose(out, methods.slerp_tensor(a, b, 0.3), atol=1e-5)
+  np.testing.assert_allclose(out, spherical.slerp_tensor(a, b, 0.3), atol=1e-5)
 
 
-def test_spherical_three_orthogonal_equal_weights():
+def test_karcher_three_orthogonal_equal_weights():
   stack = 2.0 * jnp.eye(3)
-  out = methods.spherical_tensor(stack, jnp.ones(3) / 3)
+  out = spherical.karcher_tensor(stack, jnp.ones(3) / 3)
   # Symmetric mean direction (1,1,1)/sqrt(3), mean norm 2.
   np.testing.assert_allclose(out, 2.0 / np.sqrt(3) * np.ones(3), atol=1e-5)
 
@@ -181,3 +183,63 @@ def test_merge_is_jittable_for_every_method():
     eager = methods.merge(spec, stacked, w, base)
     for x, y in zip(jax.tree.leaves(out), jax.tree.leaves(eager)):
       np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6, err_msg=m)
+
+
+def test_della_keep_probability_follows_magnitude_rank():
+  # One row of 5 entries: p = (d - e) + 2 e r / 4 by ascending magnitude.
+  tau = _stack([0.3, -5.0, 0.1, 2.0, -0.2])
+  p = tensors.della_keep_prob(tau, 0.5, 0.2)
+  np.testing.assert_allclose(p[0], [0.5, 0.7, 0.3, 0.6, 0.4], **TOL)
+  # rank_axes: each column of a [3, 2] tensor ranked on its own.
+  tau = _stack([[1.0, -6.0], [3.0, 5.0], [2.0, 4.0]])
+  p = tensors.della_keep_prob(tau, 0.5, 0.2, rank_axes=(-2,))
+  np.testing.assert_allclose(p[0], [[0.3, 0.7], [0.7, 0.5], [0.5, 0.3]], **TOL)
+
+
+def test_della_draws_keep_at_their_probability_and_rescale_unbiased():
+  rng = np.random.default_rng(0)
+  tau = jnp.asarray(rng.normal(size=(1, 64, 256)), jnp.float32)
+  d, e = 0.6, 0.3
+  kept, mean = 0.0, 0.0
+  n = 40
+  for i in range(n):
+    out = tensors.della_drop(
+        tau, d, e, jax.random.key(i), rescale="inverse_density"
+    )
+    kept = kept + (out != 0)
+    mean = mean + out / n
+  rate = np.asarray(kept[0] / n)
+  p = np.asarray(tensors.della_keep_prob(tau, d, e))[0]
+  # Binned by probability: empirical keep rate within 5 standard errors.
+  for lo in (0.3, 0.5, 0.7):
+    sel = (p >= lo) & (p < lo + 0.2)
+    se = np.sqrt(lo * (1 - lo) / (n * sel.sum()))
+    assert abs(rate[sel].mean() - p[sel].mean()) < 5 * se + 1e-3
+  # The largest magnitudes are kept more often than the smallest.
+  assert rate[p > 0.85].mean() > rate[p < 0.35].mean() + 0.4
+  # Dividing by the keep probability is unbiased: E[out] = tau.
+  err = np.asarray(mean - tau)[0]
+  se = np.asarray(jnp.abs(tau))[0] * np.sqrt((1 - p) / p / n)
+  assert np.mean(np.abs(err) < 4 * se + 1e-6) > 0.999
+
+
+def test_della_l1_rescale_keeps_each_norm_and_seed_fixes_the_draw():
+  rng = np.random.default_rng(1)
+  tau = jnp.asarray(rng.normal(size=(3, 10, 12)), jnp.float32)
+  out = tensors.della_drop(tau, 0.7, 0.2, jax.random.key(0))
+  np.testing.assert_allclose(
+      jnp.abs(out).sum(axis=(1, 2)), jnp.abs(tau).sum(axis=(1, 2)), rtol=1e-5
+  )
+  again = tensors.della_drop(tau, 0.7, 0.2, jax.random.key(0))
+  np.testing.assert_array_equal(out, again)
+  spec = methods.MergeSpec("della", density=0.7, epsilon=0.2)
+  w = jnp.array([0.2, 0.5, 0.3])
+  np.testing.assert_array_equal(
+      methods.merge_tensor(spec, tau, w, 0 * tau[0]),
+      methods.merge_tensor(spec, tau, w, 0 * tau[0]),
+  )
+
+
+def test_spherical_is_refused_with_its_new_name():
+  with pytest.raises(ValueError, match="'karcher'"):
+    methods.MergeSpec("spherical")
