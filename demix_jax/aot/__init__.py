@@ -302,10 +302,20 @@ def parse_mesh(text: str) -> dict[str, int]:
   """'data:8,fsdp:8' -> {'data': 8, 'fsdp': 8} (order kept)."""
   out = {}
   for part in filter(None, (p.strip() for p in text.split(","))):
-    name, sep, size = part.partition(":")
+    name, sep, size = (s.strip() for s in part.partition(":"))
     if not sep or not name:
       raise ValueError(f"--mesh entry {part!r} must be name:size")
-    out[name] = int(size)
+    try:
+      n = int(size)
+    except ValueError:
+      raise ValueError(
+          f"--mesh entry {part!r}: the size {size!r} is not an integer"
+      ) from None
+    if n == 0 or n < -1:
+      raise ValueError(f"--mesh entry {part!r}: a size is positive or -1")
+    if name in out:
+      raise ValueError(f"--mesh names the axis {name!r} twice")
+    out[name] = n
   return out
 
 
