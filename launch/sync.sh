@@ -41,7 +41,7 @@ if [[ $DRY_RUN == false ]]; then
   trap 'rm -f "$tarball"' EXIT
 fi
 run_cmd tar -czf "$tarball" -C "$REPO_ROOT" --exclude=__pycache__ \
-  --exclude='*.pyc' --exclude=launch/tpu.env "${code[@]}"
+  --exclude='*.pyc' --exclude='launch/*.env' "${code[@]}"
 tpu_scp "$tarball" "$remote_tar"
 repo=$(quote_word "$REPO_DIR")
 tpu_ssh all "mkdir -p $repo && cd $repo && rm -rf $(quote_words "${code[@]}") \
