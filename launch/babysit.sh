@@ -11,7 +11,8 @@
 #       -> delete.sh, create.sh (again after a failed create), then once up:
 #          sync.sh, setup.sh, run.sh (a new attempt)
 #   slice up, run dead on any worker (exit status != 0, killed, none)
-#       -> run.sh (a new attempt; it stops what is left of the old one)
+#       -> run.sh (a new attempt; it stops what is left of the old one;
+#          sync.sh and setup.sh too when this babysitter did not start it)
 #   slice up, run exited 0 on every worker -> done (exit 0)
 #   slice creating/provisioning/waiting for capacity -> wait
 # Each attempt's worker logs (run.HOST.attempt-N.log) are copied at every
@@ -153,12 +154,24 @@ failed() {
   fi
 }
 
+# start_run [rerun]: sync, setup and run (a new or recreated slice), or
+# with `rerun` only run.sh (the code is there; a hung process of the dead
+# run would make sync.sh refuse, and run.sh stops it).
 start_run() {
   attempt=$((attempt + 1))
-  say "attempt $attempt: sync, setup, run"
-  launch sync && launch setup \
-    && DEMIX_ATTEMPT=$attempt launch run -- "${run_args[@]}" \
-    && started=true && return 0
+  if [[ ${1:-} == rerun ]]; then
+    say "attempt $attempt: run"
+  else
+    say "attempt $attempt: sync, setup, run"
+    if ! launch sync || ! launch setup; then
+      failed "attempt $attempt did not start"
+      return 1
+    fi
+  fi
+  if DEMIX_ATTEMPT=$attempt launch run -- "${run_args[@]}"; then
+    started=true
+    return 0
+  fi
   failed "attempt $attempt did not start"
   return 1
 }
@@ -201,8 +214,10 @@ while true; do
         dead)
           if [[ $started == true ]]; then
             failed "the run died (attempt $attempt)"
+            start_run rerun || true
+          else
+            start_run || true
           fi
-          start_run || true
           ;;
         unknown)
           unknown=$((unknown + 1))
