@@ -388,6 +388,7 @@ def test_flag_checks_in_process(capsys):
   assert "--steps is empty" in refused(cli.check_steps, [""])
   assert cli.check_mesh("data:2, fsdp:-1") == {"data": 2, "fsdp": -1}
   cli.check_devices(2, "", {"data": 2})  # consistent: no exit
+  cli.check_devices(4, "", None)  # no --mesh: the config's, checked later
   for typo, meant in [
       ("v5p-63", "v5p-64"),
       ("v6e16", "v6e-16"),

@@ -132,7 +132,7 @@ def check_devices(n: int, topology: str, mesh_axes) -> None:
         "--devices sets fake CPU devices and cannot be used with --topology"
         f" (the topology {topology} fixes the devices). Fix: drop --devices"
     )
-  need = aot.mesh_size(mesh_axes or {})
+  need = aot.mesh_size(mesh_axes) if mesh_axes else 0  # 0: not known here
   if n and need and n != need:
     fail(
         f"--devices={n} but the mesh {dict(mesh_axes)} needs {need} devices."
