@@ -192,6 +192,7 @@ def main(argv):
   # Imported here so `--help` and flag errors do not pay for JAX.
   import jax  # pylint: disable=g-import-not-at-top
 
+  from demix_jax import backend  # pylint: disable=g-import-not-at-top
   from demix_jax import multihost  # pylint: disable=g-import-not-at-top
   from demix_jax import pipeline  # pylint: disable=g-import-not-at-top
   from demix_jax import spec as spec_lib  # pylint: disable=g-import-not-at-top
@@ -202,6 +203,7 @@ def main(argv):
   if _want_distributed(_MULTIHOST.value):
     # Reads JAX_NUM_PROCESSES / JAX_PROCESS_ID where JAX cannot detect them.
     multihost.initialize()
+  backend.require_expected_platform()  # exit 2: e.g. a busy TPU, CPU fallback
   logging.info(
       "JAX %s, backend %s, process %d/%d, %d local / %d global devices",
       jax.__version__,

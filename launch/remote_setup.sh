@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs on each worker, in the repo directory (launch/setup.sh starts it over
-# ssh). Creates .venv if missing and installs the pinned set plus jax[tpu];
-# a stamp of the inputs in .venv/.demix_setup makes a repeated run a no-op.
+# ssh). Installs with apt what a fresh TPU VM lacks (PYTHON with a venv
+# module that can create a venv, bubblewrap), creates .venv if missing and
+# installs the pinned set plus jax[tpu]; a stamp of the inputs in
+# .venv/.demix_setup makes a repeated run a no-op.
 #
 # Usage: bash launch/remote_setup.sh PYTHON JAX_TPU_REQ FIND_LINKS [fresh|keep]
 #   e.g. bash launch/remote_setup.sh python3.11 'jax[tpu]==0.10.2' URL keep
@@ -18,12 +20,36 @@ stamp_file=.venv/.demix_setup
 if [[ $mode == fresh ]]; then
   rm -rf .venv
 fi
+# apt waits for the lock that unattended upgrades often hold on a fresh VM.
+apt_get() {
+  sudo DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@"
+}
+
+# A real venv in a temporary directory: `-m venv --help` works without
+# $python-venv (ensurepip), creating one does not.
+venv_works() {
+  command -v "$python" >/dev/null || return 1
+  local tmp ok=0
+  tmp=$(mktemp -d)
+  "$python" -m venv "$tmp/venv" >/dev/null 2>&1 || ok=1
+  rm -rf "$tmp"
+  return $ok
+}
+
+# bwrap: the kernel sandbox of pass@k's model-written programs.
+packages=()
+if ! venv_works; then
+  packages+=("$python" "$python-venv")
+fi
+if ! command -v bwrap >/dev/null; then
+  packages+=(bubblewrap)
+fi
+if ((${#packages[@]})); then
+  echo "$host: installing ${packages[*]} with apt" >&2
+  apt_get update -qq
+  apt_get install -y -qq "${packages[@]}"
+fi
 if [[ ! -x .venv/bin/python ]]; then
-  if ! command -v "$python" >/dev/null || ! "$python" -m venv --help >/dev/null 2>&1; then
-    echo "$host: installing $python and its venv module" >&2
-    sudo apt-get update -qq
-    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$python" "$python-venv"
-  fi
   "$python" -m venv .venv
 fi
 

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs CONFIG on every worker of the slice (run sync.sh and setup.sh first):
 #   python -m demix_jax.main --config=$CONFIG --workdir=$WORKDIR --multihost=on ARGS
-# Each worker first stops a stale run (a leftover process keeps the TPU busy),
-# then starts the new one under nohup, logging to ~/demix_logs/run.HOST.log.
+# Each worker first stops a stale run (whatever holds the accelerator, and
+# leftover demix_jax processes; launch/remote_run.sh), then starts the new
+# one under nohup, logging to ~/demix_logs/run.HOST.log (a link to the
+# attempt's own run.HOST.attempt-N.log). RUN_ENV words (shell quoting, e.g.
+# LIBTPU_INIT_ARGS='--a=true --b=true') are set for the run.
 # Returns once every worker has started; follow with launch/logs.sh.
 #
 # Usage: [TPU_ENV=launch/tpu.env] launch/run.sh [--dry-run] [ARGS...]
@@ -20,7 +23,17 @@ if [[ $WORKDIR != gs://* ]]; then
     "same WORKDIR, so this only works on a single-host slice." >&2
 fi
 
-read -r -a run_env <<<"${RUN_ENV:-}"
+# Shell words, so LIBTPU_INIT_ARGS='--a=true --b=true' stays one value.
+split_words run_env "${RUN_ENV:-}" || die "RUN_ENV in $TPU_ENV: $SPLIT_ERROR"
+for word in "${run_env[@]}"; do
+  [[ $word =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] \
+    || die "RUN_ENV: '$word' is not NAME=VALUE (in $TPU_ENV); quote values with spaces: RUN_ENV=\"LIBTPU_INIT_ARGS='--a=true --b=true'\""
+done
+# launch/babysit.sh numbers its attempts (each gets its own log file).
+if [[ -n ${DEMIX_ATTEMPT:-} ]]; then
+  [[ $DEMIX_ATTEMPT =~ ^[0-9]+$ ]] || die "DEMIX_ATTEMPT must be a number"
+  run_env+=("DEMIX_ATTEMPT=$DEMIX_ATTEMPT")
+fi
 args=(--config="$CONFIG" --workdir="$WORKDIR" --multihost=on "${EXTRA_ARGS[@]}")
 envs=""
 if ((${#run_env[@]})); then

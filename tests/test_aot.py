@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import jax
 import numpy as np
@@ -266,3 +267,208 @@ def test_summary_records_the_merge_chunk():
   # Bound from the larger of XLA's and the model's count.
   assert s["merge"]["step_time_bound_s"] == 4e9 / 1e12
   assert s["train"]["step_time_bound_s"] == 1e9 / 1e12
+
+
+# --- The command line: no backend started, bad input refused -------------
+
+# Runs the CLI with the default backend made to fail: any call that starts
+# it (jax.devices(), jax.process_count(), an eager op) raises. --topology is
+# served by a private XLA:CPU client standing in for the compile-only
+# devices (a real topology needs libtpu: tests/test_tpu_compile.py).
+_NO_BACKEND = """
+import runpy, sys
+from jax._src import xla_bridge
+from jax._src.lib import xla_client
+from demix_jax.aot import topology
+
+def refuse(*args, **kwargs):
+  raise RuntimeError("the default backend was started")
+
+xla_bridge.backends = refuse
+client = xla_client.make_cpu_client(num_devices=4)
+topology.libtpu_available = lambda: True
+topology.devices = lambda name: (client.devices(), topology.parse(name)[0])
+sys.argv = ["demix_jax.aot"] + sys.argv[1:]
+runpy.run_module("demix_jax.aot", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.slow
+def test_topology_compile_never_starts_the_default_backend():
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)
+  env["JAX_PLATFORMS"] = "cpu"
+  proc = subprocess.run(
+      [
+          sys.executable,
+          "-c",
+          _NO_BACKEND,
+          "--config=configs/demo.py:runlocal",
+          "--topology=v5litepod-4",
+          "--steps=train",
+      ],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
+  s = _summary(proc)
+  assert "the default backend was started" not in proc.stderr
+  assert "topology v5litepod-4: 4 devices on 1 hosts" in proc.stderr
+  assert s["topology"] == "v5litepod-4" and s["hbm_gb"] == 16
+  assert s["steps"]["train"]["mesh"] == {"data": 4, "fsdp": 1, "tensor": 1}
+
+
+def test_layout_takes_the_process_count_from_the_devices(monkeypatch):
+  def refuse():
+    raise AssertionError("jax.process_count() starts the default backend")
+
+  monkeypatch.setattr(jax, "process_count", refuse)
+  train_cfg = train_config.TrainConfig(
+      global_batch_size=4,
+      seq_len=16,
+      total_tokens=4 * 16 * 3,
+      mesh_axes={"data": 2, "fsdp": 1, "tensor": 1},
+  )
+  from demix_jax.training import step as step_lib
+
+  layout = step_lib.train_layout(
+      TINY, optim.OptimConfig(), train_cfg, jax.devices()[:2]
+  )
+  assert layout.host_batch_size == 4  # one process holds both devices
+  from demix_jax.aot import topology
+
+  fake = [types.SimpleNamespace(process_index=i // 4) for i in range(16)]
+  assert topology.process_count(fake) == 4
+
+
+@pytest.mark.parametrize(
+    "args,needles",
+    [
+        (["--mesh=data8"], ["--mesh", "name:size", "Fix"]),
+        (["--mesh=data:x"], ["--mesh", "'x' is not an integer"]),
+        (["--steps=trian"], ["--steps", "did you mean train"]),
+        (["--devices=two"], ["devices", "--helpshort"]),
+        (["--devices=4", "--topology=v5p-8"], ["--devices", "--topology"]),
+        (["--topology=v5e-16"], ["v5litepod-N", "--topology=v5litepod-16"]),
+        (["--config=configs/nope.py"], ["--config", "cannot load"]),
+        (["--config.train.nope=1"], ["override", "nope"]),
+        (["--config.train.global_batch_size=-3"], ["global_batch_size"]),
+    ],
+)
+def test_bad_input_exits_2_naming_the_flag(args, needles):
+  if not any(a.startswith("--config=") for a in args):
+    args = ["--config=configs/demo.py:runlocal", *args]
+  proc = _aot(*args, timeout=120)
+  assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+  assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("error")]
+  for needle in needles:
+    assert needle in line, line
+  assert proc.stdout == ""  # nothing compiled
+
+
+def test_flag_checks_in_process(capsys):
+  from demix_jax.aot import cli
+  from demix_jax.aot import topology
+
+  def refused(fn, *args):
+    with pytest.raises(SystemExit) as e:
+      fn(*args)
+    assert e.value.code == 2
+    return capsys.readouterr().err
+
+  assert "positive or -1" in refused(cli.check_mesh, "data:0")
+  assert "twice" in refused(cli.check_mesh, "data:2,data:2")
+  assert "needs 2" in refused(cli.check_devices, 4, "", {"data": 2})
+  assert "--devices=-1" in refused(cli.check_devices, -1, "", None)
+  assert "cpu, tpu" in refused(cli.choose_platform, "", "tpux", {})
+  assert "drop --platform" in refused(cli.choose_platform, "v5p-8", "tpu", {})
+  assert "--steps is empty" in refused(cli.check_steps, [""])
+  assert cli.check_mesh("data:2, fsdp:-1") == {"data": 2, "fsdp": -1}
+  cli.check_devices(2, "", {"data": 2})  # consistent: no exit
+  cli.check_devices(4, "", None)  # no --mesh: the config's, checked later
+  for typo, meant in [
+      ("v5p-63", "v5p-64"),
+      ("v6e16", "v6e-16"),
+      ("V5P-64", "v5p-64"),
+      ("v5lite-8", "v5litepod-8"),
+      ("trillium-4", "v6e-4"),
+  ]:
+    assert topology.closest(typo) == meant
+    assert f"--topology={meant}?" in refused(cli.check_topology, typo)
+  names = topology.known_names()
+  assert "v5p-64" in names and "v6e-256" in names and "v4-4096" in names
+  for name in names:
+    topology.parse(name)  # every listed name is accepted
+
+
+def test_platform_choice(tmp_path, monkeypatch):
+  from demix_jax.aot import cli
+
+  dev = tmp_path / "dev"
+  dev.mkdir()
+  libtpu = {"found": False}
+  monkeypatch.setattr(
+      cli.importlib.util,
+      "find_spec",
+      lambda name: object() if libtpu["found"] else None,
+  )
+  choose = lambda topo, plat, env: cli.choose_platform(
+      topo, plat, env, str(dev)
+  )
+  # With a topology the default backend is the CPU, whatever else is set.
+  assert choose("v5p-64", "", {"JAX_PLATFORMS": "tpu"}) == "cpu"
+  assert choose("", "", {}) is None  # JAX's choice: nothing TPU-like here
+  assert choose("", "", {"JAX_PLATFORMS": "cuda"}) is None  # the user's
+  assert choose("", "cuda", {}) == "cuda"
+  libtpu["found"] = True  # libtpu installed, no TPU: no TPU start-up noise
+  assert choose("", "", {}) == "cpu"
+  (dev / "accel0").write_text("")
+  assert choose("", "", {}) == "tpu"  # a TPU VM
+
+
+# A stand-in for the libtpu package: it reports when JAX asks it for the
+# library in order to start a TPU backend (what prints libtpu's start-up
+# errors on a machine without a TPU).
+_FAKE_LIBTPU = """
+import inspect, os, sys
+
+def get_library_path():
+  callers = {f.function for f in inspect.stack()}
+  if callers & {"tpu_client_timer_callback", "make_tpu_client"}:
+    print("FAKE LIBTPU: unexpected worker hostname", file=sys.stderr)
+  return os.path.join(os.path.dirname(__file__), "libtpu.so")
+"""
+
+
+def test_with_libtpu_but_no_tpu_the_cli_starts_no_tpu_backend(tmp_path):
+  pkg = tmp_path / "libtpu"
+  pkg.mkdir()
+  (pkg / "__init__.py").write_text(_FAKE_LIBTPU)
+  (pkg / "libtpu.so").write_text("not a library")
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)
+  env.pop("JAX_PLATFORMS", None)  # as a user runs it
+  env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), ROOT])
+  # The config's rules name an fsdp axis this mesh lacks: refused (exit 2)
+  # right after the backend started, before anything compiles.
+  proc = subprocess.run(
+      [
+          sys.executable,
+          "-m",
+          "demix_jax.aot",
+          "--config=configs/demo.py:runlocal",
+          "--mesh=data:1",
+          "--steps=train",
+      ],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "FAKE LIBTPU" not in proc.stderr
+  assert proc.stderr.startswith("error: mesh.rules"), proc.stderr[-2000:]

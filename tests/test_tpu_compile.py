@@ -1,7 +1,8 @@
 """The paper's setting compiled by XLA:TPU for a real topology, and fitting.
 
 `python -m demix_jax.aot --config=configs/qwen3_1p7b.py --topology=v5p-64`
-(the command launch/compile_check.sh runs) lowers the full-shape train step
+(the command launch/compile_check.sh runs; here with the default backend
+made to fail, so it provably never starts one) lowers the full-shape train step
 (512 x 8192, splash attention, full remat, chunked loss) and the
 merge-and-evaluate step (7 components, the config's chunk, eval batch of
 16 rows of 8192 tokens) on abstract values and compiles them with XLA:TPU
@@ -37,15 +38,35 @@ pytestmark = [
 ]
 
 
+# The CLI with the default backend made to fail (any jax.devices(),
+# jax.process_count() or eager op raises): the check must take the devices
+# and hosts from the topology alone, as on worker 0 of a multi-host slice,
+# where starting the TPU would wait for every host.
+_NO_DEFAULT_BACKEND = """
+import runpy, sys
+from jax._src import xla_bridge
+
+def refuse(*args, **kwargs):
+  raise RuntimeError("the default backend was started")
+
+xla_bridge.backends = refuse
+sys.argv = ["demix_jax.aot"] + sys.argv[1:]
+runpy.run_module("demix_jax.aot", run_name="__main__", alter_sys=True)
+"""
+
+
 def test_qwen3_1p7b_train_and_merge_fit_v5p_64():
   env = dict(os.environ)
   env.pop("XLA_FLAGS", None)  # no fake CPU devices: the topology's
-  env.pop("JAX_PLATFORMS", None)  # conftest's "cpu" would hide libtpu
+  env.pop("JAX_PLATFORMS", None)  # as a user runs it
+  # Not on a TPU VM here: the variables are the check's to set.
+  for k in ("TPU_ACCELERATOR_TYPE", "TPU_WORKER_HOSTNAMES"):
+    env.pop(k, None)
   proc = subprocess.run(
       [
           sys.executable,
-          "-m",
-          "demix_jax.aot",
+          "-c",
+          _NO_DEFAULT_BACKEND,
           "--config=configs/qwen3_1p7b.py",
           "--topology=v5p-64",
       ],
@@ -56,6 +77,10 @@ def test_qwen3_1p7b_train_and_merge_fit_v5p_64():
       timeout=1800,
   )
   assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+  # libtpu loaded quietly: none of its start-up errors off a TPU VM.
+  for noise in ("unexpected worker hostname", "could not determine TPU"):
+    assert noise not in proc.stderr, proc.stderr[-3000:]
+  assert "topology v5p-64: 32 devices on 8 hosts" in proc.stderr
   out = json.loads(proc.stdout.strip().splitlines()[-1])
   assert out["topology"] == "v5p-64"
   assert out["config"] == "configs/qwen3_1p7b.py"

@@ -26,8 +26,11 @@ Where it compiles:
   * `--topology=v5p-64` (Cloud TPU accelerator types, `topology.py`):
     XLA:TPU for that slice's compile-only devices, on any machine with
     libtpu (pip install -r requirements-tpu.txt); no TPU needed. These are
-    the compiler's real figures for those chips.
-  * no `--topology`: the attached devices, or `--devices` fake CPU devices
+    the compiler's real figures for those chips. The device and host
+    counts come from the topology; the default backend is never started
+    (on worker 0 of a multi-host slice it would wait for every host).
+  * no `--topology`: the attached devices (`--platform` picks them; see
+    `cli.py` for the default), or `--devices` fake CPU devices
     (XLA_FLAGS --xla_force_host_platform_device_count, set before JAX
     starts) where there is no accelerator: the fallback without libtpu.
     XLA:CPU's buffer assignment differs from XLA:TPU's (fusion, layouts,
@@ -302,10 +305,20 @@ def parse_mesh(text: str) -> dict[str, int]:
   """'data:8,fsdp:8' -> {'data': 8, 'fsdp': 8} (order kept)."""
   out = {}
   for part in filter(None, (p.strip() for p in text.split(","))):
-    name, sep, size = part.partition(":")
+    name, sep, size = (s.strip() for s in part.partition(":"))
     if not sep or not name:
       raise ValueError(f"--mesh entry {part!r} must be name:size")
-    out[name] = int(size)
+    try:
+      n = int(size)
+    except ValueError:
+      raise ValueError(
+          f"--mesh entry {part!r}: the size {size!r} is not an integer"
+      ) from None
+    if n == 0 or n < -1:
+      raise ValueError(f"--mesh entry {part!r}: a size is positive or -1")
+    if name in out:
+      raise ValueError(f"--mesh names the axis {name!r} twice")
+    out[name] = n
   return out
 
 

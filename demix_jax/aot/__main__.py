@@ -5,8 +5,13 @@ r"""The compile check's command line (see the package docstring).
       [--global_batch=512] [--seq_len=8192] [--steps=train,merge]
 
 Flags live here, not in the library, so importing `demix_jax.aot` defines
-none. The fake-device count must be set before JAX starts a backend, which
-is why `main` sets it before it touches any device.
+none. Every flag is checked first (exit 2 naming the flag and the fix,
+`cli.py`). With --topology the default backend is never started: devices,
+hosts and chips come from the topology, so the command runs the same on
+worker 0 of a multi-host slice (where starting the TPU would wait for every
+host) and on a laptop; the default backend is pinned to the CPU. The
+fake-device count must be set before JAX starts a backend, which is why
+`main` sets it before it touches any device.
 """
 
 from __future__ import annotations
@@ -23,10 +28,13 @@ from ml_collections import config_flags
 
 from demix_jax import aot
 from demix_jax import spec as spec_lib
+from demix_jax.aot import cli
 from demix_jax.aot import topology
+from demix_jax.config_lib import ConfigError
 from demix_jax.models import attention as attention_lib
 from demix_jax.training import config as train_config
 from demix_jax.training import flops as flops_lib
+from demix_jax.training import sharding
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -71,6 +79,14 @@ _TOPOLOGY = flags.DEFINE_string(
 )
 _STEPS = flags.DEFINE_list(
     "steps", ["train", "merge"], "Steps to compile: train, merge."
+)
+_PLATFORM = flags.DEFINE_string(
+    "platform",
+    "",
+    "Without --topology: the backend to compile for (cpu, tpu, cuda, rocm);"
+    " default JAX_PLATFORMS, else the TPU on a TPU VM, else the CPU where"
+    " libtpu is installed, else JAX's choice. With --topology the default"
+    " backend is always the CPU (never started for the compile).",
 )
 
 
@@ -199,46 +215,84 @@ def _print_bounds(steps: Mapping[str, dict], peak: float) -> None:
     print(line)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  config = _CONFIG.value
-  mesh_axes = aot.parse_mesh(_MESH.value) if _MESH.value else None
-  devices, peak, hbm = None, 0.0, _HBM_GB.value * 2**30
+def _devices_and_chip(config, mesh_axes):
+  """(devices or None, peak FLOP/s, HBM bytes) for the compile.
+
+  With --topology: the slice's compile-only devices (process and device
+  counts come from them; the default backend is never started). Without:
+  the attached devices, or --devices fake CPU devices.
+  """
+  hbm = _HBM_GB.value * 2**30
   if _TOPOLOGY.value:
     if not topology.libtpu_available():
-      print(
-          "error: --topology needs libtpu: pip install -r "
-          "requirements-tpu.txt",
-          file=sys.stderr,
+      cli.fail(
+          "--topology needs libtpu. Fix: pip install -r requirements-tpu.txt"
+          " (or drop --topology to compile for fake CPU devices)"
       )
-      sys.exit(2)
     devices, chip = topology.devices(_TOPOLOGY.value)
-    peak, hbm = chip.peak_bf16_flops, hbm or chip.hbm_bytes
-  else:
-    n = _DEVICES.value or aot.mesh_size(mesh_axes or dict(config.mesh.axes))
-    if n:
-      # Only affects the CPU backend; must precede JAX's backend start-up.
-      aot.force_cpu_devices(n)
-    if n and jax.default_backend() == "cpu" and jax.device_count() != n:
-      print(
-          f"error: asked for {n} CPU devices, JAX started with "
-          f"{jax.device_count()} (was a backend initialised earlier?)",
-          file=sys.stderr,
-      )
-      sys.exit(2)
-    peak = float(config.train.get("peak_flops", 0.0) or 0.0)
-    if jax.default_backend() == "cpu":
-      peak = 0.0  # a TPU peak says nothing about a CPU compile
-  reports = run_checks(
-      config,
-      mesh_axes=mesh_axes,
-      global_batch=_GLOBAL_BATCH.value,
-      seq_len=_SEQ_LEN.value,
-      eval_batches=_EVAL_BATCHES.value,
-      steps=_STEPS.value,
-      devices=devices,
-  )
+    print(
+        f"topology {_TOPOLOGY.value}: {len(devices)} devices on"
+        f" {topology.process_count(devices)} hosts (compile-only)",
+        file=sys.stderr,
+    )
+    return devices, chip.peak_bf16_flops, hbm or chip.hbm_bytes
+  n = _DEVICES.value or aot.mesh_size(mesh_axes or dict(config.mesh.axes))
+  if n:
+    # Only affects the CPU backend; must precede JAX's backend start-up.
+    aot.force_cpu_devices(n)
+  if n and jax.default_backend() == "cpu" and jax.device_count() != n:
+    cli.fail(
+        f"asked for {n} CPU devices, JAX started with {jax.device_count()}"
+        " (XLA_FLAGS sets another --xla_force_host_platform_device_count?)."
+        f" Fix: unset XLA_FLAGS, or --devices={jax.device_count()}"
+    )
+  peak = float(config.train.get("peak_flops", 0.0) or 0.0)
+  if jax.default_backend() == "cpu":
+    peak = 0.0  # a TPU peak says nothing about a CPU compile
+  return None, peak, hbm
+
+
+def main(argv):
+  if len(argv) > 1:
+    cli.fail(f"unexpected arguments {argv[1:]}. Fix: pass --name=value")
+  # Every flag is checked before JAX starts a backend or anything compiles.
+  steps = cli.check_steps(_STEPS.value)
+  mesh_axes = cli.check_mesh(_MESH.value)
+  cli.check_devices(_DEVICES.value, _TOPOLOGY.value, mesh_axes)
+  for name, holder in (
+      ("hbm_gb", _HBM_GB),
+      ("global_batch", _GLOBAL_BATCH),
+      ("seq_len", _SEQ_LEN),
+  ):
+    if holder.value < 0:
+      cli.fail(f"--{name}={holder.value} must be >= 0 (0: the config's)")
+  if _EVAL_BATCHES.value < 1:
+    cli.fail(f"--eval_batches={_EVAL_BATCHES.value} must be >= 1")
+  if _TOPOLOGY.value:
+    cli.check_topology(_TOPOLOGY.value)
+  platform = cli.choose_platform(_TOPOLOGY.value, _PLATFORM.value)
+  if platform:
+    jax.config.update("jax_platforms", platform)
+  config = cli.load_config(_CONFIG)
+  try:
+    spec_lib.resolve(config)
+  except ConfigError as e:
+    cli.fail(str(e))
+  devices, peak, hbm = _devices_and_chip(config, mesh_axes)
+  try:
+    reports = run_checks(
+        config,
+        mesh_axes=mesh_axes,
+        global_batch=_GLOBAL_BATCH.value,
+        seq_len=_SEQ_LEN.value,
+        eval_batches=_EVAL_BATCHES.value,
+        steps=steps,
+        devices=devices,
+    )
+  except (ConfigError, sharding.ShardingError) as e:
+    # The mesh, batch or rules do not fit the devices: found before
+    # anything compiled.
+    cli.fail(f"{e}. Fix: change --mesh/--global_batch or the config")
   print(aot.format_reports(reports, hbm / 2**30))
   out = aot.summary(
       reports,
@@ -259,4 +313,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

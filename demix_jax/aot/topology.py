@@ -10,8 +10,12 @@ v5p-N count TensorCores (2 per chip), v5litepod-N and v6e-N count chips.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
+import os
 import re
+
+from demix_jax import backend
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,21 +37,78 @@ CHIPS = {
 }
 
 
-def parse(accelerator: str) -> tuple[Chip, int]:
-  """'v5p-64' -> (its Chip, number of chips)."""
-  m = re.fullmatch(r"(v4|v5p|v5litepod|v6e)-(\d+)", accelerator.strip())
+# Other spellings of a generation, for the suggestion in parse's error.
+_ALIASES = {
+    "v5e": "v5litepod",
+    "v5lite": "v5litepod",
+    "v5litepod": "v5litepod",
+    "v6": "v6e",
+    "trillium": "v6e",
+    "v5": "v5p",
+}
+# Largest slice of each generation that parse accepts (in N).
+_MAX_N = {"v4": 4096, "v5p": 8192, "v5litepod": 256, "v6e": 256}
+_KINDS = (
+    "v4-N, v5p-N (N TensorCores: 2 per chip), v5litepod-N, v6e-N (N chips);"
+    " the chips a power of two"
+)
+
+
+def known_names() -> list[str]:
+  """Every accelerator type `parse` accepts, smallest slice first."""
+  out = []
+  for gen, chip in CHIPS.items():
+    chips = 1
+    while chips * chip.cores_per_chip <= _MAX_N[gen]:
+      out.append(f"{gen}-{chips * chip.cores_per_chip}")
+      chips *= 2
+  return out
+
+
+def closest(accelerator: str) -> str | None:
+  """The known accelerator type a misspelt one most likely means."""
+  m = re.fullmatch(r"\s*([a-z]+\d*[a-z]*)[-_:]?(\d*)\s*", accelerator.lower())
   if not m:
+    found = difflib.get_close_matches(accelerator, known_names(), n=1)
+    return found[0] if found else None
+  gen = _ALIASES.get(m.group(1), m.group(1))
+  if gen not in CHIPS:
+    found = difflib.get_close_matches(gen, list(CHIPS), n=1, cutoff=0.5)
+    if not found:
+      return None
+    gen = found[0]
+  names = [n for n in known_names() if n.startswith(gen + "-")]
+  if not m.group(2):
+    return names[0]
+  want = int(m.group(2))
+  return min(names, key=lambda n: abs(int(n.split("-")[1]) - want))
+
+
+def parse(accelerator: str) -> tuple[Chip, int]:
+  """'v5p-64' -> (its Chip, number of chips).
+
+  Raises:
+    ValueError: not a known accelerator type; the message lists the kinds
+      and the closest known name.
+  """
+  m = re.fullmatch(r"(v4|v5p|v5litepod|v6e)-(\d+)", accelerator.strip())
+  chip, chips = None, 0
+  if m:
+    chip = CHIPS[m.group(1)]
+    n = int(m.group(2))
+    chips = n // chip.cores_per_chip
+    if n > _MAX_N[m.group(1)] or n % chip.cores_per_chip or chips < 1:
+      chip = None
+    elif chips & (chips - 1):
+      chip = None
+  if chip is None:
+    guess = closest(accelerator)
+    hint = f" Did you mean --topology={guess}?" if guess else ""
     raise ValueError(
-        f"--topology={accelerator!r}; use a Cloud TPU accelerator type: "
-        "v4-N, v5p-N (N TensorCores), v5litepod-N, v6e-N (N chips)"
+        f"--topology={accelerator!r} is not a Cloud TPU accelerator type this"
+        f" check knows. Fix: use {_KINDS}, e.g. v5p-64, v5litepod-16,"
+        f" v6e-8.{hint}"
     )
-  chip = CHIPS[m.group(1)]
-  n = int(m.group(2))
-  if n % chip.cores_per_chip or n < chip.cores_per_chip:
-    raise ValueError(f"{accelerator}: N must be a multiple of 2")
-  chips = n // chip.cores_per_chip
-  if chips & (chips - 1):
-    raise ValueError(f"{accelerator}: {chips} chips is not a power of two")
   return chip, chips
 
 
@@ -75,6 +136,7 @@ def devices(accelerator: str):
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
 
   chip, chips = parse(accelerator)
+  quiet_libtpu_off_tpu_vm(accelerator)
   shape = physical_shape(chip, chips)
   per_host = (2, 2, 1) if chip.dims == 3 else (2, 2)
   per_host = tuple(min(a, b) for a, b in zip(per_host, shape))
@@ -86,6 +148,27 @@ def devices(accelerator: str):
       num_slices=1,
   )
   return list(desc.devices), chip
+
+
+def quiet_libtpu_off_tpu_vm(accelerator: str, env=None, dev_dir="/dev"):
+  """Off a TPU VM, tells libtpu the slice so its start-up stays quiet.
+
+  Loading libtpu for compile-only devices runs its host start-up, which
+  off a TPU VM asks the metadata server what it runs on and prints several
+  lines of errors (no accelerator type, "unexpected worker hostname").
+  Naming the slice and a single local worker answers those questions; on a
+  TPU VM (where the image sets them) nothing changes.
+  """
+  env = os.environ if env is None else env
+  if backend.tpu_vm_signs(env, dev_dir):
+    return
+  env.setdefault("TPU_ACCELERATOR_TYPE", accelerator)
+  env.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+
+
+def process_count(devices) -> int:
+  """Hosts of a slice: the distinct process indices of its devices."""
+  return len({d.process_index for d in devices})
 
 
 def libtpu_available() -> bool:

@@ -198,7 +198,9 @@ def check_batch(
     ShardingError: the batch does not divide by processes, batch shards or
       gradient-accumulation steps.
   """
-  pc = jax.process_count()
+  # The mesh's processes, not jax.process_count(): the compile check lays
+  # out a compile-only topology without starting the default backend.
+  pc = len({d.process_index for d in mesh.devices.flat})
   shards = batch_shards(mesh, rules)
   if global_batch_size <= 0:
     raise ShardingError(

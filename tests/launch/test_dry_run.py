@@ -13,7 +13,6 @@ import pathlib
 import re
 import shlex
 import shutil
-import stat
 import subprocess
 import sys
 import tarfile
@@ -24,20 +23,17 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 LAUNCH = ROOT / "launch"
 EXAMPLE = LAUNCH / "tpu.env.example"
-SCRIPTS = ("create", "sync", "setup", "run", "logs", "delete", "compile_check")
+SCRIPTS = (
+    "create",
+    "sync",
+    "setup",
+    "run",
+    "logs",
+    "delete",
+    "compile_check",
+    "babysit",
+)
 LIBTPU_URL = "https://storage.googleapis.com/jax-releases/libtpu_releases.html"
-
-_FAKE_TOOL = f"""#!{sys.executable}
-import json, os, shutil, sys
-name = os.path.basename(sys.argv[0])
-with open(os.environ["FAKE_CALLS"], "a") as f:
-  f.write(json.dumps([name] + sys.argv[1:]) + "\\n")
-# `gcloud ... scp SRC DEST`: keep a copy of SRC so the test can look at it.
-if name == "gcloud" and "scp" in sys.argv:
-  shutil.copy(sys.argv[sys.argv.index("scp") + 1], os.environ["FAKE_SCP_DIR"])
-if name == "tar" and os.environ.get("FAKE_TAR_REAL"):
-  os.execv(os.environ["FAKE_TAR_REAL"], ["tar"] + sys.argv[1:])
-"""
 
 
 def _env_values(env_file):
@@ -72,58 +68,6 @@ def _requirements_jax_pin():
   text = (ROOT / "requirements.txt").read_text()
   (pin,) = re.findall(r"^jax==(\S+)", text, flags=re.M)
   return pin
-
-
-@pytest.fixture
-def sandbox(tmp_path):
-  """A PATH with fake gcloud/tar that log their calls, and a writable env."""
-  bin_dir = tmp_path / "bin"
-  bin_dir.mkdir()
-  for tool in ("gcloud", "tar"):
-    path = bin_dir / tool
-    path.write_text(_FAKE_TOOL)
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
-  scp_dir = tmp_path / "scp"
-  scp_dir.mkdir()
-  calls = tmp_path / "calls.jsonl"
-  env = {
-      "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-      "HOME": str(tmp_path),
-      "TMPDIR": str(tmp_path),
-      "FAKE_CALLS": str(calls),
-      "FAKE_SCP_DIR": str(scp_dir),
-      "TPU_ENV": str(EXAMPLE),
-  }
-
-  class Sandbox:
-    pass
-
-  box = Sandbox()
-  box.tmp, box.env, box.calls, box.scp_dir = tmp_path, env, calls, scp_dir
-
-  def run(script, *args, env_text=None, **extra_env):
-    env = dict(box.env, **extra_env)
-    if env_text is not None:
-      env_file = tmp_path / "test.env"
-      env_file.write_text(env_text)
-      env["TPU_ENV"] = str(env_file)
-    # From another directory: the scripts must not depend on the cwd.
-    return subprocess.run(
-        [str(LAUNCH / f"{script}.sh"), *args],
-        cwd=tmp_path,
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=60,
-    )
-
-  def recorded():
-    if not box.calls.exists():
-      return []
-    return [json.loads(line) for line in box.calls.read_text().splitlines()]
-
-  box.run, box.recorded = run, recorded
-  return box
 
 
 def _dry(box, script, *args, **kw):
@@ -250,7 +194,13 @@ def test_delete_vm(sandbox):
 
 def test_sync_copies_to_all_workers(sandbox):
   cmds = _dry(sandbox, "sync")
-  tar, scp, ssh = cmds
+  check, tar, scp, ssh = cmds
+  # First: no run may be live on any worker.
+  assert check[3:5] == ["tpu-vm", "ssh"] and _flag(check, "worker") == "all"
+  assert _flag(check, "command").startswith("! pgrep -af ")
+  assert [c[0] for c in _dry(sandbox, "sync", "--force")] == ["tar"] + [
+      "gcloud"
+  ] * 2
   assert tar[0] == "tar"
   for item in (
       "demix_jax",
@@ -414,7 +364,7 @@ def test_real_sync_ships_the_code(sandbox):
   res = sandbox.run("sync", FAKE_TAR_REAL=real_tar)
   assert res.returncode == 0, res.stderr
   calls = sandbox.recorded()
-  assert [c[0] for c in calls] == ["tar", "gcloud", "gcloud"]
+  assert [c[0] for c in calls] == ["gcloud", "tar", "gcloud", "gcloud"]
   (tarball,) = sandbox.scp_dir.iterdir()
   with tarfile.open(tarball) as tf:
     names = set(tf.getnames())
