@@ -33,9 +33,10 @@ Flags:
     gamma, epsilon, scale, seed, rescale, normalize; mergekit's names).
     Unset: MergeSpec's defaults (density 0.9, gamma 0.01, epsilon 0.01,
     lambda 1, seed 0, rescale l1, normalize as the method).
-  --tokenizer: the SentencePiece `.model` the run used. Default: found from
-    the run's workdir (`config.json`'s data.tokenizer.path, else
-    `data/tokenizer.model`) and checked against the checkpoint's tokenizer
+  --tokenizer: the tokenizer the run used (a SentencePiece `.model`, a
+    byte-level BPE `tokenizer.json`, or a directory holding one). Default:
+    found from the run's workdir (`config.json`'s data.tokenizer.path, else
+    `data/tokenizer.model` or `data/tokenizer.json`) and checked against the checkpoint's tokenizer
     fingerprint. `none` exports weights and configs only.
   --dtype: storage dtype (float32, bfloat16, float16; default: the
     checkpoint's).
@@ -65,6 +66,7 @@ from absl import logging
 from etils import epath
 import numpy as np
 
+from demix_jax.data import tokenizer as tokenizer_lib
 from demix_jax.models import transformer
 
 FLAGS = flags.FLAGS
@@ -145,10 +147,11 @@ def _workdir_candidates(run_dir: str) -> list[epath.Path]:
 
 
 def find_tokenizer(run_dir: str, fingerprint: str | None) -> str:
-  """The SentencePiece model a run used, found from its workdir.
+  """The tokenizer file a run used, found from its workdir.
 
   Looks in the run directory and up to four parents for a `config.json`
-  naming `data.tokenizer.path`, then for `data/tokenizer.model`; a candidate
+  naming `data.tokenizer.path` (a file, or a directory holding one), then for
+  `data/tokenizer.model` and `data/tokenizer.json`; a candidate
   is taken only if its sha256 equals the checkpoint's fingerprint (when the
   checkpoint records one).
 
@@ -166,10 +169,15 @@ def find_tokenizer(run_dir: str, fingerprint: str | None) -> str:
           cands.append(epath.Path(path))
       except (KeyError, TypeError, json.JSONDecodeError):
         pass
-    cands.append(d / "data" / "tokenizer.model")
+    cands += [d / "data" / "tokenizer.model", d / "data" / "tokenizer.json"]
     for c in cands:
       if not c.exists():
         continue
+      if c.is_dir():
+        try:
+          c = epath.Path(tokenizer_lib.resolve_path(os.fspath(c))[1])
+        except (FileNotFoundError, ValueError):
+          continue
       fp = hashlib.sha256(c.read_bytes()).hexdigest()
       if not fingerprint or fp == fingerprint:
         return os.fspath(c)
@@ -228,7 +236,8 @@ def export(
     hparams: `MergeSpec` hyperparameters (density, gamma, epsilon, scale,
       seed, rescale, normalize); unset ones take MergeSpec's defaults.
     tokens: token budget of the checkpoints (None = latest).
-    tokenizer: `.model` path, None to find it, "none" to skip it.
+    tokenizer: a `.model`, a `tokenizer.json` or a directory holding one;
+      None to find it, "none" to skip it.
     dtype: storage dtype name (None = the checkpoint's).
     max_shard_bytes: safetensors shard size.
 
@@ -307,6 +316,7 @@ def export(
     tokenizer = None
     logging.warning("exporting without a tokenizer (--tokenizer=none)")
   else:
+    tokenizer = tokenizer_lib.resolve_path(tokenizer)[1]
     fp = hashlib.sha256(epath.Path(tokenizer).read_bytes()).hexdigest()
     if fingerprint and fp != fingerprint:
       raise ExportError(
@@ -404,7 +414,11 @@ def define_flags() -> None:
       ["true", "false"],
       "divide the weights by their sum (default: as the method)",
   )
-  flags.DEFINE_string("tokenizer", None, "SentencePiece .model, or none")
+  flags.DEFINE_string(
+      "tokenizer",
+      None,
+      "SentencePiece .model, tokenizer.json, a directory holding one, or none",
+  )
   flags.DEFINE_enum(
       "dtype", None, ["float32", "bfloat16", "float16"], "storage dtype"
   )
