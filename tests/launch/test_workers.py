@@ -49,6 +49,10 @@ def _repo(tmp_path):
       "LIBTPU_LOCKFILE": str(tmp_path / "libtpu_lockfile"),
       "DEMIX_ACCEL_DEVICES": "",
       "CALLS": str(tmp_path / "calls.log"),
+      # remote_run.sh's default pattern would SIGTERM every demix_jax.main
+      # of this user on the machine (other tests' pipelines included): a
+      # marker that matches no real process.
+      "DEMIX_STALE_PATTERN": f"[d]emix-launch-test-{os.getpid()}-nomatch",
   }
   return repo, env, bin_dir
 
