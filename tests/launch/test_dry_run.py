@@ -9,7 +9,6 @@ fake virtualenv python.
 
 import json
 import os
-import pathlib
 import re
 import shlex
 import shutil
@@ -21,7 +20,8 @@ import time
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.kit import ROOT
+
 LAUNCH = ROOT / "launch"
 EXAMPLE = LAUNCH / "tpu.env.example"
 SCRIPTS = ("create", "sync", "setup", "run", "logs", "delete", "compile_check")
