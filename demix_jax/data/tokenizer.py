@@ -21,7 +21,7 @@ import io
 import json
 import os
 import random
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 from absl import logging
 from etils import epath
@@ -55,7 +55,7 @@ class Vocab:
           "train one (data.tokenizer.path='')"
       )
     self.fingerprint = hashlib.sha256(self._proto).hexdigest()
-    self._byte_lengths = None
+    self._byte_lengths: np.ndarray | None = None
     self._seqio_vocab = None
 
   def __getstate__(self):
@@ -169,10 +169,11 @@ def sample_texts(texts: Iterable[str], max_chars: int, seed: int) -> list[str]:
   if isinstance(texts, Sequence):
     order = list(range(len(texts)))
     random.Random(seed).shuffle(order)
-    items = (texts[i] for i in order)
+    items: Iterator[str] = (texts[i] for i in order)
   else:
     items = iter(texts)
-  out, total = [], 0
+  out: list[str] = []
+  total = 0
   for t in items:
     if total >= max_chars:
       break
@@ -185,7 +186,7 @@ def sample_texts(texts: Iterable[str], max_chars: int, seed: int) -> list[str]:
 def _training_lines(
     texts_by_source: Mapping[str, Iterable[str]], sample_chars: int, seed: int
 ) -> list[str]:
-  lines = []
+  lines: list[str] = []
   for i, name in enumerate(sorted(texts_by_source)):
     for text in sample_texts(texts_by_source[name], sample_chars, seed + i):
       lines.extend(ln for ln in text.split("\n") if ln)
@@ -232,10 +233,10 @@ def train_vocab(
   for line in lines:
     key.update(line.encode())
     key.update(b"\n")
-  key = key.hexdigest()
+  digest = key.hexdigest()
   path, meta = epath.Path(out_path), epath.Path(out_path + ".json")
   if path.exists() and meta.exists():
-    if json.loads(meta.read_text()).get("key") == key:
+    if json.loads(meta.read_text()).get("key") == digest:
       return load_vocab(out_path)
     logging.info("tokenizer cache %s is stale; retraining", out_path)
   model = io.BytesIO()
@@ -267,7 +268,7 @@ def train_vocab(
   meta.write_text(
       json.dumps(
           {
-              "key": key,
+              "key": digest,
               "vocab_size": vocab_size,
               "seed": seed,
               "lines": len(lines),

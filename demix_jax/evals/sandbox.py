@@ -312,6 +312,7 @@ def run_program(program: str, limits: SandboxLimits = DEFAULT_LIMITS):
           start_new_session=True,
           close_fds=True,
       )
+      assert proc.stdin is not None  # stdin=PIPE
       try:
         proc.stdin.write((sentinel + "\n").encode())
         proc.stdin.close()

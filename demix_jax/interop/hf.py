@@ -413,7 +413,7 @@ def import_as_run(
   fp = ""
   if info["kind"] == "sentencepiece":
     fp = hashlib.sha256(epath.Path(info["path"]).read_bytes()).hexdigest()
-  meta = {
+  meta: dict[str, Any] = {
       "step": 0,
       "tokens_seen": 0,
       "num_steps": 0,
