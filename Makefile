@@ -45,13 +45,15 @@ test-fast: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
-format: $(VENV)/.installed
+# The dev tools (pyink, ruff, mypy) are test requirements.
+format: $(VENV)/.installed-test
 	$(VENV)/bin/pyink demix_jax configs tests bench launch
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check demix_jax configs tests bench launch notebooks
 	$(PY) notebooks/strip_outputs.py --check
 	$(VENV)/bin/pyink --check demix_jax configs tests bench launch
+	$(VENV)/bin/mypy demix_jax
 
 clean-venv:
 	rm -rf $(VENV)

@@ -13,6 +13,7 @@ offending field and what to do.
 from __future__ import annotations
 
 import ast
+import builtins
 import dataclasses
 import difflib
 import hashlib
@@ -60,9 +61,10 @@ def parse_arg(arg: str | None, **spec: Any) -> ml_collections.ConfigDict:
     part = part.strip()
     if not part:
       continue
+    value: Any
     if "=" in part:
-      key, value = part.split("=", 1)
-      key, value = key.strip(), _literal(value.strip())
+      key, text = part.split("=", 1)
+      key, value = key.strip(), _literal(text.strip())
     else:
       key, value = part, True
     if key not in spec:
@@ -170,7 +172,7 @@ class Reader:
     self.config = config
     self._read: set[str] = set()
 
-  def get(self, dotted: str) -> Any:
+  def get(self, dotted: builtins.str) -> Any:
     node: Any = self.config
     parts = dotted.split(".")
     for i, part in enumerate(parts):
@@ -184,7 +186,7 @@ class Reader:
     self._read.add(dotted)
     return node
 
-  def optional(self, dotted: str) -> Any:
+  def optional(self, dotted: builtins.str) -> Any:
     """The value at `dotted`, or None if absent; the caller reads it next."""
     node: Any = self.config
     for part in dotted.split("."):
@@ -193,7 +195,7 @@ class Reader:
       node = node[part]
     return node
 
-  def skip(self, dotted: str) -> None:
+  def skip(self, dotted: builtins.str) -> None:
     """Counts a section that is switched off as read: its keys are known."""
     self._read.add(dotted)
 
@@ -255,7 +257,7 @@ class Reader:
         path, f"is not a known config field: nothing reads it{more}", fix
     )
 
-  def int(self, dotted: str, minimum: int | None = 1) -> int:
+  def int(self, dotted: builtins.str, minimum: int | None = 1) -> int:
     v = self.get(dotted)
     if isinstance(v, bool) or not isinstance(v, int):
       if isinstance(v, float) and v.is_integer():
@@ -272,29 +274,31 @@ class Reader:
 
   def float(
       self,
-      dotted: str,
+      dotted: builtins.str,
       low: float = -math.inf,
       high: float = math.inf,
       *,
-      open_low: bool = False,
-      open_high: bool = False,
+      open_low: builtins.bool = False,
+      open_high: builtins.bool = False,
   ) -> float:
     v = self.get(dotted)
     return number(dotted, v, low, high, open_low, open_high)
 
-  def bool(self, dotted: str) -> bool:
+  def bool(self, dotted: builtins.str) -> builtins.bool:
     v = self.get(dotted)
     if not isinstance(v, bool):
       raise ConfigError(dotted, f"expected True/False, got {v!r}", "use a bool")
     return v
 
-  def str(self, dotted: str) -> str:
+  def str(self, dotted: builtins.str) -> builtins.str:
     v = self.get(dotted)
     if not isinstance(v, str):
       raise ConfigError(dotted, f"expected a string, got {v!r}", "use a str")
     return v
 
-  def choice(self, dotted: str, choices: tuple[str, ...]) -> str:
+  def choice(
+      self, dotted: builtins.str, choices: tuple[builtins.str, ...]
+  ) -> builtins.str:
     v = self.get(dotted)
     if v not in choices:
       raise ConfigError(
@@ -303,8 +307,12 @@ class Reader:
     return v
 
   def names(
-      self, dotted: str, choices: tuple[str, ...], *, empty: bool = True
-  ) -> tuple[str, ...]:
+      self,
+      dotted: builtins.str,
+      choices: tuple[builtins.str, ...],
+      *,
+      empty: builtins.bool = True,
+  ) -> tuple[builtins.str, ...]:
     v = self.get(dotted)
     if isinstance(v, str) or not isinstance(v, (list, tuple)):
       raise ConfigError(
@@ -321,7 +329,7 @@ class Reader:
       raise ConfigError(dotted, "has duplicates", "list each name once")
     return tuple(v)
 
-  def mapping(self, dotted: str) -> dict[str, Any]:
+  def mapping(self, dotted: builtins.str) -> dict[builtins.str, Any]:
     v = self.get(dotted)
     if v is None:
       return {}

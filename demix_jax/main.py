@@ -20,6 +20,7 @@ the file); 1 anything else (a bug or the machine: the traceback is shown).
 import os
 import sys
 import traceback
+from typing import NoReturn
 
 # TensorFlow's C++ logging is read once, when TF loads (seqio and clu load
 # it): decide before any import can pull it in.
@@ -78,7 +79,7 @@ def storage_json(path: str):
   return storage.read_json(path)
 
 
-def _fail(code: int, e: Exception | str) -> None:
+def _fail(code: int, e: Exception | str) -> NoReturn:
   print(f"error: {e}", file=sys.stderr)
   sys.stdout.flush()
   sys.stderr.flush()
@@ -90,7 +91,9 @@ def _fail(code: int, e: Exception | str) -> None:
   os._exit(code)  # pylint: disable=protected-access
 
 
-def _find_cause(e: BaseException | None, kind: type) -> BaseException | None:
+def _find_cause(
+    e: BaseException | None, kind: type | tuple[type, ...]
+) -> BaseException | None:
   """The first exception of `kind` in e's chain of causes and contexts."""
   seen = set()
   while e is not None and id(e) not in seen:

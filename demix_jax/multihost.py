@@ -41,7 +41,7 @@ def initialize() -> None:
   process count and id only as arguments: this passes JAX_NUM_PROCESSES and
   JAX_PROCESS_ID when they are set.
   """
-  kwargs = {}
+  kwargs: dict[str, Any] = {}
   if os.environ.get("JAX_NUM_PROCESSES"):
     kwargs["num_processes"] = int(os.environ["JAX_NUM_PROCESSES"])
   if os.environ.get("JAX_PROCESS_ID"):

@@ -21,12 +21,12 @@ import json
 import math
 import os
 import secrets
-from typing import Any
+from typing import Any, TypeAlias
 
 from etils import epath
 import numpy as np
 
-PathLike = str | os.PathLike | epath.Path
+PathLike: TypeAlias = str | os.PathLike | epath.Path
 
 
 def is_local(path: PathLike) -> bool:

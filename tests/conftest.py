@@ -1,8 +1,8 @@
 """Test setup: 4 fake CPU devices, set before JAX starts its backend.
 
 With more fake devices than cores, XLA:CPU collectives can deadlock when
-steps are dispatched back to back (env.md pitfall P1); the trainer blocks on
-every step on CPU, and tests keep meshes small.
+steps are dispatched back to back; the trainer blocks on every step on CPU,
+and tests keep meshes small.
 """
 
 import os
@@ -18,6 +18,27 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Keep TF (pulled in by seqio / clu writers) off any accelerator.
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)
+# The repository root on sys.path, so that `tests.kit` (and demix_jax from
+# this checkout) import; tests read the root as tests.kit.ROOT.
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO not in sys.path:
+  sys.path.insert(0, _REPO)
+
+import pytest  # noqa: E402  (after the environment above)
+
+from tests import kit  # noqa: E402
+
+
+@pytest.fixture
+def cli():
+  """Runs the CLI in a subprocess: `cli("--config=...", "--workdir=...")`
+  (see tests.kit.run_cli for the options)."""
+  return kit.run_cli
+
+
+@pytest.fixture(scope="session")
+def runlocal_run(tmp_path_factory) -> kit.TrainedRun:
+  """One finished runlocal pipeline (`make demo` on the tiny twin) per
+  test session, trained the first time a test asks for it. Read it only;
+  a test that writes into a workdir works on a `kit.copy_run` of it."""
+  return kit.train_runlocal(tmp_path_factory.mktemp("runlocal"))

@@ -22,23 +22,15 @@ from demix_jax import models
 from demix_jax.merging import methods
 from demix_jax.training import config as train_config
 from demix_jax.training import optim
+from tests import kit
+from tests.kit import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-def _aot(*args, timeout=600):
+def _aot(*args):
   env = dict(os.environ)
   env.pop("XLA_FLAGS", None)  # the CLI sets the device count itself
   env["JAX_PLATFORMS"] = "cpu"
-  proc = subprocess.run(
-      [sys.executable, "-m", "demix_jax.aot", *args],
-      cwd=ROOT,
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=timeout,
-  )
-  return proc
+  return kit.run_cli(*args, module="demix_jax.aot", env=env)
 
 
 def _summary(proc):
@@ -55,15 +47,7 @@ def _check_positive(rep, mesh):
   assert rep["flops"] is None or rep["flops"] > 0
 
 
-TINY = models.ModelConfig(
-    vocab_size=64,
-    d_model=32,
-    n_layers=2,
-    n_heads=2,
-    n_kv_heads=1,
-    head_dim=16,
-    d_ff=64,
-)
+TINY = kit.tiny_model()
 
 
 def test_parse_mesh():

@@ -10,7 +10,8 @@ import pathlib
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.kit import ROOT
+
 PKG = ROOT / "demix_jax"
 MAX_LINES = 500
 

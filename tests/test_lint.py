@@ -4,7 +4,8 @@ import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.kit import ROOT
+
 BIN = os.path.dirname(sys.executable)
 PATHS = ["demix_jax", "configs", "tests", "bench", "launch"]
 

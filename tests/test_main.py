@@ -1,25 +1,14 @@
 """CLI tests: the entry point runs, writes config.json and rejects bad input."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import kit
 
 
-def _run(*args, timeout=300):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  return subprocess.run(
-      [sys.executable, "-m", "demix_jax.main", *args],
-      cwd=ROOT,
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=timeout,
-  )
+def _run(*args):
+  return kit.run_cli(*args)
 
 
 # Bad flags, config files and overrides: exit 2, one line naming the

@@ -33,7 +33,8 @@ import time
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.kit import ROOT
+
 ROW = 8 * 64  # tokens per step of runlocal (batch 8 x seq 64)
 
 # A smaller runlocal: 12 base steps, 6 steps per component and final run,

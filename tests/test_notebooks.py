@@ -25,7 +25,9 @@ import time
 import nbformat
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import kit
+from tests.kit import ROOT
+
 NB_DIR = os.path.join(ROOT, "notebooks")
 NOTEBOOKS = (
     "01_quickstart.ipynb",
@@ -299,8 +301,14 @@ def test_api_check_passes_public_use():
 
 
 @pytest.fixture(scope="module")
-def shared_workdir(tmp_path_factory):
-  return tmp_path_factory.mktemp("notebooks")
+def shared_workdir(tmp_path_factory, runlocal_run):
+  """The notebooks' workdir root; its demo_runlocal workdir (notebooks 01
+  and 02) starts as a copy of the session's finished runlocal pipeline, so
+  their `dx.run` cells load the saved stages (a rerun, as the notebooks
+  describe) instead of training them again."""
+  root = tmp_path_factory.mktemp("notebooks")
+  kit.copy_run(runlocal_run.workdir, root / "demo_runlocal")
+  return root
 
 
 @pytest.mark.slow

@@ -9,7 +9,6 @@ checkpoint) stop a rerun with exit code 4 and the file's name.
 """
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -20,8 +19,9 @@ import numpy as np
 import pytest
 
 from demix_jax.report import plots
+from tests import kit
+from tests.kit import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "--config=configs/demo.py:runlocal"
 
 
@@ -36,24 +36,9 @@ def _cmd(workdir, stages):
   ]
 
 
-def _env():
-  return dict(
-      os.environ,
-      XLA_FLAGS="--xla_force_host_platform_device_count=1",
-      TF_CPP_MIN_LOG_LEVEL="2",
-  )
-
-
-def _run(workdir, stages, *extra, timeout=900):
-  proc = subprocess.run(
-      _cmd(workdir, stages) + list(extra),
-      cwd=ROOT,
-      env=_env(),
-      capture_output=True,
-      text=True,
-      timeout=timeout,
-  )
-  assert proc.returncode == 0, proc.stderr[-4000:]
+def _run(workdir, stages, *extra):
+  proc = kit.run_cli(cmd=_cmd(workdir, stages) + list(extra))
+  kit.assert_ok(proc)
   return proc
 
 
@@ -61,26 +46,11 @@ def _done(workdir, stage):
   return json.loads((workdir / stage / "done.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-  """The README's `make demo`, on the runlocal twin, with a relative WORKDIR."""
-  workdir = tmp_path_factory.mktemp("full")
-  relative = os.path.relpath(workdir, ROOT)
-  proc = subprocess.run(
-      [
-          "make",
-          "demo",
-          "CONFIG=configs/demo.py:runlocal",
-          f"WORKDIR={relative}",
-      ],
-      cwd=ROOT,
-      env=_env(),
-      capture_output=True,
-      text=True,
-      timeout=1200,
-  )
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  return workdir, proc
+@pytest.fixture
+def finished(runlocal_run):
+  """The README's `make demo`, on the runlocal twin, with a relative WORKDIR
+  (the session's shared run: tests/kit/runs.py)."""
+  return runlocal_run.workdir, runlocal_run.proc
 
 
 @pytest.mark.slow
@@ -236,13 +206,17 @@ def test_sigkill_at_random_moments_resumes_to_same_result(finished, tmp_path):
       proc = subprocess.Popen(
           _cmd(work, ",".join(STAGES)) + ["-v=0"],
           cwd=ROOT,
-          env=_env(),
+          env=kit.cli_env(),
           stdout=out,
           stderr=subprocess.STDOUT,
       )
-      deadline = time.time() + 600
+      # A hang guard, far above a loaded machine's time to the trigger.
+      deadline = time.time() + kit.HANG_GUARD_S
       while proc.poll() is None and not (work / trigger).exists():
-        assert time.time() < deadline, log.read_text()[-3000:]
+        assert time.time() < deadline, (
+            f"run {k} never reached {trigger} within the hang guard",
+            log.read_text()[-3000:],
+        )
         time.sleep(0.02)
       time.sleep(delay)
       if proc.poll() is None:
@@ -253,7 +227,10 @@ def test_sigkill_at_random_moments_resumes_to_same_result(finished, tmp_path):
       else:
         landed.append("finished")
         resumes.append({})
-    assert proc.returncode in (-signal.SIGKILL, 0), log.read_text()[-3000:]
+    assert proc.returncode in (-signal.SIGKILL, 0), (
+        kit.outcome(proc),
+        log.read_text()[-3000:],
+    )
     # What was recorded before this kill must survive it unchanged.
     for key, mtime in seen.items():
       assert _records(work).get(key) == mtime, (k, key)
@@ -295,14 +272,7 @@ def test_sigkill_at_random_moments_resumes_to_same_result(finished, tmp_path):
 
 
 def test_missing_inputs_name_the_stage(tmp_path):
-  proc = subprocess.run(
-      _cmd(tmp_path, "search"),
-      cwd=ROOT,
-      env=_env(),
-      capture_output=True,
-      text=True,
-      timeout=300,
-  )
+  proc = kit.run_cli(cmd=_cmd(tmp_path, "search"))
   assert proc.returncode == 3, proc.stderr[-3000:]
   # The first stage to run, named with the flag that runs it.
   assert f"error: stage 'base' has not finished in {tmp_path}" in proc.stderr
@@ -313,20 +283,15 @@ def test_missing_inputs_name_the_stage(tmp_path):
 def test_reduced_validation_table(finished, tmp_path):
   """validate_small:runlocal (6 references, few steps) on the same base."""
   workdir, _ = finished
-  for part in ("data", "base", "components"):
-    shutil.copytree(workdir / part, tmp_path / part)
-  cmd = [
-      sys.executable,
-      "-m",
-      "demix_jax.main",
+  kit.copy_run(workdir, tmp_path, parts=("data", "base", "components"))
+  # No wall-clock limit a loaded machine can reach (only the hang guard);
+  # a run ended by a signal is named as such (kit.outcome).
+  proc = kit.run_cli(
       "--config=configs/validate_small.py:runlocal",
       f"--workdir={tmp_path}",
       "--stages=validate",
-  ]
-  proc = subprocess.run(
-      cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=1200
   )
-  assert proc.returncode == 0, proc.stderr[-4000:]
+  kit.assert_ok(proc)
   table = json.loads((tmp_path / "validate" / "table.json").read_text())
   rows = table["rows"]
   families = {r["family"] for r in rows}
@@ -352,22 +317,8 @@ def test_reduced_validation_table(finished, tmp_path):
   assert all(0.0 < r["diagnostics"]["delta_mean"] < 1.0 for r in merged)
 
 
-def _copy_run(src, dst):
-  """A copy of a finished workdir whose results point into the copy."""
-  shutil.copytree(src, dst, ignore=shutil.ignore_patterns("report"))
-  for p in dst.rglob("done.json"):
-    p.write_text(p.read_text().replace(str(src), str(dst)))
-
-
 def _exit_code(workdir, stages):
-  proc = subprocess.run(
-      _cmd(workdir, stages),
-      cwd=ROOT,
-      env=_env(),
-      capture_output=True,
-      text=True,
-      timeout=600,
-  )
+  proc = kit.run_cli(cmd=_cmd(workdir, stages))
   return proc.returncode, proc.stderr
 
 
@@ -376,7 +327,7 @@ def test_damaged_results_stop_the_rerun_with_exit_4(finished, tmp_path):
   """A truncated done.json, results file or checkpoint: named, exit 4."""
   ref, _ = finished
   work = tmp_path / "wd"
-  _copy_run(ref, work)
+  kit.copy_run(ref, work, ignore=("report",))
   # The stage result the final stage reads.
   done = work / "search" / "done.json"
   text = done.read_text()

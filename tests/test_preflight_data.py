@@ -11,9 +11,6 @@ checks the exit code and that nothing was trained.
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -23,9 +20,6 @@ from demix_jax import config_lib
 from demix_jax import pipeline
 from demix_jax import spec as spec_lib
 from demix_jax import storage
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 _WORDS = (
     "alpha beta gamma delta epsilon river mountain forest ocean desert city"
@@ -244,24 +238,12 @@ def test_damaged_tokenizer_cache_is_named(data, tmp_path):
   assert str(model) in str(err.value)
 
 
-def test_cli_exit_code_and_nothing_trained(data, tmp_path):
+def test_cli_exit_code_and_nothing_trained(data, tmp_path, cli):
   d, _ = data
-  proc = subprocess.run(
-      [
-          sys.executable,
-          "-m",
-          "demix_jax.main",
-          f"--config=configs/local_jsonl.py:runlocal,general={d}/web.jsonl,"
-          f"code={d}/badutf.jsonl",
-          f"--workdir={tmp_path}",
-      ],
-      cwd=ROOT,
-      env=dict(
-          os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1"
-      ),
-      capture_output=True,
-      text=True,
-      timeout=300,
+  proc = cli(
+      f"--config=configs/local_jsonl.py:runlocal,general={d}/web.jsonl,"
+      f"code={d}/badutf.jsonl",
+      f"--workdir={tmp_path}",
   )
   assert proc.returncode == 2, proc.stderr[-3000:]
   assert "error: config.data.sources.code:" in proc.stderr

@@ -1,14 +1,12 @@
 """The README's Python API snippet runs as printed, on freshly trained runs."""
 
-import pathlib
 import re
 
 import numpy as np
 import pytest
 
-import demix_jax as dx
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests import kit
+from tests.kit import ROOT
 
 
 def _snippet() -> str:
@@ -31,9 +29,9 @@ def test_snippet_is_short_and_uses_the_public_api():
 
 
 @pytest.mark.slow
-def test_snippet_runs_on_trained_runs(tmp_path, capsys):
-  config = dx.load_config("demo:runlocal")
-  dx.run(config, str(tmp_path), stages=("base", "components"))
+def test_snippet_runs_on_trained_runs(runlocal_run, tmp_path, capsys):
+  # The session's runlocal runs (trained by `make demo`), copied.
+  kit.copy_run(runlocal_run.workdir, tmp_path, ("data", "base", "components"))
   code = _snippet()
   code = code.replace('workdir = "workdir/demo"', f'workdir = "{tmp_path}"')
   assert str(tmp_path) in code

@@ -8,8 +8,6 @@ after training (or never).
 """
 
 import math
-import subprocess
-import sys
 
 import pytest
 
@@ -279,20 +277,12 @@ def test_result_hashes_ignore_speed_and_logging_fields():
     assert pipeline.stage_hash(a, stage) != pipeline.stage_hash(d, stage)
 
 
-def test_cli_refuses_before_work(tmp_path):
+def test_cli_refuses_before_work(tmp_path, cli):
   """Exit code 2, the field and the fix, and nothing written."""
-  proc = subprocess.run(
-      [
-          sys.executable,
-          "-m",
-          "demix_jax.main",
-          "--config=configs/demo.py:runlocal",
-          f"--workdir={tmp_path}",
-          "--config.search.objective=heldout_bpbx",
-      ],
-      capture_output=True,
-      text=True,
-      timeout=120,
+  proc = cli(
+      "--config=configs/demo.py:runlocal",
+      f"--workdir={tmp_path}",
+      "--config.search.objective=heldout_bpbx",
   )
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert "config.search.objective" in proc.stderr

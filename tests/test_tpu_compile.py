@@ -26,8 +26,7 @@ import pytest
 from configs import qwen3_1p7b
 from demix_jax import models
 from demix_jax import spec as spec_lib
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.kit import ROOT
 
 pytestmark = [
     pytest.mark.slow,

@@ -138,7 +138,7 @@ def devices(accelerator: str):
   chip, chips = parse(accelerator)
   quiet_libtpu_off_tpu_vm(accelerator)
   shape = physical_shape(chip, chips)
-  per_host = (2, 2, 1) if chip.dims == 3 else (2, 2)
+  per_host: tuple[int, ...] = (2, 2, 1) if chip.dims == 3 else (2, 2)
   per_host = tuple(min(a, b) for a, b in zip(per_host, shape))
   desc = topologies.get_topology_desc(
       platform="tpu",

@@ -84,7 +84,9 @@ def split_passages(text: str, max_chars: int = PASSAGE_CHARS) -> list[str]:
   Returns:
     The non-empty passages, in order.
   """
-  out, cur, size = [], [], 0
+  out: list[str] = []
+  cur: list[str] = []
+  size = 0
   for para in re.split(r"\n\s*\n", text):
     if not para.strip():
       continue

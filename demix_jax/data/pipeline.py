@@ -84,7 +84,7 @@ class _PackIterator(grain.DatasetIterator):
   def __init__(self, parent: grain.DatasetIterator, seq_len: int):
     super().__init__(parent)
     self._seq_len = seq_len
-    self._doc = None
+    self._doc: Any = None  # the current document's token array
     self._offset = 0
     # Parent state *before* the current document was read: restoring it and
     # re-reading the document reproduces the stream exactly.

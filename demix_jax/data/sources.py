@@ -312,6 +312,8 @@ class Source:
           f"{pct} is not in (0, 100)",
           "use e.g. 1.0, or give held-out data explicitly",
       )
+    train: Sequence[str]
+    held: Sequence[str]
     if isinstance(docs, list):
       train = [d for d in docs if not is_heldout(d, pct)]
       held = [d for d in docs if is_heldout(d, pct)]

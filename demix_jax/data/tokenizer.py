@@ -116,7 +116,7 @@ class SentencePieceVocab:
           "train one (data.tokenizer.path='')"
       )
     self.fingerprint = hashlib.sha256(self._proto).hexdigest()
-    self._byte_lengths = None
+    self._byte_lengths: np.ndarray | None = None
     self._seqio_vocab = None
 
   def __getstate__(self):
@@ -359,7 +359,7 @@ def train_vocab(
   for line in lines:
     key.update(line.encode())
     key.update(b"\n")
-  key = key.hexdigest()
+  digest = key.hexdigest()
   path, meta = epath.Path(out_path), epath.Path(out_path + ".json")
   if path.exists() and meta.exists():
     if json.loads(meta.read_text()).get("key") == key:

@@ -140,7 +140,9 @@ def to_sympy_source(latex: str) -> str | None:
 
 
 def _top_level_split(s: str) -> list[str]:
-  parts, depth, cur = [], 0, []
+  parts: list[str] = []
+  cur: list[str] = []
+  depth = 0
   for ch in s:
     if ch in "([{":
       depth += 1
@@ -235,6 +237,7 @@ class SymbolicChecker:
     self._lock = threading.Lock()
 
   def _readline(self, timeout_s: float) -> str | None:
+    assert self._proc is not None and self._proc.stdout is not None
     sel = selectors.DefaultSelector()
     sel.register(self._proc.stdout, selectors.EVENT_READ)
     try:
@@ -290,6 +293,7 @@ class SymbolicChecker:
       if self._proc is None or self._proc.poll() is not None:
         if not self._start():
           return False
+      assert self._proc is not None and self._proc.stdin is not None
       try:
         self._proc.stdin.write(json.dumps(pairs) + "\n")
         self._proc.stdin.flush()

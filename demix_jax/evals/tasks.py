@@ -330,8 +330,8 @@ def score(
         good = answers.math_equiv(pred, ref, math_timeout_s)
       ok.append(good)
       why.append(f"match {pred!r}" if good else f"got {pred!r}, want {ref!r}")
-  correct = [[] for _ in items]
-  reasons = [[] for _ in items]
+  correct: list[list[bool]] = [[] for _ in items]
+  reasons: list[list[str]] = [[] for _ in items]
   for (i, _), g, w in zip(flat, ok, why):
     correct[i].append(g)
     reasons[i].append(w)

@@ -196,7 +196,7 @@ def weight_files(model_dir: str | os.PathLike) -> dict[str, list[str]]:
 def read_dir(model_dir: str | os.PathLike) -> dict[str, np.ndarray]:
   """All tensors of a Hugging Face model directory (sharded or not)."""
   d = epath.Path(model_dir)
-  out = {}
+  out: dict[str, np.ndarray] = {}
   for fname, names in weight_files(model_dir).items():
     out.update(iter_file(d / fname, names))
   return out

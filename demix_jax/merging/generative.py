@@ -114,7 +114,8 @@ class GenerativeEvaluator:
           raise ValueError(f"no generative items given for {g.name!r}")
         self._targets_of[g.name] = ts
     self._items = {b: list(items[b]) for b in self._targets_of}
-    self._requests, self._slices = [], {}
+    self._requests: list = []
+    self._slices: dict = {}
     for b, its in self._items.items():
       start = len(self._requests)
       self._requests += generation_lib.requests_for(its, generation)
@@ -131,7 +132,8 @@ class GenerativeEvaluator:
 
     # One function object, so the jitted merge compiles once per shape.
     self._merge = merge
-    self.stats = collections.Counter()
+    # Counts and seconds (float), by name.
+    self.stats: dict[str, Any] = collections.Counter()
     self.last_reasons: dict[str, collections.Counter] = {}
 
   # ------------------------------------------------- the inner evaluator

@@ -1,7 +1,7 @@
 """Named model shapes and the analytic parameter count.
 
 Tiny presets fit a 2-core CPU (about 1M, 5M and 20M parameters with a
-2048-token vocabulary); the Qwen3 presets copy the public Hugging Face
+2048-token vocabulary; `micro` is the unit tests' model); the Qwen3 presets copy the public Hugging Face
 configs of Qwen/Qwen3-1.7B and Qwen/Qwen3-8B (hidden_size, intermediate_size,
 num_hidden_layers, num_attention_heads, num_key_value_heads, head_dim,
 vocab_size, rope_theta, tie_word_embeddings, rms_norm_eps).
@@ -14,6 +14,17 @@ import dataclasses
 from demix_jax.models.transformer import ModelConfig
 
 PRESETS: dict[str, ModelConfig] = {
+    # The unit tests' model (tests/kit.tiny_model): 20K parameters, a
+    # 64-token vocabulary, one KV head shared by two query heads.
+    "micro": ModelConfig(
+        vocab_size=64,
+        d_model=32,
+        n_layers=2,
+        n_heads=2,
+        n_kv_heads=1,
+        head_dim=16,
+        d_ff=64,
+    ),
     # The demo model (configs/demo.py): 1.05M parameters.
     "tiny_1m": ModelConfig(
         vocab_size=2048,

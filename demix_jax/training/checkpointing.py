@@ -367,7 +367,7 @@ def find_step(run_dir: str | epath.Path, tokens: int | None = None) -> int:
     raise CheckpointError(f"{run_dir}/checkpoints holds no checkpoint")
   if tokens is None:
     return steps[-1]
-  seen = {}
+  seen: dict = {}
   for s in steps:
     meta = _read_meta_step(mngr, s, run_dir) or {}
     for t in list(meta.get("budget_tokens", [])) + [meta.get("tokens_seen")]:

@@ -193,7 +193,8 @@ def _pct(x) -> str:
 
 def plot(rows, ceiling, path: str) -> str:
   """Macro rho against component tokens, one line per recipe."""
-  xs, ys = {}, {}
+  xs: dict = {}
+  ys: dict = {}
   for r in rows:
     if r["family"] != "merged" or not r["main"]:
       continue

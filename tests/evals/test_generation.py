@@ -9,16 +9,11 @@ from demix_jax import models
 from demix_jax.evals import generation
 from demix_jax.evals import tasks
 from demix_jax.merging import methods
+from tests import kit
 
-CFG = models.ModelConfig(
-    vocab_size=260,
-    d_model=32,
-    n_layers=2,
-    n_heads=4,
-    n_kv_heads=2,
-    head_dim=8,
-    d_ff=64,
-    tie_embeddings=False,  # a tied random model just repeats its input
+# Untied: a tied random model just repeats its input.
+CFG = kit.tiny_model(
+    vocab_size=260, n_heads=4, n_kv_heads=2, head_dim=8, tie_embeddings=False
 )
 
 

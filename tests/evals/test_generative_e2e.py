@@ -19,15 +19,14 @@ from demix_jax.merging import engine
 from demix_jax.merging import generative
 from demix_jax.merging import methods
 from demix_jax.merging import store as store_lib
+from tests import kit
 
 IDS = ("HumanEval/23", "HumanEval/45", "HumanEval/53")  # the shortest
-CFG = models.ModelConfig(
+CFG = kit.tiny_model(
     vocab_size=260,
     d_model=64,
-    n_layers=2,
     n_heads=4,
     n_kv_heads=2,
-    head_dim=16,
     d_ff=128,
     tie_embeddings=False,
 )

@@ -20,6 +20,7 @@ import demix_jax as dx
 from demix_jax import spec as spec_lib
 from demix_jax import workspace as workspace_lib
 from demix_jax.merging import generative
+from tests import kit
 
 GEN_TARGETS = (
     "humaneval/pass@1",
@@ -57,7 +58,10 @@ def _config():
 
 
 @pytest.mark.slow
-def test_generative_targets_through_the_search_stage(tmp_path):
+def test_generative_targets_through_the_search_stage(runlocal_run, tmp_path):
+  # Base and components are the session's runlocal ones (copied): eval and
+  # search settings are not hashed into them, so dx.run skips to the search.
+  kit.copy_run(runlocal_run.workdir, tmp_path, ("data", "base", "components"))
   config = _config()
   spec = spec_lib.resolve(config, num_devices=1)
   for t in GEN_TARGETS + ("domain/code", "domain/math"):

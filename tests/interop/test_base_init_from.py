@@ -16,10 +16,10 @@ from demix_jax.training import checkpointing
 
 
 @pytest.mark.slow
-def test_pipeline_base_from_hf_directory(tmp_path):
-  first = tmp_path / "first"
+def test_pipeline_base_from_hf_directory(runlocal_run, tmp_path):
+  # The session's runlocal base (read only).
+  first = runlocal_run.workdir
   config = dx.load_config("demo:runlocal")
-  dx.run(config, str(first), stages=("base",))
   params = checkpointing.load_params(first / "base" / "run")
   spec = dx.resolve(config)
   hf_dir = tmp_path / "hf"

@@ -4,7 +4,6 @@ Hugging Face directories."""
 import dataclasses
 import hashlib
 import json
-import os
 import subprocess
 import sys
 
@@ -20,8 +19,7 @@ from demix_jax.merging import methods
 from demix_jax.merging import store as store_lib
 from demix_jax.training import checkpointing as ck
 from tests.interop import helpers
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+from tests.kit import ROOT
 
 
 def _save_run(run_dir, params, cfg, fingerprint, step=4):

@@ -9,7 +9,6 @@ fake virtualenv python.
 
 import json
 import os
-import pathlib
 import re
 import shlex
 import shutil
@@ -20,7 +19,8 @@ import time
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.kit import ROOT
+
 LAUNCH = ROOT / "launch"
 EXAMPLE = LAUNCH / "tpu.env.example"
 SCRIPTS = (

@@ -14,16 +14,9 @@ import pytest
 
 from demix_jax.evals import rows
 from demix_jax.models import transformer
+from tests import kit
 
-CFG = transformer.ModelConfig(
-    vocab_size=128,
-    d_model=32,
-    n_layers=2,
-    n_heads=2,
-    n_kv_heads=1,
-    head_dim=16,
-    d_ff=64,
-)
+CFG = kit.tiny_model(vocab_size=128)
 SEQ = 16
 
 jax.config.update(

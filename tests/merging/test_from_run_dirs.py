@@ -26,16 +26,9 @@ from demix_jax.training import checkpointing
 from demix_jax.training import optim
 from demix_jax.training import synthetic
 from demix_jax.training import trainer
+from tests import kit
 
-CFG = models.ModelConfig(
-    vocab_size=512,
-    d_model=32,
-    n_layers=2,
-    n_heads=2,
-    n_kv_heads=1,
-    head_dim=16,
-    d_ff=64,
-)
+CFG = kit.tiny_model(vocab_size=512)
 B, T = 4, 64
 BENCH = ("piqa", "gsm8k", "mbpp")
 ALPHAS = np.array([[0.5, 0.5], [0.9, 0.1], [0.0, 1.0]], np.float32)

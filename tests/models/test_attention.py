@@ -23,6 +23,7 @@ from demix_jax.merging import engine
 from demix_jax.models import attention
 from demix_jax.models import loss
 from demix_jax.models import memory
+from tests import kit
 
 ATOL = 2e-5
 
@@ -94,14 +95,8 @@ def test_cudnn_plumbing_matches_xla():
   np.testing.assert_allclose(out, ref, atol=ATOL, rtol=0)
 
 
-TINY = models.ModelConfig(
-    vocab_size=96,
-    d_model=64,
-    n_layers=2,
-    n_heads=4,
-    n_kv_heads=2,
-    head_dim=32,
-    d_ff=128,
+TINY = kit.tiny_model(
+    vocab_size=96, d_model=64, n_heads=4, n_kv_heads=2, head_dim=32, d_ff=128
 )
 
 

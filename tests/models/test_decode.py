@@ -15,16 +15,9 @@ import pytest
 
 from demix_jax import models
 from demix_jax.models import decode
+from tests import kit
 
-CFG = models.ModelConfig(
-    vocab_size=61,
-    d_model=32,
-    n_layers=2,
-    n_heads=4,
-    n_kv_heads=2,
-    head_dim=8,
-    d_ff=64,
-)
+CFG = kit.tiny_model(vocab_size=61, n_heads=4, n_kv_heads=2, head_dim=8)
 P, N = 8, 12
 LENGTHS = np.array([3, 7, 5, 1, 8], np.int32)  # left-padded to P
 

@@ -9,15 +9,10 @@ import pytest
 
 from demix_jax import models
 from demix_jax.models import presets
+from tests import kit
 
-CFG = models.ModelConfig(
-    vocab_size=97,
-    d_model=32,
-    n_layers=3,
-    n_heads=4,
-    n_kv_heads=2,
-    head_dim=8,
-    d_ff=48,
+CFG = kit.tiny_model(
+    vocab_size=97, n_layers=3, n_heads=4, n_kv_heads=2, head_dim=8, d_ff=48
 )
 
 

@@ -12,10 +12,8 @@ import numpy as np
 import pytest
 
 from demix_jax.search import surrogates
+from tests.kit import ROOT
 
-ROOT = os.path.dirname(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-)
 # RegMix's released measurements (MIT; LICENSE and README beside them),
 # vendored so CI runs this test wherever the checkout lives.
 DATA = os.path.join(ROOT, "tests", "search", "data", "regmix")

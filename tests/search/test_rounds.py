@@ -16,10 +16,8 @@ from demix_jax.search import objective
 from demix_jax.search import pool
 from demix_jax.search import rounds
 from demix_jax.search import surrogates
+from tests.kit import ROOT
 
-ROOT = os.path.dirname(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-)
 OPT = np.array([0.4, 0.25, 0.15, 0.12, 0.08])
 SPEC = objective.ObjectiveSpec(("domain/a", "domain/b"))
 
@@ -324,7 +322,9 @@ _SCRIPT = textwrap.dedent("""
 
 def test_sigkill_and_resume_reaches_the_same_alpha(tmp_path):
   script = tmp_path / "search.py"
-  script.write_text(_SCRIPT.format(root=ROOT, here=os.path.dirname(__file__)))
+  script.write_text(
+      _SCRIPT.format(root=str(ROOT), here=os.path.dirname(__file__))
+  )
   env = dict(os.environ, JAX_PLATFORMS="cpu")
 
   def run(workdir, log, delay):

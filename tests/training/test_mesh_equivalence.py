@@ -26,20 +26,12 @@ import jax
 import numpy as np
 import pytest
 
-from demix_jax import models
 from demix_jax.training import optim
 from demix_jax.training import synthetic
 from demix_jax.training import trainer
+from tests import kit
 
-CFG = models.ModelConfig(
-    vocab_size=64,
-    d_model=32,
-    n_layers=2,
-    n_heads=2,
-    n_kv_heads=2,
-    head_dim=16,
-    d_ff=64,
-)
+CFG = kit.tiny_model(n_kv_heads=2)
 OPT = optim.OptimConfig(peak_lr=1e-2, warmup_steps=2)
 B, T, STEPS = 8, 32, 5
 LOSS_ATOL = 1e-5

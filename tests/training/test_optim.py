@@ -6,6 +6,7 @@ import pytest
 
 from demix_jax import models
 from demix_jax.training import optim
+from tests import kit
 
 
 def test_schedule_warmup_cosine_floor():
@@ -22,16 +23,7 @@ def test_schedule_warmup_cosine_floor():
 
 
 def test_decay_mask():
-  cfg = models.ModelConfig(
-      vocab_size=64,
-      d_model=16,
-      n_layers=2,
-      n_heads=2,
-      n_kv_heads=1,
-      head_dim=8,
-      d_ff=32,
-      tie_embeddings=False,
-  )
+  cfg = kit.tiny_model(d_model=16, head_dim=8, d_ff=32, tie_embeddings=False)
   shapes = jax.eval_shape(lambda: models.init_params(cfg, jax.random.key(0)))
   m = optim.decay_mask(shapes)
   assert not m["embed"] and not m["lm_head"]

@@ -9,23 +9,13 @@ import jax
 import numpy as np
 import pytest
 
-from demix_jax import models
 from demix_jax.training import optim
 from demix_jax.training import synthetic
 from demix_jax.training import trainer
+from tests import kit
+from tests.kit import ROOT
 
-ROOT = os.path.dirname(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-)
-CFG = models.ModelConfig(
-    vocab_size=64,
-    d_model=32,
-    n_layers=2,
-    n_heads=2,
-    n_kv_heads=1,
-    head_dim=16,
-    d_ff=64,
-)
+CFG = kit.tiny_model()
 OPT = optim.OptimConfig(peak_lr=1e-2, warmup_steps=2)
 STEPS = 10
 
@@ -53,6 +43,7 @@ sys.path.insert(0, os.getcwd())
 from tests.training import conftest  # the shared compilation cache
 from tests.training import test_resume as t
 from demix_jax.training import synthetic, trainer
+from tests import kit
 workdir, out = sys.argv[1], sys.argv[2]
 def cb(step, m):
   print("STEP", step, flush=True)
@@ -71,7 +62,7 @@ def _child(workdir, out):
       stdout=subprocess.PIPE,
       stderr=subprocess.DEVNULL,
       text=True,
-      env={**os.environ, "PYTHONPATH": ROOT},
+      env={**os.environ, "PYTHONPATH": str(ROOT)},
   )
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from demix_jax import models
 from demix_jax.training import sharding
+from tests import kit
 
 RULES = (
     ("batch", ("data", "fsdp")),
@@ -32,15 +33,7 @@ def test_create_mesh_infers_and_rejects():
 
 def test_param_shardings_follow_rules_and_check_divisibility():
   mesh = sharding.create_mesh({"data": 1, "fsdp": 2, "tensor": 2})
-  cfg = models.ModelConfig(
-      vocab_size=64,
-      d_model=32,
-      n_layers=2,
-      n_heads=4,
-      n_kv_heads=2,
-      head_dim=8,
-      d_ff=48,
-  )
+  cfg = kit.tiny_model(n_heads=4, n_kv_heads=2, head_dim=8, d_ff=48)
   shapes = jax.eval_shape(lambda: models.init_params(cfg, jax.random.key(0)))
   sh = sharding.param_shardings(
       shapes, models.param_logical_axes(cfg), mesh, RULES
@@ -55,14 +48,8 @@ def test_param_shardings_follow_rules_and_check_divisibility():
       jax.random.key(0)
   )
   assert params["embed"].sharding == sh["embed"]
-  bad = models.ModelConfig(
-      vocab_size=63,
-      d_model=32,
-      n_layers=2,
-      n_heads=4,
-      n_kv_heads=2,
-      head_dim=8,
-      d_ff=48,
+  bad = kit.tiny_model(
+      vocab_size=63, n_heads=4, n_kv_heads=2, head_dim=8, d_ff=48
   )
   bshapes = jax.eval_shape(lambda: models.init_params(bad, jax.random.key(0)))
   with pytest.raises(ValueError, match=r"\['embed'\] dim 0 \(size 63"):

@@ -8,21 +8,13 @@ import jax
 import numpy as np
 import pytest
 
-from demix_jax import models
 from demix_jax.training import checkpointing
 from demix_jax.training import optim
 from demix_jax.training import synthetic
 from demix_jax.training import trainer
+from tests import kit
 
-CFG = models.ModelConfig(
-    vocab_size=64,
-    d_model=32,
-    n_layers=2,
-    n_heads=2,
-    n_kv_heads=1,
-    head_dim=16,
-    d_ff=64,
-)
+CFG = kit.tiny_model()
 OPT = optim.OptimConfig(peak_lr=1e-2, warmup_steps=2)
 B, T = 4, 32
 
