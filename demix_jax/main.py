@@ -33,6 +33,7 @@ from ml_collections import config_flags
 
 from demix_jax import logs
 from demix_jax.config_lib import ConfigError
+from demix_jax.stages import stage as stage_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -46,8 +47,9 @@ _WORKDIR = flags.DEFINE_string(
 _STAGES = flags.DEFINE_list(
     "stages",
     None,
-    "Stages to run, in order (default: config.stages). Known: base,"
-    " components, search, final, validate, report.",
+    "Stages to run, in order (default: config.stages). Known: "
+    + ", ".join(stage_lib.ORDER)
+    + ".",
 )
 _MULTIHOST = flags.DEFINE_enum(
     "multihost",
@@ -189,11 +191,9 @@ def main(argv):
         num_devices=jax.device_count(),
         stages=tuple(_STAGES.value) if _STAGES.value else None,
     )
-    pipeline.preflight(spec, workdir)
-  except ConfigError as e:
-    _fail(EXIT_BAD_INPUT, e)
-  try:
-    result = pipeline.run(spec, workdir)
+    # The run's one Workspace: bad data is refused here, before any stage.
+    ws = pipeline.preflight(spec, workdir)
+    result = pipeline.run(spec, workdir, workspace=ws)
   except pipeline.MissingInputError as e:
     _fail(EXIT_MISSING_INPUT, e)
   except (

@@ -88,7 +88,11 @@ def test_library_does_not_import_the_edge():
   """Only the edge (main, pipeline, stages, workspace, spec) reads configs."""
   edge = {"demix_jax.main", "demix_jax.pipeline", "demix_jax.workspace"}
   edge |= {"demix_jax.guards", "demix_jax.aot.__main__", "demix_jax.export"}
-  edge |= {m for m in import_graph() if m.startswith("demix_jax.stages")}
+  edge |= {
+      m
+      for m in import_graph()
+      if m.startswith(("demix_jax.stages", "demix_jax.workspace"))
+  }
   for mod, deps in import_graph().items():
     if mod in edge or mod.startswith("demix_jax.spec"):
       continue

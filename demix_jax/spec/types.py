@@ -18,7 +18,6 @@ from demix_jax.search import pool as pool_lib
 from demix_jax.search import rounds as rounds_lib
 from demix_jax.training import optim as optim_lib
 
-STAGES = ("base", "components", "search", "final", "validate", "report")
 SURROGATES = ("lightgbm", "ridge", "gp", "ensemble", "auto")
 SAMPLERS = ("demix", "uniform")
 SEARCH_METHODS = ("surrogate", "gradient")

@@ -19,6 +19,7 @@ from demix_jax.config_lib import ConfigError
 from demix_jax.interop import hf as hf_lib
 from demix_jax.stages import common
 from demix_jax.stages import results
+from demix_jax.stages import stage as stage_lib
 
 NAME = "base"
 
@@ -32,7 +33,7 @@ def _start_dir(spec: spec_lib.RunSpec, ws) -> str:
   # match the model before anything trains, then import it once.
   try:
     hf_lib.check_config(src, spec.model)
-    hf_lib.check_vocab(src, spec.model, ws.vocab)
+    hf_lib.check_vocab(src, spec.model, ws.data.vocab)
   except hf_lib.HFCheckpointError as e:
     raise ConfigError(
         "base.init_from",
@@ -57,7 +58,7 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.BaseResult:
     )
   run_dir = ws.workdir / "base" / "run"
   bar = progress_lib.Progress(NAME, common.steps_of(spec, tokens), "steps")
-  r = ws.train(
+  r = ws.recipe.train(
       run_dir,
       weights,
       tokens,
@@ -75,3 +76,12 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.BaseResult:
       eval=r.eval_metrics,
       mixture=weights,
   )
+
+
+STAGE = stage_lib.Stage(
+    name=NAME,
+    requires=(),
+    result=results.BaseResult,
+    run=run,
+    hashed=stage_lib.TRAINING,
+)

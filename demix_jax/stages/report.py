@@ -23,6 +23,7 @@ from demix_jax.search import surrogates
 from demix_jax.search import table as table_lib
 from demix_jax.stages import common
 from demix_jax.stages import results
+from demix_jax.stages import stage as stage_lib
 
 NAME = "report"
 
@@ -211,6 +212,18 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.ReportResult:
       report=str(out_dir / "report.md"),
       plots=pngs,
   )
+
+
+# Always rerun: it is cheap and reads only finished results (the search's
+# first: its cost table lists the stages in the order of the inputs).
+STAGE = stage_lib.Stage(
+    name=NAME,
+    requires=("search",),
+    optional=("base", "components", "final", "validate"),
+    result=results.ReportResult,
+    run=run,
+    reads_data=False,
+)
 
 
 def print_result(summary: dict[str, Any]) -> None:

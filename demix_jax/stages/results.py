@@ -169,13 +169,3 @@ class ReportResult(Result):
   summary: str
   report: str
   plots: dict[str, str]
-
-
-TYPES: dict[str, type[Result]] = {
-    "base": BaseResult,
-    "components": ComponentsResult,
-    "search": SearchResult,
-    "final": FinalResult,
-    "validate": ValidateResult,
-    "report": ReportResult,
-}

@@ -32,6 +32,7 @@ from demix_jax.search import rounds as rounds_lib
 from demix_jax.search import surrogates
 from demix_jax.stages import common
 from demix_jax.stages import results
+from demix_jax.stages import stage as stage_lib
 from demix_jax.training import checkpointing
 
 NAME = "search"
@@ -48,24 +49,19 @@ def sample_pool(
   (or `sampler`, e.g. the validation's)."""
   s = spec.search
   prior = pool_lib.prior_from_tokens(
-      [ws.prior_tokens[n] for n in ws.candidates], s.pool.temperature
+      [ws.bounds.prior_tokens[n] for n in ws.candidates], s.pool.temperature
   )
-  cfg = s.pool if size is None else _with_size(s.pool, size)
+  cfg = s.pool
+  if size is not None:
+    cfg = dataclasses.replace(cfg, size=size)
   if sampler is not None:
     cfg = dataclasses.replace(cfg, sampler=sampler)
   return pool_lib.sample_pool(
-      cfg, np.random.default_rng(seed), ws.alpha_bounds(), prior, ws.candidates
-  )
-
-
-def _with_size(cfg: pool_lib.PoolConfig, size: int) -> pool_lib.PoolConfig:
-  return pool_lib.PoolConfig(
-      size=size,
-      sampler=cfg.sampler,
-      temperature=cfg.temperature,
-      concentration_range=cfg.concentration_range,
-      concentration_count=cfg.concentration_count,
-      floor=cfg.floor,
+      cfg,
+      np.random.default_rng(seed),
+      ws.bounds.alpha_bounds(),
+      prior,
+      ws.candidates,
   )
 
 
@@ -105,11 +101,13 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.SearchResult:
   s = spec.search
   base = inputs.results["base"]
   comps = inputs.results["components"]
-  ev = ws.evaluator(base.run_dir, comps.run_dirs(), spec.budgets.use_budget)
+  ev = ws.engines.evaluator(
+      base.run_dir, comps.run_dirs(), spec.budgets.use_budget
+  )
   store = ev.store
   dm = dict(spec.eval.domain_metrics)
   direction = lambda t: scoring.higher_is_better(t, dm)
-  bounds = ws.alpha_bounds()
+  bounds = ws.bounds.alpha_bounds()
   total = sum(rounds_lib.round_sizes(s.rounds.n_init, s.rounds.rounds))
   bar = progress_lib.Progress(NAME, total, "proxies")
   scored = [0]
@@ -158,9 +156,9 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.SearchResult:
   # The final runs train on this mixture on every process: use process 0's.
   chosen = multihost.broadcast(np.asarray(chosen, np.float64))
   alpha_d = dict(zip(ws.candidates, chosen.tolist()))
-  weights = ws.source_weights(alpha_d)
+  weights = ws.bounds.source_weights(alpha_d)
   epochs = mixture_lib.epochs_per_source(
-      weights, ws.token_counts, spec.final.tokens
+      weights, ws.data.token_counts, spec.final.tokens
   )
   proxies = baseline_proxies(
       spec, ws, ev, {"demix": alpha_d}, obj, base_scores, direction
@@ -230,7 +228,7 @@ def baseline_alphas(spec: spec_lib.RunSpec, ws) -> dict[str, dict[str, float]]:
   """
   out = {}
   if "natural" in spec.final.baselines:
-    out["natural"] = dict(ws.natural_alpha)
+    out["natural"] = dict(ws.bounds.natural_alpha)
   d = spec.data
   for name, mix in spec.final.fixed_mixtures.items():
     full = {c: float(mix.get(c, 0.0)) for c in ws.candidates}
@@ -272,3 +270,13 @@ def baseline_proxies(spec, ws, ev, found, obj, base_scores, direction):
       }
       for i, n in enumerate(names)
   }
+
+
+STAGE = stage_lib.Stage(
+    name=NAME,
+    requires=("base", "components"),
+    result=results.SearchResult,
+    run=run,
+    # The final run's token count sets the epoch caps on alpha.
+    hashed=stage_lib.SCORING + ("search", "final.tokens"),
+)

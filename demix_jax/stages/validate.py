@@ -27,6 +27,7 @@ from demix_jax.stages import common
 from demix_jax.stages import components as components_stage
 from demix_jax.stages import results
 from demix_jax.stages import search as search_stage
+from demix_jax.stages import stage as stage_lib
 from demix_jax.training import checkpointing
 from demix_jax.validation import harness
 
@@ -73,7 +74,9 @@ def run(
       size=v.num_references,
       sampler=None if v.sampler == "search" else v.sampler,
   )
-  ev0 = ws.evaluator(base.run_dir, comps.run_dirs(), spec.budgets.use_budget)
+  ev0 = ws.engines.evaluator(
+      base.run_dir, comps.run_dirs(), spec.budgets.use_budget
+  )
   dm = dict(spec.eval.domain_metrics)
   domains = [t.split("/", 1)[1] for t in ev0.targets if t.startswith("domain/")]
   direction = {d: scoring.higher_is_better(f"domain/{d}", dm) for d in domains}
@@ -101,9 +104,9 @@ def run(
     # A twin is the same mixture and budget from the same base; only the
     # data order (and the step seed) differ: what a second training would
     # see. It keeps no early checkpoints (it is no trained proxy).
-    weights = ws.source_weights(dict(zip(ws.candidates, alpha.tolist())))
+    weights = ws.bounds.source_weights(dict(zip(ws.candidates, alpha.tolist())))
     slot = v.num_references + i if twin else i
-    ws.train(
+    ws.recipe.train(
         out_dir,
         weights,
         ref_tokens,
@@ -123,7 +126,7 @@ def run(
 
   def score_merged(a, label):
     method, beta_s, tokens = label.split("|")
-    ev = ws.evaluator(
+    ev = ws.engines.evaluator(
         base.run_dir, component_dirs(float(beta_s[4:])), int(tokens), method
     )
     out = dict(common.domain_scores(ev.evaluate(a)))
@@ -184,3 +187,13 @@ def run(
       table=str(ws.workdir / "validate" / "table.json"),
       tokens=len(alphas) * ref_tokens,
   )
+
+
+STAGE = stage_lib.Stage(
+    name=NAME,
+    requires=("base", "components"),
+    optional=("final",),
+    result=results.ValidateResult,
+    run=run,
+    hashed=stage_lib.SCORING + ("search", "final.tokens", "validate"),
+)
