@@ -48,7 +48,6 @@ from demix_jax.evals import scoring
 from demix_jax.merging import methods
 from demix_jax.merging import nll as nll_lib
 from demix_jax.merging import objective as objective_lib
-from demix_jax.merging import runs as runs_lib
 from demix_jax.merging import store as store_lib
 from demix_jax.models import attention as attention_lib
 from demix_jax.models import transformer
@@ -56,11 +55,6 @@ from demix_jax.models import transformer
 Params = Any
 # Keys of `EvalSuite.batched()` that are not per row batch (not scanned).
 _UNSCANNED = ("slots", "pair_slot")
-# The row NLL functions live in `merging.nll`; importable from here too.
-row_nll = nll_lib.row_nll
-chunked_row_nll = nll_lib.chunked_row_nll
-# Where `make_objective`'s result type lives; importable from here too.
-BoundObjective = objective_lib.BoundObjective
 
 
 def _axes_size(mesh: Mesh, entry) -> int:
@@ -177,11 +171,6 @@ class MixtureEvaluator:
     self._chunk_fn = jax.jit(self._chunk_impl)
     self._params_fn = jax.jit(self._rows_of_params)
     self._objectives: dict[Any, Callable] = {}
-
-  # The constructor from trained run directories lives with the rest of
-  # "runs as merge inputs" (`runs.from_run_dirs`, where its arguments are
-  # documented); bound here so it reads `MixtureEvaluator.from_run_dirs`.
-  from_run_dirs = classmethod(runs_lib.from_run_dirs)
 
   # ------------------------------------------------------------ compiled
 
@@ -338,6 +327,14 @@ class MixtureEvaluator:
     )
 
   # ---------------------------------------------------------------- API
+
+  def row_nll_evaluator(self) -> MixtureEvaluator:
+    """Itself: every target here comes from the row NLLs."""
+    return self
+
+  def generation_stats(self) -> dict[str, float]:
+    """{}: this evaluator generates no text."""
+    return {}
 
   def _check_alphas(self, alphas) -> np.ndarray:
     a = np.asarray(alphas, np.float32)

@@ -49,12 +49,3 @@ def write_json(path: Any, obj: Any) -> None:
   """A stage's own bookkeeping file (process 0 writes, atomically)."""
   if jax.process_index() == 0:
     storage.atomic_write_json(path, obj)
-
-
-def nll_evaluator(ev: Any) -> Any:
-  """The row-NLL evaluator inside a generative one (itself otherwise).
-
-  The loss barriers are measured on held-out bits per byte: decoding text
-  at every barrier point would cost as much as the search itself.
-  """
-  return getattr(ev, "inner", ev)

@@ -164,7 +164,7 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.SearchResult:
       spec, ws, ev, {"demix": alpha_d}, obj, base_scores, direction
   )
   barriers = diagnostics.loss_barriers(
-      common.nll_evaluator(ev), points=s.barrier_points
+      ev.row_nll_evaluator(), points=s.barrier_points
   )
   if barriers.get("warning"):
     logging.warning("%s", barriers["warning"])
@@ -174,8 +174,9 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.SearchResult:
       "barrier_target": barriers["target"],
       "barrier_warning": barriers.get("warning"),
   }
-  if hasattr(ev, "generation_stats"):  # prompt and generated tokens, time
-    diag["generation"] = ev.generation_stats()
+  generation = ev.generation_stats()  # prompt and generated tokens, time
+  if generation:
+    diag["generation"] = generation
   if grad is not None and multihost.is_writer():
     # Through bytes: np.save cannot write to gs:// itself.
     buf = io.BytesIO()

@@ -134,7 +134,7 @@ def run(
     # what decides whether a merge can stand in for training (the recipe
     # study reads these beside the rank agreement).
     barriers = diagnostics.loss_barriers(
-        common.nll_evaluator(ev), points=spec.search.barrier_points
+        ev.row_nll_evaluator(), points=spec.search.barrier_points
     )
     delta = diagnostics.weight_deltas(ev.store)
     out["diagnostics"] = {

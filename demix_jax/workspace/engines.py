@@ -14,6 +14,7 @@ from typing import Any, Mapping
 from demix_jax import models
 from demix_jax import spec as spec_lib
 from demix_jax.config_lib import ConfigError
+from demix_jax.merging import evaluator as evaluator_lib
 from demix_jax.workspace import data as data_lib
 
 
@@ -25,7 +26,7 @@ class Engines:
     self.data = data
     # Keyed by what they are built from (directories, budget, method).
     self._stores: dict[tuple, Any] = {}
-    self._evaluators: dict[tuple, Any] = {}
+    self._evaluators: dict[tuple, evaluator_lib.Evaluator] = {}
 
   @property
   def candidates(self) -> tuple[str, ...]:
@@ -79,12 +80,12 @@ class Engines:
       component_dirs: Mapping[str, str],
       tokens: int,
       method: str | None = None,
-  ):
+  ) -> evaluator_lib.Evaluator:
     """The merge+evaluate engine over those components; cached per key.
 
-    With a generative domain metric (exact_match, pass@k) it is a
-    `merging.generative.GenerativeEvaluator` around the row-NLL
-    `MixtureEvaluator`: the same interface, plus generated-text targets.
+    The row-NLL `MixtureEvaluator`, or with a generative domain metric
+    (exact_match, pass@k) a `merging.generative.GenerativeEvaluator` around
+    it; both implement `merging.evaluator.Evaluator`.
     """
     from demix_jax.merging import engine as engine_lib  # pylint: disable=g-import-not-at-top  # heavy: jit
     from demix_jax.merging import generative  # pylint: disable=g-import-not-at-top  # heavy: jit

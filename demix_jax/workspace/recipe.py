@@ -17,6 +17,7 @@ import jax
 from demix_jax import guards
 from demix_jax import spec as spec_lib
 from demix_jax.data import mixture as mixture_lib
+from demix_jax.training import config as training_config
 from demix_jax.workspace import data as data_lib
 
 
@@ -121,12 +122,10 @@ def train_config(
     seed_offset: int = 0,
     config_hash: str = "",
     tokenizer_fingerprint: str = "",
-):
+) -> training_config.TrainConfig:
   """A trainer TrainConfig from the spec (shared with the compile check)."""
-  from demix_jax.training import trainer as trainer_lib  # pylint: disable=g-import-not-at-top  # clu writers pull TF
-
   t = spec.train
-  return trainer_lib.TrainConfig(
+  return training_config.TrainConfig(
       global_batch_size=t.global_batch_size,
       seq_len=spec.data.seq_len,
       total_tokens=int(total_tokens),

@@ -15,8 +15,8 @@ import json
 import numpy as np
 import pytest
 
-from demix_jax.stages import registry
 from demix_jax.data import pipeline
+from demix_jax.stages import registry
 
 T = 64
 W3 = {"general": 0.5, "math": 0.3, "code": 0.2}

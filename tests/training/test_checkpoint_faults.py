@@ -22,6 +22,7 @@ import pytest
 
 from demix_jax import models
 from demix_jax.training import checkpointing
+from demix_jax.training import config as train_config
 from demix_jax.training import optim
 from demix_jax.training import synthetic
 from demix_jax.training import trainer
@@ -40,7 +41,7 @@ B, T, STEPS = 4, 32, 6
 
 
 def _train(run_dir):
-  cfg = trainer.TrainConfig(
+  cfg = train_config.TrainConfig(
       global_batch_size=B,
       seq_len=T,
       total_tokens=B * T * STEPS,
