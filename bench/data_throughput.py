@@ -5,8 +5,8 @@ a cache dir, then times the training iterator of demix_jax.data.pipeline
 (shuffle -> repeat -> tokenize -> pack -> mix -> batch) on a 3-source
 mixture, after a warm-up. Variants run side by side in one process:
 inline, thread prefetch, and grain read threads. The tiny trainer on 2
-CPU cores does ~8k tokens/s (0.87M params, batch 16x128; reference/env.md
-section 5); the loader must beat that by >= 10x so data never bounds a CPU
+CPU cores does ~8k tokens/s (0.87M params, batch 16x128, as measured on a
+2-core CPU box); the loader must beat that by >= 10x so data never bounds a CPU
 run.
 
 Command (CPU; ~30 s once the corpora are cached, ~40 s more the first time):
@@ -30,7 +30,7 @@ from demix_jax.data import pipeline
 from demix_jax.data import sources
 from demix_jax.data import tokenizer
 
-TRAINER_TOKENS_PER_S = 8_000  # env.md section 5, 0.87M model, 2 cores
+TRAINER_TOKENS_PER_S = 8_000  # 0.87M model, 2 CPU cores
 CORPORA = {"general": "wiki", "math": "math", "code": "code"}
 
 
@@ -105,7 +105,7 @@ def main() -> None:
     print(f"{name:16s} {rate:12,.0f} tokens/s  first batch {first:.2f}s")
   default = results["thread_prefetch"]["tokens_per_s"]
   print(
-      f"tiny trainer (env.md 5): ~{TRAINER_TOKENS_PER_S:,} tokens/s; "
+      f"tiny trainer: ~{TRAINER_TOKENS_PER_S:,} tokens/s; "
       f"loader / trainer = {default / TRAINER_TOKENS_PER_S:.0f}x"
   )
   print(

@@ -21,8 +21,8 @@ Layout of one compiled call (`chunk` mixtures, R rows in batches of B):
 
 The host loops over fixed-size chunks (the last one padded), so M only sets
 the number of calls: one compilation serves the whole search and peak memory
-is set by the chunk size, not by M (env.md 3c: on CPU, small chunks beat a
-full vmap in both speed and memory).
+is set by the chunk size, not by M (on CPU small chunks are as fast as a
+full vmap and far smaller: docs/platform_notes.md, cpu-chunks).
 
 Linear merging is the fast path above. Other methods (TIES, DARE, ...) merge
 the whole tree once per mixture and chunk (`merge_in_forward=False`), which
@@ -119,7 +119,7 @@ class MixtureEvaluator:
         True for linear, False otherwise).
       vmap_width: mixtures vmapped together inside a device's part of the
         chunk (`lax.map(..., batch_size=vmap_width)` loops over the rest).
-        1 (a sequential loop) is fastest on CPU (env.md 3c); larger widths
+        1 (a sequential loop) suits CPU (docs/platform_notes.md); larger widths
         feed bigger matmuls to accelerators.
     """
     if chunk_size <= 0:
@@ -386,7 +386,7 @@ class MixtureEvaluator:
           self._device_rows("mixtures"),
       )
       # np.asarray blocks on every call: back-to-back dispatch can deadlock
-      # XLA:CPU collectives with many fake devices (env.md P1).
+      # XLA:CPU collectives with many fake devices (docs/platform_notes.md).
       # to_numpy gathers the mixture shards held by other hosts.
       out[start : start + n] = multihost.to_numpy(res)[:n]
       if progress is not None:

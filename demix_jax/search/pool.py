@@ -35,6 +35,10 @@ _LOG = logging.getLogger(__name__)
 _EPS = 1e-9
 
 
+# The pool samplers `sample_pool` draws with (see the module doc).
+SAMPLERS = ("demix", "uniform")
+
+
 @dataclasses.dataclass(frozen=True)
 class Bounds:
   """Per-candidate bounds on the mixture weights.
@@ -328,9 +332,7 @@ def _draw(
     s = grid[rng.integers(0, len(grid), size=n)]
     g = rng.standard_gamma(s[:, None] * prior[None, :])
   else:
-    raise ValueError(
-        f"unknown sampler {cfg.sampler!r}; use 'demix' or " "'uniform'"
-    )
+    raise ValueError(f"unknown sampler {cfg.sampler!r}; use one of {SAMPLERS}")
   ssum = g.sum(axis=1, keepdims=True)
   # Tiny concentrations can underflow every gamma draw to 0: such a row is a
   # vertex in the limit, which argmax recovers.

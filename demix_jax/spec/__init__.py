@@ -29,12 +29,9 @@ from demix_jax.spec import sections
 from demix_jax.spec.evaluation import static_targets
 from demix_jax.spec.sections import library_error_field
 from demix_jax.spec.types import BASELINES
-from demix_jax.spec.types import LOGICAL_AXES
 from demix_jax.spec.types import NORMALIZE
 from demix_jax.spec.types import REPORT_FORMATS
-from demix_jax.spec.types import SAMPLERS
 from demix_jax.spec.types import SEARCH_METHODS
-from demix_jax.spec.types import SURROGATES
 from demix_jax.spec.types import BudgetSpec
 from demix_jax.spec.types import DataSpec
 from demix_jax.spec.types import EvalSpec
@@ -122,15 +119,12 @@ __all__ = [
     "DataSpec",
     "EvalSpec",
     "FinalSpec",
-    "LOGICAL_AXES",
     "MergeSettings",
     "MeshSpec",
     "NORMALIZE",
     "REPORT_FORMATS",
     "RunSpec",
-    "SAMPLERS",
     "SEARCH_METHODS",
-    "SURROGATES",
     "SearchSpec",
     "TokenizerSpec",
     "TrainSpec",

@@ -17,6 +17,7 @@ from demix_jax.models import attention as attention_lib
 from demix_jax.models import memory as memory_lib
 from demix_jax.spec import types
 from demix_jax.training import optim as optim_lib
+from demix_jax.training import sharding as sharding_lib
 
 
 def lib(field: str, fix: str, fn, *args, **kwargs):
@@ -114,11 +115,11 @@ def mesh(r: config_lib.Reader, num_devices: int | None) -> types.MeshSpec:
           f"mesh.rules[{i}]", f"{rule!r} is not a pair", "use (logical, mesh)"
       )
     name, target = rule
-    if name not in types.LOGICAL_AXES:
+    if name not in sharding_lib.LOGICAL_NAMES:
       raise ConfigError(
           f"mesh.rules[{i}]",
           f"unknown logical axis {name!r}",
-          f"use one of {types.LOGICAL_AXES}",
+          f"use one of {sharding_lib.LOGICAL_NAMES}",
       )
     targets = (
         ()

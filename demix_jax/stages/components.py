@@ -53,7 +53,7 @@ def train_components(
         what=f"{what} {cand}",
         budgets=spec.budgets.component_budgets,
         init_from=base.run_dir,
-        seed_offset=1 + i,
+        seed_offset=common.COMPONENT_SEED + i,
         config_hash=inputs.config_hash,
         progress=lambda s, i=i: bar.update(per_run * i + s),
         optim=spec.component_optim,

@@ -59,7 +59,7 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.FinalResult:
         tokens,
         what=f"final run {name}",
         init_from=base.run_dir,
-        seed_offset=100 + i,
+        seed_offset=common.FINAL_SEED + i,
         config_hash=inputs.config_hash,
         progress=lambda s, i=i: bar.update(per_run * i + s),
     )

@@ -11,7 +11,6 @@ round (search/state/), so a killed search resumes without rescoring.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import time
 
@@ -21,7 +20,6 @@ import numpy as np
 from demix_jax import multihost
 from demix_jax import progress as progress_lib
 from demix_jax import spec as spec_lib
-from demix_jax import storage
 from demix_jax.data import mixture as mixture_lib
 from demix_jax.evals import scoring
 from demix_jax.merging import diagnostics
@@ -177,13 +175,6 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.SearchResult:
   generation = ev.generation_stats()  # prompt and generated tokens, time
   if generation:
     diag["generation"] = generation
-  if grad is not None and multihost.is_writer():
-    # Through bytes: np.save cannot write to gs:// itself.
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(grad.paths))
-    storage.atomic_write_bytes(
-        ws.workdir / "search" / "gradient_paths.npy", buf.getvalue()
-    )
   snippet = (
       "--config.final.fixed_mixtures.found='"
       + json.dumps({k: round(v, 6) for k, v in weights.items()})
@@ -208,14 +199,14 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.SearchResult:
       n_proxies=result.n_evaluated,
       diagnostics=diag,
       config_snippet=snippet,
-      objective={
-          "kind": s.objective.kind,
-          "targets": list(s.objective.targets),
-      },
+      objective=results.SearchObjective(
+          kind=s.objective.kind, targets=tuple(s.objective.targets)
+      ),
       search_seconds=search_seconds,
       surrogate=surrogates.resolve_kind(s.rounds.surrogate, result.n_evaluated),
       base_scores=base_scores,
       proxies=proxies,
+      gradient_paths=[] if grad is None else np.asarray(grad.paths).tolist(),
       tokens=0,
   )
 

@@ -70,7 +70,7 @@ def run(
   alphas = search_stage.sample_pool(
       spec,
       ws,
-      spec.seed + 7919,
+      spec.seed + common.REFERENCE_POOL_SEED,
       size=v.num_references,
       sampler=None if v.sampler == "search" else v.sampler,
   )
@@ -113,7 +113,7 @@ def run(
         what=f"twin of reference {i}" if twin else f"reference {i}",
         budgets=() if twin else tuple(budgets),
         init_from=base.run_dir,
-        seed_offset=(500_000 if twin else 1000) + i,
+        seed_offset=(common.TWIN_SEED if twin else common.REFERENCE_SEED) + i,
         config_hash=inputs.config_hash,
         progress=lambda s: bar.update(per_run * slot + s),
     )

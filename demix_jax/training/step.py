@@ -161,7 +161,7 @@ def state_layout(
   abstract_opt = jax.eval_shape(tx.init, abstract)
   is_sh = lambda x: isinstance(x, jax.sharding.Sharding)
   # The optimizer state mirrors the params; its scalars (e.g. the step
-  # count) are replicated (env.md P6).
+  # count) are replicated (docs/platform_notes.md, optax-count).
   opt_sh = optax.tree_map_params(
       tx,
       lambda _, s: s,

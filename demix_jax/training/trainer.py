@@ -50,7 +50,7 @@ from demix_jax.training import step as step_lib
 def sync_every_step() -> bool:
   """Whether the host reads every step: on CPU only, where XLA:CPU
   collectives can deadlock when steps are dispatched back to back with
-  several fake devices (env.md P1). Elsewhere steps run ahead of the host."""
+  several fake devices (docs/platform_notes.md, cpu-deadlock). Elsewhere steps run ahead of the host."""
   return jax.default_backend() == "cpu"
 
 
