@@ -13,16 +13,10 @@ runs the same command on worker 0):
 Hardware: compiled for a v5p-64 slice (32 chips, physical 2x4x4; mesh
 data=2 x fsdp=16, which `jax.make_mesh` maps onto the torus axes) by that
 command (XLA:TPU for compile-only devices, libtpu from requirements-tpu.txt,
-no TPU attached). Per device, of 95 GiB HBM:
-  train step, 512 x 8192: 42.9 GiB (1.2 GiB arguments, 41.7 GiB
-    temporaries); fits.
-  merge + evaluate, 7 components, 32 mixtures per call (the chunk of 8
-    rounded up to the 32 mixture shards), 16 rows of 8192 per mixture:
-    8.7 GiB (2.8 GiB arguments, the stacked float32 components over fsdp;
-    5.8 GiB temporaries); fits.
-Bounds at the v5p peak (459 TFLOP/s bf16, from the analytic model FLOPs;
-not measurements): >= 3.75 s per train step, >= 1.25 s per merge call.
-Both compiles: about 1 min 50 s on 2 shared cores. The search's
+no TPU attached); what it reported per device (memory of the train step
+and of a merge call of 32 mixtures: the chunk of 8 rounded up to the 32
+mixture shards, the stacked float32 components over fsdp) and its time
+bounds at the v5p peak are in README.md, "At TPU scale". The search's
 merge-and-evaluate shards its mixture axis over all 32 chips.
 
 Global batch 512 x 8192 tokens

@@ -9,15 +9,9 @@ launching:
 Compiled for a v5p-128 slice (64 chips, physical 4x4x4; mesh data=4 x
 fsdp=16, inherited from qwen3_1p7b: fsdp 16 maps onto the torus, an axis
 of 8 would not) by that command (XLA:TPU for compile-only devices, no TPU
-attached). Per device, of 95 GiB HBM:
-  train step, 512 x 8192: 51.4 GiB (5.7 GiB arguments, 45.6 GiB
-    temporaries); fits.
-  merge + evaluate, 7 components, 64 mixtures per call, 16 rows of 8192
-    per mixture: 30.3 GiB (13.4 GiB arguments, 16.9 GiB temporaries);
-    fits.
-Bounds at the v5p peak (analytic model FLOPs; not measurements): >= 8.05 s
-per train step, >= 5.37 s per merge call. Both compiles took 3 min 46 s and
-5 min 2 s in two runs on 2 shared cores (load 5-6).
+attached); what it reported per device (train step, a merge call of 64
+mixtures) and the time bounds at the v5p peak are in README.md, "At TPU
+scale".
 """
 
 import ml_collections

@@ -46,7 +46,7 @@ class LGBMParams:
   num_iterations: int = 300
   seed: int = 42
   # One thread: on a few hundred rows OpenMP's spin-waits cost more than
-  # they save (measured 15x slower with 2 threads on a busy 2-core host).
+  # they save, most of all on a busy host.
   num_threads: int = 1
   min_data_in_leaf: int | None = None  # None: min(20, max(2, n // 10))
   extra: Mapping[str, float | int | str] = dataclasses.field(
