@@ -52,6 +52,7 @@ from demix_jax.evals import passk
 from demix_jax.evals import sandbox as sandbox_lib
 from demix_jax.evals import scoring
 from demix_jax.evals import tasks
+from demix_jax.merging import evaluator as evaluator_lib
 from demix_jax.merging import store as store_lib
 
 
@@ -136,7 +137,7 @@ class GenerativeEvaluator:
     self.stats = collections.Counter()
     self.last_reasons: dict[str, collections.Counter] = {}
 
-  def row_nll_evaluator(self) -> Any:
+  def row_nll_evaluator(self) -> evaluator_lib.Evaluator:
     """The inner row-NLL `MixtureEvaluator` (no generation)."""
     return self.inner
 
