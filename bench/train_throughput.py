@@ -24,8 +24,8 @@ import jax.numpy as jnp
 from demix_jax import models
 from demix_jax.training import flops as flops_lib
 from demix_jax.training import optim
+from demix_jax.training import step as step_lib
 from demix_jax.training import synthetic
-from demix_jax.training import trainer
 
 
 def bench_preset(name: str, batch: int, seq_len: int, steps: int) -> dict:
@@ -33,7 +33,7 @@ def bench_preset(name: str, batch: int, seq_len: int, steps: int) -> dict:
   params = models.init_params(cfg, jax.random.key(0))
   tx = optim.make_optimizer(optim.OptimConfig(peak_lr=1e-3), 1000, params)
   opt_state = tx.init(params)
-  step = jax.jit(trainer.make_train_step(cfg, tx), donate_argnums=(0, 1))
+  step = jax.jit(step_lib.make_train_step(cfg, tx), donate_argnums=(0, 1))
   it = synthetic.SyntheticIterator(batch, seq_len, cfg.vocab_size)
   batches = [
       jax.device_put({k: v for k, v in next(it).items()}) for _ in range(4)

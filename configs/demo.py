@@ -22,19 +22,11 @@ Stages: base (general data) -> components (one per candidate, from the base)
 -> final (the found mixture and the natural-proportion baseline, from the
 base) -> report (workdir/report/).
 
-Runtime measured: 7 min 55 s wall on 2 idle CPU cores (14 min 18 s with
-the recipe study and the test suite beside it; the first install adds
-about 1.5 min); peak RSS 5 GB.
-Result measured (README): the found mixture (about 50% general / 50% code
-tokens) beats the natural-proportion baseline on the general and code
-domain bits per byte and loses on math, and so loses on the objective it
-optimised (normalized -0.1099 vs -0.1152) and on the mean domain score
-(4.015 vs 3.989); its merged proxy predicted the opposite. The runlocal
-twin runs all stages in about 2 minutes.
+What it printed, how long it took and its memory, with the date and the
+machine: README.md, "What the demo does and prints".
 Components train with `optim` (LR 3e-3, cosine to 20%): in the recipe
-study (docs/recipe_study.md) that ranked mixtures best (macro rho 0.48
-against a noise ceiling of 0.52); a constant 3e-4 kept them closer to the
-base (delta 3-9%) but ranked worse (0.15-0.23).
+study (docs/recipe_study.md, with its figures) that ranked mixtures best;
+a constant 3e-4 kept them closer to the base but ranked worse.
 """
 
 import ml_collections
@@ -282,7 +274,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.search.gradient = ml_collections.ConfigDict()
   c.search.gradient.enabled = True
   # Each step is a forward + backward pass of the merged model over the
-  # objective's rows (~6 s here), so the demo refines alpha* from one start;
+  # objective's rows, so the demo refines alpha* from one start;
   # notebooks/02 runs several starts.
   c.search.gradient.steps = 8
   c.search.gradient.learning_rate = 0.5

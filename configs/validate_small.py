@@ -5,13 +5,10 @@ Command:
   python -m demix_jax.main --config=configs/validate_small.py \
       --workdir=workdir/validate_small
 
-Hardware: one CPU machine (2 cores). Runtime measured, in pieces on 2
-cores shared with other work: about 50 min (base 2 min 55 s, components
-5 min 39 s, 24 references + 12 twins + the main scoring about 34 min, the
-TIES and beta = 0 ablations 6 min 24 s). The README's validation section
-shows the table it printed: noise ceiling 0.52, merged proxies 0.29 / 0.45
-/ 0.48 macro rho at 49K / 98K / 197K component tokens. `:runlocal` (6
-references, 3 twins, a few steps) is the slow test's reduced variant.
+Hardware: one CPU machine (2 cores). The table it printed and how long it
+took, with the date and the machine: README.md, "Validation: does the
+merged proxy predict training?". `:runlocal` (6 references, 3 twins, a
+few steps) is the slow test's reduced variant.
 
 What it does (the paper's Table 2, small): trains the demo's base and
 three components (general, math, code; beta = 0.5) on the offline corpora,
@@ -47,8 +44,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.validate.twins = arg.twins
   # References spread over the simplex (Dirichlet(1)), not around the
   # code-heavy token prior: drawn around the prior they differ less than two
-  # trainings of one mixture do (measured: noise ceiling -0.18, see the
-  # README), and no ranking can be checked.
+  # trainings of one mixture do (their noise ceiling is in the README's
+  # validation section), and no ranking can be checked.
   c.validate.sampler = "uniform"
   c.validate.merge_methods = ("linear", "ties")
   c.validate.betas = (0.0,)

@@ -10,7 +10,7 @@ The curated namespace (`import demix_jax as dx`):
   dx.load_config("demo:runlocal")       a ConfigDict from configs/
   dx.resolve(config) -> dx.RunSpec      typed, validated; errors name fields
   dx.run(config, workdir, stages=...)   the pipeline; {stage: result}
-  dx.MixtureEvaluator.from_run_dirs(base_dir, {name: run_dir}, tokenizer=)
+  dx.from_run_dirs(base_dir, {name: run_dir}, tokenizer=)
                                         score mixtures of your checkpoints
   dx.ComponentStore, dx.MergeSpec, dx.ModelConfig, dx.ConfigError
 
@@ -36,6 +36,8 @@ _EXPORTS = {
     "quiet_logging": ("demix_jax.logs", "quiet_logging"),
     "Workspace": ("demix_jax.workspace", "Workspace"),
     "MixtureEvaluator": ("demix_jax.merging.engine", "MixtureEvaluator"),
+    "Evaluator": ("demix_jax.merging.evaluator", "Evaluator"),
+    "from_run_dirs": ("demix_jax.merging.runs", "from_run_dirs"),
     "ComponentStore": ("demix_jax.merging.store", "ComponentStore"),
     "MergeSpec": ("demix_jax.merging.methods", "MergeSpec"),
     "ModelConfig": ("demix_jax.models", "ModelConfig"),

@@ -24,6 +24,7 @@ from demix_jax.data import sources as sources_lib
 
 def check_unfinished_run(run_dir, config_hash: str, what: str) -> None:
   """A run stopped part-way continues only under the config it began with."""
+  from demix_jax.training import checkpoint_reads  # pylint: disable=g-import-not-at-top  # orbax
   from demix_jax.training import checkpointing  # pylint: disable=g-import-not-at-top  # orbax
 
   # Process 0's view on every process: Orbax's readers synchronise, so all
@@ -33,8 +34,8 @@ def check_unfinished_run(run_dir, config_hash: str, what: str) -> None:
     return
   try:
     saved = checkpointing.read_metadata(run_dir).get("config_hash", "")
-  except checkpointing.CheckpointError:
-    return  # nothing readable: the trainer starts the run afresh
+  except checkpoint_reads.CheckpointError:
+    return  # nothing readable: the restore names the damaged checkpoints
   if saved and saved != config_hash:
     raise ConfigError(
         f"<workdir>/{epath.Path(run_dir).parent.name}",

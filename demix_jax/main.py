@@ -34,6 +34,7 @@ from ml_collections import config_flags
 
 from demix_jax import logs
 from demix_jax.config_lib import ConfigError
+from demix_jax.stages import stage as stage_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -47,8 +48,9 @@ _WORKDIR = flags.DEFINE_string(
 _STAGES = flags.DEFINE_list(
     "stages",
     None,
-    "Stages to run, in order (default: config.stages). Known: base,"
-    " components, search, final, validate, report.",
+    "Stages to run, in order (default: config.stages). Known: "
+    + ", ".join(stage_lib.ORDER)
+    + ".",
 )
 _MULTIHOST = flags.DEFINE_enum(
     "multihost",
@@ -201,7 +203,7 @@ def main(argv):
   from demix_jax import spec as spec_lib  # pylint: disable=g-import-not-at-top
   from demix_jax import storage  # pylint: disable=g-import-not-at-top
   from demix_jax.stages import results as results_lib  # pylint: disable=g-import-not-at-top
-  from demix_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
+  from demix_jax.training import checkpoint_reads  # pylint: disable=g-import-not-at-top
 
   if _want_distributed(_MULTIHOST.value):
     # Reads JAX_NUM_PROCESSES / JAX_PROCESS_ID where JAX cannot detect them.
@@ -224,17 +226,15 @@ def main(argv):
         num_devices=jax.device_count(),
         stages=tuple(_STAGES.value) if _STAGES.value else None,
     )
-    pipeline.preflight(spec, workdir)
-  except ConfigError as e:
-    _fail(EXIT_BAD_INPUT, e)
-  try:
-    result = pipeline.run(spec, workdir)
+    # The run's one Workspace: bad data is refused here, before any stage.
+    ws = pipeline.preflight(spec, workdir)
+    result = pipeline.run(spec, workdir, workspace=ws)
   except pipeline.MissingInputError as e:
     _fail(EXIT_MISSING_INPUT, e)
   except (
       storage.CorruptFileError,  # done.json files, the search state
       results_lib.ResultError,  # a per-run record with missing fields
-      checkpointing.CheckpointError,  # a checkpoint that cannot be read
+      checkpoint_reads.CheckpointError,  # a checkpoint that cannot be read
   ) as e:
     _fail(EXIT_CORRUPT, e)
   except ConfigError as e:

@@ -4,7 +4,7 @@
 The pipeline alone orders the stages, checks their prerequisites, and saves
 and loads their results: each stage's result is written (atomically) to
 `workdir/<stage>/done.json` with the hash of the config fields that change
-it (`RESULT_FIELDS`). A finished stage with the same hash is skipped, so a
+it (its record's `hashed`, `stages/stage.py`). A finished stage with the same hash is skipped, so a
 killed pipeline resumes where it stopped (inside a stage, training runs
 resume from their own Orbax checkpoints and the search from its state
 files). A finished stage with a different hash is refused rather than
@@ -33,81 +33,12 @@ from demix_jax import spec as spec_lib
 from demix_jax import storage
 from demix_jax import workspace as workspace_lib
 from demix_jax.config_lib import ConfigError
-from demix_jax.stages import MODULES
+from demix_jax.evals import sandbox as sandbox_lib
+from demix_jax.evals import scoring
 from demix_jax.stages import common
+from demix_jax.stages import registry
 from demix_jax.stages import results as results_lib
-from demix_jax.training import init_from as init_from_lib
-
-STAGES = spec_lib.STAGES
-# A stage needs the results of these stages...
-REQUIRES = {
-    "base": (),
-    "components": ("base",),
-    "search": ("base", "components"),
-    "final": ("base", "components", "search"),
-    "validate": ("base", "components"),
-    "report": ("search",),
-}
-# ...and reads these when they are finished.
-OPTIONAL = {
-    "validate": ("final",),
-    "report": ("base", "components", "final", "validate"),
-}
-
-# The config fields each stage's result depends on (dotted prefixes).
-# Left out on purpose: train.log_every_steps, train.eval_every_steps,
-# train.checkpoint_every_steps, train.keep_last, train.peak_flops,
-# merge.chunk_size, mesh.*, report.*, stages: they change speed, logging or
-# layout, never a result (the mesh only the order of float sums, see
-# tests/training/test_mesh_equivalence.py). data.worker_count is hashed:
-# Grain's worker processes each read a slice of the documents, so the
-# stream differs from the in-process one (tests/data/test_workers.py).
-_TRAINING = (
-    "seed",
-    "model",
-    "optim",
-    "data.sources",
-    "data.candidates",
-    "data.general",
-    "data.beta",
-    "data.seq_len",
-    "data.pretrain_mixture",
-    "data.max_epochs",
-    "data.on_overrun",
-    "data.normalize_weights",
-    "data.shuffle_seed",
-    "data.worker_count",
-    "data.tokenizer",
-    "data.offline_max_docs",
-    "train.global_batch_size",
-    "train.grad_accum_steps",
-    "train.eval_batches",
-    "base.tokens",
-    "base.init_from",
-)
-_COMPONENTS = _TRAINING + (
-    "components.tokens",
-    "components.budgets",
-    "components.optim",
-)
-_SCORING = _COMPONENTS + (
-    "components.use_budget",
-    "eval",
-    "merge.method",
-    "merge.density",
-    "merge.gamma",
-    "merge.epsilon",
-    "merge.lambda_",
-    "merge.rescale",
-)
-RESULT_FIELDS = {
-    "base": _TRAINING,
-    "components": _COMPONENTS,
-    # The final run's token count sets the epoch caps on alpha.
-    "search": _SCORING + ("search", "final.tokens"),
-    "final": _SCORING + ("search", "final"),
-    "validate": _SCORING + ("search", "final.tokens", "validate"),
-}
+from demix_jax.stages import stage as stage_lib
 
 
 class MissingInputError(RuntimeError):
@@ -122,17 +53,12 @@ class CorruptResultError(storage.CorruptFileError):
   """A done.json cannot be read as its stage's result; names the file."""
 
 
-def stage_hash(spec: spec_lib.RunSpec, stage: str) -> str:
-  return (
-      spec.fields_hash(RESULT_FIELDS[stage]) if stage in RESULT_FIELDS else ""
-  )
-
-
 def load_result(
-    spec: spec_lib.RunSpec, workdir: Any, stage: str
+    spec: spec_lib.RunSpec, workdir: Any, name: str
 ) -> results_lib.Result | None:
-  """The stage's saved result if finished for this config, else None."""
-  path = epath.Path(workdir) / stage / "done.json"
+  """Stage `name`'s saved result if finished for this config, else None."""
+  stage = registry.get(name)
+  path = epath.Path(workdir) / stage.name / "done.json"
   if not path.exists():
     return None
   try:
@@ -140,40 +66,45 @@ def load_result(
     if not isinstance(done, dict):
       raise ValueError("not a JSON object")
     saved_hash = done.pop("config_hash", None)
-    result = results_lib.TYPES[stage].from_json(done, str(path))
+    result = stage.result.from_json(done, str(path))
   except (ValueError, results_lib.ResultError) as e:
     raise CorruptResultError(
-        path, f"{type(e).__name__}: {e}", f"delete it to redo stage {stage!r}"
+        path,
+        f"{type(e).__name__}: {e}",
+        f"delete it to redo stage {stage.name!r}",
     ) from e
-  want = stage_hash(spec, stage)
+  want = stage.config_hash(spec)
   if want and saved_hash != want:
     raise StaleStageError(
-        f"<workdir>/{stage}",
+        f"<workdir>/{stage.name}",
         f"{path} was produced with a different config (fields"
-        f" {RESULT_FIELDS[stage]})",
+        f" {stage.hashed})",
         f"use a new --workdir, or delete {path.parent} to redo it",
     )
   return result
 
 
 def save_result(
-    spec: spec_lib.RunSpec, workdir: Any, stage: str, result: results_lib.Result
+    spec: spec_lib.RunSpec, workdir: Any, name: str, result: results_lib.Result
 ) -> None:
+  """Writes stage `name`'s result as its done.json, with its config hash."""
+  stage = registry.get(name)
   done = result.to_json()
-  if stage in RESULT_FIELDS:
-    done["config_hash"] = stage_hash(spec, stage)
+  if stage.reused:
+    done["config_hash"] = stage.config_hash(spec)
   if multihost.is_writer():
-    storage.atomic_write_json(workdir / stage / "done.json", done)
+    storage.atomic_write_json(workdir / stage.name / "done.json", done)
   # Process 0 wrote it; later stages read it on every process.
-  multihost.barrier(f"done_{stage}")
+  multihost.barrier(f"done_{stage.name}")
 
 
 def preflight(spec: spec_lib.RunSpec, workdir: str) -> workspace_lib.Workspace:
-  """Cheap checks that read files, before any training.
+  """Cheap checks that read files, before any training; the run's Workspace.
 
-  Source files and fields are checked without reading them in full; then
-  the tokenizer and token counts are built (cached for the stages), so bad
-  data fails here, not after the base model trained.
+  Source files and fields are checked without reading them in full; then,
+  when a stage of `spec.stages` reads data, the tokenizer and token counts
+  are built (cached for the stages), so bad data fails here, not after the
+  base model trained. The returned Workspace is the one the stages share.
   """
   from demix_jax.data import sources as sources_lib  # pylint: disable=g-import-not-at-top  # cycle-free but heavy
 
@@ -188,51 +119,76 @@ def preflight(spec: spec_lib.RunSpec, workdir: str) -> workspace_lib.Workspace:
         getattr(e, "problem", None) or str(e),
         getattr(e, "fix", None) or "check the source's paths and fields",
     ) from e
-  if (
-      "base" in spec.stages
-      and not epath.Path(f"{workdir}/base/done.json").exists()
+  for stage in _ordered(spec):
+    if stage.check is not None:
+      # Each stage's own inputs, before any data is read or written.
+      stage.check(spec, workdir)
+  if any(s.reads_data for s in _ordered(spec)) and any(
+      scoring.pass_k(m) is not None for m in spec.eval.domain_metrics.values()
   ):
-    init_from_lib.check(spec.budgets.base_init_from, spec.model)
-  return workspace_lib.Workspace(spec, workdir)
+    # Programs the model writes will run: the isolation tool must work.
+    sandbox_lib.check_isolation(spec.eval.sandbox)
+  ws = workspace_lib.Workspace(spec, workdir)
+  if any(s.reads_data for s in _ordered(spec)):
+    # The data caches under workdir/data (corpora, the tokenizer, token
+    # counts) are shared files: process 0 builds them, then the others read
+    # them.
+    if multihost.is_writer():
+      ws.data.preflight()
+    multihost.barrier("data_caches")
+    ws.data.preflight()
+    ws.bounds.alpha_bounds()  # constraints feasible under the epoch caps
+  return ws
 
 
-def save_config(spec: spec_lib.RunSpec, workdir: str) -> None:
+def save_config(ws: workspace_lib.Workspace) -> None:
   """Writes the config to workdir/config.json (process 0 only)."""
   if multihost.is_writer():
-    path = workspace_lib.Workspace(spec, workdir).workdir / "config.json"
-    storage.atomic_write_json(path, dict(spec.config))
+    storage.atomic_write_json(ws.workdir / "config.json", dict(ws.spec.config))
 
 
-def _inputs(ws, spec, stage, have: Mapping[str, results_lib.Result]):
+def _ordered(spec: spec_lib.RunSpec) -> list[stage_lib.Stage]:
+  return [s for s in registry.STAGES if s.name in spec.stages]
+
+
+def _missing(need: str, workdir: Any) -> MissingInputError:
+  return MissingInputError(
+      f"stage {need!r} has not finished in {workdir}: run it first"
+      f" (--stages={need}) or run the whole pipeline"
+  )
+
+
+def _inputs(ws, stage: stage_lib.Stage, have: Mapping[str, Any]):
+  """The stage's required results, then the optional ones that exist."""
   res = {}
-  for need in REQUIRES[stage]:
-    r = have.get(need) or load_result(spec, ws.workdir, need)
-    if r is None:
-      raise MissingInputError(
-          f"stage {need!r} has not finished in {ws.workdir}: run it first"
-          f" (--stages={need}) or run the whole pipeline"
-      )
-    res[need] = r
-  for opt in OPTIONAL.get(stage, ()):
-    r = have.get(opt) or load_result(spec, ws.workdir, opt)
+  for name in stage.requires + stage.optional:
+    r = have.get(name) or load_result(ws.spec, ws.workdir, name)
+    if r is None and name in stage.requires:
+      raise _missing(name, ws.workdir)
     if r is not None:
-      res[opt] = r
-  if stage == "report":  # the summary's cost table lists search first
-    res = {"search": res["search"], **res}
-  return common.Inputs(ws=ws, results=res, config_hash=stage_hash(spec, stage))
+      res[name] = r
+  return common.Inputs(
+      ws=ws, results=res, config_hash=stage.config_hash(ws.spec)
+  )
 
 
 def run(
     config: ml_collections.ConfigDict | spec_lib.RunSpec,
     workdir: str,
     stages: Sequence[str] | None = None,
+    *,
+    workspace: workspace_lib.Workspace | None = None,
 ) -> dict[str, results_lib.Result]:
   """Runs the requested stages in order.
 
   Args:
     config: the pipeline config, or a RunSpec already resolved from it.
     workdir: output directory (local or gs://).
-    stages: subset of STAGES, run in pipeline order (default: the config's).
+    stages: subset of `stage.ORDER`, run in pipeline order (default: the
+      config's).
+    workspace: the run's Workspace from `preflight(spec, workdir)` when the
+      caller ran it already (the CLI does, to report bad data first);
+      otherwise preflight runs here.
 
   Returns:
     {stage: its result} for the stages run or skipped.
@@ -247,39 +203,36 @@ def run(
         num_devices=jax.device_count(),
         stages=tuple(stages) if stages else None,
     )
-  ws = preflight(spec, workdir)
-  save_config(spec, workdir)
-  ordered = [s for s in STAGES if s in spec.stages]
-  if set(ordered) - {"report"}:
-    # The data caches under workdir/data (corpora, the tokenizer, token
-    # counts) are shared files: process 0 builds them, then the others read
-    # them. Building them here also finds bad data before any training.
-    if multihost.is_writer():
-      ws.preflight()
-    multihost.barrier("data_caches")
-    ws.preflight()
+  if workspace is not None and workspace.spec is not spec:
+    raise ValueError(
+        "workspace: built for another RunSpec; pass the one"
+        " preflight(spec, workdir) returned for this spec, or none"
+    )
+  ws = workspace or preflight(spec, workdir)
+  save_config(ws)
+  ordered = _ordered(spec)
   # The first stage's inputs must exist (later ones are produced here).
+  names = {s.name for s in ordered}
   for s in ordered:
-    for need in REQUIRES[s]:
-      if need not in ordered and load_result(spec, ws.workdir, need) is None:
-        raise MissingInputError(
-            f"stage {need!r} has not finished in {ws.workdir}: run it first"
-            f" (--stages={need}) or run the whole pipeline"
-        )
+    for need in s.requires:
+      if need not in names and (load_result(spec, ws.workdir, need) is None):
+        raise _missing(need, ws.workdir)
   out: dict[str, results_lib.Result] = {}
   for s in ordered:
-    done = load_result(spec, ws.workdir, s) if s != "report" else None
+    done = load_result(spec, ws.workdir, s.name) if s.reused else None
     if done is not None:
-      logging.info("stage %s: complete, skipping", s)
+      logging.info("stage %s: complete, skipping", s.name)
       if jax.process_index() == 0:
-        print(f"[{s}] complete, skipped ({ws.workdir / s / 'done.json'})")
-      out[s] = done
+        print(
+            f"[{s.name}] complete, skipped ({ws.workdir / s.name / 'done.json'})"
+        )
+      out[s.name] = done
       continue
-    logging.info("stage %s: starting", s)
+    logging.info("stage %s: starting", s.name)
     t0 = time.time()
-    result = MODULES[s].run(spec, _inputs(ws, spec, s, out))
+    result = s.run(spec, _inputs(ws, s, out))
     result = dataclasses.replace(result, seconds=time.time() - t0)
-    save_result(spec, ws.workdir, s, result)
-    out[s] = result
-    logging.info("stage %s: done in %.1f s", s, result.seconds)
+    save_result(spec, ws.workdir, s.name, result)
+    out[s.name] = result
+    logging.info("stage %s: done in %.1f s", s.name, result.seconds)
   return out

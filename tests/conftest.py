@@ -1,8 +1,8 @@
 """Test setup: 4 fake CPU devices, set before JAX starts its backend.
 
 With more fake devices than cores, XLA:CPU collectives can deadlock when
-steps are dispatched back to back; the trainer blocks on every step on CPU,
-and tests keep meshes small.
+steps are dispatched back to back (docs/platform_notes.md, cpu-deadlock);
+the trainer blocks on every step on CPU, and tests keep meshes small.
 """
 
 import os

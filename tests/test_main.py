@@ -1,6 +1,7 @@
 """CLI tests: the entry point runs, writes config.json and rejects bad input."""
 
 import json
+import os
 
 import pytest
 

@@ -1,7 +1,7 @@
 """Two local processes x 2 CPU devices run the pipeline like a 4-chip slice.
 
 Each process is started like a worker of a pod slice: `jax.distributed`
-over 127.0.0.1 (CPU collectives use gloo, env.md 3h), with
+over 127.0.0.1 (CPU collectives use gloo, docs/platform_notes.md), with
 JAX_NUM_PROCESSES / JAX_PROCESS_ID naming the process (main.py passes them
 to `jax.distributed.initialize`). The global mesh (data=4) equals the
 single-process run's with 4 fake devices, so the found mixture and the final

@@ -5,7 +5,7 @@ undecodable files, records without text, a tokenizer that cannot reach its
 size, a tokenizer file that is not a model or is larger than the model's
 vocabulary, a damaged tokenizer cache. Each must raise a ConfigError that
 names the field (or, for a damaged cache, a CorruptFileError that names the
-file) from `resolve` + `pipeline.preflight` + `Workspace.preflight`, which is
+file) from `resolve` + `pipeline.preflight` (the data checks included), which is
 exactly what the CLI runs before the first stage; the CLI test at the end
 checks the exit code and that nothing was trained.
 """
@@ -83,9 +83,7 @@ def _config(d, code="code.jsonl", **data_overrides):
 
 def _preflight(config, workdir):
   spec = spec_lib.resolve(config, num_devices=1)
-  ws = pipeline.preflight(spec, str(workdir))
-  ws.preflight()
-  return ws
+  return pipeline.preflight(spec, str(workdir))
 
 
 # (name, code file, overrides, error field, words in the message)
@@ -206,8 +204,8 @@ def test_tokenizer_larger_than_the_model(data, tmp_path):
   """A tokenizer file of 512 pieces for a model of 400 rows is refused."""
   d, _ = data
   ws = _preflight(_config(d), tmp_path / "first")
-  model = ws.data_dir / "tokenizer.model"
-  assert ws.vocab.vocab_size == 512
+  model = ws.data.data_dir / "tokenizer.model"
+  assert ws.data.vocab.vocab_size == 512
   config = _config(
       d,
       **{
@@ -224,13 +222,13 @@ def test_tokenizer_larger_than_the_model(data, tmp_path):
   ok = _preflight(
       _config(d, **{"data.tokenizer.path": str(model)}), tmp_path / "third"
   )
-  assert ok.vocab.fingerprint == ws.vocab.fingerprint
+  assert ok.data.vocab.fingerprint == ws.data.vocab.fingerprint
 
 
 def test_damaged_tokenizer_cache_is_named(data, tmp_path):
   d, _ = data
   ws = _preflight(_config(d), tmp_path)
-  model = ws.data_dir / "tokenizer.model"
+  model = ws.data.data_dir / "tokenizer.model"
   blob = model.read_bytes()
   model.write_bytes(blob[: len(blob) // 2])
   with pytest.raises(storage.CorruptFileError) as err:

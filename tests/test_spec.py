@@ -252,7 +252,7 @@ def test_spec_is_typed_and_frozen():
 
 
 def test_result_hashes_ignore_speed_and_logging_fields():
-  from demix_jax import pipeline  # pylint: disable=g-import-not-at-top
+  from demix_jax.stages import registry  # pylint: disable=g-import-not-at-top
 
   a = spec_lib.resolve(demo.get_config("runlocal"))
   config = _config()
@@ -263,18 +263,20 @@ def test_result_hashes_ignore_speed_and_logging_fields():
   b = spec_lib.resolve(config)
   config["search"]["temperature"] = 0.5
   c = spec_lib.resolve(config)
-  for stage in pipeline.RESULT_FIELDS:
-    assert pipeline.stage_hash(a, stage) == pipeline.stage_hash(b, stage)
-  assert pipeline.stage_hash(a, "components") == pipeline.stage_hash(
-      c, "components"
-  )
-  assert pipeline.stage_hash(a, "search") != pipeline.stage_hash(c, "search")
+  for stage in (s for s in registry.STAGES if s.reused):
+    assert stage.config_hash(a) == stage.config_hash(b)
+  assert registry.get("components").config_hash(a) == registry.get(
+      "components"
+  ).config_hash(c)
+  assert registry.get("search").config_hash(a) != registry.get(
+      "search"
+  ).config_hash(c)
   # Worker processes read other documents (tests/data/test_workers.py).
   config = _config()
   config["data"]["worker_count"] = 2
   d = spec_lib.resolve(config)
-  for stage in pipeline.RESULT_FIELDS:
-    assert pipeline.stage_hash(a, stage) != pipeline.stage_hash(d, stage)
+  for stage in (s for s in registry.STAGES if s.reused):
+    assert stage.config_hash(a) != stage.config_hash(d)
 
 
 def test_cli_refuses_before_work(tmp_path, cli):
@@ -322,7 +324,7 @@ def test_paper_configs_use_the_paper_metrics(name):
 
 
 def test_generation_fields_are_read_and_hashed():
-  from demix_jax import pipeline  # pylint: disable=g-import-not-at-top
+  from demix_jax.stages import registry  # pylint: disable=g-import-not-at-top
 
   config = _config()
   a = spec_lib.resolve(config)
@@ -341,7 +343,9 @@ def test_generation_fields_are_read_and_hashed():
     config = _config()
     _set(config, f"eval.generation.{path}", value)
     b = spec_lib.resolve(config)
-    assert pipeline.stage_hash(a, "search") != pipeline.stage_hash(b, "search")
-    assert pipeline.stage_hash(a, "components") == pipeline.stage_hash(
-        b, "components"
-    )
+    assert registry.get("search").config_hash(a) != registry.get(
+        "search"
+    ).config_hash(b)
+    assert registry.get("components").config_hash(a) == registry.get(
+        "components"
+    ).config_hash(b)

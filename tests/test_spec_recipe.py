@@ -53,21 +53,23 @@ def test_bad_recipe_fields_are_named(field, value, match):
 
 
 def test_components_optim_is_hashed_for_the_components_stage():
-  from demix_jax import pipeline  # pylint: disable=g-import-not-at-top
+  from demix_jax.stages import registry  # pylint: disable=g-import-not-at-top
 
   a = _resolve()
   b = _resolve(**{"components.optim.peak_lr": 1e-4})
-  assert pipeline.stage_hash(a, "base") == pipeline.stage_hash(b, "base")
-  assert pipeline.stage_hash(a, "components") != pipeline.stage_hash(
-      b, "components"
-  )
+  assert registry.get("base").config_hash(a) == registry.get(
+      "base"
+  ).config_hash(b)
+  assert registry.get("components").config_hash(a) != registry.get(
+      "components"
+  ).config_hash(b)
 
 
 def _workspace(tmp_path, counts, **over):
   from demix_jax import workspace  # pylint: disable=g-import-not-at-top
 
   ws = workspace.Workspace(_resolve(**over), tmp_path)
-  ws.__dict__["token_counts"] = counts  # a cached_property: no data read
+  ws.data.__dict__["token_counts"] = counts  # a cached_property: no data read
   return ws
 
 
@@ -75,8 +77,8 @@ def test_epoch_caps_assume_the_sum_of_the_token_counts(tmp_path):
   counts = {"general": 1000, "math": 100, "code": 4000}
   ws = _workspace(tmp_path, counts, **{"data.max_epochs": 4.0})
   beta, total = ws.spec.data.beta, 5100
-  assert ws.cap_run_tokens == total
-  b = ws.alpha_bounds()
+  assert ws.bounds.cap_run_tokens == total
+  b = ws.bounds.alpha_bounds()
   cap = dict(zip(ws.candidates, b.upper))
   # The official caps: max_epochs * T_i / (sum T) / (1 - beta), G padded.
   assert cap["math"] == pytest.approx(4 * 100 / total / (1 - beta))
@@ -87,8 +89,8 @@ def test_epoch_caps_assume_the_sum_of_the_token_counts(tmp_path):
   fixed = _workspace(
       tmp_path, counts, **{"search.cap_run_tokens": 100, "data.max_epochs": 4.0}
   )
-  assert fixed.cap_run_tokens == 100
-  assert list(fixed.alpha_bounds().upper) == [1.0, 1.0, 1.0]
+  assert fixed.bounds.cap_run_tokens == 100
+  assert list(fixed.bounds.alpha_bounds().upper) == [1.0, 1.0, 1.0]
 
 
 def test_prior_tokens_set_the_prior_caps_and_natural_mixture(tmp_path):
@@ -99,9 +101,13 @@ def test_prior_tokens_set_the_prior_caps_and_natural_mixture(tmp_path):
       counts,
       **{"search.prior_tokens": {"general": 4100.0}, "data.max_epochs": 4.0},
   )
-  assert ws.prior_tokens == {"general": 4100.0, "math": 100.0, "code": 4000.0}
-  assert ws.natural_alpha["general"] == pytest.approx(0.5)
-  assert ws.cap_run_tokens == 8200
+  assert ws.bounds.prior_tokens == {
+      "general": 4100.0,
+      "math": 100.0,
+      "code": 4000.0,
+  }
+  assert ws.bounds.natural_alpha["general"] == pytest.approx(0.5)
+  assert ws.bounds.cap_run_tokens == 8200
   with pytest.raises(spec_lib.ConfigError, match="search.prior_tokens.wiki"):
     _resolve(**{"search.prior_tokens": {"wiki": 1.0}})
   with pytest.raises(spec_lib.ConfigError, match="search.prior_tokens.math"):

@@ -4,7 +4,7 @@ A weight is the fraction of *training tokens* a source contributes (the
 pipeline mixes full-length packed sequences, so example fractions equal
 token fractions). Zero drops a source; tiny positive weights are kept.
 
-DeMix (paper section 2.7, DESIGN.md section 1):
+DeMix (docs/paper_notes.md, alpha-to-weights):
   * component i trains on D'_i = beta * G + (1 - beta) * D_i; the general
     candidate's component trains on G alone (`component_weights`);
   * a mixture alpha over candidates becomes source weights

@@ -390,7 +390,7 @@ def make_train_iterator(
     process_index: this host (jax.process_index()).
     process_count: hosts (jax.process_count()).
     worker_count: grain worker processes (0 = in-process; workers re-import
-      the main module, see env.md P8).
+      the main module, see docs/platform_notes.md, grain-workers).
     prefetch: batches prefetched by a thread when worker_count == 0.
     read_threads: per-source grain read threads (0 = inline).
 

@@ -318,8 +318,7 @@ class Source:
       train = [d for d in docs if not is_heldout(d, pct)]
       held = [d for d in docs if is_heldout(d, pct)]
     else:
-      # One pass over the records; fine for local files, slow for huge tfds
-      # datasets (give heldout_split there).
+      # One pass over the records (slow for huge tfds: give heldout_split).
       n = len(docs)
       flags = np.fromiter((is_heldout(docs[i], pct) for i in range(n)), bool, n)
       train = readers.RecordTexts(

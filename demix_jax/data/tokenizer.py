@@ -362,7 +362,7 @@ def train_vocab(
   digest = key.hexdigest()
   path, meta = epath.Path(out_path), epath.Path(out_path + ".json")
   if path.exists() and meta.exists():
-    if json.loads(meta.read_text()).get("key") == key:
+    if json.loads(meta.read_text()).get("key") == digest:
       return load_vocab(out_path, kind)
     logging.info("tokenizer cache %s is stale; retraining", out_path)
   if kind == "bpe":
@@ -374,7 +374,7 @@ def train_vocab(
   meta.write_text(
       json.dumps(
           {
-              "key": key,
+              "key": digest,
               "kind": kind,
               "vocab_size": vocab_size,
               "seed": seed,

@@ -21,8 +21,8 @@ Layout of one compiled call (`chunk` mixtures, R rows in batches of B):
 
 The host loops over fixed-size chunks (the last one padded), so M only sets
 the number of calls: one compilation serves the whole search and peak memory
-is set by the chunk size, not by M (env.md 3c: on CPU, small chunks beat a
-full vmap in both speed and memory).
+is set by the chunk size, not by M (on CPU small chunks are as fast as a
+full vmap and far smaller: docs/platform_notes.md, cpu-chunks).
 
 Linear merging is the fast path above. Other methods (TIES, DARE, ...) merge
 the whole tree once per mixture and chunk (`merge_in_forward=False`), which
@@ -48,7 +48,6 @@ from demix_jax.evals import scoring
 from demix_jax.merging import methods
 from demix_jax.merging import nll as nll_lib
 from demix_jax.merging import objective as objective_lib
-from demix_jax.merging import runs as runs_lib
 from demix_jax.merging import store as store_lib
 from demix_jax.models import attention as attention_lib
 from demix_jax.models import transformer
@@ -56,11 +55,6 @@ from demix_jax.models import transformer
 Params = Any
 # Keys of `EvalSuite.batched()` that are not per row batch (not scanned).
 _UNSCANNED = ("slots", "pair_slot")
-# The row NLL functions live in `merging.nll`; importable from here too.
-row_nll = nll_lib.row_nll
-chunked_row_nll = nll_lib.chunked_row_nll
-# Where `make_objective`'s result type lives; importable from here too.
-BoundObjective = objective_lib.BoundObjective
 
 
 def _axes_size(mesh: Mesh, entry) -> int:
@@ -125,7 +119,7 @@ class MixtureEvaluator:
         True for linear, False otherwise).
       vmap_width: mixtures vmapped together inside a device's part of the
         chunk (`lax.map(..., batch_size=vmap_width)` loops over the rest).
-        1 (a sequential loop) is fastest on CPU (env.md 3c); larger widths
+        1 (a sequential loop) suits CPU (docs/platform_notes.md); larger widths
         feed bigger matmuls to accelerators.
     """
     if chunk_size <= 0:
@@ -177,11 +171,6 @@ class MixtureEvaluator:
     self._chunk_fn = jax.jit(self._chunk_impl)
     self._params_fn = jax.jit(self._rows_of_params)
     self._objectives: dict[Any, Callable] = {}
-
-  # The constructor from trained run directories lives with the rest of
-  # "runs as merge inputs" (`runs.from_run_dirs`, where its arguments are
-  # documented); bound here so it reads `MixtureEvaluator.from_run_dirs`.
-  from_run_dirs = classmethod(runs_lib.from_run_dirs)
 
   # ------------------------------------------------------------ compiled
 
@@ -339,6 +328,14 @@ class MixtureEvaluator:
 
   # ---------------------------------------------------------------- API
 
+  def row_nll_evaluator(self) -> MixtureEvaluator:
+    """Itself: every target here comes from the row NLLs."""
+    return self
+
+  def generation_stats(self) -> dict[str, float]:
+    """{}: this evaluator generates no text."""
+    return {}
+
   def _check_alphas(self, alphas) -> np.ndarray:
     a = np.asarray(alphas, np.float32)
     if a.ndim == 1:
@@ -389,7 +386,7 @@ class MixtureEvaluator:
           self._device_rows("mixtures"),
       )
       # np.asarray blocks on every call: back-to-back dispatch can deadlock
-      # XLA:CPU collectives with many fake devices (env.md P1).
+      # XLA:CPU collectives with many fake devices (docs/platform_notes.md).
       # to_numpy gathers the mixture shards held by other hosts.
       out[start : start + n] = multihost.to_numpy(res)[:n]
       if progress is not None:

@@ -1,12 +1,11 @@
 """Generated-text targets (exact match, pass@k) of merged proxies.
 
 `GenerativeEvaluator` is what the pipeline's stages get from
-`Workspace.evaluator` (and `MixtureEvaluator.from_run_dirs`) when a domain
+`Workspace.engines.evaluator` (and `runs.from_run_dirs`) when a domain
 metric in `eval.domain_metrics` is generative (`exact_match`, `pass@1`,
-`pass@k`). It has the `MixtureEvaluator` interface the search, final and
-validate stages use (`targets`, `evaluate`, `evaluate_params`,
-`make_objective`, `store`, `suite`, `domain_metrics`), so those stages need
-no change. Per chunk of mixtures (the inner evaluator's `chunk`):
+`pass@k`). It implements the `merging.evaluator.Evaluator` protocol, as the
+row-NLL `MixtureEvaluator` does, so the stages need not know which one they
+hold. Per chunk of mixtures (the inner evaluator's `chunk`):
 
 1. the row NLLs come from the inner `MixtureEvaluator` (bits per byte of
    every benchmark, accuracies, held-out rows), built over the same
@@ -53,6 +52,7 @@ from demix_jax.evals import passk
 from demix_jax.evals import sandbox as sandbox_lib
 from demix_jax.evals import scoring
 from demix_jax.evals import tasks
+from demix_jax.merging import evaluator as evaluator_lib
 from demix_jax.merging import store as store_lib
 
 
@@ -96,6 +96,9 @@ class GenerativeEvaluator:
       math_timeout_s: float = 3.0,
   ):
     self.inner = inner
+    # The same components and rows as the inner evaluator's.
+    self.store = inner.store
+    self.suite = inner.suite
     self.domain_metrics = dict(domain_metrics)
     self.targets = scoring.target_names(inner.suite, self.domain_metrics)
     self.generation = generation
@@ -136,46 +139,9 @@ class GenerativeEvaluator:
     self.stats: dict[str, Any] = collections.Counter()
     self.last_reasons: dict[str, collections.Counter] = {}
 
-  # ------------------------------------------------- the inner evaluator
-  @property
-  def store(self):
-    return self.inner.store
-
-  @property
-  def suite(self):
-    return self.inner.suite
-
-  @property
-  def cfg(self):
-    return self.inner.cfg
-
-  @property
-  def spec(self):
-    return self.inner.spec
-
-  @property
-  def chunk(self) -> int:
-    return self.inner.chunk
-
-  @property
-  def mesh(self):
-    return self.inner.mesh
-
-  @property
-  def rules(self):
-    return self.inner.rules
-
-  def lower_chunk(self):
-    """The row-NLL chunk program, lowered (see `MixtureEvaluator`)."""
-    return self.inner.lower_chunk()
-
-  def evaluate_nll(self, alphas, progress=None) -> np.ndarray:
-    """Row NLL sums [M, R] only (no generation)."""
-    return self.inner.evaluate_nll(alphas, progress)
-
-  def evaluate_params_nll(self, params) -> np.ndarray:
-    """Row NLL sums [R] of one model only (no generation)."""
-    return self.inner.evaluate_params_nll(params)
+  def row_nll_evaluator(self) -> evaluator_lib.Evaluator:
+    """The inner row-NLL `MixtureEvaluator` (no generation)."""
+    return self.inner
 
   # ------------------------------------------------------------ scoring
   @property
@@ -266,7 +232,7 @@ class GenerativeEvaluator:
       {target name: float64 [M]}; names in `self.targets`.
     """
     a = self._check(alphas)
-    m, c = a.shape[0], self.chunk
+    m, c = a.shape[0], self.inner.chunk
     nll = np.zeros((m, self.suite.n_rows), np.float32)
     gen = {t: np.zeros(m) for t in self.generative_targets}
     for start in range(0, m, c):

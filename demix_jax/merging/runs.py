@@ -1,6 +1,6 @@
 """Trained run directories as merge inputs: model, tokenizer, rows.
 
-`MixtureEvaluator.from_run_dirs` builds everything from the runs alone: the
+`from_run_dirs` builds an evaluator from the runs alone: the
 trainer records the model config, sequence length and tokenizer fingerprint
 in every checkpoint, so no pipeline workdir or config is needed. The checks
 here run on metadata only (no arrays are read), so a wrong tokenizer or a
@@ -19,6 +19,8 @@ from demix_jax.data import tokenizer as tokenizer_lib
 from demix_jax.evals import benchmarks as bench_lib
 from demix_jax.evals import rows as rows_lib
 from demix_jax.evals import sandbox as sandbox_lib
+from demix_jax.merging import engine
+from demix_jax.merging import evaluator as evaluator_lib
 from demix_jax.merging import generative
 from demix_jax.merging import methods
 from demix_jax.merging import store as store_lib
@@ -62,7 +64,7 @@ def check_runs(
     ValueError: no components, components of different models than the
       base, or a run trained with another tokenizer
       (`tokenizer.TokenizerMismatchError`, a ValueError).
-    checkpointing.CheckpointError: a run without (readable) checkpoints.
+    checkpoint_reads.CheckpointError: a run without (readable) checkpoints.
   """
   if not components:
     raise ValueError("from_run_dirs needs at least one component run")
@@ -147,7 +149,6 @@ def load_store(
 
 
 def from_run_dirs(
-    cls: type,
     base_dir: str,
     components: Mapping[str, str],
     *,
@@ -168,16 +169,15 @@ def from_run_dirs(
     cache_dir: str | None = None,
     generation: Any = None,
     sandbox: Any = None,
-) -> Any:
+) -> evaluator_lib.Evaluator:
   """An evaluator over checkpoints you trained, from their run dirs alone.
 
-  Bound as the classmethod `MixtureEvaluator.from_run_dirs` (`cls` is the
-  evaluator class). The model config and sequence length come from the checkpoints'
+  The model config and sequence length come from the checkpoints'
   metadata (the trainer records them), and the tokenizer is checked
   against the fingerprint recorded there before any parameter is read,
   so mixtures of your own runs score without a pipeline workdir:
 
-    ev = MixtureEvaluator.from_run_dirs(
+    ev = from_run_dirs(
         base, {"general": d1, "code": d2}, tokenizer="tok.model")
     ev.evaluate(np.array([[0.5, 0.5]]))
 
@@ -210,8 +210,8 @@ def from_run_dirs(
     sandbox: `evals.sandbox.SandboxLimits` for the code benchmarks.
 
   Returns:
-    The evaluator: a `merging.generative.GenerativeEvaluator` around it
-    when a domain metric is generative.
+    The `engine.MixtureEvaluator`, or a `generative.GenerativeEvaluator`
+    around it when a domain metric is generative.
 
   Raises:
     ValueError: a tokenizer other than the runs' (TokenizerMismatchError),
@@ -248,7 +248,7 @@ def from_run_dirs(
   )
   if not isinstance(method, methods.MergeSpec):
     method = methods.MergeSpec(method, seed=seed)
-  inner = cls(
+  inner = engine.MixtureEvaluator(
       model_cfg,
       store,
       suite,

@@ -1,1 +1,1 @@
-"""Report: summary.json, report.md and the plots a researcher looks at."""
+"""Report plots: the figures a researcher looks at (report.md links them)."""

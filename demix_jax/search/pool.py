@@ -42,6 +42,10 @@ _EPS = 1e-9
 CAPS = ("hard", "official")
 
 
+# The pool samplers `sample_pool` draws with (see the module doc).
+SAMPLERS = ("demix", "uniform")
+
+
 @dataclasses.dataclass(frozen=True)
 class Bounds:
   """Per-candidate bounds on the mixture weights.
@@ -402,9 +406,7 @@ def _draw(
     s = grid[rng.integers(0, len(grid), size=n)]
     g = rng.standard_gamma(s[:, None] * prior[None, :])
   else:
-    raise ValueError(
-        f"unknown sampler {cfg.sampler!r}; use 'demix' or " "'uniform'"
-    )
+    raise ValueError(f"unknown sampler {cfg.sampler!r}; use one of {SAMPLERS}")
   ssum = g.sum(axis=1, keepdims=True)
   # Tiny concentrations can underflow every gamma draw to 0: such a row is a
   # vertex in the limit, which argmax recovers.

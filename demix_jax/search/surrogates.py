@@ -46,7 +46,7 @@ class LGBMParams:
   num_iterations: int = 300
   seed: int = 42
   # One thread: on a few hundred rows OpenMP's spin-waits cost more than
-  # they save (measured 15x slower with 2 threads on a busy 2-core host).
+  # they save, most of all on a busy host.
   num_threads: int = 1
   min_data_in_leaf: int | None = None  # None: min(20, max(2, n // 10))
   extra: Mapping[str, float | int | str] = dataclasses.field(
@@ -236,6 +236,10 @@ class EnsembleSurrogate(Surrogate):
     return preds.mean(0), preds.std(0)
 
 
+# The surrogate names `make_surrogate` builds ("auto" picks by data size).
+KINDS = ("lightgbm", "ridge", "gp", "ensemble", "auto")
+
+
 def resolve_kind(kind: str, n_points: int) -> str:
   """The surrogate `kind` stands for with `n_points` training points.
 
@@ -263,10 +267,7 @@ def make_surrogate(
     return GPSurrogate()
   if kind == "ensemble":
     return EnsembleSurrogate(params)
-  raise ValueError(
-      f"unknown surrogate {kind!r}; use lightgbm, ridge, gp, "
-      "ensemble or auto"
-  )
+  raise ValueError(f"unknown surrogate {kind!r}; use one of {KINDS}")
 
 
 # The one Spearman of the package: NaN where undefined (see demix_jax.stats).

@@ -29,13 +29,9 @@ from demix_jax.spec import sections
 from demix_jax.spec.evaluation import static_targets
 from demix_jax.spec.sections import library_error_field
 from demix_jax.spec.types import BASELINES
-from demix_jax.spec.types import LOGICAL_AXES
 from demix_jax.spec.types import NORMALIZE
 from demix_jax.spec.types import REPORT_FORMATS
-from demix_jax.spec.types import SAMPLERS
 from demix_jax.spec.types import SEARCH_METHODS
-from demix_jax.spec.types import STAGES
-from demix_jax.spec.types import SURROGATES
 from demix_jax.spec.types import BudgetSpec
 from demix_jax.spec.types import DataSpec
 from demix_jax.spec.types import EvalSpec
@@ -47,6 +43,7 @@ from demix_jax.spec.types import SearchSpec
 from demix_jax.spec.types import TokenizerSpec
 from demix_jax.spec.types import TrainSpec
 from demix_jax.spec.types import ValidateSpec
+from demix_jax.stages import stage as stage_lib
 
 
 def resolve(
@@ -76,12 +73,14 @@ def resolve(
   r = config_lib.Reader(config)
   seed = r.int("seed", 0)
   if stages is None:
-    stages = r.names("stages", STAGES, empty=False)
+    stages = r.names("stages", stage_lib.ORDER, empty=False)
   else:
     for s in stages:
-      if s not in STAGES:
+      if s not in stage_lib.ORDER:
         raise ConfigError(
-            "stages", f"unknown stage {s!r}", f"use names from {STAGES}"
+            "stages",
+            f"unknown stage {s!r}",
+            f"use names from {stage_lib.ORDER}",
         )
   model = sections.model(r)
   mesh = sections.mesh(r, num_devices)
@@ -125,16 +124,12 @@ __all__ = [
     "DataSpec",
     "EvalSpec",
     "FinalSpec",
-    "LOGICAL_AXES",
     "MergeSettings",
     "MeshSpec",
     "NORMALIZE",
     "REPORT_FORMATS",
     "RunSpec",
-    "SAMPLERS",
     "SEARCH_METHODS",
-    "STAGES",
-    "SURROGATES",
     "SearchSpec",
     "TokenizerSpec",
     "TrainSpec",

@@ -73,7 +73,7 @@ def search(
     )
   pool = pool_lib.PoolConfig(
       size=r.int("search.pool_size", 8),
-      sampler=r.choice("search.sampler", types.SAMPLERS),
+      sampler=r.choice("search.sampler", pool_lib.SAMPLERS),
       temperature=r.float("search.temperature", 0.0, open_low=True),
       concentration_range=(float(lo), float(hi)),
       concentration_count=r.int("search.concentration_count"),
@@ -92,7 +92,7 @@ def search(
       rounds=n_rounds,
       top_region=r.float("search.top_region", 0.0, open_low=True),
       final_topk=r.int("search.final_topk"),
-      surrogate=r.choice("search.surrogate", types.SURROGATES),
+      surrogate=r.choice("search.surrogate", surrogates.KINDS),
       exploration=r.float("search.exploration", 0.0),
       lgbm=surrogates.LGBMParams(
           learning_rate=r.float(
@@ -242,7 +242,7 @@ def validate(
   return types.ValidateSpec(
       num_references=n_refs,
       twins=twins,
-      sampler=r.choice("validate.sampler", ("search",) + types.SAMPLERS),
+      sampler=r.choice("validate.sampler", ("search",) + pool_lib.SAMPLERS),
       reference_tokens=ref or budgets.component_tokens,
       proxy_fractions=tuple(float(f) for f in fractions),
       merge_methods=r.names(

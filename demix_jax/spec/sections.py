@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from typing import Mapping
 
 from demix_jax import config_lib
@@ -15,10 +16,9 @@ from demix_jax.data import sources as sources_lib
 from demix_jax.data import text_sample
 from demix_jax.data import tokenizer as tokenizer_lib
 from demix_jax.merging import methods as merge_methods
-from demix_jax.models import attention as attention_lib
-from demix_jax.models import memory as memory_lib
 from demix_jax.spec import types
 from demix_jax.training import optim as optim_lib
+from demix_jax.training import sharding as sharding_lib
 
 
 def lib(field: str, fix: str, fn, *args, **kwargs):
@@ -61,6 +61,12 @@ def library_error_field(e: Exception, default: str) -> str:
 
 
 def model(r: config_lib.Reader) -> models.ModelConfig:
+  """The ModelConfig: types read here, its rules checked by ModelConfig.
+
+  ModelConfig validates itself (divisibility, dtypes, remat policies,
+  attention implementations); its errors name the field (`model.<name>`
+  first in the message), which becomes the ConfigError's field.
+  """
   d = r.mapping("model")
   for key in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads"):
     r.int(f"model.{key}")
@@ -69,26 +75,17 @@ def model(r: config_lib.Reader) -> models.ModelConfig:
   r.float("model.rope_theta", 0.0, open_low=True)
   r.float("model.norm_eps", 0.0, 1.0, open_low=True, open_high=True)
   r.bool("model.tie_embeddings")
-  r.choice("model.dtype", ("float32", "bfloat16"))
-  r.choice("model.param_dtype", ("float32", "bfloat16"))
-  if "remat" in d and not isinstance(d["remat"], bool):
-    r.choice("model.remat", memory_lib.REMAT_POLICIES)
-  if "attention" in d:
-    r.choice("model.attention", attention_lib.IMPLEMENTATIONS)
   if "loss_chunk" in d:
     r.int("model.loss_chunk", 0)
-  if d["n_heads"] % d["n_kv_heads"]:
+  try:
+    return models.ModelConfig.from_dict(d)
+  except (ValueError, TypeError) as e:
+    named = re.match(r"model\.(\w+)", str(e))
     raise ConfigError(
-        "model.n_kv_heads",
-        f"{d['n_kv_heads']} does not divide n_heads={d['n_heads']}",
-        "use a divisor of n_heads (grouped-query attention)",
-    )
-  return lib(
-      "model",
-      "use the fields of demix_jax.models.ModelConfig",
-      models.ModelConfig.from_dict,
-      d,
-  )
+        f"model.{named.group(1)}" if named else "model",
+        str(e),
+        "use the fields of demix_jax.models.ModelConfig",
+    ) from e
 
 
 def mesh(r: config_lib.Reader, num_devices: int | None) -> types.MeshSpec:
@@ -116,11 +113,11 @@ def mesh(r: config_lib.Reader, num_devices: int | None) -> types.MeshSpec:
           f"mesh.rules[{i}]", f"{rule!r} is not a pair", "use (logical, mesh)"
       )
     name, target = rule
-    if name not in types.LOGICAL_AXES:
+    if name not in sharding_lib.LOGICAL_NAMES:
       raise ConfigError(
           f"mesh.rules[{i}]",
           f"unknown logical axis {name!r}",
-          f"use one of {types.LOGICAL_AXES}",
+          f"use one of {sharding_lib.LOGICAL_NAMES}",
       )
     targets = (
         ()

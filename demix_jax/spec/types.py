@@ -18,26 +18,10 @@ from demix_jax.search import pool as pool_lib
 from demix_jax.search import rounds as rounds_lib
 from demix_jax.training import optim as optim_lib
 
-STAGES = ("base", "components", "search", "final", "validate", "report")
-SURROGATES = ("lightgbm", "ridge", "gp", "ensemble", "auto")
-SAMPLERS = ("demix", "uniform")
 SEARCH_METHODS = ("surrogate", "gradient")
 BASELINES = ("natural",)
 NORMALIZE = ("error", "warn", "silent")
 REPORT_FORMATS = ("png", "pdf", "svg")
-# Logical axis names the model and the engine constrain (mesh.rules keys).
-LOGICAL_AXES = (
-    "batch",
-    "mixtures",
-    "embed",
-    "mlp",
-    "heads",
-    "kv",
-    "vocab",
-    "layers",
-    "length",
-    "components",
-)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,6 +20,8 @@ from demix_jax.interop import hf as hf_lib
 from demix_jax.interop import hf_config
 from demix_jax.stages import common
 from demix_jax.stages import results
+from demix_jax.stages import stage as stage_lib
+from demix_jax.training import init_from as init_from_lib
 
 NAME = "base"
 
@@ -33,7 +35,7 @@ def _start_dir(spec: spec_lib.RunSpec, ws) -> str:
   # match the model before anything trains, then import it once.
   try:
     hf_config.check_config(src, spec.model)
-    hf_config.check_vocab(src, spec.model, ws.vocab)
+    hf_config.check_vocab(src, spec.model, ws.data.vocab)
   except hf_config.HFCheckpointError as e:
     raise ConfigError(
         "base.init_from",
@@ -58,7 +60,7 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.BaseResult:
     )
   run_dir = ws.workdir / "base" / "run"
   bar = progress_lib.Progress(NAME, common.steps_of(spec, tokens), "steps")
-  r = ws.train(
+  r = ws.recipe.train(
       run_dir,
       weights,
       tokens,
@@ -76,3 +78,22 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.BaseResult:
       eval=r.eval_metrics,
       mixture=weights,
   )
+
+
+def check(spec: spec_lib.RunSpec, workdir: str) -> None:
+  """base.init_from is readable and fits the model, before any data work.
+
+  Skipped once the base has finished (its result is reused then).
+  """
+  if not (epath.Path(workdir) / NAME / "done.json").exists():
+    init_from_lib.check(spec.budgets.base_init_from, spec.model)
+
+
+STAGE = stage_lib.Stage(
+    name=NAME,
+    requires=(),
+    result=results.BaseResult,
+    run=run,
+    hashed=stage_lib.TRAINING,
+    check=check,
+)

@@ -11,13 +11,25 @@ from demix_jax import storage
 from demix_jax import workspace as workspace_lib
 from demix_jax.stages import results as results_lib
 
+# Seed offsets, one range per kind of run, so that no two runs of a
+# pipeline share a data order or a step seed: a run trains with
+# `seed + offset` and draws data with `data.shuffle_seed + offset`, where
+# offset = the kind's base + the run's index (the base run: 0).
+COMPONENT_SEED = 1  # + candidate index
+FINAL_SEED = 100  # + final run index
+REFERENCE_SEED = 1000  # + reference index (validate)
+TWIN_SEED = 500_000  # + reference index (validate's noise-ceiling twins)
+# The validation's reference mixtures are drawn with `seed +` this (the
+# search's pool with `seed` itself).
+REFERENCE_POOL_SEED = 7919
+
 
 @dataclasses.dataclass(frozen=True)
 class Inputs:
   """A stage's inputs: the shared workspace and the results it requires.
 
   `results` holds exactly the finished prerequisite stages the pipeline
-  loaded (see pipeline.REQUIRES), plus optional ones that exist (the report
+  loaded (its record's `requires`), plus `optional` ones that exist (the report
   reads the final and validate results when they are there).
   """
 
@@ -49,12 +61,3 @@ def write_json(path: Any, obj: Any) -> None:
   """A stage's own bookkeeping file (process 0 writes, atomically)."""
   if jax.process_index() == 0:
     storage.atomic_write_json(path, obj)
-
-
-def nll_evaluator(ev: Any) -> Any:
-  """The row-NLL evaluator inside a generative one (itself otherwise).
-
-  The loss barriers are measured on held-out bits per byte: decoding text
-  at every barrier point would cost as much as the search itself.
-  """
-  return getattr(ev, "inner", ev)

@@ -15,6 +15,7 @@ from demix_jax import storage
 from demix_jax.data import mixture as mixture_lib
 from demix_jax.stages import common
 from demix_jax.stages import results
+from demix_jax.stages import stage as stage_lib
 
 NAME = "components"
 
@@ -45,14 +46,14 @@ def train_components(
       bar.update(per_run * (i + 1))
       continue
     weights = mixture_lib.component_weights(cand, spec.data.general, beta)
-    r = ws.train(
+    r = ws.recipe.train(
         run_dir,
         weights,
         tokens,
         what=f"{what} {cand}",
         budgets=spec.budgets.component_budgets,
         init_from=base.run_dir,
-        seed_offset=1 + i,
+        seed_offset=common.COMPONENT_SEED + i,
         config_hash=inputs.config_hash,
         progress=lambda s, i=i: bar.update(per_run * i + s),
         optim=spec.component_optim,
@@ -82,3 +83,12 @@ def run(
   return results.ComponentsResult(
       components=comps, tokens=sum(c.tokens for c in comps.values())
   )
+
+
+STAGE = stage_lib.Stage(
+    name=NAME,
+    requires=("base",),
+    result=results.ComponentsResult,
+    run=run,
+    hashed=stage_lib.COMPONENTS,
+)

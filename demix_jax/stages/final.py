@@ -14,6 +14,7 @@ from demix_jax import spec as spec_lib
 from demix_jax import storage
 from demix_jax.stages import common
 from demix_jax.stages import results
+from demix_jax.stages import stage as stage_lib
 
 NAME = "final"
 
@@ -25,7 +26,9 @@ def mixtures(
   runs = {"demix": dict(inputs.results["search"].source_weights)}
   for name in spec.final.baselines:
     if name == "natural":
-      runs["natural"] = inputs.ws.source_weights(inputs.ws.natural_alpha)
+      runs["natural"] = inputs.ws.bounds.source_weights(
+          inputs.ws.bounds.natural_alpha
+      )
   for name, mix in spec.final.fixed_mixtures.items():
     runs[name] = dict(mix)
   return runs
@@ -50,18 +53,20 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.FinalResult:
       )
       bar.update(per_run * (i + 1))
       continue
-    r = ws.train(
+    r = ws.recipe.train(
         run_dir,
         weights,
         tokens,
         what=f"final run {name}",
         init_from=base.run_dir,
-        seed_offset=100 + i,
+        seed_offset=common.FINAL_SEED + i,
         config_hash=inputs.config_hash,
         progress=lambda s, i=i: bar.update(per_run * i + s),
     )
     if ev is None:
-      ev = ws.evaluator(base.run_dir, comps.run_dirs(), spec.budgets.use_budget)
+      ev = ws.engines.evaluator(
+          base.run_dir, comps.run_dirs(), spec.budgets.use_budget
+      )
     scores = ev.evaluate_params(r.params)
     out[name] = results.FinalRun(
         run_dir=str(run_dir),
@@ -75,3 +80,12 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.FinalResult:
   return results.FinalResult(
       runs=out, tokens=sum(r.tokens for r in out.values())
   )
+
+
+STAGE = stage_lib.Stage(
+    name=NAME,
+    requires=("base", "components", "search"),
+    result=results.FinalResult,
+    run=run,
+    hashed=stage_lib.SCORING + ("search", "final"),
+)

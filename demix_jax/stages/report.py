@@ -7,22 +7,23 @@ last, so it is the last thing a person sees in the terminal.
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import jax
 import numpy as np
 
 from demix_jax import spec as spec_lib
+from demix_jax import stats
 from demix_jax import storage
 from demix_jax.evals import scoring
 from demix_jax.report import plots
-from demix_jax.report import summary as summary_lib
 from demix_jax.search import objective as objective_lib
 from demix_jax.search import surrogates
 from demix_jax.search import table as table_lib
 from demix_jax.stages import common
 from demix_jax.stages import results
+from demix_jax.stages import stage as stage_lib
+from demix_jax.stages import summary as summary_lib
 
 NAME = "report"
 
@@ -31,14 +32,11 @@ def _plots(spec, ws, search, summary, key_targets, out_dir) -> dict[str, str]:
   names = ws.candidates
   alphas, cols, rounds = table_lib.read_proxies(search.proxies_csv, names)
   chosen = np.array([search.alpha[n] for n in names])
-  paths = []
-  gpath = ws.workdir / "search" / "gradient_paths.npy"
-  if gpath.exists():
-    paths = list(np.load(io.BytesIO(gpath.read_bytes())))
+  paths = [np.asarray(p) for p in search.gradient_paths]
   label = {
       "composite": "composite rank (lower is better)",
       "normalized": "change from the base (lower is better)",
-  }.get(search.objective["kind"], search.objective["targets"][0])
+  }.get(search.objective.kind, search.objective.targets[0])
   pngs = {}
   pngs["landscape"] = plots.mixture_landscape(
       alphas,
@@ -58,7 +56,7 @@ def _plots(spec, ws, search, summary, key_targets, out_dir) -> dict[str, str]:
       cols[t0],
       str(out_dir / "surrogate.png"),
       label=t0,
-      rho=surrogates.spearman(pred, cols[t0]),
+      rho=stats.spearman(pred, cols[t0]),
   )
   obj = cols["objective"]
   best = {
@@ -70,21 +68,19 @@ def _plots(spec, ws, search, summary, key_targets, out_dir) -> dict[str, str]:
   pngs["rounds"] = plots.best_per_round(
       best, str(out_dir / "rounds.png"), ylabel=label
   )
-  diag = search.diagnostics or {}
-  if diag.get("delta"):
-    barriers = {
-        tuple(k.split("|")): v for k, v in diag.get("barrier", {}).items()
-    }
+  diag = search.diagnostics
+  if diag["delta"]:
+    barriers = {tuple(k.split("|")): v for k, v in diag["barrier"].items()}
     pngs["components"] = plots.component_diagnostics(
         diag["delta"], barriers, str(out_dir / "components.png")
     )
-  if summary["final"]:
-    table = {"demix": summary["final"], **summary["baselines"]}
+  if summary.final:
+    table = {"demix": summary.final, **summary.baselines}
     pngs["final"] = plots.final_vs_baselines(
         table,
-        summary["key_targets"],
+        summary.key_targets,
         str(out_dir / "final.png"),
-        predicted=summary["merged"],
+        predicted=summary.merged,
     )
   return pngs
 
@@ -127,7 +123,7 @@ def write_mixture(out_dir, spec: spec_lib.RunSpec, search) -> dict[str, str]:
       "general": spec.data.general,
       "beta": spec.data.beta,
       "seq_len": spec.data.seq_len,
-      "objective": dict(search.objective),
+      "objective": search.objective.to_json(),
   }
   paths = {
       "json": str(out_dir / "mixture.json"),
@@ -140,7 +136,11 @@ def write_mixture(out_dir, spec: spec_lib.RunSpec, search) -> dict[str, str]:
   return paths
 
 
-def objective_table(spec: spec_lib.RunSpec, search, final) -> dict[str, Any]:
+def objective_table(
+    spec: spec_lib.RunSpec,
+    search: results.SearchResult,
+    final: results.FinalResult | None,
+) -> dict[str, results.ObjectiveRow]:
   """The search objective for the found mixture and every baseline.
 
   Per run: on the trained model, the normalised mean (mean relative change
@@ -153,7 +153,7 @@ def objective_table(spec: spec_lib.RunSpec, search, final) -> dict[str, Any]:
     return {}
   dm = dict(spec.eval.domain_metrics)
   direction = lambda t: scoring.higher_is_better(t, dm)
-  targets = tuple(search.objective["targets"])
+  targets = search.objective.targets
   weights = spec.search.objective.weights
   norm = objective_lib.ObjectiveSpec(
       targets, "normalized", weights
@@ -168,26 +168,22 @@ def objective_table(spec: spec_lib.RunSpec, search, final) -> dict[str, Any]:
   t_comp = objective_lib.evaluate(trained, comp, direction)
   out = {}
   for i, n in enumerate(names):
-    proxy = (search.proxies or {}).get(n, {})
-    out[n] = {
-        "trained_normalized": float(t_norm[i]),
-        "trained_composite": float(t_comp[i]),
-        "trained_mean": float(np.mean([trained[t][i] for t in targets])),
-        "proxy_normalized": proxy.get("normalized"),
-    }
+    proxy = search.proxies.get(n)  # the found mixture and the baselines
+    out[n] = results.ObjectiveRow(
+        trained_normalized=float(t_norm[i]),
+        trained_composite=float(t_comp[i]),
+        trained_mean=float(np.mean([trained[t][i] for t in targets])),
+        proxy_normalized=None if proxy is None else proxy["normalized"],
+    )
   return out
 
 
 def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.ReportResult:
   ws = inputs.ws
   search = inputs.results["search"]
-  done = {
-      name: {**r.to_json(), "seconds": r.seconds}
-      for name, r in inputs.results.items()
-  }
   out_dir = ws.workdir / "report"
   out_dir.mkdir(parents=True, exist_ok=True)
-  key_targets = list(search.objective["targets"])
+  key_targets = list(search.objective.targets)
   # Sorted: the same order whether the search result came from this process
   # or from its (key-sorted) done.json.
   extra = sorted(
@@ -195,14 +191,17 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.ReportResult:
       for t in next(iter(search.methods.values()))["merged_scores"]
       if t.startswith("heldout/") and t.endswith("/bpb")
   )
-  summary = summary_lib.build_summary(done, key_targets + extra)
-  summary["objectives"] = objective_table(spec, search, inputs.get("final"))
+  summary = summary_lib.build_summary(
+      inputs.results,
+      key_targets + extra,
+      objective_table(spec, search, inputs.get("final")),
+  )
   pngs = {}
   if jax.process_index() == 0:
     pngs = _plots(spec, ws, search, summary, key_targets, out_dir)
     write_mixture(out_dir, spec, search)
     rel = {k: v.rsplit("/", 1)[-1] for k, v in pngs.items()}
-    storage.atomic_write_json(out_dir / "summary.json", summary)
+    storage.atomic_write_json(out_dir / "summary.json", summary.to_json())
     storage.atomic_write_text(
         out_dir / "report.md", summary_lib.render_markdown(summary, rel)
     )
@@ -213,32 +212,50 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.ReportResult:
   )
 
 
-def print_result(summary: dict[str, Any]) -> None:
-  """The found mixture and the final-vs-baseline table, on stdout."""
-  used = summary.get("surrogate")
+# Always rerun: it is cheap and reads only finished results (the search's
+# first: its cost table lists the stages in the order of the inputs).
+STAGE = stage_lib.Stage(
+    name=NAME,
+    requires=("search",),
+    optional=("base", "components", "final", "validate"),
+    result=results.ReportResult,
+    run=run,
+    reads_data=False,
+)
+
+
+def print_result(summary: results.Summary | dict[str, Any]) -> None:
+  """The found mixture and the final-vs-baseline table, on stdout.
+
+  Args:
+    summary: the report's Summary, or summary.json as read back.
+  """
+  if not isinstance(summary, results.Summary):
+    summary = results.Summary.from_json(summary, "summary.json")
+  used = summary.surrogate
   if used:
     print(f"\nSurrogate of the final fit: {used}")
   print("\nFound mixture (alpha -> source weights):")
-  for c, a in summary["alpha"].items():
+  for c, a in summary.alpha.items():
     print(
         f"  {c:>12s}  alpha={a:.4f}  weight="
-        f"{summary['source_weights'].get(c, 0.0):.4f}"
+        f"{summary.source_weights.get(c, 0.0):.4f}"
     )
-  if summary["final"]:
-    runs = {"demix": summary["final"], **summary["baselines"]}
+  if summary.final:
+    runs = {"demix": summary.final, **summary.baselines}
     print("\nFinal runs (lower bpb is better):")
     print(
         f"  {'target':<28s}"
         + "".join(f"{r:>12s}" for r in runs)
         + f"{'proxy':>12s}"
     )
-    for t in summary["key_targets"]:
+    for t in summary.key_targets:
       print(
           f"  {t:<28s}"
           + "".join(f"{runs[r].get(t, float('nan')):12.4f}" for r in runs)
-          + f"{summary['merged'].get(t, float('nan')):12.4f}"
+          + f"{summary.merged.get(t, float('nan')):12.4f}"
       )
-  objectives = summary.get("objectives") or {}
+  objectives = summary.objectives
   if objectives:
     print(
         "\nObjective (normalized: mean relative change of the domain scores"
@@ -250,9 +267,9 @@ def print_result(summary: dict[str, Any]) -> None:
         f"{'composite':>12s}{'mean domain':>13s}"
     )
     for name, o in objectives.items():
-      proxy = o.get("proxy_normalized")
+      proxy = o.proxy_normalized
       print(
-          f"  {name:<12s}{o['trained_normalized']:12.4f}"
+          f"  {name:<12s}{o.trained_normalized:12.4f}"
           + (f"{proxy:12.4f}" if proxy is not None else f"{'–':>12s}")
-          + f"{o['trained_composite']:12.4f}{o['trained_mean']:13.4f}"
+          + f"{o.trained_composite:12.4f}{o.trained_mean:13.4f}"
       )

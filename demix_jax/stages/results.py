@@ -24,7 +24,13 @@ class ResultError(ValueError):
 
 def _plain(x: Any) -> Any:
   if dataclasses.is_dataclass(x):
-    return {f.name: _plain(getattr(x, f.name)) for f in dataclasses.fields(x)}
+    # A field left at its default of None is not written (from_json reads
+    # it back as None).
+    return {
+        f.name: _plain(getattr(x, f.name))
+        for f in dataclasses.fields(x)
+        if not (getattr(x, f.name) is None and f.default is None)
+    }
   if isinstance(x, Mapping):
     return {str(k): _plain(v) for k, v in x.items()}
   if isinstance(x, (list, tuple)):
@@ -58,18 +64,14 @@ def _build(tp: Any, value: Any, where: str) -> Any:
   return value
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Result:
-  """Fields every stage result has: training tokens spent, wall seconds."""
-
-  tokens: int = 0
-  seconds: float = 0.0
+class Record:
+  """A frozen dataclass that round-trips through plain JSON."""
 
   def to_json(self) -> dict[str, Any]:
     return _plain(self)
 
   @classmethod
-  def from_json(cls, d: Mapping[str, Any], where: str = "") -> "Result":
+  def from_json(cls, d: Mapping[str, Any], where: str = "") -> Any:
     where = where or cls.__name__
     if not isinstance(d, Mapping):
       raise ResultError(f"{where}: expected an object, got {type(d).__name__}")
@@ -88,6 +90,14 @@ class Result:
         continue
       kwargs[name] = _build(hints[name], d[name], f"{where}.{name}")
     return cls(**kwargs)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Result(Record):
+  """Fields every stage result has: training tokens spent, wall seconds."""
+
+  tokens: int = 0
+  seconds: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -117,6 +127,14 @@ class ComponentsResult(Result):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class SearchObjective(Record):
+  """What the search minimised: its kind and targets (`search.objective`)."""
+
+  kind: str
+  targets: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class SearchResult(Result):
   """The found mixture, how it was found, and the components' diagnostics."""
 
@@ -133,7 +151,7 @@ class SearchResult(Result):
   n_proxies: int
   diagnostics: dict[str, Any]
   config_snippet: str
-  objective: dict[str, Any]
+  objective: SearchObjective
   search_seconds: float
   # The surrogate the final refit used ("auto" resolved by its size).
   surrogate: str = ""
@@ -143,6 +161,9 @@ class SearchResult(Result):
   # The found mixture and every baseline as merged proxies:
   # {name: {alpha, merged_scores, objective, normalized}}.
   proxies: dict[str, Any] = dataclasses.field(default_factory=dict)
+  # The gradient search's iterates, [start][step][candidate] (for the
+  # landscape plot); empty without a gradient search.
+  gradient_paths: list[Any] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -171,11 +192,50 @@ class ReportResult(Result):
   plots: dict[str, str]
 
 
-TYPES: dict[str, type[Result]] = {
-    "base": BaseResult,
-    "components": ComponentsResult,
-    "search": SearchResult,
-    "final": FinalResult,
-    "validate": ValidateResult,
-    "report": ReportResult,
-}
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StageCost(Record):
+  """Training tokens and wall seconds of one stage; with generative
+  metrics, the prompt and generated tokens of the search's decoding."""
+
+  tokens: int
+  seconds: float
+  prompt_tokens: int | None = None
+  generated_tokens: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ObjectiveRow(Record):
+  """The search objective for one final run, trained and as a proxy."""
+
+  trained_normalized: float
+  trained_composite: float
+  trained_mean: float
+  # The merged proxy at the same mixture (None: no proxy for this run).
+  proxy_normalized: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Summary(Record):
+  """What a reader wants of a run in one object (report/summary.json)."""
+
+  alpha: dict[str, float]
+  source_weights: dict[str, float]
+  epochs: dict[str, float]
+  predicted: dict[str, float]
+  predicted_std: dict[str, float]
+  merged: dict[str, float]
+  search_methods: dict[str, Any]
+  # The found mixture's trained scores ({} without a final stage).
+  final: dict[str, float]
+  baselines: dict[str, dict[str, float]]
+  final_weights: dict[str, dict[str, float]]
+  cost: dict[str, StageCost]
+  key_targets: list[str]
+  n_proxies: int
+  surrogate: str
+  rounds: list[Any]
+  diagnostics: dict[str, Any]
+  config_snippet: str
+  objectives: dict[str, ObjectiveRow] = dataclasses.field(default_factory=dict)
+  # The validation table's rows (None without a validate stage).
+  validation: list[Any] | None = None

@@ -11,7 +11,6 @@ round (search/state/), so a killed search resumes without rescoring.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import time
 
@@ -21,7 +20,6 @@ import numpy as np
 from demix_jax import multihost
 from demix_jax import progress as progress_lib
 from demix_jax import spec as spec_lib
-from demix_jax import storage
 from demix_jax.data import mixture as mixture_lib
 from demix_jax.evals import scoring
 from demix_jax.merging import diagnostics
@@ -32,6 +30,7 @@ from demix_jax.search import rounds as rounds_lib
 from demix_jax.search import surrogates
 from demix_jax.stages import common
 from demix_jax.stages import results
+from demix_jax.stages import stage as stage_lib
 from demix_jax.training import checkpointing
 
 NAME = "search"
@@ -48,24 +47,19 @@ def sample_pool(
   (or `sampler`, e.g. the validation's)."""
   s = spec.search
   prior = pool_lib.prior_from_tokens(
-      [ws.prior_tokens[n] for n in ws.candidates], s.pool.temperature
+      [ws.bounds.prior_tokens[n] for n in ws.candidates], s.pool.temperature
   )
-  cfg = s.pool if size is None else _with_size(s.pool, size)
+  cfg = s.pool
+  if size is not None:
+    cfg = dataclasses.replace(cfg, size=size)
   if sampler is not None:
     cfg = dataclasses.replace(cfg, sampler=sampler)
   return pool_lib.sample_pool(
-      cfg, np.random.default_rng(seed), ws.alpha_bounds(), prior, ws.candidates
-  )
-
-
-def _with_size(cfg: pool_lib.PoolConfig, size: int) -> pool_lib.PoolConfig:
-  return pool_lib.PoolConfig(
-      size=size,
-      sampler=cfg.sampler,
-      temperature=cfg.temperature,
-      concentration_range=cfg.concentration_range,
-      concentration_count=cfg.concentration_count,
-      floor=cfg.floor,
+      cfg,
+      np.random.default_rng(seed),
+      ws.bounds.alpha_bounds(),
+      prior,
+      ws.candidates,
   )
 
 
@@ -105,11 +99,13 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.SearchResult:
   s = spec.search
   base = inputs.results["base"]
   comps = inputs.results["components"]
-  ev = ws.evaluator(base.run_dir, comps.run_dirs(), spec.budgets.use_budget)
+  ev = ws.engines.evaluator(
+      base.run_dir, comps.run_dirs(), spec.budgets.use_budget
+  )
   store = ev.store
   dm = dict(spec.eval.domain_metrics)
   direction = lambda t: scoring.higher_is_better(t, dm)
-  bounds = ws.alpha_bounds()
+  bounds = ws.bounds.alpha_bounds()
   total = sum(rounds_lib.round_sizes(s.rounds.n_init, s.rounds.rounds))
   bar = progress_lib.Progress(NAME, total, "proxies")
   scored = [0]
@@ -158,15 +154,15 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.SearchResult:
   # The final runs train on this mixture on every process: use process 0's.
   chosen = multihost.broadcast(np.asarray(chosen, np.float64))
   alpha_d = dict(zip(ws.candidates, chosen.tolist()))
-  weights = ws.source_weights(alpha_d)
+  weights = ws.bounds.source_weights(alpha_d)
   epochs = mixture_lib.epochs_per_source(
-      weights, ws.token_counts, spec.final.tokens
+      weights, ws.data.token_counts, spec.final.tokens
   )
   proxies = baseline_proxies(
       spec, ws, ev, {"demix": alpha_d}, obj, base_scores, direction
   )
   barriers = diagnostics.loss_barriers(
-      common.nll_evaluator(ev), points=s.barrier_points
+      ev.row_nll_evaluator(), points=s.barrier_points
   )
   if barriers.get("warning"):
     logging.warning("%s", barriers["warning"])
@@ -176,15 +172,9 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.SearchResult:
       "barrier_target": barriers["target"],
       "barrier_warning": barriers.get("warning"),
   }
-  if hasattr(ev, "generation_stats"):  # prompt and generated tokens, time
-    diag["generation"] = ev.generation_stats()
-  if grad is not None and multihost.is_writer():
-    # Through bytes: np.save cannot write to gs:// itself.
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(grad.paths))
-    storage.atomic_write_bytes(
-        ws.workdir / "search" / "gradient_paths.npy", buf.getvalue()
-    )
+  generation = ev.generation_stats()  # prompt and generated tokens, time
+  if generation:
+    diag["generation"] = generation
   snippet = (
       "--config.final.fixed_mixtures.found='"
       + json.dumps({k: round(v, 6) for k, v in weights.items()})
@@ -209,14 +199,14 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.SearchResult:
       n_proxies=result.n_evaluated,
       diagnostics=diag,
       config_snippet=snippet,
-      objective={
-          "kind": s.objective.kind,
-          "targets": list(s.objective.targets),
-      },
+      objective=results.SearchObjective(
+          kind=s.objective.kind, targets=tuple(s.objective.targets)
+      ),
       search_seconds=search_seconds,
       surrogate=surrogates.resolve_kind(s.rounds.surrogate, result.n_evaluated),
       base_scores=base_scores,
       proxies=proxies,
+      gradient_paths=[] if grad is None else np.asarray(grad.paths).tolist(),
       tokens=0,
   )
 
@@ -230,7 +220,7 @@ def baseline_alphas(spec: spec_lib.RunSpec, ws) -> dict[str, dict[str, float]]:
   """
   out = {}
   if "natural" in spec.final.baselines:
-    out["natural"] = dict(ws.natural_alpha)
+    out["natural"] = dict(ws.bounds.natural_alpha)
   d = spec.data
   for name, mix in spec.final.fixed_mixtures.items():
     full = {c: float(mix.get(c, 0.0)) for c in ws.candidates}
@@ -272,3 +262,13 @@ def baseline_proxies(spec, ws, ev, found, obj, base_scores, direction):
       }
       for i, n in enumerate(names)
   }
+
+
+STAGE = stage_lib.Stage(
+    name=NAME,
+    requires=("base", "components"),
+    result=results.SearchResult,
+    run=run,
+    # The final run's token count sets the epoch caps on alpha.
+    hashed=stage_lib.SCORING + ("search", "final.tokens"),
+)

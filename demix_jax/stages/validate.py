@@ -27,6 +27,7 @@ from demix_jax.stages import common
 from demix_jax.stages import components as components_stage
 from demix_jax.stages import results
 from demix_jax.stages import search as search_stage
+from demix_jax.stages import stage as stage_lib
 from demix_jax.training import checkpointing
 from demix_jax.validation import harness
 
@@ -69,11 +70,13 @@ def run(
   alphas = search_stage.sample_pool(
       spec,
       ws,
-      spec.seed + 7919,
+      spec.seed + common.REFERENCE_POOL_SEED,
       size=v.num_references,
       sampler=None if v.sampler == "search" else v.sampler,
   )
-  ev0 = ws.evaluator(base.run_dir, comps.run_dirs(), spec.budgets.use_budget)
+  ev0 = ws.engines.evaluator(
+      base.run_dir, comps.run_dirs(), spec.budgets.use_budget
+  )
   dm = dict(spec.eval.domain_metrics)
   domains = [t.split("/", 1)[1] for t in ev0.targets if t.startswith("domain/")]
   direction = {d: scoring.higher_is_better(f"domain/{d}", dm) for d in domains}
@@ -101,16 +104,16 @@ def run(
     # A twin is the same mixture and budget from the same base; only the
     # data order (and the step seed) differ: what a second training would
     # see. It keeps no early checkpoints (it is no trained proxy).
-    weights = ws.source_weights(dict(zip(ws.candidates, alpha.tolist())))
+    weights = ws.bounds.source_weights(dict(zip(ws.candidates, alpha.tolist())))
     slot = v.num_references + i if twin else i
-    ws.train(
+    ws.recipe.train(
         out_dir,
         weights,
         ref_tokens,
         what=f"twin of reference {i}" if twin else f"reference {i}",
         budgets=() if twin else tuple(budgets),
         init_from=base.run_dir,
-        seed_offset=(500_000 if twin else 1000) + i,
+        seed_offset=(common.TWIN_SEED if twin else common.REFERENCE_SEED) + i,
         config_hash=inputs.config_hash,
         progress=lambda s: bar.update(per_run * slot + s),
     )
@@ -123,7 +126,7 @@ def run(
 
   def score_merged(a, label):
     method, beta_s, tokens = label.split("|")
-    ev = ws.evaluator(
+    ev = ws.engines.evaluator(
         base.run_dir, component_dirs(float(beta_s[4:])), int(tokens), method
     )
     out = dict(common.domain_scores(ev.evaluate(a)))
@@ -131,7 +134,7 @@ def run(
     # what decides whether a merge can stand in for training (the recipe
     # study reads these beside the rank agreement).
     barriers = diagnostics.loss_barriers(
-        common.nll_evaluator(ev), points=spec.search.barrier_points
+        ev.row_nll_evaluator(), points=spec.search.barrier_points
     )
     delta = diagnostics.weight_deltas(ev.store)
     out["diagnostics"] = {
@@ -184,3 +187,13 @@ def run(
       table=str(ws.workdir / "validate" / "table.json"),
       tokens=len(alphas) * ref_tokens,
   )
+
+
+STAGE = stage_lib.Stage(
+    name=NAME,
+    requires=("base", "components"),
+    optional=("final",),
+    result=results.ValidateResult,
+    run=run,
+    hashed=stage_lib.SCORING + ("search", "final.tokens", "validate"),
+)

@@ -43,8 +43,6 @@ from demix_jax.training import checkpoint_reads as reads
 from demix_jax.training import iter_state as iter_state_lib
 
 ITEMS = ("params", "opt_state", "data_iter", "meta")
-CheckpointError = reads.CheckpointError
-check_structure = reads.check_structure
 
 
 def checkpoint_dir(run_dir: str | epath.Path) -> epath.Path:
@@ -256,7 +254,7 @@ def _restore_newest(
     try:
       if source is not None:
         found = params_metadata(run_dir, step, delays=delays)
-        check_structure(abstract_params, found, source)
+        reads.check_structure(abstract_params, found, source)
       r = reads.read(
           lambda s=step: mngr.restore(s, args=ocp.args.Composite(**args)),
           what,
@@ -270,7 +268,7 @@ def _restore_newest(
     if abstract_opt_state is not None:
       blob = r["data_iter"]
       if blob["process_count"] != jax.process_count():
-        raise CheckpointError(
+        raise reads.CheckpointError(
             f"{run_dir} step {step} was saved by {blob['process_count']} "
             f"processes but this run has {jax.process_count()}; the data "
             "iterator state cannot be split differently"
@@ -287,7 +285,7 @@ def _restore_newest(
   if asked and skipped:
     raise skipped[0][1]  # a reader asked for these steps: name the first
   if skipped:
-    raise CheckpointError(
+    raise reads.CheckpointError(
         f"{checkpoint_dir(run_dir)}: no checkpoint is readable ("
         + "; ".join(str(e) for _, e in skipped)
         + "). Nothing was restarted. Fix: restore the files from a copy, or"
@@ -358,13 +356,13 @@ def find_step(run_dir: str | epath.Path, tokens: int | None = None) -> int:
       the budgets that exist).
   """
   if not checkpoint_dir(run_dir).exists():
-    raise CheckpointError(
+    raise reads.CheckpointError(
         f"{run_dir} has no checkpoints/ directory; train " "that run first"
     )
   mngr = _manager(run_dir, None, read_only=True)
   steps = sorted(mngr.all_steps())
   if not steps:
-    raise CheckpointError(f"{run_dir}/checkpoints holds no checkpoint")
+    raise reads.CheckpointError(f"{run_dir}/checkpoints holds no checkpoint")
   if tokens is None:
     return steps[-1]
   seen: dict = {}
@@ -374,7 +372,7 @@ def find_step(run_dir: str | epath.Path, tokens: int | None = None) -> int:
       if t is not None:
         seen.setdefault(int(t), s)
   if int(tokens) not in seen:
-    raise CheckpointError(
+    raise reads.CheckpointError(
         f"{run_dir} has no checkpoint at {tokens} tokens; available: "
         f"{sorted(seen)}"
     )
@@ -397,7 +395,7 @@ def read_metadata(
   step = find_step(run_dir, tokens)
   meta = _read_meta_step(_manager(run_dir, None, read_only=True), step, run_dir)
   if meta is None:
-    raise CheckpointError(f"{run_dir} step {step}: metadata unreadable")
+    raise reads.CheckpointError(f"{run_dir} step {step}: metadata unreadable")
   return meta
 
 
@@ -422,7 +420,7 @@ def read_model_config(
   """
   meta = read_metadata(run_dir, tokens)
   if not meta.get("model"):
-    raise CheckpointError(
+    raise reads.CheckpointError(
         f"{run_dir}: the checkpoint metadata records no model config; "
         "build the ModelConfig yourself and load the params with load_params"
     )
@@ -481,6 +479,6 @@ def load_params(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=dev), found
     )
   else:
-    check_structure(target, found, source)
+    reads.check_structure(target, found, source)
   mngr = _manager(run_dir, None, read_only=True)
   return _restore_newest(mngr, target, None, run_dir, steps=[step]).params

@@ -15,6 +15,7 @@ from absl import logging
 import jax
 
 from demix_jax import models
+from demix_jax.training import checkpoint_reads
 from demix_jax.training import checkpointing
 from demix_jax.training import config as train_config
 from demix_jax.training import step as step_lib
@@ -55,7 +56,7 @@ def restore_full_state(
   checkpointing.find_step(src)  # names a run that has no checkpoints/
   r = checkpointing.restore_newest(src, layout.params, layout.opt_state)
   if r is None:
-    raise checkpointing.CheckpointError(f"resume_from={src} has no checkpoint")
+    raise checkpoint_reads.CheckpointError(f"resume_from={src} has no checkpoint")
   return r, "resume_from"
 
 

@@ -161,8 +161,9 @@ def state_layout(
   abstract_opt = jax.eval_shape(tx.init, abstract)
   is_sh = lambda x: isinstance(x, jax.sharding.Sharding)
   # The optimizer state mirrors the params; its scalars (e.g. the step
-  # count) are replicated (env.md P6). tx.init is traced, not run: eager
-  # init would start the default backend (the compile check must not).
+  # count) are replicated (docs/platform_notes.md, optax-count). tx.init is
+  # traced, not run: eager init would start the default backend (the compile
+  # check must not).
   opt_sh = optax.tree_map_params(
       lambda p: jax.eval_shape(tx.init, p),
       lambda _, s: s,

@@ -46,29 +46,12 @@ from demix_jax.training import restore
 from demix_jax.training import sharding
 from demix_jax.training import step as step_lib
 
-# The settings live in `config`, the step and the state layout in `step`
-# (shared with the compile check and the benchmarks). The trainer is where
-# callers look for them, so they are importable from here as well.
-DEFAULT_RULES = train_config.DEFAULT_RULES
-TrainConfig = train_config.TrainConfig
-BATCH_KEYS = step_lib.BATCH_KEYS
-TrainLayout = step_lib.TrainLayout
-batch_loss = step_lib.batch_loss
-check_host_batch = step_lib.check_host_batch
-jit_train_step = step_lib.jit_train_step
-lower_train_step = step_lib.lower_train_step
-make_train_step = step_lib.make_train_step
-state_layout = step_lib.state_layout
-train_layout = step_lib.train_layout
-
-
-TrainingDivergedError = divergence.TrainingDivergedError
-
 
 def sync_every_step() -> bool:
   """Whether the host reads every step: on CPU only, where XLA:CPU
   collectives can deadlock when steps are dispatched back to back with
-  several fake devices (env.md P1). Elsewhere steps run ahead of the host."""
+  several fake devices (docs/platform_notes.md, cpu-deadlock). Elsewhere steps run ahead of the host.
+  """
   return jax.default_backend() == "cpu"
 
 
@@ -88,7 +71,7 @@ class TrainResult:
 
 
 def _checkpoint_config(
-    train_cfg: TrainConfig,
+    train_cfg: train_config.TrainConfig,
 ) -> checkpointing.CheckpointConfig:
   return checkpointing.CheckpointConfig(
       every_steps=train_cfg.checkpoint_every_steps,
@@ -153,8 +136,8 @@ class _Run:
   """What one call of `train` shares between its steps, evaluations and saves."""
 
   model_cfg: models.ModelConfig
-  train_cfg: TrainConfig
-  layout: TrainLayout
+  train_cfg: train_config.TrainConfig
+  layout: step_lib.TrainLayout
   workdir: str
   ckpt: checkpointing.Checkpointer
   writer: Any
@@ -165,9 +148,11 @@ class _Run:
 
   def __post_init__(self):
     rep = sharding.replicated(self.layout.mesh)
-    self.p_step = jit_train_step(self.model_cfg, self.train_cfg, self.layout)
+    self.p_step = step_lib.jit_train_step(
+        self.model_cfg, self.train_cfg, self.layout
+    )
     self.p_eval = jax.jit(
-        lambda p, b: batch_loss(self.model_cfg, p, b),
+        lambda p, b: step_lib.batch_loss(self.model_cfg, p, b),
         in_shardings=(self.layout.param_shardings, self.layout.batch_shardings),
         out_shardings=rep,
     )
@@ -249,11 +234,13 @@ class _Run:
     for step in range(start.step + 1, num_steps + 1):
       host_batch = next(train_iter)
       if step == start.step + 1:
-        check_host_batch(
+        step_lib.check_host_batch(
             host_batch, layout.host_batch_size, tc.seq_len, "train"
         )
       batch = sharding.make_global_batch(
-          {k: host_batch[k] for k in BATCH_KEYS}, layout.mesh, layout.rules
+          {k: host_batch[k] for k in step_lib.BATCH_KEYS},
+          layout.mesh,
+          layout.rules,
       )
       params, opt_state, m, health = self.p_step(
           params, opt_state, batch, health
@@ -293,7 +280,7 @@ class _Run:
 
 def _open_writer(
     model_cfg: models.ModelConfig,
-    train_cfg: TrainConfig,
+    train_cfg: train_config.TrainConfig,
     workdir: str,
     start: restore.Start,
     n_devices: int,
@@ -333,7 +320,7 @@ def _metric_window(model_cfg, optim_cfg, train_cfg, writer, n_devices):
 def train(
     model_cfg: models.ModelConfig,
     optim_cfg: optim.OptimConfig,
-    train_cfg: TrainConfig,
+    train_cfg: train_config.TrainConfig,
     workdir: str,
     train_iter: Any,
     *,
@@ -366,13 +353,13 @@ def train(
 
   Raises:
     ValueError: a bad mesh, batch, budget or checkpoint (before compiling).
-    TrainingDivergedError: the loss or gradients became non-finite.
+    divergence.TrainingDivergedError: the loss or gradients became non-finite.
   """
   t_start = time.time()
   train_cfg.validate()
   workdir = str(workdir)
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-  layout = train_layout(model_cfg, optim_cfg, train_cfg, devices)
+  layout = step_lib.train_layout(model_cfg, optim_cfg, train_cfg, devices)
   ckpt = checkpointing.Checkpointer(workdir, _checkpoint_config(train_cfg))
   start = restore.start_state(
       model_cfg, train_cfg, layout, ckpt, workdir, train_iter

@@ -75,7 +75,6 @@ METRICS = (
 
 
 # The one Spearman of the package (also used by the search's surrogates).
-average_ranks = stats.average_ranks
 spearman = stats.spearman
 _finite_pairs = stats.finite_pairs
 

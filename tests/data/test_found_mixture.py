@@ -10,6 +10,7 @@ from configs import demo
 from demix_jax import spec as spec_lib
 from demix_jax.data import seqio_tasks
 from demix_jax.stages import report
+from demix_jax.stages import results
 
 
 def test_mixture_files_register_the_found_weights(
@@ -20,7 +21,9 @@ def test_mixture_files_register_the_found_weights(
   search = types.SimpleNamespace(
       source_weights={"general": 0.6, "math": 0.0, "code": 0.4},
       alpha={"general": 0.2, "math": 0.0, "code": 0.8},
-      objective={"kind": "composite", "targets": ["domain/code"]},
+      objective=results.SearchObjective(
+          kind="composite", targets=("domain/code",)
+      ),
   )
   paths = report.write_mixture(tmp_path, spec, search)
   blob = json.loads((tmp_path / "mixture.json").read_text())

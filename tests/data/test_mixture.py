@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from demix_jax.data import errors
 from demix_jax.data import mixture
 
 SOURCES = ("general", "math", "code")
@@ -17,46 +18,46 @@ def test_validate_weights_normalises_and_errors():
   assert mixture.validate_weights(
       {"general": 2, "math": 2}, SOURCES, normalize="warn"
   ) == {"general": 0.5, "math": 0.5}
-  with pytest.raises(mixture.MixtureError, match=r"sum to 4.*normalize"):
+  with pytest.raises(errors.MixtureError, match=r"sum to 4.*normalize"):
     mixture.validate_weights({"general": 2, "math": 2}, SOURCES, "d.mix")
-  with pytest.raises(mixture.MixtureError) as err:
+  with pytest.raises(errors.MixtureError) as err:
     mixture.validate_weights({"web": 1.0}, SOURCES, "d.mix")
   assert (err.value.mixture, err.value.key) == ("d.mix", "web")
   assert str(err.value) == (
       "d.mix['web']: unknown source 'web'. Fix: use names of the defined "
       "sources: ['general', 'math', 'code']"
   )
-  with pytest.raises(mixture.MixtureError, match="negative"):
+  with pytest.raises(errors.MixtureError, match="negative"):
     mixture.validate_weights({"general": 1.5, "math": -0.5}, SOURCES)
-  with pytest.raises(mixture.MixtureError, match="not finite"):
+  with pytest.raises(errors.MixtureError, match="not finite"):
     mixture.validate_weights({"general": math.nan, "math": 1.0}, SOURCES)
-  with pytest.raises(mixture.MixtureError, match="all weights are zero"):
+  with pytest.raises(errors.MixtureError, match="all weights are zero"):
     mixture.validate_weights({"general": 0.0, "math": 0.0}, SOURCES)
-  with pytest.raises(mixture.MixtureError, match="no source weights"):
+  with pytest.raises(errors.MixtureError, match="no source weights"):
     mixture.validate_weights({}, SOURCES)
 
 
 def test_mixture_errors_are_library_errors():
   """Plain ValueErrors with structured fields; no config field paths."""
-  with pytest.raises(mixture.MixtureError) as err:
+  with pytest.raises(errors.MixtureError) as err:
     mixture.validate_weights({"general": -1.0}, SOURCES, "final run")
   e = err.value
   assert isinstance(e, ValueError) and not hasattr(e, "field")
   assert (e.mixture, e.key) == ("final run", "general")
   assert e.problem == "weight -1.0 is negative or not finite"
   assert e.fix == "use a weight >= 0"
-  with pytest.raises(mixture.MixtureError) as err:
+  with pytest.raises(errors.MixtureError) as err:
     mixture.validate_weights({"general": 0.0}, SOURCES)
   assert (err.value.mixture, err.value.key) == ("mixture", "")
-  with pytest.raises(mixture.MixtureError) as err:
+  with pytest.raises(errors.MixtureError) as err:
     mixture.component_weights("math", "general", 1.5)
   assert err.value.key == "beta" and err.value.mixture == ""
   assert str(err.value).startswith("beta: beta=1.5 is not in [0, 1]. Fix:")
-  with pytest.raises(mixture.MixtureError) as err:
+  with pytest.raises(errors.MixtureError) as err:
     mixture.alpha_to_weights({"math": 1.0}, "general", 0.5)
   assert err.value.key == "general" and "'general'" in err.value.problem
   for bad in ({"web": 1.0}, {"general": "x"}, {"general": 2.0}, {}):
-    with pytest.raises(mixture.MixtureError) as err:
+    with pytest.raises(errors.MixtureError) as err:
       mixture.validate_weights(bad, SOURCES)
     assert "data." not in str(err.value), str(err.value)
 
@@ -111,7 +112,7 @@ def test_alpha_to_weights_hand_cases():
 
 
 def test_paper_stage3_check():
-  """reference/paper.md 2.7: DeMix-224 alpha -> v3 Table 10 Stage 3."""
+  """docs/paper_notes.md, alpha-to-weights: DeMix-224 alpha -> v3 Table 10."""
   names = ["general", "math1", "math2", "math3", "code1", "code2", "code3"]
   alpha = dict(zip(names, (0.218, 0.403, 0.002, 0.063, 0.044, 0.176, 0.094)))
   w = mixture.alpha_to_weights(alpha, "general", 0.5)

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from demix_jax.data import errors
 from demix_jax.data import sources
 
 
@@ -127,7 +128,7 @@ def test_tfds_kind_reads_prepared_dataset(offline_sources, cache_dir):
   )
   assert len(s.docs("train")) == len(ref.docs("train"))
   assert s.docs("train")[3] == ref.docs("train")[3]
-  with pytest.raises(sources.SourceError, match=r"^source 'w' \(feature\)"):
+  with pytest.raises(errors.SourceError, match=r"^source 'w' \(feature\)"):
     sources.Source(
         _spec(
             "w",
@@ -138,7 +139,7 @@ def test_tfds_kind_reads_prepared_dataset(offline_sources, cache_dir):
             feature="body",
         )
     ).docs("train")
-  with pytest.raises(sources.SourceError, match=r"^source 'x' \(dataset\)"):
+  with pytest.raises(errors.SourceError, match=r"^source 'x' \(dataset\)"):
     sources.Source(
         _spec(
             "x", kind="tfds", dataset="no_such_dataset_xyz", data_dir=cache_dir
@@ -164,7 +165,7 @@ def test_token_count_cached(offline_sources, vocab, cache_dir):
 
 
 def _error(fn, *args):
-  with pytest.raises(sources.SourceError) as err:
+  with pytest.raises(errors.SourceError) as err:
     fn(*args)
   return err.value
 

@@ -313,7 +313,7 @@ def test_workspace_takes_either_kind_and_names_the_field(bpe_vocab, tmp_path):
   config.data.tokenizer.path = bpe_vocab.path
   ws = workspace.Workspace(dx.resolve(config), str(tmp_path / "a"))
   assert (
-      ws.vocab.kind == "bpe" and ws.vocab.fingerprint == bpe_vocab.fingerprint
+      ws.data.vocab.kind == "bpe" and ws.data.vocab.fingerprint == bpe_vocab.fingerprint
   )
   (tmp_path / "empty").mkdir()
   config.data.tokenizer.path = str(tmp_path / "empty")
@@ -321,7 +321,7 @@ def test_workspace_takes_either_kind_and_names_the_field(bpe_vocab, tmp_path):
   with pytest.raises(
       dx.ConfigError, match="data.tokenizer.path.*holds neither"
   ):
-    _ = ws.vocab
+    _ = ws.data.vocab
   config.data.tokenizer.kind = "wordpiece"
   with pytest.raises(dx.ConfigError, match="data.tokenizer.kind"):
     dx.resolve(config)
@@ -336,11 +336,11 @@ def test_workspace_trains_a_bpe_when_asked(tmp_path):
   config.data.tokenizer.kind = "bpe"
   config.data.tokenizer.sampler = "stream"
   ws = workspace.Workspace(dx.resolve(config), str(tmp_path))
-  vocab = ws.vocab
+  vocab = ws.data.vocab
   assert vocab.kind == "bpe" and vocab.vocab_size == 512
   assert vocab.path == str(tmp_path / "data" / "tokenizer.json")
   assert not (tmp_path / "data" / "tokenizer.model").exists()
   meta = json.loads((tmp_path / "data" / "tokenizer.json.json").read_text())
   assert (meta["kind"], meta["sampler"]) == ("bpe", "stream")
-  again = workspace.Workspace(dx.resolve(config), str(tmp_path)).vocab
+  again = workspace.Workspace(dx.resolve(config), str(tmp_path)).data.vocab
   assert again.fingerprint == vocab.fingerprint

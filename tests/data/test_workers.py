@@ -3,7 +3,7 @@
 Measured here: with 2 workers the stream is not the in-process one (each
 worker reads its own slice of every source), so `data.worker_count` changes
 what a run trains on and is part of the training stages' result hash
-(pipeline.RESULT_FIELDS). What must hold: batches keep their format and
+(each stage record's `hashed`). What must hold: batches keep their format and
 packing, the iterator state is a small JSON-safe dict, and restoring it in
 a fresh loader with the same worker count continues the stream exactly;
 restoring it with another worker count fails loudly instead of silently
@@ -15,8 +15,8 @@ import json
 import numpy as np
 import pytest
 
-from demix_jax import pipeline as pipeline_lib
 from demix_jax.data import pipeline
+from demix_jax.stages import registry
 
 T = 64
 W3 = {"general": 0.5, "math": 0.3, "code": 0.2}
@@ -55,7 +55,7 @@ def test_worker_stream_resumes_exactly(offline_sources, vocab):
   inline = _take(_iter(offline_sources, vocab, 0), 7)
   assert not _same(inline, first)
   for stage in ("base", "components", "search", "final"):
-    assert "data.worker_count" in pipeline_lib.RESULT_FIELDS[stage]
+    assert "data.worker_count" in registry.get(stage).hashed
   # Another worker count cannot take this state.
   other = _iter(offline_sources, vocab, 0)
   with pytest.raises((KeyError, IndexError, ValueError)):

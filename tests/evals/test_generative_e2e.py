@@ -16,6 +16,7 @@ from demix_jax.evals import generation
 from demix_jax.evals import sandbox
 from demix_jax.evals import tasks
 from demix_jax.merging import engine
+from demix_jax.merging import evaluator as evaluator_lib
 from demix_jax.merging import generative
 from demix_jax.merging import methods
 from demix_jax.merging import store as store_lib
@@ -145,3 +146,11 @@ def test_trained_tiny_model_passes_through_generation_and_sandbox():
   one = ev.evaluate_params(params)
   assert one["humaneval/pass@1"] == score.score > 0
   assert ev.generation_stats()["models"] == 3
+  # Both implement the stages' Evaluator protocol; the loss barriers read
+  # the row-NLL one inside.
+  assert isinstance(ev, evaluator_lib.Evaluator)
+  assert isinstance(inner, evaluator_lib.Evaluator)
+  assert ev.row_nll_evaluator() is inner
+  assert inner.row_nll_evaluator() is inner
+  assert inner.generation_stats() == {}
+  assert ev.store is inner.store and ev.suite is inner.suite

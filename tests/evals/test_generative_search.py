@@ -96,7 +96,9 @@ def test_generative_targets_through_the_search_stage(runlocal_run, tmp_path):
   # The stages' evaluator is the generative one, and it decoded tokens.
   ws = workspace_lib.Workspace(spec, tmp_path)
   base, comps = out["base"], out["components"]
-  ev = ws.evaluator(base.run_dir, comps.run_dirs(), spec.budgets.use_budget)
+  ev = ws.engines.evaluator(
+      base.run_dir, comps.run_dirs(), spec.budgets.use_budget
+  )
   assert isinstance(ev, generative.GenerativeEvaluator)
   assert tuple(ev.targets) == spec.eval.targets
   scores = ev.evaluate([[1.0, 0.0, 0.0], [0.2, 0.3, 0.5]])

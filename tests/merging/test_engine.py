@@ -7,6 +7,7 @@ import pytest
 
 from demix_jax.evals import scoring
 from demix_jax.merging import engine as engine_lib
+from demix_jax.merging import evaluator as evaluator_lib
 from demix_jax.merging import methods
 from demix_jax.merging import store as store_lib
 from demix_jax.training import sharding
@@ -45,6 +46,30 @@ def test_engine_matches_host_merge_and_plain_forward(tiny):
     merged = store_lib.host_linear_merge(comps, a)
     want = ev.evaluate_params_nll(jax.tree.map(jnp.asarray, merged))
     np.testing.assert_allclose(got[i], want, **TOL)
+
+
+def test_engine_is_an_evaluator(tiny):
+  """The stages' protocol: every member present, nothing forwarded."""
+  _, _, store, ev = _setup(tiny)
+  assert isinstance(ev, evaluator_lib.Evaluator)
+  assert ev.row_nll_evaluator() is ev and ev.generation_stats() == {}
+
+  class Partial:  # no row_nll_evaluator, no generation_stats
+
+    def __init__(self):
+      self.store, self.suite, self.targets = store, ev.suite, ev.targets
+      self.domain_metrics = {}
+
+    def evaluate(self, alphas, progress=None):
+      return ev.evaluate(alphas, progress)
+
+    def evaluate_params(self, params):
+      return ev.evaluate_params(params)
+
+    def make_objective(self, targets=None):
+      return ev.make_objective(targets)
+
+  assert not isinstance(Partial(), evaluator_lib.Evaluator)
 
 
 def test_vertices_reproduce_each_component(tiny):

@@ -1,4 +1,4 @@
-"""MixtureEvaluator.from_run_dirs: checkpoints you trained, scored directly.
+"""runs.from_run_dirs: checkpoints you trained, scored directly.
 
 The slow tests train a tiny base and two components with the real trainer
 (so the model config, sequence length and tokenizer fingerprint are the
@@ -21,8 +21,10 @@ from demix_jax.data import tokenizer
 from demix_jax.evals import benchmarks
 from demix_jax.merging import engine as engine_lib
 from demix_jax.merging import methods
+from demix_jax.merging import runs as runs_lib
 from demix_jax.merging import store as store_lib
 from demix_jax.training import checkpointing
+from demix_jax.training import config as train_config
 from demix_jax.training import optim
 from demix_jax.training import synthetic
 from demix_jax.training import trainer
@@ -42,7 +44,7 @@ def _vocab(path, module):
 
 
 def _train(run_dir, vocab, steps, seed, init_from=""):
-  tc = trainer.TrainConfig(
+  tc = train_config.TrainConfig(
       global_batch_size=B,
       seq_len=T,
       total_tokens=B * T * steps,
@@ -123,7 +125,7 @@ def _check_equals_by_hand(runs):
           "n_bytes": np.full(6, 200.0),
       }
   }
-  ev = engine_lib.MixtureEvaluator.from_run_dirs(
+  ev = runs_lib.from_run_dirs(
       base,
       comps,
       tokenizer=str(root / "tok.model"),
@@ -176,7 +178,7 @@ def test_trained_runs_from_run_dirs_equals_by_hand(trained):
 
 def test_a_vocab_object_and_another_method_are_accepted(saved):
   _, vocab, base, comps = saved
-  ev = engine_lib.MixtureEvaluator.from_run_dirs(
+  ev = runs_lib.from_run_dirs(
       base,
       comps,
       tokenizer=vocab,
@@ -193,13 +195,11 @@ def test_wrong_tokenizer_is_refused_naming_the_run(saved):
   root, _, base, comps = saved
   other = _vocab(root / "other.model", dataclasses)
   with pytest.raises(ValueError, match=r"run 'base'.*trained with tokenizer"):
-    engine_lib.MixtureEvaluator.from_run_dirs(
-        base, comps, tokenizer=other, benchmarks=("piqa",)
-    )
+    runs_lib.from_run_dirs(base, comps, tokenizer=other, benchmarks=("piqa",))
   assert isinstance(
       pytest.raises(
           tokenizer.TokenizerMismatchError,
-          engine_lib.MixtureEvaluator.from_run_dirs,
+          runs_lib.from_run_dirs,
           base,
           comps,
           tokenizer=str(root / "other.model"),
@@ -212,17 +212,15 @@ def test_component_of_another_model_is_refused(saved):
   root, vocab, base, comps = saved
   odd = _save(root / "odd", dataclasses.replace(CFG, d_ff=96), vocab, 3)
   with pytest.raises(ValueError, match=r"run 'odd'.*different model"):
-    engine_lib.MixtureEvaluator.from_run_dirs(
-        base, {**comps, "odd": odd}, tokenizer=vocab
-    )
+    runs_lib.from_run_dirs(base, {**comps, "odd": odd}, tokenizer=vocab)
 
 
 def test_unknown_seq_len_must_be_given(saved):
   root, vocab, _, comps = saved
   base = _save(root / "no_len", CFG, vocab, 0, seq_len=None)
   with pytest.raises(ValueError, match="seq_len="):
-    engine_lib.MixtureEvaluator.from_run_dirs(base, comps, tokenizer=vocab)
-  ev = engine_lib.MixtureEvaluator.from_run_dirs(
+    runs_lib.from_run_dirs(base, comps, tokenizer=vocab)
+  ev = runs_lib.from_run_dirs(
       base,
       comps,
       tokenizer=vocab,

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from demix_jax import models
-from demix_jax.merging import engine
+from demix_jax.merging import nll as nll_lib
 from demix_jax.models import attention
 from demix_jax.models import loss
 from demix_jax.models import memory
@@ -152,10 +152,10 @@ def test_chunked_row_nll_equals_row_nll():
   tok, pos, seg = _batch()
   params = models.init_params(TINY, jax.random.key(0))
   tmask = (seg > 1).astype(jnp.float32)
-  ref = engine.row_nll(models.forward(TINY, params, tok, pos, seg), tok, tmask)
+  ref = nll_lib.row_nll(models.forward(TINY, params, tok, pos, seg), tok, tmask)
   cfg = dataclasses.replace(TINY, loss_chunk=40)
   b = dict(tokens=tok, positions=pos, segment_ids=seg, target_mask=tmask)
-  out = engine.chunked_row_nll(cfg, params, None, b)
+  out = nll_lib.chunked_row_nll(cfg, params, None, b)
   np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-4)
 
 

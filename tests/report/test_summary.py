@@ -1,13 +1,31 @@
-"""report.summary: the validation section shows macro values, nan if null."""
+"""stages.summary: typed results in, a Summary and report.md out."""
 
-from demix_jax.report import summary as summary_lib
+import pytest
+
+from demix_jax.stages import results
+from demix_jax.stages import summary as summary_lib
 
 
-def _done(rows):
-  return {
-      "search": {"alpha": {"a": 0.5, "b": 0.5}, "source_weights": {}},
-      "validate": {"rows": rows},
-  }
+def _search(**over):
+  fields = dict(
+      alpha={"a": 0.5, "b": 0.5},
+      source_weights={},
+      predicted={},
+      predicted_std={},
+      merged_scores={},
+      methods={},
+      epochs={},
+      rounds=[],
+      final_cv={},
+      proxies_csv="",
+      n_proxies=0,
+      diagnostics={},
+      config_snippet="",
+      objective=results.SearchObjective(kind="mean", targets=("domain/a",)),
+      search_seconds=0.0,
+  )
+  fields.update(over)
+  return results.SearchResult(**fields)
 
 
 def test_validation_rows_show_macro_values_and_undefined_rho():
@@ -21,9 +39,11 @@ def test_validation_rows_show_macro_values_and_undefined_rho():
       "decision_accuracy": {"macro": 0.75},
       "regret": {"macro": 0.0},
   }
-  md = summary_lib.render_markdown(
-      summary_lib.build_summary(_done([row]), []), {}
-  )
+  done = {
+      "search": _search(),
+      "validate": results.ValidateResult(rows=[row], table=""),
+  }
+  md = summary_lib.render_markdown(summary_lib.build_summary(done, []), {})
   line = next(ln for ln in md.splitlines() if ln.startswith("| DeMix"))
   cells = [c.strip() for c in line.strip("|").split("|")]
   assert cells == [
@@ -39,25 +59,49 @@ def test_validation_rows_show_macro_values_and_undefined_rho():
 
 
 def test_generated_tokens_enter_the_cost_table():
+  gen = {"prompt_tokens": 5000, "generated_tokens": 700}
   done = {
-      "search": {
-          "alpha": {"a": 1.0},
-          "source_weights": {},
-          "tokens": 0,
-          "seconds": 12.0,
-          "diagnostics": {
-              "generation": {"prompt_tokens": 5000, "generated_tokens": 700}
-          },
-      },
-      "components": {"tokens": 2048, "seconds": 3.0},
+      "search": _search(diagnostics={"generation": gen}, seconds=12.0),
+      "components": results.ComponentsResult(
+          components={}, tokens=2048, seconds=3.0
+      ),
   }
   summary = summary_lib.build_summary(done, [])
-  assert summary["cost"]["search"]["generated_tokens"] == 700
+  assert summary.cost["search"].generated_tokens == 700
+  assert summary.cost["components"].generated_tokens is None
   md = summary_lib.render_markdown(summary, {})
   assert "| generated tokens |" in md.split("## Cost")[1].splitlines()[2]
   line = next(ln for ln in md.splitlines() if ln.startswith("| search"))
   assert [c.strip() for c in line.strip("|").split("|")][-2:] == ["5000", "700"]
   # Without generation the table keeps its three columns.
-  del done["search"]["diagnostics"]
+  done["search"] = _search(seconds=12.0)
   md = summary_lib.render_markdown(summary_lib.build_summary(done, []), {})
   assert "generated tokens" not in md
+
+
+def test_summary_round_trips_and_omits_what_did_not_run():
+  final = results.FinalResult(
+      runs={
+          n: results.FinalRun(
+              run_dir="", weights={"a": 1.0}, train_seconds=0.0, scores=s
+          )
+          for n, s in (("demix", {"t": 1.0}), ("natural", {"t": 2.0}))
+      }
+  )
+  row = results.ObjectiveRow(
+      trained_normalized=0.1, trained_composite=0.5, trained_mean=1.0
+  )
+  summary = summary_lib.build_summary(
+      {"search": _search(), "final": final}, ["t"], {"demix": row}
+  )
+  assert summary.final == {"t": 1.0}
+  assert summary.baselines == {"natural": {"t": 2.0}}
+  blob = summary.to_json()
+  # No validate stage, no proxy for the row: the keys are left out.
+  assert "validation" not in blob
+  assert "proxy_normalized" not in blob["objectives"]["demix"]
+  assert results.Summary.from_json(blob) == summary
+  # A summary.json missing a field is named, not half-read.
+  del blob["alpha"]
+  with pytest.raises(results.ResultError, match="missing field 'alpha'"):
+    results.Summary.from_json(blob, "summary.json")

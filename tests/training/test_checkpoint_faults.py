@@ -23,9 +23,9 @@ import numpy as np
 from orbax.checkpoint._src.handlers import json_checkpoint_handler as jch
 import pytest
 
-from demix_jax import models
 from demix_jax.training import checkpoint_reads
 from demix_jax.training import checkpointing
+from demix_jax.training import config as train_config
 from demix_jax.training import optim
 from demix_jax.training import synthetic
 from demix_jax.training import trainer
@@ -37,7 +37,7 @@ B, T, STEPS = 4, 32, 6
 
 
 def _train(run_dir, steps=STEPS):
-  cfg = trainer.TrainConfig(
+  cfg = train_config.TrainConfig(
       global_batch_size=B,
       seq_len=T,
       total_tokens=B * T * steps,
@@ -135,7 +135,7 @@ def test_damaged_checkpoint_is_named_and_redone(reference, tmp_path, caplog):
   step4 = _params(run_dir, step=4)
   _truncate_arrays(run_dir / "checkpoints" / "6")
   # A reader is told which checkpoint is damaged, and gets no other step.
-  with pytest.raises(checkpointing.CheckpointError) as err:
+  with pytest.raises(checkpoint_reads.CheckpointError) as err:
     checkpointing.load_params(run_dir)
   assert f"{run_dir} step 6: params metadata is unreadable" in str(err.value)
   # The run itself skips it (named), resumes from step 4 and redoes 5..6.

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from demix_jax.training import checkpointing
+from demix_jax.training import config as train_config
 from demix_jax.training import divergence
 from demix_jax.training import optim
 from demix_jax.training import synthetic
@@ -56,7 +57,7 @@ class PoisonAt:
 def _tc(**kw):
   kw.setdefault("log_every_steps", 4)
   kw.setdefault("checkpoint_every_steps", 4)
-  return trainer.TrainConfig(
+  return train_config.TrainConfig(
       global_batch_size=B,
       seq_len=T,
       total_tokens=B * T * 8,
@@ -102,7 +103,7 @@ def test_poisoned_step_between_looks_stops_before_the_next_save(
       r".* stopped at step 8, the host's first look since step 4\..*"
       r"last good checkpoint is step 4"
   )
-  with pytest.raises(trainer.TrainingDivergedError, match=msg):
+  with pytest.raises(divergence.TrainingDivergedError, match=msg):
     _train(tmp_path / "bad", PoisonAt([6]))
   # Nothing after the poisoned step was saved; step 4 is the clean run's.
   assert _saved_steps(tmp_path / "bad") == [4]
@@ -112,7 +113,7 @@ def test_poisoned_step_between_looks_stops_before_the_next_save(
   )
   assert clean.steps == 8
   # A rerun restores step 4, replays the same batches and stops again.
-  with pytest.raises(trainer.TrainingDivergedError, match=msg):
+  with pytest.raises(divergence.TrainingDivergedError, match=msg):
     _train(tmp_path / "bad", PoisonAt([6]))
   assert _saved_steps(tmp_path / "bad") == [4]
 
@@ -127,7 +128,7 @@ def test_every_look_checks_and_the_message_names_the_range(
   tc = _tc(log_every_steps=8, checkpoint_every_steps=8, eval_every_steps=4)
   eval_data = {"syn": lambda: synthetic.SyntheticIterator(B, T, 64, seed=9)}
   with pytest.raises(
-      trainer.TrainingDivergedError,
+      divergence.TrainingDivergedError,
       match=r"steps 2-3: non-finite loss/gradients in 2 steps between steps "
       r"1 and 4;.*last good checkpoint is step 0",
   ):
@@ -145,7 +146,7 @@ def test_every_look_checks_and_the_message_names_the_range(
   # A step callback reads every step, so the poisoned step itself stops it,
   # with its own loss quoted.
   with pytest.raises(
-      trainer.TrainingDivergedError,
+      divergence.TrainingDivergedError,
       match=r"step 3: non-finite .* between steps 3 and 3 \(step 3: loss=nan",
   ):
     _train(tmp_path / "cb", PoisonAt([3]), step_callback=lambda s, m: None)

@@ -26,6 +26,7 @@ import jax
 import numpy as np
 import pytest
 
+from demix_jax.training import config as train_config
 from demix_jax.training import optim
 from demix_jax.training import synthetic
 from demix_jax.training import trainer
@@ -40,7 +41,7 @@ PARAM_ATOL = 2.5e-6
 
 def _train(tmp_path, name, mesh, cfg=CFG):
   n = int(np.prod(list(mesh.values())))
-  tc = trainer.TrainConfig(
+  tc = train_config.TrainConfig(
       global_batch_size=B,
       seq_len=T,
       total_tokens=B * T * STEPS,

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 
+from demix_jax.training import config as train_config
 from demix_jax.training import optim
 from demix_jax.training import synthetic
 from demix_jax.training import trainer
@@ -21,7 +22,7 @@ STEPS = 10
 
 
 def _tc():
-  return trainer.TrainConfig(
+  return train_config.TrainConfig(
       global_batch_size=4,
       seq_len=32,
       total_tokens=4 * 32 * STEPS,

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from demix_jax.training import checkpointing
+from demix_jax.training import config as train_config
+from demix_jax.training import divergence
 from demix_jax.training import optim
 from demix_jax.training import synthetic
 from demix_jax.training import trainer
@@ -22,7 +24,7 @@ B, T = 4, 32
 def _tc(steps, data=1, **kw):
   kw.setdefault("log_every_steps", 2)
   kw.setdefault("checkpoint_every_steps", 100)
-  return trainer.TrainConfig(
+  return train_config.TrainConfig(
       global_batch_size=B,
       seq_len=T,
       total_tokens=B * T * steps,
@@ -190,7 +192,7 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
   trainer.train(CFG, OPT, tc, tmp_path / "r", _it(), devices=jax.devices()[:1])
   good = checkpointing.load_params(tmp_path / "r")
   # Continue the same run to 4 steps with an absurd learning rate.
-  with pytest.raises(trainer.TrainingDivergedError, match="step 3: non-fin"):
+  with pytest.raises(divergence.TrainingDivergedError, match="step 3: non-fin"):
     trainer.train(
         CFG,
         dataclasses.replace(OPT, peak_lr=1e35),

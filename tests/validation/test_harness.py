@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
+from demix_jax import stats
 from demix_jax.report import plots
 from demix_jax.validation import harness
-from demix_jax.validation import metrics
 
 R, K = 12, 3
 HIB = {"general": False, "code": False, "math": True}  # bpb, bpb, accuracy
@@ -291,7 +291,7 @@ def test_noise_ceiling_and_intervals(tmp_path):
   twin = table["twin_scores"]
   for d in HIB:
     assert table["ceiling"][d] == pytest.approx(
-        metrics.spearman(ref[d][:8], twin[d])
+        stats.spearman(ref[d][:8], twin[d])
     )
     lo, hi = table["ceiling_ci"][d]
     assert lo <= table["ceiling"][d] <= hi

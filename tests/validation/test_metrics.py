@@ -6,27 +6,28 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from demix_jax import stats as stats_lib
 from demix_jax.validation import metrics
 
 
 def test_average_ranks_share_tied_ranks():
   np.testing.assert_array_equal(
-      metrics.average_ranks([10, 20, 20, 30]), [1, 2.5, 2.5, 4]
+      stats_lib.average_ranks([10, 20, 20, 30]), [1, 2.5, 2.5, 4]
   )
-  np.testing.assert_array_equal(metrics.average_ranks([5, 5, 5]), [2, 2, 2])
+  np.testing.assert_array_equal(stats_lib.average_ranks([5, 5, 5]), [2, 2, 2])
   with pytest.raises(ValueError, match="finite"):
-    metrics.average_ranks([1.0, np.nan])
+    stats_lib.average_ranks([1.0, np.nan])
 
 
 def test_spearman_hand_cases():
-  assert metrics.spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
-  assert metrics.spearman([3, 2, 1], [10, 20, 30]) == pytest.approx(-1.0)
+  assert stats_lib.spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+  assert stats_lib.spearman([3, 2, 1], [10, 20, 30]) == pytest.approx(-1.0)
   # No ties: 1 - 6 * sum d^2 / (n (n^2 - 1)) = 1 - 6 * 4 / 120.
-  assert metrics.spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]) == pytest.approx(
+  assert stats_lib.spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]) == pytest.approx(
       0.8, abs=1e-12
   )
   # Ties: ranks (1, 2.5, 2.5, 4) vs (1, 2, 3, 4): 4.5 / sqrt(4.5 * 5).
-  assert metrics.spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(
+  assert stats_lib.spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(
       math.sqrt(0.9), abs=1e-12
   )
 
@@ -36,21 +37,21 @@ def test_spearman_matches_scipy_with_ties():
   for _ in range(5):
     p = rng.integers(0, 5, size=20).astype(float)
     r = rng.integers(0, 5, size=20).astype(float)
-    assert metrics.spearman(p, r) == pytest.approx(
+    assert stats_lib.spearman(p, r) == pytest.approx(
         stats.spearmanr(p, r).statistic, abs=1e-12
     )
 
 
 def test_spearman_nan_and_undefined():
   # Index 1 dropped: ranks (1, 2, 3) vs (2, 3, 1), sum d^2 = 6 -> -0.5.
-  assert metrics.spearman([1, np.nan, 3, 4], [1, 2, 3, 0]) == pytest.approx(
+  assert stats_lib.spearman([1, np.nan, 3, 4], [1, 2, 3, 0]) == pytest.approx(
       -0.5, abs=1e-12
   )
   # Undefined rho is NaN (not the official script's 0.0).
-  assert math.isnan(metrics.spearman([1, 1, 1], [1, 2, 3]))  # constant proxy
-  assert math.isnan(metrics.spearman([1, np.nan], [1, 2]))  # one pair left
+  assert math.isnan(stats_lib.spearman([1, 1, 1], [1, 2, 3]))  # constant proxy
+  assert math.isnan(stats_lib.spearman([1, np.nan], [1, 2]))  # one pair left
   with pytest.raises(ValueError, match="same mixtures"):
-    metrics.spearman([1, 2], [1, 2, 3])
+    stats_lib.spearman([1, 2], [1, 2, 3])
 
 
 def test_undefined_rho_is_nan_and_skipped_by_macro():
@@ -77,7 +78,10 @@ def test_top_rho_subset_and_direction():
   # Lower is better: the best are mixtures 0, 1, 2, ordered perfectly.
   assert metrics.top_rho(p, r, False) == pytest.approx(1.0)
   # The full rho sees the whole set and differs from both.
-  assert metrics.spearman(p, r) not in (pytest.approx(-0.5), pytest.approx(1.0))
+  assert stats_lib.spearman(p, r) not in (
+      pytest.approx(-0.5),
+      pytest.approx(1.0),
+  )
 
 
 def test_top_rho_boundary_tie_takes_earlier_mixture():
@@ -181,7 +185,7 @@ def test_bootstrap_interval_covers_rho_and_shrinks_with_n():
     ref = {"a": truth, "b": truth}
     proxy = {"a": truth + 0.7 * rng.normal(size=n), "b": -truth}
     ci = metrics.bootstrap_rho(proxy, ref, ["a", "b"], n_boot=400)
-    rho = metrics.spearman(proxy["a"], ref["a"])
+    rho = stats_lib.spearman(proxy["a"], ref["a"])
     assert ci["a"][0] <= rho <= ci["a"][1]
     # A perfectly anti-monotone proxy: every resample gives exactly -1.
     np.testing.assert_allclose(ci["b"], [-1.0, -1.0], atol=1e-12)

@@ -1,74 +1,80 @@
-"""summary.json and report.md from the stages' done.json files.
+"""summary.json and report.md from the stages' typed results.
 
-`build_summary` gathers what a reader wants in one JSON object (the found
-mixture, its source weights, the proxy's predicted and measured scores, the
-final runs' real scores, baselines and cost per stage); `render_markdown`
-turns it into report.md. Both are pure functions of plain dicts so that they
-can be tested without running anything.
+`build_summary` gathers what a reader wants in one typed `Summary` (the
+found mixture, its source weights, the proxy's predicted and measured
+scores, the final runs' real scores, baselines and cost per stage);
+`render_markdown` turns it into report.md. Both are pure functions of
+results, so they can be tested without running anything.
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from demix_jax.stages import results as results_lib
+
 
 def build_summary(
-    done: Mapping[str, Mapping[str, Any]], key_targets: Sequence[str]
-) -> dict[str, Any]:
-  """One summary dict from {stage: done.json}.
+    done: Mapping[str, results_lib.Result],
+    key_targets: Sequence[str],
+    objectives: Mapping[str, results_lib.ObjectiveRow] | None = None,
+) -> results_lib.Summary:
+  """One Summary from the finished stages' results.
 
   Args:
-    done: the done.json of every finished stage (search at least).
+    done: {stage: its result} of every finished stage (search at least),
+      in the order the cost table lists them.
     key_targets: targets shown first in tables (e.g. domain scores).
+    objectives: the search objective per final run (`report`'s table).
 
   Returns:
-    {alpha, source_weights, predicted, predicted_std, merged, final,
-     baselines, cost, key_targets, ...}.
+    The Summary.
   """
   search = done["search"]
-  final = done.get("final", {}).get("runs", {})
+  assert isinstance(search, results_lib.SearchResult)
+  final = done.get("final")
+  runs = final.runs if isinstance(final, results_lib.FinalResult) else {}
+  gen = search.diagnostics.get("generation")
   cost = {}
-  for stage, d in done.items():
-    if stage == "report":
-      continue
-    cost[stage] = {
-        "tokens": int(d.get("tokens", 0)),
-        "seconds": float(d.get("seconds", 0.0)),
-    }
-  gen = (search.get("diagnostics") or {}).get("generation")
-  if gen and "search" in cost:
+  for stage, r in done.items():
+    cost[stage] = results_lib.StageCost(
+        tokens=int(r.tokens), seconds=float(r.seconds)
+    )
+  if gen:
     # Generative metrics: prompt + generated tokens are forward passes
     # (validation.cost.generation_tokens), beside the training tokens.
-    cost["search"]["prompt_tokens"] = int(gen.get("prompt_tokens", 0))
-    cost["search"]["generated_tokens"] = int(gen.get("generated_tokens", 0))
-  summary = {
-      "alpha": search["alpha"],
-      "source_weights": search["source_weights"],
-      "epochs": search.get("epochs", {}),
-      "predicted": search.get("predicted", {}),
-      "predicted_std": search.get("predicted_std", {}),
-      "merged": search.get("merged_scores", {}),
-      "search_methods": search.get("methods", {}),
-      "final": final.get("demix", {}).get("scores", {}),
-      "baselines": {
-          name: r.get("scores", {})
-          for name, r in final.items()
-          if name != "demix"
-      },
-      "final_weights": {
-          name: r.get("weights", {}) for name, r in final.items()
-      },
-      "cost": cost,
-      "key_targets": list(key_targets),
-      "n_proxies": search.get("n_proxies"),
-      "surrogate": search.get("surrogate", ""),
-      "rounds": search.get("rounds", []),
-      "diagnostics": search.get("diagnostics", {}),
-      "config_snippet": search.get("config_snippet", ""),
-  }
-  if "validate" in done:
-    summary["validation"] = done["validate"].get("rows", [])
-  return summary
+    cost["search"] = results_lib.StageCost(
+        tokens=cost["search"].tokens,
+        seconds=cost["search"].seconds,
+        prompt_tokens=int(gen.get("prompt_tokens", 0)),
+        generated_tokens=int(gen.get("generated_tokens", 0)),
+    )
+  validate = done.get("validate")
+  return results_lib.Summary(
+      alpha=dict(search.alpha),
+      source_weights=dict(search.source_weights),
+      epochs=dict(search.epochs),
+      predicted=dict(search.predicted),
+      predicted_std=dict(search.predicted_std),
+      merged=dict(search.merged_scores),
+      search_methods=dict(search.methods),
+      final=dict(runs["demix"].scores) if "demix" in runs else {},
+      baselines={n: dict(r.scores) for n, r in runs.items() if n != "demix"},
+      final_weights={n: dict(r.weights) for n, r in runs.items()},
+      cost=cost,
+      key_targets=list(key_targets),
+      n_proxies=search.n_proxies,
+      surrogate=search.surrogate,
+      rounds=list(search.rounds),
+      diagnostics=dict(search.diagnostics),
+      config_snippet=search.config_snippet,
+      objectives=dict(objectives or {}),
+      validation=(
+          list(validate.rows)
+          if isinstance(validate, results_lib.ValidateResult)
+          else None
+      ),
+  )
 
 
 def _fmt(v: Any) -> str:
@@ -93,7 +99,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def render_markdown(
-    summary: Mapping[str, Any], plots: Mapping[str, str]
+    summary: results_lib.Summary, plots: Mapping[str, str]
 ) -> str:
   """report.md: mixture, final-vs-baseline table, cost, plots."""
   out = ["# DeMix report", ""]
@@ -106,34 +112,34 @@ def render_markdown(
               [
                   c,
                   a,
-                  summary["source_weights"].get(c, 0.0),
-                  summary["epochs"].get(c, 0.0),
+                  summary.source_weights.get(c, 0.0),
+                  summary.epochs.get(c, 0.0),
               ]
-              for c, a in summary["alpha"].items()
+              for c, a in summary.alpha.items()
           ],
       ),
       "",
   ]
-  if summary.get("config_snippet"):
+  if summary.config_snippet:
     out += [
         "Reuse it as a fixed mixture:",
         "",
         "```",
-        summary["config_snippet"],
+        summary.config_snippet,
         "```",
         "",
     ]
-  targets = summary["key_targets"]
-  runs = {"demix": summary["final"], **summary["baselines"]}
-  if summary["final"]:
+  targets = summary.key_targets
+  runs = {"demix": summary.final, **summary.baselines}
+  if summary.final:
     header = ["target", "proxy (merged)", "surrogate prediction"] + list(runs)
     rows = []
     for t in targets:
       rows.append(
           [
               t,
-              summary["merged"].get(t, float("nan")),
-              summary["predicted"].get(t, float("nan")),
+              summary.merged.get(t, float("nan")),
+              summary.predicted.get(t, float("nan")),
           ]
           + [runs[r].get(t, float("nan")) for r in runs]
       )
@@ -145,7 +151,7 @@ def render_markdown(
         _table(header, rows),
         "",
     ]
-  objectives = summary.get("objectives") or {}
+  objectives = summary.objectives
   if objectives:
     out += [
         "## The objective, trained and as a merged proxy",
@@ -165,23 +171,19 @@ def render_markdown(
             [
                 [
                     n,
-                    o["trained_normalized"],
-                    (
-                        "–"
-                        if o.get("proxy_normalized") is None
-                        else o["proxy_normalized"]
-                    ),
-                    o["trained_composite"],
-                    o["trained_mean"],
+                    o.trained_normalized,
+                    ("–" if o.proxy_normalized is None else o.proxy_normalized),
+                    o.trained_composite,
+                    o.trained_mean,
                 ]
                 for n, o in objectives.items()
             ],
         ),
         "",
     ]
-  if summary.get("search_methods"):
+  if summary.search_methods:
     rows = []
-    for name, m in summary["search_methods"].items():
+    for name, m in summary.search_methods.items():
       rows.append(
           [name, ", ".join(f"{a:.3f}" for a in m["alpha"])]
           + [m["merged_scores"].get(t, float("nan")) for t in targets]
@@ -192,15 +194,15 @@ def render_markdown(
         _table(["method", "alpha"] + list(targets), rows),
         "",
     ]
-  cost = summary["cost"]
+  cost = summary.cost
   header = ["stage", "training tokens", "seconds"]
-  rows = [[s, c["tokens"], c["seconds"]] for s, c in cost.items()]
-  if any("generated_tokens" in c for c in cost.values()):
+  rows = [[s, c.tokens, c.seconds] for s, c in cost.items()]
+  if any(c.generated_tokens is not None for c in cost.values()):
     header += ["prompt tokens (generation)", "generated tokens"]
     for row, c in zip(rows, cost.values()):
-      row += [c.get("prompt_tokens", 0), c.get("generated_tokens", 0)]
+      row += [c.prompt_tokens or 0, c.generated_tokens or 0]
   out += ["## Cost", "", _table(header, rows), ""]
-  diag = summary.get("diagnostics") or {}
+  diag = summary.diagnostics
   if diag.get("delta"):
     out += [
         "## Component diagnostics",
@@ -211,8 +213,8 @@ def render_markdown(
         ),
         "",
     ]
-  if summary.get("validation"):
-    v = summary["validation"]
+  if summary.validation:
+    v = summary.validation
     out += [
         "## Validation",
         "",

@@ -1,0 +1,94 @@
+"""Stages base, components and final against a fake workspace."""
+
+from demix_jax.stages import base
+from demix_jax.stages import common
+from demix_jax.stages import components
+from demix_jax.stages import final
+from demix_jax.stages import results
+
+
+def _inputs(ws, **res):
+  return common.Inputs(ws=ws, results=res, config_hash="h")
+
+
+def _base():
+  return results.BaseResult(
+      run_dir="/b", steps=1, train_seconds=0.0, mixture={}, tokens=1
+  )
+
+
+def test_base_trains_the_pretrain_mixture(fake_ws):
+  ws = fake_ws()
+  r = base.run(ws.spec, _inputs(ws))
+  (call,) = ws.recipe.calls
+  assert call["weights"] == dict(ws.spec.data.pretrain_mixture)
+  assert call["config_hash"] == "h" and call["init_from"] == ""
+  assert r.run_dir == str(ws.workdir / "base" / "run")
+  assert r.tokens == ws.spec.budgets.base_tokens and r.steps == 3
+
+
+def test_components_pad_with_general_seed_apart_and_resume(fake_ws):
+  ws = fake_ws()
+  inputs = _inputs(ws, base=_base())
+  r = components.run(ws.spec, inputs)
+  beta, general = ws.spec.data.beta, ws.spec.data.general
+  assert list(r.components) == list(ws.candidates)
+  for i, (call, cand) in enumerate(zip(ws.recipe.calls, ws.candidates)):
+    assert call["init_from"] == "/b"
+    assert call["seed_offset"] == common.COMPONENT_SEED + i
+    assert call["budgets"] == ws.spec.budgets.component_budgets
+    want = {general: 1.0} if cand == general else {general: beta, cand: beta}
+    assert call["weights"] == want
+  assert r.tokens == len(ws.candidates) * ws.spec.budgets.component_tokens
+  # Each component recorded itself: a rerun trains nothing and agrees.
+  again = components.run(ws.spec, inputs)
+  assert len(ws.recipe.calls) == len(ws.candidates)
+  assert again.components == r.components
+
+
+def test_final_trains_found_and_baselines_and_scores_them(fake_ws):
+  ws = fake_ws()
+  comps = results.ComponentsResult(
+      components={
+          c: results.TrainedRun(
+              run_dir=f"/c/{c}", steps=1, train_seconds=0.0, mixture={}
+          )
+          for c in ws.candidates
+      }
+  )
+  found = {"general": 0.5, "code": 0.5}
+  search = results.SearchResult(
+      alpha={},
+      source_weights=found,
+      predicted={},
+      predicted_std={},
+      merged_scores={},
+      methods={},
+      epochs={},
+      rounds=[],
+      final_cv={},
+      proxies_csv="",
+      n_proxies=0,
+      diagnostics={},
+      config_snippet="",
+      objective=results.SearchObjective(kind="target", targets=("t",)),
+      search_seconds=0.0,
+  )
+  inputs = _inputs(ws, base=_base(), components=comps, search=search)
+  r = final.run(ws.spec, inputs)
+  assert list(r.runs)[0] == "demix" and "natural" in r.runs
+  calls = {c["run_dir"].rsplit("/", 1)[1]: c for c in ws.recipe.calls}
+  assert calls["demix"]["weights"] == found
+  natural = ws.bounds.source_weights(ws.bounds.natural_alpha)
+  assert calls["natural"]["weights"] == natural
+  assert [c["seed_offset"] for c in ws.recipe.calls] == [
+      common.FINAL_SEED + i for i in range(len(r.runs))
+  ]
+  # Scored by the components' evaluator at the budget the search used.
+  (asked,) = ws.engines.asked
+  assert asked[:3] == ("/b", comps.run_dirs(), ws.spec.budgets.use_budget)
+  assert r.runs["demix"].scores["domain/code"] == 4.5
+  # Finished runs are read back, neither retrained nor rescored.
+  again = final.run(ws.spec, inputs)
+  assert again.runs == r.runs and len(ws.recipe.calls) == len(r.runs)
+  assert len(ws.engines.ev.scored) == len(r.runs)
