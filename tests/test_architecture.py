@@ -153,12 +153,8 @@ def test_no_private_members_across_modules():
 # `a.N` with `a` bound to A). A shorthand used only inside A is not one.
 # Package __init__ files are exempt: they are a package's face (the curated
 # `dx` namespace resolves its names lazily from strings and has no alias).
-ALIAS_ALLOWED = {
-    # Until the branches that delete these modules' alias layers land (the
-    # lead removes both entries at that merge).
-    "demix_jax/merging/methods.py",
-    "demix_jax/interop/hf.py",
-}
+# Modules allowed to re-export another module's names (none).
+ALIAS_ALLOWED: set[str] = set()
 
 
 def _module_names(tree: ast.Module, mods) -> tuple[dict[str, str], dict]:

@@ -141,7 +141,9 @@ def _check_run(init_from: str, model_cfg, field: str) -> None:
     expected = jax.eval_shape(
         lambda: models.init_params(model_cfg, jax.random.key(0))
     )
-    checkpoint_reads.check_structure(expected, found, f"{init_from} step {step}")
+    checkpoint_reads.check_structure(
+        expected, found, f"{init_from} step {step}"
+    )
   except checkpoint_reads.CheckpointError as e:
     if isinstance(e, checkpoint_reads.UnreachableCheckpointError):
       raise  # the storage, not the config: exit 4 naming the path

@@ -56,7 +56,9 @@ def restore_full_state(
   checkpointing.find_step(src)  # names a run that has no checkpoints/
   r = checkpointing.restore_newest(src, layout.params, layout.opt_state)
   if r is None:
-    raise checkpoint_reads.CheckpointError(f"resume_from={src} has no checkpoint")
+    raise checkpoint_reads.CheckpointError(
+        f"resume_from={src} has no checkpoint"
+    )
   return r, "resume_from"
 
 

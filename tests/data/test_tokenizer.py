@@ -313,7 +313,8 @@ def test_workspace_takes_either_kind_and_names_the_field(bpe_vocab, tmp_path):
   config.data.tokenizer.path = bpe_vocab.path
   ws = workspace.Workspace(dx.resolve(config), str(tmp_path / "a"))
   assert (
-      ws.data.vocab.kind == "bpe" and ws.data.vocab.fingerprint == bpe_vocab.fingerprint
+      ws.data.vocab.kind == "bpe"
+      and ws.data.vocab.fingerprint == bpe_vocab.fingerprint
   )
   (tmp_path / "empty").mkdir()
   config.data.tokenizer.path = str(tmp_path / "empty")
