@@ -102,7 +102,6 @@ NEEDS_BASE = frozenset(
 )
 # Methods that elect a sign per entry (TIES' consensus).
 SIGN_CONSENSUS = frozenset({"ties", "dare_ties", "breadcrumbs_ties", "della"})
-RESCALES = tensors.RESCALES
 # DELLA ranks magnitudes within each row of a Hugging Face [out, in] matrix
 # (mergekit's `della_magprune`); these are the axes of our leaves (negative,
 # so a leading layer axis is a row axis too) that hold HF's `in` dimension,
@@ -178,8 +177,10 @@ class MergeSpec:
       raise ValueError(f"merge density must be in (0, 1], got {self.density}")
     if not 0.0 <= self.gamma < 1.0:
       raise ValueError(f"merge gamma must be in [0, 1), got {self.gamma}")
-    if self.rescale not in RESCALES:
-      raise ValueError(f"merge rescale={self.rescale!r}; use one of {RESCALES}")
+    if self.rescale not in tensors.RESCALES:
+      raise ValueError(
+          f"merge rescale={self.rescale!r}; use one of {tensors.RESCALES}"
+      )
     if self.karcher_iters < 0:
       raise ValueError(f"karcher_iters must be >= 0, got {self.karcher_iters}")
     della = self.method.startswith("della") and self.density < 1.0

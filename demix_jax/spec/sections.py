@@ -16,6 +16,7 @@ from demix_jax.data import sources as sources_lib
 from demix_jax.data import text_sample
 from demix_jax.data import tokenizer as tokenizer_lib
 from demix_jax.merging import methods as merge_methods
+from demix_jax.merging import tensors as merge_tensors
 from demix_jax.spec import types
 from demix_jax.training import optim as optim_lib
 from demix_jax.training import sharding as sharding_lib
@@ -404,6 +405,6 @@ def merge(r: config_lib.Reader, seed: int) -> types.MergeSettings:
       epsilon=r.float("merge.epsilon", 0.0, 1.0, open_high=True),
       scale=r.float("merge.lambda_", 0.0, open_low=True),
       seed=seed,
-      rescale=r.choice("merge.rescale", merge_methods.RESCALES),
+      rescale=r.choice("merge.rescale", merge_tensors.RESCALES),
   )
   return types.MergeSettings(spec, r.int("merge.chunk_size"))
