@@ -227,6 +227,7 @@ class Workspace:
         seed=self.spec.seed,
         cache_dir=str(self.data_dir / "benchmarks"),
         heldout=heldout,
+        files=dict(e.benchmark_files),
     )
 
   def alpha_bounds(self) -> pool_lib.Bounds:
@@ -370,6 +371,7 @@ class Workspace:
           math_timeout_s=e.math_timeout_s,
           max_items=e.max_items,
           seed=self.spec.seed,
+          files=dict(e.benchmark_files),
       )
     return self._evaluators[key]
 
