@@ -1,9 +1,10 @@
 """Benchmarks read from their published files (`eval.benchmark_files`).
 
 `eval.benchmark_files = {benchmark: path or glob}` points a benchmark at
-its full set as the dataset is released: Parquet (`.parquet`) or JSON
-lines (`.jsonl`, `.jsonl.gz`, `.json`), local or gs://, with the release's
-own column names:
+its full set as the dataset is released: Parquet (`.parquet`), JSON lines
+(`.jsonl`, `.jsonl.gz`) or JSON (`.json`: one record, as hendrycks MATH
+ships each problem, or a list), local or gs://, with the release's own
+column names:
 
 | benchmark | release | columns read |
 |---|---|---|
@@ -116,6 +117,23 @@ def _json_lines(path: str):
         yield n + 1, line
 
 
+def _json_document(name: str, path: str) -> list[dict]:
+  """The records of a .json file: one object, or a list of them."""
+  with epath.Path(path).open("rb") as f:
+    try:
+      doc = json.loads(f.read().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise BenchmarkFileError(
+          name, f"{path} is not JSON ({e})", "fix the file"
+      ) from e
+  recs = doc if isinstance(doc, list) else [doc]
+  if not all(isinstance(r, dict) for r in recs):
+    raise BenchmarkFileError(
+        name, f"{path} holds non-object records", "one object per record"
+    )
+  return recs
+
+
 def iter_records(name: str, files: Sequence[str]):
   """Yields (file, record dict) over every file, in order."""
   for path in files:
@@ -124,6 +142,9 @@ def iter_records(name: str, files: Sequence[str]):
         table = _pq().read_table(f)
       for rec in table.to_pylist():
         yield path, rec
+      continue
+    if path.endswith(".json"):
+      yield from ((path, r) for r in _json_document(name, path))
       continue
     for n, line in _json_lines(path):
       try:
@@ -145,7 +166,7 @@ def _columns_of(name: str, path: str) -> list[str]:
     with epath.Path(path).open("rb") as f:
       return list(_pq().ParquetFile(f).schema_arrow.names)
   for _, rec in iter_records(name, [path]):
-    return list(rec)
+    return list(rec)  # the first record (JSON lines are streamed)
   raise BenchmarkFileError(name, f"{path} has no records", "fix the file")
 
 

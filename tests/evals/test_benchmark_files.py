@@ -425,3 +425,34 @@ def test_cli_exits_2_naming_the_column(tmp_path):
   assert "config.eval.benchmark_files.gsm8k" in proc.stderr
   assert "no column 'answer'" in proc.stderr
   assert not (tmp_path / "w" / "base").exists()
+
+
+def test_math_per_problem_json_files_under_a_glob(tmp_path):
+  # hendrycks MATH ships one pretty-printed JSON object per problem in
+  # test/<subject>/<n>.json; a recursive glob reads them in sorted order.
+  problems = {
+      "algebra/1.json": ("What is $2+3$?", "It is $\\boxed{5}$."),
+      "algebra/2.json": ("What is $2\\cdot 3$?", "It is $\\boxed{6}$."),
+      "geometry/7.json": ("Angles of a triangle?", "$\\boxed{180^\\circ}$"),
+  }
+  for rel, (problem, solution) in problems.items():
+    f = tmp_path / "MATH" / "test" / rel
+    f.parent.mkdir(parents=True, exist_ok=True)
+    rec = {
+        "problem": problem,
+        "level": "Level 2",
+        "type": "Algebra",
+        "solution": solution,
+    }
+    f.write_text(json.dumps(rec, indent=4))
+  files = {"minerva_math": str(tmp_path / "MATH" / "test" / "**" / "*.json")}
+  items = benchmarks.read_items("minerva_math", files=files)
+  assert [it.choices[0][1] for it in items] == [
+      " " + s for _, s in problems.values()
+  ]
+  gen = tasks.read_gen_items("minerva_math", files=files)
+  assert [g.answer for g in gen] == ["5", "6", "180^\\circ"]
+  assert gen[0].prompt == items[0].choices[0][0]
+  (tmp_path / "MATH" / "test" / "algebra" / "3.json").write_text("{oops")
+  with pytest.raises(bf.BenchmarkFileError, match="3.json is not JSON"):
+    benchmarks.read_items("minerva_math", files=files)
