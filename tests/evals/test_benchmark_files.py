@@ -478,3 +478,26 @@ def test_workspace_suite_reads_the_configured_files(tmp_path):
   assert list(by["piqa"].gold) == [
       c == it.gold for it in want for c in range(len(it.choices))
   ]
+
+
+def test_python_api_suite_takes_benchmark_files(tmp_path):
+  from demix_jax.merging import runs  # pylint: disable=g-import-not-at-top
+
+  class ByteVocab:
+    fingerprint = "bytes"
+    encode = staticmethod(byte_encode)
+
+    def token_byte_lengths(self):
+      return np.array([0, 0] + [1] * 256)
+
+  files = {"winogrande": write(tmp_path, "wg", RECORDS["winogrande"], "jsonl")}
+  suite = runs.suite_for(
+      ByteVocab(),
+      48,
+      benchmarks=("winogrande", "piqa"),
+      max_items=4,
+      batch_size=4,
+      benchmark_files=files,
+  )
+  by = {g.name: g for g in suite.groups}
+  assert (by["winogrande"].n_docs, by["piqa"].n_docs) == (1, 4)
