@@ -400,6 +400,10 @@ def test_spec_checks_the_field_before_work(tmp_path):
       ({"mmlu": piqa}, "benchmark_files.mmlu", "not in eval.benchmarks"),
       ({"piqa": 3}, "benchmark_files.piqa", "path or glob"),
   ]
+  for not_a_dict in (5, "nope"):
+    with pytest.raises(config_lib.ConfigError, match="expected a dict") as e:
+      spec_lib.resolve(_spec_config(not_a_dict))
+    assert e.value.field == "eval.benchmark_files"
   for files, field, problem in cases:
     with pytest.raises(config_lib.ConfigError, match=problem) as e:
       spec_lib.resolve(_spec_config(files))
