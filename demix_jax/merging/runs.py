@@ -105,6 +105,7 @@ def suite_for(
     seed: int = 0,
     cache_dir: str | None = None,
     heldout: Mapping[str, Mapping[str, Any]] | None = None,
+    benchmark_files: Mapping[str, str] | None = None,
 ) -> rows_lib.EvalSuite:
   """The benchmark (and held-out) rows, as the pipeline builds them.
 
@@ -123,6 +124,7 @@ def suite_for(
       cache_dir=cache_dir,
       heldout={k: dict(v) for k, v in (heldout or {}).items()},
       token_bytes=vocab.token_byte_lengths(),
+      files=dict(benchmark_files or {}),
   )
 
 
@@ -169,6 +171,7 @@ def from_run_dirs(
     cache_dir: str | None = None,
     generation: Any = None,
     sandbox: Any = None,
+    benchmark_files: Mapping[str, str] | None = None,
 ) -> evaluator_lib.Evaluator:
   """An evaluator over checkpoints you trained, from their run dirs alone.
 
@@ -208,6 +211,8 @@ def from_run_dirs(
     generation: an `evals.generation.GenerationConfig` for generative
       metrics (default: its defaults).
     sandbox: `evals.sandbox.SandboxLimits` for the code benchmarks.
+    benchmark_files: {benchmark: path or glob} of published full sets, as
+      config `eval.benchmark_files` (`evals.benchmark_files`).
 
   Returns:
     The `engine.MixtureEvaluator`, or a `generative.GenerativeEvaluator`
@@ -236,6 +241,7 @@ def from_run_dirs(
       seed=seed,
       cache_dir=cache_dir,
       heldout=heldout,
+      benchmark_files=benchmark_files,
   )
   store = load_store(
       base_dir,
@@ -266,4 +272,5 @@ def from_run_dirs(
       sandbox=sandbox or sandbox_lib.DEFAULT_LIMITS,
       max_items=max_items,
       seed=seed,
+      files=dict(benchmark_files or {}),
   )

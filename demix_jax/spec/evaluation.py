@@ -11,6 +11,9 @@ Checks, each naming its field:
 * pass@k with k > eval.generation.num_samples (the estimator needs n >= k
   samples per problem), and num_samples > 1 without sampling
   (temperature 0: every sample would be the same text);
+* `eval.benchmark_files.<benchmark>`: a benchmark not in eval.benchmarks,
+  a path or glob that matches no Parquet / JSON-lines file, or a file
+  without a column of the benchmark's release (named with the column);
 * `search.method = "gradient"` with a generative target in the search
   objective (`check_search`): the gradient descends only bpb/loss targets,
   so the mixture it picks would ignore them.
@@ -23,6 +26,7 @@ from typing import Mapping
 
 from demix_jax import config_lib
 from demix_jax.config_lib import ConfigError
+from demix_jax.evals import benchmark_files as files_lib
 from demix_jax.evals import benchmarks as bench_lib
 from demix_jax.evals import generation as generation_lib
 from demix_jax.evals import sandbox as sandbox_lib
@@ -118,8 +122,31 @@ def sandbox(r: config_lib.Reader) -> sandbox_lib.SandboxLimits:
   )
 
 
+def benchmark_files(
+    r: config_lib.Reader, benchmarks: tuple[str, ...]
+) -> dict[str, str]:
+  """`eval.benchmark_files`, each entry's files and columns checked."""
+  if r.optional(files_lib.FIELD) is None:  # configs from before the field
+    return {}
+  files = r.mapping(files_lib.FIELD)
+  for name, pattern in files.items():
+    field = f"{files_lib.FIELD}.{name}"
+    if name not in benchmarks:
+      raise ConfigError(
+          field,
+          f"{name!r} is not in eval.benchmarks {benchmarks}",
+          "add it to eval.benchmarks or remove the entry",
+      )
+    try:
+      files_lib.check(name, pattern)
+    except files_lib.BenchmarkFileError as e:
+      raise ConfigError(e.field, e.problem, e.fix) from e
+  return files
+
+
 def eval(r: config_lib.Reader, data: types.DataSpec) -> types.EvalSpec:
   benchmarks = r.names("eval.benchmarks", tuple(bench_lib.BENCHMARKS))
+  files = benchmark_files(r, benchmarks)
   dm = domain_metrics(r)
   gen = generation(r)
   for d, m in dm.items():
@@ -153,6 +180,7 @@ def eval(r: config_lib.Reader, data: types.DataSpec) -> types.EvalSpec:
       math_timeout_s=r.float(
           "eval.generation.math_timeout_s", 0.0, open_low=True
       ),
+      benchmark_files=files,
   )
 
 

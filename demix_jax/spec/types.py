@@ -102,6 +102,8 @@ class EvalSpec:
   )
   sandbox: sandbox_lib.SandboxLimits = sandbox_lib.DEFAULT_LIMITS
   math_timeout_s: float = 3.0  # one symbolic MATH equivalence check
+  # {benchmark: path or glob} of published sets; the others: the wheel.
+  benchmark_files: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
   @property
   def generative(self) -> bool:

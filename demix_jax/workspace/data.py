@@ -179,6 +179,7 @@ class DataCaches:
         seed=self.spec.seed,
         cache_dir=str(self.data_dir / "benchmarks"),
         heldout=heldout,
+        files=dict(e.benchmark_files),
     )
 
   def preflight(self) -> None:

@@ -121,5 +121,6 @@ class Engines:
           math_timeout_s=e.math_timeout_s,
           max_items=e.max_items,
           seed=self.spec.seed,
+          files=dict(e.benchmark_files),
       )
     return self._evaluators[key]
