@@ -41,6 +41,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.seed = 0
   # Stages run by default (main.py --stages overrides).
   c.stages = ("base", "components", "search", "final", "report")
+  # The opt-in first stage: list "prepare" first in `stages` to tokenize the
+  # sources once into ArrayRecord shards (Apache Beam) that every later
+  # stage streams (README "Your own corpora"); the demo's corpora are small.
+  c.prepare = ml_collections.ConfigDict()
+  c.prepare.out_dir = ""  # "" = <workdir>/prepare
+  c.prepare.unit_mb = 64.0  # input MiB per work unit (one shard pair each)
+  c.prepare.unit_docs = 100_000  # records per unit of tfds/ArrayRecord
+  c.prepare.encode_batch = 1024  # documents per tokenizer call
+  # Beam pipeline options, e.g. ("--runner=DataflowRunner", "--project=p",
+  # "--region=us-central1", "--temp_location=gs://b/tmp"); () = in process.
+  c.prepare.beam_args = ()
 
   # ---------------------------------------------------------------- model
   # Qwen3-style decoder (demix_jax/models/transformer.py). 1.05M params.

@@ -95,6 +95,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # AdamW state are sharded over fsdp (the `embed` rule).
   c.mesh.axes = ml_collections.ConfigDict({"data": -1, "fsdp": 16, "tensor": 1})
 
+  # Tokenize the corpora once into shards (Apache Beam; set
+  # prepare.beam_args to run it on Dataflow), then stream them.
+  c.stages = ("prepare",) + tuple(c.stages)
   c.data.seq_len = 8192
   c.data.sources = ml_collections.ConfigDict(
       {

@@ -128,17 +128,38 @@ def preflight(spec: spec_lib.RunSpec, workdir: str) -> workspace_lib.Workspace:
   ):
     # Programs the model writes will run: the isolation tool must work.
     sandbox_lib.check_isolation(spec.eval.sandbox)
-  ws = workspace_lib.Workspace(spec, workdir)
-  if any(s.reads_data for s in _ordered(spec)):
-    # The data caches under workdir/data (corpora, the tokenizer, token
-    # counts) are shared files: process 0 builds them, then the others read
-    # them.
-    if multihost.is_writer():
-      ws.data.preflight()
-    multihost.barrier("data_caches")
-    ws.data.preflight()
-    ws.bounds.alpha_bounds()  # constraints feasible under the epoch caps
+  ws = workspace_lib.Workspace(adapted(spec, workdir), workdir)
+  ordered = _ordered(spec)
+  pending = [
+      s
+      for s in ordered
+      if s.prepares_data and load_result(ws.spec, workdir, s.name) is None
+  ]
+  if any(s.reads_data for s in ordered) and not pending:
+    _build_data_caches(ws)
   return ws
+
+
+def adapted(spec: spec_lib.RunSpec, workdir: str) -> spec_lib.RunSpec:
+  """The spec after the `adapt` of each stage in the run or finished."""
+  for s in registry.STAGES:
+    if s.adapt is not None and (
+        s.name in spec.stages
+        or (epath.Path(workdir) / s.name / "done.json").exists()
+    ):
+      spec = s.adapt(spec, workdir)
+  return spec
+
+
+def _build_data_caches(ws: workspace_lib.Workspace) -> None:
+  # The data caches under workdir/data (corpora, the tokenizer, token
+  # counts) are shared files: process 0 builds them, then the others read
+  # them. Building them finds bad data before any training.
+  if multihost.is_writer():
+    ws.data.preflight()
+  multihost.barrier("data_caches")
+  ws.data.preflight()
+  ws.bounds.alpha_bounds()  # constraints feasible under the epoch caps
 
 
 def save_config(ws: workspace_lib.Workspace) -> None:
@@ -203,12 +224,16 @@ def run(
         num_devices=jax.device_count(),
         stages=tuple(stages) if stages else None,
     )
-  if workspace is not None and workspace.spec is not spec:
+  if workspace is not None and (
+      workspace.spec.config is not spec.config
+      or workspace.spec.stages != spec.stages
+  ):
     raise ValueError(
         "workspace: built for another RunSpec; pass the one"
         " preflight(spec, workdir) returned for this spec, or none"
     )
   ws = workspace or preflight(spec, workdir)
+  spec = ws.spec  # as the stages' `adapt` left it
   save_config(ws)
   ordered = _ordered(spec)
   # The first stage's inputs must exist (later ones are produced here).
@@ -235,4 +260,10 @@ def run(
     save_result(spec, ws.workdir, s.name, result)
     out[s.name] = result
     logging.info("stage %s: done in %.1f s", s.name, result.seconds)
+    if s.prepares_data and any(
+        t.reads_data for t in ordered[ordered.index(s) + 1 :]
+    ):
+      # The later stages read what it wrote: caches from the new data.
+      ws.data.reset()
+      _build_data_caches(ws)
   return out

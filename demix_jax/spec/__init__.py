@@ -38,6 +38,7 @@ from demix_jax.spec.types import EvalSpec
 from demix_jax.spec.types import FinalSpec
 from demix_jax.spec.types import MergeSettings
 from demix_jax.spec.types import MeshSpec
+from demix_jax.spec.types import PrepareSpec
 from demix_jax.spec.types import RunSpec
 from demix_jax.spec.types import SearchSpec
 from demix_jax.spec.types import TokenizerSpec
@@ -111,6 +112,7 @@ def resolve(
       validate=validate,
       report_formats=formats,
       config=config,
+      prepare=sections.prepare(r),
   )
   r.skip("stages")  # read above, unless the caller's `stages` replace it
   r.check_all_read()  # a key nothing read is a typo, not a default
@@ -126,6 +128,7 @@ __all__ = [
     "FinalSpec",
     "MergeSettings",
     "MeshSpec",
+    "PrepareSpec",
     "NORMALIZE",
     "REPORT_FORMATS",
     "RunSpec",

@@ -408,3 +408,39 @@ def merge(r: config_lib.Reader, seed: int) -> types.MergeSettings:
       rescale=r.choice("merge.rescale", merge_tensors.RESCALES),
   )
   return types.MergeSettings(spec, r.int("merge.chunk_size"))
+
+
+def prepare(r: config_lib.Reader) -> types.PrepareSpec:
+  """The optional `prepare` section (defaults where it is absent)."""
+  if r.optional("prepare") is None:
+    return types.PrepareSpec()
+  args = r.get("prepare.beam_args")
+  if isinstance(args, str) or not isinstance(args, (list, tuple)):
+    raise ConfigError(
+        "prepare.beam_args",
+        f"expected a tuple of Beam options, got {args!r}",
+        'give e.g. ("--runner=DataflowRunner", "--project=my-project")',
+    )
+  for i, a in enumerate(args):
+    if not isinstance(a, str) or not a.startswith("--"):
+      raise ConfigError(
+          f"prepare.beam_args[{i}]",
+          f"{a!r} is not a --flag=value option",
+          "write each Beam option as '--name=value'",
+      )
+  out = r.str("prepare.out_dir")
+  if out and "://" not in out and not out.startswith("/"):
+    # Every host reads the shards: a relative path means another directory
+    # on each machine (and after a `cd`).
+    raise ConfigError(
+        "prepare.out_dir",
+        f"{out!r} is a relative path",
+        "give an absolute path or a gs:// URI, or '' for <workdir>/prepare",
+    )
+  return types.PrepareSpec(
+      out_dir=out,
+      unit_mb=r.float("prepare.unit_mb", 0.0, open_low=True),
+      unit_docs=r.int("prepare.unit_docs"),
+      encode_batch=r.int("prepare.encode_batch"),
+      beam_args=tuple(args),
+  )

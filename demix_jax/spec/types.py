@@ -151,6 +151,27 @@ class ValidateSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class PrepareSpec:
+  """How the prepare stage writes the sources as token shards (`prepare.*`).
+
+  Attributes:
+    out_dir: where each source's shards go, `<out_dir>/<source>` (local or
+      gs://); "" = `<workdir>/prepare`.
+    unit_mb: input MiB per work unit (one shard pair per unit).
+    unit_docs: records per work unit of record stores (tfds, ArrayRecord).
+    encode_batch: documents per tokenizer call.
+    beam_args: Apache Beam pipeline options, e.g. ("--runner=DataflowRunner",
+      "--project=p", ...); () = Beam's in-process runner.
+  """
+
+  out_dir: str = ""
+  unit_mb: float = 64.0
+  unit_docs: int = 100_000
+  encode_batch: int = 1024
+  beam_args: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class RunSpec:
   """Everything a run needs, typed. `config` is the plain dict it came from."""
 
@@ -170,6 +191,7 @@ class RunSpec:
   validate: ValidateSpec
   report_formats: tuple[str, ...]
   config: Mapping[str, Any]
+  prepare: PrepareSpec = dataclasses.field(default_factory=PrepareSpec)
 
   @property
   def candidates(self) -> tuple[str, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from demix_jax.stages import base
 from demix_jax.stages import components
 from demix_jax.stages import final
+from demix_jax.stages import prepare
 from demix_jax.stages import report
 from demix_jax.stages import search
 from demix_jax.stages import stage as stage_lib
@@ -12,7 +13,7 @@ from demix_jax.stages import validate
 
 _RECORDS = {
     m.STAGE.name: m.STAGE
-    for m in (base, components, search, final, validate, report)
+    for m in (prepare, base, components, search, final, validate, report)
 }
 if set(_RECORDS) != set(stage_lib.ORDER):
   raise ImportError(

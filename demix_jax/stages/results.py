@@ -180,6 +180,26 @@ class FinalResult(Result):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class PreparedSource(Record):
+  """One source as prepare wrote it (its manifest's counts)."""
+
+  directory: str
+  documents: int
+  tokens: int
+  heldout_documents: int
+  heldout_tokens: int
+  shards: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PrepareResult(Result):
+  """The sources as token shards: where, and how much of each."""
+
+  sources: dict[str, PreparedSource]
+  tokenizer_fingerprint: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ValidateResult(Result):
   rows: list[Any]
   table: str

@@ -21,7 +21,15 @@ from demix_jax.stages import results
 
 # The pipeline's stages, in run order. A stage runs after every stage it
 # requires; `registry.STAGES` holds their records in this order.
-ORDER = ("base", "components", "search", "final", "validate", "report")
+ORDER = (
+    "prepare",
+    "base",
+    "components",
+    "search",
+    "final",
+    "validate",
+    "report",
+)
 
 # The config fields a result depends on (dotted prefixes), by what the
 # result is made of. Left out on purpose: train.log_every_steps,
@@ -91,6 +99,11 @@ class Stage:
     check: `check(spec, workdir)`, cheap checks of the stage's own inputs
       that preflight runs before any data is read or written (raises
       ConfigError); None: nothing to check.
+    adapt: `adapt(spec, workdir) -> spec`, the spec every stage runs with
+      when this stage is in the run or has finished (prepare points the
+      sources at its shards); None: the spec as resolved.
+    prepares_data: it writes the data later stages read, so the data
+      caches are built after it (from what it wrote), not in preflight.
   """
 
   name: str
@@ -101,6 +114,8 @@ class Stage:
   hashed: tuple[str, ...] | None = None
   reads_data: bool = True
   check: Callable[[Any, str], None] | None = None
+  adapt: Callable[[Any, str], Any] | None = None
+  prepares_data: bool = False
 
   def config_hash(self, spec: Any) -> str:
     """The hash of the spec's `hashed` fields ("" when never reused)."""

@@ -30,6 +30,12 @@ class DataCaches:
     self.spec = spec
     self.data_dir = data_dir
 
+  def reset(self) -> None:
+    """Forgets what was built from the sources (not the tokenizer): the
+    next use reopens them, e.g. as shards once a prepare stage wrote them."""
+    for name in ("sources", "token_counts", "heldout", "suite"):
+      self.__dict__.pop(name, None)
+
   @functools.cached_property
   def sources(self) -> dict[str, sources_lib.Source]:
     self.data_dir.mkdir(parents=True, exist_ok=True)
