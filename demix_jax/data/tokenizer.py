@@ -295,7 +295,7 @@ def _samples(
 
 
 def _training_lines(texts: Iterable[str], seed: int) -> list[str]:
-  lines = []
+  lines: list[str] = []
   for text in texts:
     lines.extend(ln for ln in text.split("\n") if ln)
   random.Random(seed).shuffle(lines)
@@ -352,7 +352,7 @@ def train_vocab(
   if not lines:
     raise ValueError("train_vocab: the sources gave no text to train on")
   key = hashlib.sha256()
-  settings = [_TRAINER_VERSION, vocab_size, seed]
+  settings: list[int | str] = [_TRAINER_VERSION, vocab_size, seed]
   if (kind, sampler) != ("sentencepiece", "shuffle"):
     settings += [kind, sampler]
   key.update(json.dumps(settings).encode())
@@ -362,7 +362,7 @@ def train_vocab(
   digest = key.hexdigest()
   path, meta = epath.Path(out_path), epath.Path(out_path + ".json")
   if path.exists() and meta.exists():
-    if json.loads(meta.read_text()).get("key") == key:
+    if json.loads(meta.read_text()).get("key") == digest:
       return load_vocab(out_path, kind)
     logging.info("tokenizer cache %s is stale; retraining", out_path)
   if kind == "bpe":
@@ -374,7 +374,7 @@ def train_vocab(
   meta.write_text(
       json.dumps(
           {
-              "key": key,
+              "key": digest,
               "kind": kind,
               "vocab_size": vocab_size,
               "seed": seed,
