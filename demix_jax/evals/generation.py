@@ -55,8 +55,13 @@ Params = Any
 class TextCodec(Protocol):
   """What generation needs of a tokenizer (`data.tokenizer.Vocab` fits)."""
 
-  eos_id: int
-  pad_id: int
+  @property
+  def eos_id(self) -> int:
+    ...
+
+  @property
+  def pad_id(self) -> int:
+    ...
 
   def encode(self, text: str) -> list[int]:
     ...
