@@ -236,7 +236,7 @@ def alpha_caps(
     candidates: Sequence[str],
     general: str,
     token_counts: Mapping[str, int],
-    run_tokens: int,
+    run_tokens: float,
     beta: float,
     max_epochs: float,
 ) -> dict[str, float]:
