@@ -235,7 +235,7 @@ def check_repetition(
 def alpha_caps(
     candidates: Sequence[str],
     general: str,
-    token_counts: Mapping[str, int],
+    token_counts: Mapping[str, float],
     run_tokens: float,
     beta: float,
     max_epochs: float,
