@@ -244,6 +244,7 @@ class Reader:
         p.rpartition(".")[2] for p in known if p.rpartition(".")[0] == parent
     }
     near = difflib.get_close_matches(key, sorted(siblings), n=1, cutoff=0.6)
+    guess: builtins.str | None
     if near:
       guess = f"{parent}.{near[0]}" if parent else near[0]
     else:

@@ -21,7 +21,7 @@ import difflib
 import importlib.util
 import os
 import sys
-from typing import Mapping, Sequence
+from typing import Mapping, NoReturn, Sequence
 
 from absl import flags
 
@@ -34,7 +34,7 @@ STEPS = ("train", "merge")
 PLATFORMS = ("cpu", "tpu", "cuda", "rocm")
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
   """Prints `error: message` and exits with code 2 (bad input)."""
   print(f"error: {message}", file=sys.stderr)
   sys.stderr.flush()

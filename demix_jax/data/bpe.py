@@ -189,7 +189,7 @@ class BpeVocab:
     token_to_id = self._tok.get_vocab(with_added_tokens=True)
     self._eos, self._pad = special_ids(spec, token_to_id, config, where)
     self.fingerprint = hashlib.sha256(self._data).hexdigest()
-    self._byte_lengths = None
+    self._byte_lengths: np.ndarray | None = None
 
   def __getstate__(self):
     # Grain worker processes receive the vocab by pickling.
@@ -218,10 +218,12 @@ class BpeVocab:
   @property
   def special_tokens(self) -> dict[str, str]:
     """{"eos_token", "pad_token"} as token strings."""
-    return {
-        "eos_token": self._tok.id_to_token(self._eos),
-        "pad_token": self._tok.id_to_token(self._pad),
-    }
+    eos = self._tok.id_to_token(self._eos)
+    pad = self._tok.id_to_token(self._pad)
+    # Both ids were taken from this tokenizer's own vocabulary (__init__),
+    # so id_to_token finds them.
+    assert eos is not None and pad is not None
+    return {"eos_token": eos, "pad_token": pad}
 
   def encode(self, text: str) -> list[int]:
     """Token ids of text, without BOS or EOS."""

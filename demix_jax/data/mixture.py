@@ -235,8 +235,8 @@ def check_repetition(
 def alpha_caps(
     candidates: Sequence[str],
     general: str,
-    token_counts: Mapping[str, int],
-    run_tokens: int,
+    token_counts: Mapping[str, float],
+    run_tokens: float,
     beta: float,
     max_epochs: float,
 ) -> dict[str, float]:

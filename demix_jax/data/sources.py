@@ -52,8 +52,8 @@ from demix_jax.data import readers
 from demix_jax.data.errors import SourceError
 from demix_jax.prepare import manifest as prepared_lib
 
-KINDS = ("offline", "tfds", "text", "jsonl", "arrayrecord", "parquet")
-KINDS += ("hf_disk", "prepared")
+KINDS: tuple[str, ...] = ("offline", "tfds", "text", "jsonl", "arrayrecord")
+KINDS += ("parquet", "hf_disk", "prepared")
 SPLITS = ("train", "heldout")
 _LOCAL = ("text", "jsonl", "arrayrecord", "parquet")
 # Above this many documents token counts are estimated from a sample.

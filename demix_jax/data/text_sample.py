@@ -70,7 +70,7 @@ def stream_sample(texts: Iterable[str], max_chars: int, seed: int) -> list[str]:
 
 
 def shuffle_sample(
-    texts: Sequence[str], max_chars: int, seed: int
+    texts: Iterable[str], max_chars: int, seed: int
 ) -> list[str]:
   """The "shuffle" sampler: texts in a seeded permutation of their indices,
   until max_chars (the last cut). Needs a random-access sequence."""

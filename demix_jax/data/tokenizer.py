@@ -295,7 +295,7 @@ def _samples(
 
 
 def _training_lines(texts: Iterable[str], seed: int) -> list[str]:
-  lines = []
+  lines: list[str] = []
   for text in texts:
     lines.extend(ln for ln in text.split("\n") if ln)
   random.Random(seed).shuffle(lines)
@@ -352,7 +352,7 @@ def train_vocab(
   if not lines:
     raise ValueError("train_vocab: the sources gave no text to train on")
   key = hashlib.sha256()
-  settings = [_TRAINER_VERSION, vocab_size, seed]
+  settings: list[int | str] = [_TRAINER_VERSION, vocab_size, seed]
   if (kind, sampler) != ("sentencepiece", "shuffle"):
     settings += [kind, sampler]
   key.update(json.dumps(settings).encode())

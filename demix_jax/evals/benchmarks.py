@@ -33,7 +33,7 @@ import hashlib
 import importlib.util
 import json
 import os
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 
@@ -41,6 +41,7 @@ from demix_jax.evals import benchmark_files as files_lib
 from demix_jax.evals import rows as rows_lib
 
 Encode = Callable[[str], list[int]]
+_T = TypeVar("_T")  # an item type (`Item`, or `tasks.GenItem`)
 
 _CACHE_VERSION = 1
 
@@ -205,7 +206,7 @@ def read_items(
   return items
 
 
-def subsample(items: list[Item], max_items: int, seed: int) -> list[Item]:
+def subsample(items: Sequence[_T], max_items: int, seed: int) -> list[_T]:
   """A seeded subsample of at most `max_items` items (0 = all), in doc order.
 
   The permutation depends only on the seed and the item count, so the same
@@ -350,11 +351,13 @@ def load_benchmark(
         )
   items = subsample(read_items(name, root, files), max_items, seed)
   rs = build_rows(name, items, encode, seq_len)
-  if path:
+  if path and cache_dir:  # path is set only when cache_dir is
     os.makedirs(cache_dir, exist_ok=True)
     # Per-process name: hosts that build the same cache never share a tmp.
     tmp = f"{path}.tmp{os.getpid()}.npz"
-    np.savez(tmp, **rs.arrays())
+    # numpy's stub lets a ** dict fill allow_pickle (a bool); these keys
+    # are the RowSet's array names only.
+    np.savez(tmp, **rs.arrays())  # type: ignore[arg-type]
     os.replace(tmp, path)  # atomic: a killed run never leaves half a cache
   return rs
 

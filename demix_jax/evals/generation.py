@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence, cast
 
 import jax
 import jax.numpy as jnp
@@ -55,8 +55,13 @@ Params = Any
 class TextCodec(Protocol):
   """What generation needs of a tokenizer (`data.tokenizer.Vocab` fits)."""
 
-  eos_id: int
-  pad_id: int
+  @property
+  def eos_id(self) -> int:
+    ...
+
+  @property
+  def pad_id(self) -> int:
+    ...
 
   def encode(self, text: str) -> list[int]:
     ...
@@ -289,7 +294,7 @@ class Generator:
     n, shape = len(batch), (n_models, self.cfg.batch_size)
     done = np.zeros(shape, bool)
     done[:, n:] = True  # padding rows
-    out = [[None] * n for _ in range(n_models)]
+    out: list[list[Completion | None]] = [[None] * n for _ in range(n_models)]
     while True:
       state = steps(params, state)
       # to_numpy gathers rows held by other hosts (every process decodes).
@@ -307,8 +312,10 @@ class Generator:
       state = dataclasses.replace(
           state, done=jnp.asarray(done.reshape(state.done.shape))
       )
-    self.tokens_generated += sum(c.n_tokens for row in out for c in row)
-    return out
+    # The loop ends once every real row is done, so every slot is filled.
+    filled = cast(list[list[Completion]], out)
+    self.tokens_generated += sum(c.n_tokens for row in filled for c in row)
+    return filled
 
   def _generate(self, params, requests, many: bool, n_models: int):
     out = [

@@ -183,6 +183,14 @@ def _choice_matrix(group: rows_lib.RowSet, offset: int):
   return idx, gold
 
 
+def _mean(weights: list[np.ndarray]) -> np.ndarray:
+  """The mean of a non-empty list of row-weight vectors."""
+  total = weights[0]
+  for w in weights[1:]:
+    total = total + w
+  return total / len(weights)
+
+
 def _group_linear(
     suite: rows_lib.EvalSuite, group: rows_lib.RowSet, metric: str
 ) -> np.ndarray:
@@ -280,14 +288,14 @@ def linear_weights(
     srcs = [g for g in suite.groups if g.kind == "heldout"]
     if not srcs:
       raise ValueError("no held-out rows in the suite")
-    return sum(_group_linear(suite, g, "bpb") for g in srcs) / len(srcs)
+    return _mean([_group_linear(suite, g, "bpb") for g in srcs])
   if parts[0] == "domain" and len(parts) == 2:
     members = [b for b in bench_lib.DOMAINS.get(parts[1], ()) if b in by_name]
     if not members:
       raise ValueError(f"no benchmark of domain {parts[1]!r} in the suite")
-    return sum(
-        _group_linear(suite, by_name[b], dm[parts[1]]) for b in members
-    ) / len(members)
+    return _mean(
+        [_group_linear(suite, by_name[b], dm[parts[1]]) for b in members]
+    )
   group_name, metric = "/".join(parts[:-1]), parts[-1]
   if group_name not in by_name:
     raise ValueError(f"unknown target {target!r}; groups: {sorted(by_name)}")

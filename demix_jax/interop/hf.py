@@ -376,10 +376,12 @@ def _tokenizer_files(tokenizer: Any) -> dict[str, Any]:
   path = ""
   if isinstance(tokenizer, tokenizer_lib.Vocab):
     kind, path = tokenizer.kind, tokenizer.path
+    # Each kind's file is an attribute of its class, not of the protocol.
+    concrete: Any = tokenizer
     data = (
-        tokenizer.model_proto
+        concrete.model_proto
         if kind == "sentencepiece"
-        else tokenizer.tokenizer_json
+        else concrete.tokenizer_json
     )
   elif isinstance(tokenizer, (bytes, bytearray)):
     data = bytes(tokenizer)
@@ -450,7 +452,7 @@ def import_as_run(
   )
   params = load_params(hf_dir, cfg)
   fp = hf_config_lib.tokenizer_info(hf_dir)["fingerprint"] or ""
-  meta = {
+  meta: dict[str, Any] = {
       "step": 0,
       "tokens_seen": 0,
       "num_steps": 0,

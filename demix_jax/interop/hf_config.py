@@ -149,7 +149,7 @@ def model_config_from_hf(
         + "; ".join(problems)
     )
   n_heads = int(c["num_attention_heads"])
-  fields = dict(
+  fields: dict[str, Any] = dict(
       vocab_size=int(c["vocab_size"]),
       d_model=int(c["hidden_size"]),
       n_layers=int(c["num_hidden_layers"]),

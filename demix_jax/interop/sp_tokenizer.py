@@ -56,7 +56,9 @@ class UnsupportedTokenizerError(ValueError):
 def _parse(model_proto: bytes):
   from sentencepiece import sentencepiece_model_pb2  # pylint: disable=g-import-not-at-top
 
-  m = sentencepiece_model_pb2.ModelProto()
+  # A generated protobuf module: its message classes are made when it is
+  # imported, so the checker sees no ModelProto in it.
+  m = sentencepiece_model_pb2.ModelProto()  # type: ignore[attr-defined]
   m.ParseFromString(model_proto)
   return m
 
@@ -127,6 +129,7 @@ def tokenizer_json(model_proto: bytes) -> dict[str, Any]:
       "pattern": {"String": " "},
       "content": SPIECE_UNDERLINE,
   }
+  normalizer: dict[str, Any]
   if ns.add_dummy_prefix:
     normalizer = {
         "type": "Sequence",
@@ -213,7 +216,7 @@ def write_tokenizer(
   (d / "tokenizer.json").write_text(json.dumps(tj, ensure_ascii=False))
   sp = special_tokens(model_proto)
   present = {k: v for k, v in sp.items() if v is not None}
-  cfg = {
+  cfg: dict[str, Any] = {
       "tokenizer_class": "PreTrainedTokenizerFast",
       "add_bos_token": False,
       "add_eos_token": False,

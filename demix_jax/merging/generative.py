@@ -306,7 +306,7 @@ def wrap(
   """
   if not has_generative(domain_metrics):
     return inner
-  dm = dict(domain_metrics)
+  dm = dict(domain_metrics or {})  # not None: has_generative was true
   names = [
       g.name
       for g in inner.suite.groups

@@ -135,12 +135,12 @@ def bind(
   # continuations of multiple-choice items, not the distractors), so the
   # forward and backward passes run on those rows alone.
   batches, w = subset_rows(suite, np.asarray(w), mesh)
-  w = jnp.asarray(w, jnp.float32)
+  w_dev = jnp.asarray(w, jnp.float32)
 
   def objective(alpha, stacked, base, batches):
     return (
         rows_of_mixture(jnp.asarray(alpha, jnp.float32), stacked, base, batches)
-        @ w
+        @ w_dev
     )
 
   return BoundObjective(

@@ -92,6 +92,7 @@ def check_runs(
           f"({base_dir}): {cfg} vs {model_cfg}; merge only components "
           "continued from that base"
       )
+  assert model_cfg is not None  # runs holds the base at least
   return model_cfg, seq_len
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-from typing import Iterator, NamedTuple
+from typing import Iterator, Literal, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -294,7 +294,9 @@ def splash_attention(q, k, v, ids):
   )
 
 
-def cudnn_attention(q, k, v, ids, implementation: str = "cudnn"):
+def cudnn_attention(
+    q, k, v, ids, implementation: Literal["xla", "cudnn"] = "cudnn"
+):
   """cuDNN flash attention: causal, plus the same-segment mask."""
   same = ids[:, None, :, None] == ids[:, None, None, :]  # [B, 1, T, S]
   return jax.nn.dot_product_attention(

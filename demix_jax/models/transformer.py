@@ -29,7 +29,7 @@ under its mesh).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, cast
 
 import flax.linen as nn
 import jax
@@ -457,7 +457,12 @@ def lm_head(cfg: ModelConfig, params: Params, x: jax.Array) -> jax.Array:
   """Final norm and LM head of `forward`: hidden [B, T, d] -> float32 logits
   [B, T, V] (the chunked losses call it on a few positions at a time)."""
   outer_params = {k: v for k, v in params.items() if k != "layers"}
-  return _Outer(cfg).apply({"params": outer_params}, x, method=_Outer.decode)
+  # Without `mutable`, apply returns the method's value alone (flax's
+  # annotation also covers the (value, variables) pair of mutable calls).
+  return cast(
+      jax.Array,
+      _Outer(cfg).apply({"params": outer_params}, x, method=_Outer.decode),
+  )
 
 
 def forward_hidden(
@@ -473,7 +478,12 @@ def forward_hidden(
   final norm and LM head (`lm_head`), for the chunked losses."""
   outer_params = {k: v for k, v in params.items() if k != "layers"}
   outer = _Outer(cfg)
-  x = outer.apply({"params": outer_params}, tokens, method=_Outer.encode)
+  # Not mutable: apply returns the method's value alone (see lm_head).
+  x = cast(
+      jax.Array,
+      outer.apply({"params": outer_params}, tokens, method=_Outer.encode),
+  )
+  mask: jax.Array | attention_lib.Segments
   if attention_lib.resolve(cfg.attention) == "xla":
     mask = attention_mask(segment_ids)
   else:

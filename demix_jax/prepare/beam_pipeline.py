@@ -177,7 +177,7 @@ def process_unit(job: dict[str, Any], vocab, encode_batch: int) -> dict:
           name = manifest_lib.shard_name(split, job["index"], job["n_units"])
           writers[split] = _ShardWriter(f"{job['dir']}/{name}")
         writers[split].write(ids)
-    splits = {}
+    splits: dict[str, dict[str, Any]] = {}
     for split in manifest_lib.SPLITS:
       w = writers.pop(split, None)
       name = manifest_lib.shard_name(split, job["index"], job["n_units"])

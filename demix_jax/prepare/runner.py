@@ -11,7 +11,7 @@ committed.
 from __future__ import annotations
 
 import sys
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from etils import epath
 
@@ -47,7 +47,7 @@ def build_manifest(
     directory: str,
 ) -> dict[str, Any]:
   """The manifest from the units' commit records (all must exist)."""
-  splits = {
+  splits: dict[str, dict[str, Any]] = {
       s: {"documents": 0, "ids": 0, "tokens": 0, "shards": []}
       for s in manifest_lib.SPLITS
   }
@@ -98,7 +98,7 @@ def plan(
         "is not a source of data.sources",
         f"use names from {sorted(specs)}",
     )
-  names = options.only or tuple(specs)
+  names: Sequence[str] = options.only or tuple(specs)
   # Sources of kind "prepared" are shards already.
   names = [n for n in names if specs[n].kind != "prepared"]
   return {n: units_lib.plan_source(specs[n], options) for n in names}

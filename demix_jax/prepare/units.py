@@ -32,8 +32,8 @@ from demix_jax.data import readers
 from demix_jax.data import sources as sources_lib
 from demix_jax.data.errors import SourceError
 
-KINDS = ("jsonl", "text", "parquet", "hf_disk", "arrayrecord", "tfds")
-KINDS += ("offline",)
+KINDS: tuple[str, ...] = ("jsonl", "text", "parquet", "hf_disk", "arrayrecord")
+KINDS += ("tfds", "offline")
 _HEAD_BYTES = 1 << 16
 # The SourceSpec key that locates the data of each kind.
 _DATA_KEY = {"tfds": "dataset", "hf_disk": "data_dir", "offline": "corpus"}

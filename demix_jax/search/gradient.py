@@ -205,11 +205,13 @@ def gradient_search(
   t = np.arange(cfg.steps, dtype=np.float64)
   decay = np.sqrt(t + 1) if cfg.decay == "sqrt" else np.ones_like(t)
   etas = (cfg.learning_rate / decay).astype(np.float32)
-  paths, values = [], []
+  paths: list[np.ndarray] = []
+  values: list[np.ndarray] = []
   for i, start in enumerate(_starts(cfg, bounds, init)):
     alpha = jnp.asarray(start, jnp.float32)
     scale = jnp.float32(0.0)
-    path, vals = [np.asarray(alpha)], []
+    path = [np.asarray(alpha)]
+    vals: list[float] = []
     for eta in etas:
       value, g = value_and_grad(alpha)
       alpha, scale = update(alpha, g, scale, jnp.float32(eta))
@@ -221,23 +223,23 @@ def gradient_search(
     )
     paths.append(np.stack(path))
     values.append(np.asarray(vals, np.float64))
-  paths, values = np.stack(paths), np.stack(values)
-  vals = np.where(np.isfinite(values), values, np.inf)
-  s, t = np.unravel_index(np.argmin(vals), vals.shape)
-  if not np.isfinite(vals[s, t]):
+  all_paths, all_values = np.stack(paths), np.stack(values)
+  finite = np.where(np.isfinite(all_values), all_values, np.inf)
+  s, step = np.unravel_index(np.argmin(finite), finite.shape)
+  if not np.isfinite(finite[s, step]):
     raise FloatingPointError(
         "gradient search: the objective is NaN/inf at " "every iterate"
     )
-  alpha = kl_project_np(
-      paths[s, t],
+  best = kl_project_np(
+      all_paths[s, step],
       np.asarray(bounds.lower, np.float64),
       np.asarray(bounds.upper, np.float64),
   )
   return GradientResult(
-      alpha=alpha,
-      value=float(values[s, t]),
-      paths=paths,
-      values=values,
+      alpha=best,
+      value=float(all_values[s, step]),
+      paths=all_paths,
+      values=all_values,
       best_start=int(s),
-      evaluations=int(values.size),
+      evaluations=int(all_values.size),
   )

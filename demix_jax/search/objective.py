@@ -175,10 +175,12 @@ def evaluate(
   total = np.zeros(len(bad))
   if spec.kind == "normalized":
     scales = spec.scales()  # raises first when the reference is missing
+    reference = spec.reference
+    assert reference is not None  # scales() raised otherwise
     for wi, t, b, scale in zip(
         w,
         spec.targets,
-        [spec.reference[t] for t in spec.targets],
+        [reference[t] for t in spec.targets],
         scales,
     ):
       v = np.asarray(scores[t], np.float64)

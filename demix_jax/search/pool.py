@@ -28,6 +28,7 @@ epochs); `epoch_caps` offers the official code's formulation.
 
 import dataclasses
 import logging
+from typing import cast
 
 import numpy as np
 
@@ -114,7 +115,10 @@ class Bounds:
             f"candidates are {names}"
         )
       i = names.index(name)
-      a, b = (c, c) if np.isscalar(c) else c
+      # A number fixes the weight, a pair bounds it (numpy's isscalar guard
+      # widens c to any scalar, hence the cast back to the pair it is).
+      pair = (c, c) if np.isscalar(c) else c
+      a, b = cast(tuple[float, float], pair)
       lo[i] = max(lo[i], float(a))
       hi[i] = min(hi[i], float(b))
     out = Bounds(lo, hi)

@@ -279,7 +279,7 @@ class _Search:
 
   def _rank_pool(
       self, targets, optimistic: bool = True
-  ) -> tuple[np.ndarray, dict, object]:
+  ) -> tuple[np.ndarray, dict, surrogates.Surrogate]:
     """Objective of every pool row under the current surrogate.
 
     With `exploration` > 0 the rounds rank by the optimistic (UCB) scores;

@@ -29,6 +29,7 @@ Other stages read runs with `load_params(run_dir, tokens=None)`,
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any, Sequence
@@ -118,7 +119,9 @@ class Restored:
   iter_state: Any | None  # this process's iterator state
   meta: dict[str, Any]
   # Newer steps skipped as corrupt: (step, CorruptCheckpointError).
-  skipped: list[tuple[int, Exception]] = dataclasses.field(default_factory=list)
+  skipped: list[tuple[int, reads.CorruptCheckpointError]] = dataclasses.field(
+      default_factory=list
+  )
 
 
 class Checkpointer:
@@ -256,7 +259,9 @@ def _restore_newest(
         found = params_metadata(run_dir, step, delays=delays)
         reads.check_structure(abstract_params, found, source)
       r = reads.read(
-          lambda s=step: mngr.restore(s, args=ocp.args.Composite(**args)),
+          functools.partial(
+              mngr.restore, step, args=ocp.args.Composite(**args)
+          ),
           what,
           delays,
       )
@@ -481,4 +486,7 @@ def load_params(
   else:
     reads.check_structure(target, found, source)
   mngr = _manager(run_dir, None, read_only=True)
-  return _restore_newest(mngr, target, None, run_dir, steps=[step]).params
+  restored = _restore_newest(mngr, target, None, run_dir, steps=[step])
+  # One step asked for: it is restored, or _restore_newest raised.
+  assert restored is not None
+  return restored.params

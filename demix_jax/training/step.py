@@ -263,7 +263,7 @@ def jit_train_step(
     model_cfg: models.ModelConfig,
     train_cfg: train_config.TrainConfig,
     layout: TrainLayout,
-) -> Callable:
+) -> jax.stages.Wrapped:
   """The jitted step, donating params, optimizer state and health record.
 
   (params, opt_state, batch, health) -> (params, opt_state, metrics,

@@ -209,7 +209,7 @@ def macro(values: Mapping[str, float]) -> float:
 
 
 def _check_domains(
-    name: str, scores: Mapping[str, ArrayLike], domains: Mapping[str, bool]
+    name: str, scores: Mapping[str, object], domains: Mapping[str, bool]
 ) -> None:
   missing = [d for d in domains if d not in scores]
   if missing:

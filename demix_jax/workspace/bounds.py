@@ -50,9 +50,8 @@ class MixtureBounds:
   @property
   def cap_run_tokens(self) -> int:
     """The run length the epoch caps assume (`search.cap_run_tokens`)."""
-    return int(
-        self.spec.search.cap_run_tokens or sum(self.prior_tokens.values())
-    )
+    total = sum(self.prior_tokens.values())
+    return int(self.spec.search.cap_run_tokens or total)
 
   def source_weights(self, alpha: Mapping[str, float]) -> dict[str, float]:
     d = self.spec.data

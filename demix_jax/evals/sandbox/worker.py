@@ -49,6 +49,7 @@ def serve(rin, reply_fd: int) -> None:
       return
     msg = wire.loads(line)
     op = msg.get("op")
+    reply: dict
     try:
       if op == "load":
         exec(compile(msg["source"], "program.py", "exec"), ns)  # noqa: S102
