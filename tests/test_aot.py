@@ -26,11 +26,11 @@ from tests import kit
 from tests.kit import ROOT
 
 
-def _aot(*args):
+def _aot(*args, timeout: float = kit.HANG_GUARD_S):
   env = dict(os.environ)
   env.pop("XLA_FLAGS", None)  # the CLI sets the device count itself
   env["JAX_PLATFORMS"] = "cpu"
-  return kit.run_cli(*args, module="demix_jax.aot", env=env)
+  return kit.run_cli(*args, module="demix_jax.aot", env=env, timeout=timeout)
 
 
 def _summary(proc):
@@ -435,7 +435,7 @@ def test_with_libtpu_but_no_tpu_the_cli_starts_no_tpu_backend(tmp_path):
   env = dict(os.environ)
   env.pop("XLA_FLAGS", None)
   env.pop("JAX_PLATFORMS", None)  # as a user runs it
-  env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), ROOT])
+  env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT)])
   # The config's rules name an fsdp axis this mesh lacks: refused (exit 2)
   # right after the backend started, before anything compiles.
   proc = subprocess.run(
