@@ -270,7 +270,7 @@ def accuracy_vs_cost(
   Returns:
     The path written.
   """
-  fig, ax = plt.subplots(figsize=(6, 4.2))
+  fig, ax = plt.subplots(figsize=(8.6, 4.2))
   for j, (name, y) in enumerate((hlines or {}).items()):
     ax.axhline(y, color="0.3", ls=(":", "-.", "--")[j % 3], lw=1.2, label=name)
   for i, name in enumerate(rho):
@@ -298,5 +298,6 @@ def accuracy_vs_cost(
   ax.set_xlabel(xlabel)
   ax.set_ylabel("macro Spearman rho vs reference runs")
   ax.set_title(title, fontsize=10)
-  ax.legend(fontsize=7)
+  # Outside the axes: inside, it covered the points it names.
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
   return canvas.save(fig, path)

@@ -15,7 +15,8 @@ as null), so a table can be re-rendered from the JSON alone:
   variants are present, as means over component budgets like the paper's;
   Table 3's rank columns for final models.
 * `plot_rho_vs_tokens`: macro rho and top-25% rho against total training
-  tokens, one colour per proxy family (the paper's Figure 1).
+  tokens, one colour per proxy family (the paper's Figure 1), the held-out
+  macro rho as its own lines, and the noise ceilings across.
 """
 
 from __future__ import annotations
@@ -281,4 +282,29 @@ def plot_rho_vs_tokens(rows: Sequence[Mapping[str, Any]], path: str) -> str:
       xs[name] = [r["total_tokens"] for r in rs]
       rho[name] = [_float(r["rho"]["macro"]) for r in rs]
       top[name] = [_float(r["top25_rho"]["macro"]) for r in rs]
-  return plots.accuracy_vs_cost(xs, rho, path, top_rho=top)
+      if "macro_heldout" in rs[0]["rho"]:
+        held = f"{name}, held-out targets"
+        xs[held] = xs[name]
+        rho[held] = [_float(r["rho"]["macro_heldout"]) for r in rs]
+  hlines = {}
+  first = rows[0] if rows else {}
+  for key, label in (
+      ("ceiling_macro", "noise ceiling (benchmark domains)"),
+      ("ceiling_macro_heldout", "noise ceiling (held-out targets)"),
+  ):
+    if math.isfinite(_float(first.get(key))):
+      hlines[label] = _float(first[key])
+  return plots.accuracy_vs_cost(
+      xs,
+      rho,
+      path,
+      top_rho=top,
+      hlines=hlines,
+      title="proxy accuracy vs cost (paper Fig. 1)"
+      + (
+          "\nmacro rho over the benchmark domains and over the held-out "
+          "targets"
+          if len(rho) > len(top)
+          else ""
+      ),
+  )

@@ -172,3 +172,30 @@ def test_macros_split_benchmark_domains_from_heldout_targets():
       ["code"],
       ["heldout/a/bpb"],
   )
+
+
+def test_rho_plot_draws_the_heldout_macro_and_both_ceilings(
+    tmp_path, monkeypatch
+):
+  alphas = _alphas()
+  table = _run(tmp_path, Fakes(alphas, TARGETS), TARGETS)
+  seen = {}
+
+  def capture(xs, rho, path, **kw):
+    seen.update(rho=rho, **kw)
+    return path
+
+  monkeypatch.setattr(tables.plots, "accuracy_vs_cost", capture)
+  tables.plot_rho_vs_tokens(table["rows"], str(tmp_path / "p.png"))
+  merged = next(r for r in table["rows"] if r["family"] == "merged")
+  assert seen["rho"]["merged (DeMix), held-out targets"] == [
+      pytest.approx(merged["rho"]["macro_heldout"])
+  ]
+  assert seen["hlines"] == {
+      "noise ceiling (benchmark domains)": pytest.approx(
+          table["ceiling"]["macro"]
+      ),
+      "noise ceiling (held-out targets)": pytest.approx(
+          table["ceiling"]["macro_heldout"]
+      ),
+  }
