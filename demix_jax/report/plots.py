@@ -1,14 +1,15 @@
 """Plots of the search and the final runs (matplotlib, Agg backend).
 
+The search's plots live here; the trained runs' (components, final runs)
+in `run_plots`, re-exported under the same names.
+
 Every function takes plain arrays/dicts and a path, writes one PNG and
 returns the path, so the report stage, notebooks and tests share them.
 """
 
 from __future__ import annotations
 
-import io
 import math
-import os
 from typing import Mapping, Sequence
 
 import matplotlib
@@ -17,21 +18,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-from demix_jax import storage
+from demix_jax.report import canvas
+from demix_jax.report import run_plots
 
-_DPI = 110
-
-
-def _save(fig, path: str) -> str:
-  fig.tight_layout()
-  # Rendered in memory, then written in one go: a kill never leaves half an
-  # image, and the report may live on gs://, which savefig cannot open.
-  buf = io.BytesIO()
-  fmt = os.path.splitext(path)[1].lstrip(".").lower() or None
-  fig.savefig(buf, dpi=_DPI, format=fmt)
-  plt.close(fig)
-  storage.atomic_write_bytes(path, buf.getvalue())
-  return path
+# Re-exported: the report stage, the pipeline and tests call them as plots.*.
+png_is_drawn = canvas.png_is_drawn
+component_diagnostics = run_plots.component_diagnostics
+final_differences = run_plots.final_differences
+final_vs_baselines = run_plots.final_vs_baselines
 
 
 def _ternary_xy(alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -76,15 +70,24 @@ def mixture_landscape(
   if k == 3:
     fig, ax = plt.subplots(figsize=(6.4, 5.6))
     corners = np.array([[0, 0], [1, 0], [0.5, math.sqrt(3) / 2], [0, 0]])
+    # Light lines at 25/50/75% of each candidate, so weights can be read.
+    for c in range(3):
+      for level in (0.25, 0.5, 0.75):
+        ends = np.zeros((2, 3))
+        ends[:, c] = level
+        ends[0, (c + 1) % 3] = ends[1, (c + 2) % 3] = 1.0 - level
+        gx, gy = _ternary_xy(ends)
+        ax.plot(gx, gy, color="0.88", lw=0.7, zorder=0)
     ax.plot(corners[:, 0], corners[:, 1], color="0.3", lw=1)
     for i, (cx, cy) in enumerate(corners[:3]):
       ax.annotate(
-          names[i],
+          f"{names[i]} = 1",
           (cx, cy),
           textcoords="offset points",
-          xytext=(0, -14 if cy == 0 else 6),
+          xytext=(0, -16 if cy == 0 else 12),
           ha="center",
           fontsize=10,
+          fontweight="bold",
       )
     x, y = _ternary_xy(alphas)
     sc = ax.scatter(
@@ -97,10 +100,25 @@ def mixture_landscape(
         linewidth=0.3,
     )
     if (~finite).any():
-      ax.scatter(x[~finite], y[~finite], facecolor="none", edgecolor="r", s=28)
-    for p in paths:
+      ax.scatter(
+          x[~finite],
+          y[~finite],
+          facecolor="none",
+          edgecolor="r",
+          s=28,
+          label="not finite (diverged)",
+      )
+    for n, p in enumerate(paths):
       px, py = _ternary_xy(np.asarray(p))
-      ax.plot(px, py, "-", color="tab:red", lw=1.2, alpha=0.8)
+      ax.plot(
+          px,
+          py,
+          "-",
+          color="tab:red",
+          lw=1.2,
+          alpha=0.8,
+          label="gradient search path" if n == 0 else None,
+      )
       ax.plot(px[-1:], py[-1:], "o", color="tab:red", ms=4)
     if highlight is not None:
       hx, hy = _ternary_xy(np.asarray(highlight)[None])
@@ -109,13 +127,17 @@ def mixture_landscape(
           hy,
           "*",
           color="tab:orange",
-          ms=18,
+          ms=16,
           mec="k",
           label="chosen mixture",
+          zorder=5,
       )
-      ax.legend(loc="upper right", fontsize=8)
-    fig.colorbar(sc, ax=ax, label=value_label)
+    if highlight is not None or paths or (~finite).any():
+      ax.legend(loc="upper left", bbox_to_anchor=(-0.02, 1.0), fontsize=8)
+    fig.colorbar(sc, ax=ax, label=value_label, shrink=0.75)
     ax.set_aspect("equal")
+    ax.set_xlim(-0.08, 1.08)
+    ax.set_ylim(-0.08, math.sqrt(3) / 2 + 0.08)
     ax.axis("off")
   else:
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * k), 4.5))
@@ -133,13 +155,14 @@ def mixture_landscape(
       )
       ax.legend(fontsize=8)
     ax.set_xticks(range(k), names, rotation=30)
-    ax.set_ylabel("weight")
+    ax.set_ylim(0.0, 1.0)
+    ax.set_ylabel("weight of the candidate")
     sm = plt.cm.ScalarMappable(
         cmap=cmap, norm=plt.Normalize(vmin=vmin, vmax=vmax)
     )
     fig.colorbar(sm, ax=ax, label=value_label)
-  ax.set_title(title, pad=22 if k == 3 else 6)
-  return _save(fig, path)
+  ax.set_title(title, pad=14 if k == 3 else 6)
+  return canvas.save(fig, path)
 
 
 def predicted_vs_observed(
@@ -153,20 +176,32 @@ def predicted_vs_observed(
   """Scatter of surrogate predictions against measured scores."""
   predicted = np.asarray(predicted, dtype=np.float64)
   observed = np.asarray(observed, dtype=np.float64)
-  fig, ax = plt.subplots(figsize=(5, 5))
+  fig, ax = plt.subplots(figsize=(5.2, 5))
   ax.scatter(observed, predicted, s=18, alpha=0.8)
   both = np.concatenate([predicted, observed])
   both = both[np.isfinite(both)]
   if both.size:
+    # One range on both axes: the dashed diagonal is predicted = observed.
     lo, hi = both.min(), both.max()
-    ax.plot([lo, hi], [lo, hi], "--", color="0.5", lw=1)
-  ax.set_xlabel(f"observed {label}")
-  ax.set_ylabel(f"predicted {label}")
-  title = "surrogate: predicted vs observed (held-out folds)"
+    pad = 0.05 * (hi - lo) or 0.01 * abs(hi) or 0.01
+    ax.plot([lo, hi], [lo, hi], "--", color="0.5", lw=1, label="y = x")
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.legend(fontsize=8, loc="upper left")
+  for axis in (ax.xaxis, ax.yaxis):
+    axis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
+  unit = canvas.unit_of(label)
+  unit = "" if unit == "score" else f" ({unit})"
+  ax.set_xlabel(f"observed {label}{unit}")
+  ax.set_ylabel(f"predicted {label}{unit}")
+  title = (
+      f"surrogate on {observed.size} proxies: out-of-fold prediction vs "
+      "observed"
+  )
   if rho is not None:
     title += f"\nSpearman {rho:.3f}"
   ax.set_title(title, fontsize=10)
-  return _save(fig, path)
+  return canvas.save(fig, path)
 
 
 def best_per_round(
@@ -179,85 +214,13 @@ def best_per_round(
   fig, ax = plt.subplots(figsize=(5.5, 4))
   for name, values in best.items():
     ax.plot(range(1, len(values) + 1), values, "o-", label=name)
+  ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+  ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
   ax.set_xlabel("round")
   ax.set_ylabel(ylabel)
   ax.legend(fontsize=8)
-  ax.set_title("search progress")
-  return _save(fig, path)
-
-
-def component_diagnostics(
-    deltas: Mapping[str, float],
-    barriers: Mapping[tuple[str, str], float],
-    path: str,
-) -> str:
-  """Bar chart of per-component delta (Eq. 4) and a pairwise barrier grid."""
-  names = list(deltas)
-  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-  ax1.bar(names, [100 * deltas[n] for n in names], color="tab:blue")
-  ax1.set_ylabel("delta vs base (%)")
-  ax1.set_title(
-      "component drift (paper: ~3% at 2B, ~10% at 30B tokens)", fontsize=9
-  )
-  grid = np.full((len(names), len(names)), np.nan)
-  for (a, b), v in barriers.items():
-    if a in names and b in names:
-      i, j = names.index(a), names.index(b)
-      grid[i, j] = grid[j, i] = v
-  im = ax2.imshow(grid, cmap="magma")
-  ax2.set_xticks(range(len(names)), names, rotation=30)
-  ax2.set_yticks(range(len(names)), names)
-  for i in range(len(names)):
-    for j in range(len(names)):
-      if np.isfinite(grid[i, j]):
-        ax2.text(
-            j,
-            i,
-            f"{grid[i, j]:.3f}",
-            ha="center",
-            va="center",
-            color="w",
-            fontsize=8,
-        )
-  fig.colorbar(im, ax=ax2, label="loss barrier (nats)")
-  ax2.set_title("pairwise loss barrier along the merge line", fontsize=9)
-  return _save(fig, path)
-
-
-def final_vs_baselines(
-    table: Mapping[str, Mapping[str, float]],
-    targets: Sequence[str],
-    path: str,
-    *,
-    predicted: Mapping[str, float] | None = None,
-) -> str:
-  """Grouped bars: each run (found mixture, baselines) on each target."""
-  runs = list(table)
-  fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(targets)), 4.2))
-  width = 0.8 / (len(runs) + (1 if predicted else 0))
-  x = np.arange(len(targets))
-  for i, run in enumerate(runs):
-    ax.bar(
-        x + i * width,
-        [table[run].get(t, np.nan) for t in targets],
-        width,
-        label=run,
-    )
-  if predicted:
-    ax.bar(
-        x + len(runs) * width,
-        [predicted.get(t, np.nan) for t in targets],
-        width,
-        label="proxy prediction",
-        color="0.7",
-        hatch="//",
-    )
-  ax.set_xticks(
-      x + 0.4 - width / 2, targets, rotation=25, ha="right", fontsize=8
-  )
-  ax.legend(fontsize=8)
-  ax.set_title("final runs: found mixture vs baselines")
-  return _save(fig, path)
+  ax.set_title("search progress: best proxy after each round", fontsize=10)
+  return canvas.save(fig, path)
 
 
 def curve(
@@ -280,20 +243,7 @@ def curve(
   ax.set_ylabel(ylabel)
   ax.set_title(title)
   ax.legend(fontsize=8)
-  return _save(fig, path)
-
-
-def png_is_drawn(path: str) -> bool:
-  """True if the PNG decodes and is not a single flat colour."""
-  image = plt.imread(path)
-  return image.ndim >= 2 and float(np.std(image[..., :3])) > 1e-3
-
-
-def _compact(v: float) -> str:
-  for scale, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-    if abs(v) >= scale:
-      return f"{v / scale:g}{unit}"
-  return f"{v:g}"
+  return canvas.save(fig, path)
 
 
 def accuracy_vs_cost(
@@ -320,7 +270,7 @@ def accuracy_vs_cost(
   Returns:
     The path written.
   """
-  fig, ax = plt.subplots(figsize=(6, 4.2))
+  fig, ax = plt.subplots(figsize=(8.6, 4.2))
   for j, (name, y) in enumerate((hlines or {}).items()):
     ax.axhline(y, color="0.3", ls=(":", "-.", "--")[j % 3], lw=1.2, label=name)
   for i, name in enumerate(rho):
@@ -341,12 +291,13 @@ def accuracy_vs_cost(
     # matplotlib's default minor labels collide.
     ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))
     ax.xaxis.set_major_formatter(
-        matplotlib.ticker.FuncFormatter(lambda v, _: _compact(v))
+        matplotlib.ticker.FuncFormatter(lambda v, _: canvas.compact(v))
     )
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   ax.axhline(0.0, color="0.7", lw=0.8)
   ax.set_xlabel(xlabel)
   ax.set_ylabel("macro Spearman rho vs reference runs")
   ax.set_title(title, fontsize=10)
-  ax.legend(fontsize=7)
-  return _save(fig, path)
+  # Outside the axes: inside, it covered the points it names.
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+  return canvas.save(fig, path)

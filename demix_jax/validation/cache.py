@@ -92,6 +92,11 @@ def reference_scores(
           "changed: use a new workdir or delete workdir/validate"
       )
     have = cache["scores"].get(key, {})
+    # A score cached before a target was added (e.g. held-out bpb) is
+    # rescored, not read back as NaN.
+    for f in list(have):
+      if any(d not in have[f] for d in domains):
+        del have[f]
     if all(fraction_key(f) in have for f in fracs):
       log(f"validate: {kind} {i + 1}/{len(alphas)} cached")
       continue
@@ -142,7 +147,10 @@ def merged_scores(root, alphas, variants, domains, score_merged, write, log):
   out, diags = {}, {}
   for v in variants:
     entry = cache.get(v.label)
-    if entry is None or entry.get("alphas_digest") != want:
+    stale = entry is not None and any(
+        d not in entry.get("scores", {}) for d in domains
+    )
+    if entry is None or stale or entry.get("alphas_digest") != want:
       log(f"validate: scoring merged proxies {v.label!r}")
       got = score_merged(alphas, v.label)
       scores = {}

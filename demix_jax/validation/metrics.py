@@ -28,8 +28,12 @@ mixtures with the full budget) give the ground truth. Per domain:
   (1 + the number of references strictly better; the model is not counted
   among them, and equal references do not push it down).
 
-Macro values are the mean over domains of the finite per-domain values (NaN
-when none is finite).
+Targets: every target the search can use is scored, the benchmark domains
+and the held-out bits per byte of every source (named "heldout/<source>/bpb",
+`HELDOUT_PREFIX`). "macro" is the mean over the benchmark domains of the
+finite per-domain values (NaN when none is finite), as in the paper;
+"macro_heldout" is the same mean over the held-out targets, present when
+any held-out target is scored (`macros`).
 
 Missing values: mixtures whose proxy or reference score is not finite (a
 diverged run) are dropped pairwise before any metric, so every metric is
@@ -208,6 +212,41 @@ def macro(values: Mapping[str, float]) -> float:
   return float(v.mean()) if v.size else float("nan")
 
 
+HELDOUT_PREFIX = "heldout/"
+
+
+def is_heldout(target: str) -> bool:
+  """Whether `target` is a source's held-out score, not a benchmark domain."""
+  return target.startswith(HELDOUT_PREFIX)
+
+
+def split_targets(targets) -> tuple[list[str], list[str]]:
+  """(benchmark domains, held-out targets), each in the given order."""
+  targets = list(targets)
+  return (
+      [t for t in targets if not is_heldout(t)],
+      [t for t in targets if is_heldout(t)],
+  )
+
+
+def macros(values: Mapping[str, float]) -> dict[str, float]:
+  """{"macro": mean over benchmark domains[, "macro_heldout": ...]}.
+
+  Args:
+    values: {target: value}; keys "macro*" are ignored.
+
+  Returns:
+    "macro" over the benchmark domains; "macro_heldout" over the held-out
+    targets, only when there are any.
+  """
+  per = {k: v for k, v in values.items() if not k.startswith("macro")}
+  domains, heldout = split_targets(per)
+  out = {"macro": macro({t: per[t] for t in domains})}
+  if heldout:
+    out["macro_heldout"] = macro({t: per[t] for t in heldout})
+  return out
+
+
 def _check_domains(
     name: str, scores: Mapping[str, object], domains: Mapping[str, bool]
 ) -> None:
@@ -232,8 +271,9 @@ def consistency(
       order.
 
   Returns:
-    {metric: {domain: value, ..., "macro": mean}} for every metric in
-    METRICS.
+    {metric: {target: value, ..., "macro": mean over the benchmark
+    domains[, "macro_heldout": mean over the held-out targets]}} for every
+    metric in METRICS.
   """
   _check_domains("proxy", proxy, higher_is_better)
   _check_domains("reference", reference, higher_is_better)
@@ -248,7 +288,7 @@ def consistency(
     out["regret"][d] = gap
     out["pick_rank"][d] = float(rank) if rank > 0 else float("nan")
   for m in METRICS:
-    out[m]["macro"] = macro(out[m])
+    out[m].update(macros(out[m]))
   return out
 
 
@@ -273,7 +313,7 @@ def mixture_ranks(
       d: float(mixture_rank(scores[d], reference[d], hib))
       for d, hib in higher_is_better.items()
   }
-  out["macro"] = macro(out)
+  out.update(macros(out))
   return out
 
 
@@ -302,7 +342,8 @@ def bootstrap_rho(
     seed: the resampling seed (fixed, so a table is reproducible).
 
   Returns:
-    {domain: [lo, hi], ..., "macro": [lo, hi]}; [NaN, NaN] where fewer than
+    {domain: [lo, hi], ..., "macro": [lo, hi]} (and "macro_heldout" when
+    held-out targets are among `domains`); [NaN, NaN] where fewer than
     half the resamples give a defined rho (e.g. a constant proxy).
   """
   if not 0.0 < level < 1.0:
@@ -316,11 +357,19 @@ def bootstrap_rho(
     r = np.asarray(reference[d], dtype=np.float64).ravel()
     for b in range(n_boot):
       per[d][b] = spearman(p[idx[b]], r[idx[b]])
-  stacked = np.stack([per[d] for d in domains])
-  finite = np.isfinite(stacked)
-  counts = finite.sum(0)
-  sums = np.where(finite, stacked, 0.0).sum(0)
-  per["macro"] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+  bench, heldout = split_targets(domains)
+  for key, group in (("macro", bench), ("macro_heldout", heldout)):
+    if not group and key == "macro_heldout":
+      continue
+    stacked = (
+        np.stack([per[d] for d in group])
+        if group
+        else np.full((1, n_boot), np.nan)
+    )
+    finite = np.isfinite(stacked)
+    counts = finite.sum(0)
+    sums = np.where(finite, stacked, 0.0).sum(0)
+    per[key] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
   q = (100.0 * (1.0 - level) / 2.0, 100.0 * (1.0 + level) / 2.0)
   out = {}
   for d, v in per.items():
@@ -346,8 +395,10 @@ def ceiling(
     domains: the domains, in order.
 
   Returns:
-    {domain: rho, ..., "macro": mean of the finite ones}.
+    {target: rho, ..., "macro": mean of the finite benchmark-domain ones,
+    "macro_heldout": the same over held-out targets (when any)}: each
+    target's own ceiling.
   """
   out = {d: spearman(first[d], second[d]) for d in domains}
-  out["macro"] = macro(out)
+  out.update(macros(out))
   return out

@@ -4,15 +4,19 @@ Both read the dict `harness.run_validation` writes to table.json (NaN stored
 as null), so a table can be re-rendered from the JSON alone:
 
 * `markdown`: the noise ceiling (when references were trained twice), then
-  paper Table 2's layout (cost columns, then rho, top-25% rho and
-  capability recovery per domain and macro, the macro rho with its
-  bootstrap 90% interval, plus macro decision accuracy
-  and regret) for the trained-proxy rows and the main DeMix rows; Table 4
+  paper Table 2's layout over the benchmark domains (cost columns, then rho,
+  top-25% rho and capability recovery per domain and macro, the macro rho
+  with its bootstrap 90% interval, plus macro decision accuracy and regret,
+  and the macro rho over the held-out targets when they were scored) for
+  the trained-proxy rows and the main DeMix rows; with held-out targets, rho
+  per target (each benchmark domain and each source's held-out bits per
+  byte) beside that target's own noise ceiling, and both macros; Table 4
   (merge methods) and Table 5 (general fraction beta) when the ablation
   variants are present, as means over component budgets like the paper's;
   Table 3's rank columns for final models.
 * `plot_rho_vs_tokens`: macro rho and top-25% rho against total training
-  tokens, one colour per proxy family (the paper's Figure 1).
+  tokens, one colour per proxy family (the paper's Figure 1), the held-out
+  macro rho as its own lines, and the noise ceilings across.
 """
 
 from __future__ import annotations
@@ -52,6 +56,49 @@ def _mean(rows, metric):
   return metrics.macro({str(i): r[metric]["macro"] for i, r in enumerate(rows)})
 
 
+def _per_target(table, main, domains, heldout) -> list[str]:
+  """Rows of rho per target (benchmark domains and held-out bpb) per method.
+
+  Each target beside its own noise ceiling, so a reader sees which targets
+  carry a signal a proxy could rank at all; then the two macros.
+  """
+  if not heldout:
+    return []
+  ceil = table.get("ceiling") or {}
+  head = ["Target", "Noise ceiling"] + [
+      f"{r['method']} ({r['budget_label']})" for r in main
+  ]
+  lines = [
+      "",
+      "Spearman rho per target (every target the search can use), each "
+      "beside its own noise ceiling (rank agreement of two trainings of "
+      "the same mixtures; – without twin runs)",
+      "",
+      "| " + " | ".join(head) + " |",
+      "|" + "---|" * len(head),
+  ]
+
+  def cell(x):
+    return "–" if not ceil else _f(x)
+
+  for t in domains + heldout:
+    lines.append(
+        f"| {t} | {cell(ceil.get(t))} | "
+        + " | ".join(_f(r["rho"].get(t)) for r in main)
+        + " |"
+    )
+  for key, label in (
+      ("macro", "**macro, benchmark domains**"),
+      ("macro_heldout", "**macro, held-out targets**"),
+  ):
+    lines.append(
+        f"| {label} | {cell(ceil.get(key))} | "
+        + " | ".join(f"**{_f(r['rho'].get(key))}**" for r in main)
+        + " |"
+    )
+  return lines
+
+
 def markdown(table: Mapping[str, Any]) -> str:
   """The report's tables (paper Tables 2, 4, 5 and 3's ranks) as markdown.
 
@@ -61,12 +108,14 @@ def markdown(table: Mapping[str, Any]) -> str:
   Returns:
     Markdown text.
   """
-  domains = list(table["higher_is_better"])
+  domains, heldout = metrics.split_targets(table["higher_is_better"])
   rows = table["rows"]
   arrows = ", ".join(
-      f"{d} {'higher' if h else 'lower'} is better"
-      for d, h in table["higher_is_better"].items()
+      f"{d} {'higher' if table['higher_is_better'][d] else 'lower'} is better"
+      for d in domains
   )
+  if heldout:
+    arrows += "; held-out bits per byte lower is better"
   lines = [
       f"Proxy consistency against {table['n_references']} reference runs of "
       f"{fmt_tokens(table['reference_tokens'])} tokens ({arrows}). rho = "
@@ -84,14 +133,24 @@ def markdown(table: Mapping[str, Any]) -> str:
         f"Noise ceiling: the first {table['n_twins']} reference mixtures "
         "trained a second time with another data order rank like the "
         f"first training at rho {per}; macro **{_f(ceil['macro'])}** "
-        f"{_interval(table['ceiling_ci']['macro'])}. No proxy is expected "
-        "to beat it. Brackets: bootstrap 90% intervals over the mixtures.",
+        f"{_interval(table['ceiling_ci']['macro'])}"
+        + (
+            f"; over the held-out targets macro "
+            f"**{_f(ceil.get('macro_heldout'))}** "
+            f"{_interval(table['ceiling_ci'].get('macro_heldout'))}"
+            if heldout
+            else ""
+        )
+        + ". No proxy is expected to beat it. Brackets: bootstrap 90% "
+        "intervals over the mixtures.",
         "",
     ]
   head = ["Method", "Total", "Pre-Cost", "#Prox", "Tok/Prox"]
   for name in ("rho", "T25", "CR"):
     head += [f"{name} {d}" for d in domains] + [f"**{name} Macro**"]
   head += ["Acc Macro", "Regret Macro"]
+  if heldout:
+    head += ["**rho Held-out Macro**"]
   lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   main = [r for r in rows if r["main"]]
   for r in main:
@@ -116,7 +175,13 @@ def markdown(table: Mapping[str, Any]) -> str:
         cells += [_f(r[m][d]) for d in domains]
         cells += [f"**{_f(r[m]['macro'])}**"]
     cells += [_f(r["decision_accuracy"]["macro"]), _f(r["regret"]["macro"], 4)]
+    if heldout:
+      cells += [
+          f"**{_f(r['rho'].get('macro_heldout'))}** "
+          f"{_interval(ci.get('macro_heldout'))}"
+      ]
     lines.append("| " + " | ".join(cells) + " |")
+  lines += _per_target(table, main, domains, heldout)
   merged = [r for r in rows if r["family"] == "merged"]
   diag = [r for r in merged if r.get("diagnostics")]
   if diag:
@@ -217,4 +282,29 @@ def plot_rho_vs_tokens(rows: Sequence[Mapping[str, Any]], path: str) -> str:
       xs[name] = [r["total_tokens"] for r in rs]
       rho[name] = [_float(r["rho"]["macro"]) for r in rs]
       top[name] = [_float(r["top25_rho"]["macro"]) for r in rs]
-  return plots.accuracy_vs_cost(xs, rho, path, top_rho=top)
+      if "macro_heldout" in rs[0]["rho"]:
+        held = f"{name}, held-out targets"
+        xs[held] = xs[name]
+        rho[held] = [_float(r["rho"]["macro_heldout"]) for r in rs]
+  hlines = {}
+  first = rows[0] if rows else {}
+  for key, label in (
+      ("ceiling_macro", "noise ceiling (benchmark domains)"),
+      ("ceiling_macro_heldout", "noise ceiling (held-out targets)"),
+  ):
+    if math.isfinite(_float(first.get(key))):
+      hlines[label] = _float(first[key])
+  return plots.accuracy_vs_cost(
+      xs,
+      rho,
+      path,
+      top_rho=top,
+      hlines=hlines,
+      title="proxy accuracy vs cost (paper Fig. 1)"
+      + (
+          "\nmacro rho over the benchmark domains and over the held-out "
+          "targets"
+          if len(rho) > len(top)
+          else ""
+      ),
+  )
