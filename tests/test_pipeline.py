@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-from demix_jax.report import plots
+from demix_jax.report import canvas
 from tests import kit
 from tests.kit import ROOT
 
@@ -78,7 +78,7 @@ def test_pipeline_end_to_end(finished):
   for name in ("landscape", "surrogate", "rounds", "components", "final"):
     path = workdir / "report" / f"{name}.png"
     assert path.exists(), name
-    assert plots.png_is_drawn(str(path)), name
+    assert canvas.png_is_drawn(str(path)), name
   report = (workdir / "report" / "report.md").read_text()
   assert "Final runs vs baselines" in report and "landscape.png" in report
   # The objective beside the scores: trained and merged proxy, found mixture
@@ -304,7 +304,7 @@ def test_reduced_validation_table(finished, tmp_path):
     assert 0.0 <= r["decision_accuracy"]["macro"] <= 1.0
     assert r["regret"]["macro"] >= 0.0
     assert r["recovery"]["macro"] > 0.0
-  assert plots.png_is_drawn(str(tmp_path / "validate" / "rho_vs_tokens.png"))
+  assert canvas.png_is_drawn(str(tmp_path / "validate" / "rho_vs_tokens.png"))
   # The noise ceiling (3 references trained twice) and the intervals reach
   # the stage's done.json, one row per method and budget.
   assert table["n_twins"] == 3 and len(table["twin_scores"]["math"]) == 3

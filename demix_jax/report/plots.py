@@ -1,7 +1,7 @@
 """Plots of the search and the final runs (matplotlib, Agg backend).
 
 The search's plots live here; the trained runs' (components, final runs)
-in `run_plots`, re-exported under the same names.
+in `run_plots`, and the helpers they share in `canvas`.
 
 Every function takes plain arrays/dicts and a path, writes one PNG and
 returns the path, so the report stage, notebooks and tests share them.
@@ -19,13 +19,6 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from demix_jax.report import canvas
-from demix_jax.report import run_plots
-
-# Re-exported: the report stage, the pipeline and tests call them as plots.*.
-png_is_drawn = canvas.png_is_drawn
-component_diagnostics = run_plots.component_diagnostics
-final_differences = run_plots.final_differences
-final_vs_baselines = run_plots.final_vs_baselines
 
 
 def _ternary_xy(alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -17,6 +17,7 @@ from demix_jax import stats
 from demix_jax import storage
 from demix_jax.evals import scoring
 from demix_jax.report import plots
+from demix_jax.report import run_plots
 from demix_jax.search import objective as objective_lib
 from demix_jax.search import surrogates
 from demix_jax.search import table as table_lib
@@ -71,16 +72,22 @@ def _plots(spec, ws, search, summary, key_targets, out_dir) -> dict[str, str]:
   diag = search.diagnostics
   if diag["delta"]:
     barriers = {tuple(k.split("|")): v for k, v in diag["barrier"].items()}
-    pngs["components"] = plots.component_diagnostics(
-        diag["delta"], barriers, str(out_dir / "components.png")
+    pngs["components"] = run_plots.component_diagnostics(
+        diag["delta"],
+        barriers,
+        str(out_dir / "components.png"),
+        barrier_target=diag.get("barrier_target") or "heldout/bpb",
     )
   if summary.final:
     table = {"demix": summary.final, **summary.baselines}
-    pngs["final"] = plots.final_vs_baselines(
+    pngs["final"] = run_plots.final_vs_baselines(
         table,
         summary.key_targets,
         str(out_dir / "final.png"),
-        predicted=summary.merged,
+        # Each run's merged-proxy scores, drawn beside its trained ones.
+        proxies={
+            n: p["merged_scores"] for n, p in (search.proxies or {}).items()
+        },
     )
   return pngs
 

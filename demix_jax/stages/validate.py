@@ -80,6 +80,18 @@ def run(
   dm = dict(spec.eval.domain_metrics)
   domains = [t.split("/", 1)[1] for t in ev0.targets if t.startswith("domain/")]
   direction = {d: scoring.higher_is_better(f"domain/{d}", dm) for d in domains}
+  # Every source's held-out bits per byte too (lower is better): targets the
+  # search can use, each with its own noise ceiling in the tables.
+  heldout = [
+      t
+      for t in ev0.targets
+      if t.startswith("heldout/") and t.endswith("/bpb") and t != "heldout/bpb"
+  ]
+  direction.update({t: False for t in heldout})
+
+  def targets_of(scores) -> dict[str, float]:
+    return {**common.domain_scores(scores), **{t: scores[t] for t in heldout}}
+
   budgets = harness.proxy_budgets(ref_tokens, v.proxy_fractions)
   beta_dirs = {}
 
@@ -122,14 +134,14 @@ def run(
     run_dir = ws.workdir / "validate" / "references" / f"{prefix}_{i:04d}"
     tokens = None if fraction >= 1.0 else int(round(fraction * ref_tokens))
     params = checkpointing.load_params(run_dir, tokens)
-    return common.domain_scores(ev0.evaluate_params(params))
+    return targets_of(ev0.evaluate_params(params))
 
   def score_merged(a, label):
     method, beta_s, tokens = label.split("|")
     ev = ws.engines.evaluator(
         base.run_dir, component_dirs(float(beta_s[4:])), int(tokens), method
     )
-    out = dict(common.domain_scores(ev.evaluate(a)))
+    out = dict(targets_of(ev.evaluate(a)))
     # How far the components moved and how convex the path between them is:
     # what decides whether a merge can stand in for training (the recipe
     # study reads these beside the rank agreement).
@@ -157,7 +169,7 @@ def run(
   final_scores = None
   if final is not None:
     final_scores = {
-        name: common.domain_scores(r.scores) for name, r in final.runs.items()
+        name: targets_of(r.scores) for name, r in final.runs.items()
     }
   table = harness.run_validation(
       str(ws.workdir),

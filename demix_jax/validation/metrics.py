@@ -78,11 +78,6 @@ METRICS = (
 )
 
 
-# The one Spearman of the package (also used by the search's surrogates).
-spearman = stats.spearman
-_finite_pairs = stats.finite_pairs
-
-
 def top_k(n: int) -> int:
   """Size of the top-25% subset: max(2, floor(n / 4))."""
   return max(2, n // 4)
@@ -103,12 +98,12 @@ def top_rho(
     both scores finite (NaN where undefined, see `spearman`). Ties at the
     k-th place go to the earlier mixture.
   """
-  p, r = _finite_pairs(proxy, reference)
+  p, r = stats.finite_pairs(proxy, reference)
   if p.size < 2:
     return float("nan")
   order = np.argsort(-r if higher_is_better else r, kind="stable")
   best = order[: top_k(p.size)]
-  return spearman(p[best], r[best])
+  return stats.spearman(p[best], r[best])
 
 
 def capability_recovery(
@@ -125,7 +120,7 @@ def capability_recovery(
     The ratio (< 1: the proxy has less capability), NaN if a sum is 0 or no
     mixture has both scores.
   """
-  p, r = _finite_pairs(proxy, reference)
+  p, r = stats.finite_pairs(proxy, reference)
   num, den = (p.sum(), r.sum()) if higher_is_better else (r.sum(), p.sum())
   if p.size == 0 or den == 0.0:
     return float("nan")
@@ -143,7 +138,7 @@ def decision_accuracy(proxy: ArrayLike, reference: ArrayLike) -> float:
     Mean over pairs the reference separates of 1 (same order), 0 (opposite)
     or 1/2 (proxy tie); NaN when no pair is separated by the reference.
   """
-  p, r = _finite_pairs(proxy, reference)
+  p, r = stats.finite_pairs(proxy, reference)
   i, j = np.triu_indices(p.size, k=1)
   sr = np.sign(r[i] - r[j])
   sp = np.sign(p[i] - p[j])
@@ -176,7 +171,7 @@ def regret(
     (regret >= 0 in the metric's units, 1-based rank of the pick among the
     references); (NaN, -1) if no mixture has both scores.
   """
-  p, r = _finite_pairs(proxy, reference)
+  p, r = stats.finite_pairs(proxy, reference)
   if p.size == 0:
     return float("nan"), -1
   pick = int(np.argmax(p) if higher_is_better else np.argmin(p))
@@ -280,7 +275,7 @@ def consistency(
   out: dict[str, dict[str, float]] = {m: {} for m in METRICS}
   for d, hib in higher_is_better.items():
     p, r = proxy[d], reference[d]
-    out["rho"][d] = spearman(p, r)
+    out["rho"][d] = stats.spearman(p, r)
     out["top25_rho"][d] = top_rho(p, r, hib)
     out["recovery"][d] = capability_recovery(p, r, hib)
     out["decision_accuracy"][d] = decision_accuracy(p, r)
@@ -356,7 +351,7 @@ def bootstrap_rho(
     p = np.asarray(proxy[d], dtype=np.float64).ravel()
     r = np.asarray(reference[d], dtype=np.float64).ravel()
     for b in range(n_boot):
-      per[d][b] = spearman(p[idx[b]], r[idx[b]])
+      per[d][b] = stats.spearman(p[idx[b]], r[idx[b]])
   bench, heldout = split_targets(domains)
   for key, group in (("macro", bench), ("macro_heldout", heldout)):
     if not group and key == "macro_heldout":
@@ -399,6 +394,6 @@ def ceiling(
     "macro_heldout": the same over held-out targets (when any)}: each
     target's own ceiling.
   """
-  out = {d: spearman(first[d], second[d]) for d in domains}
+  out = {d: stats.spearman(first[d], second[d]) for d in domains}
   out.update(macros(out))
   return out

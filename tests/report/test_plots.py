@@ -8,6 +8,7 @@ import pytest
 
 from demix_jax.report import canvas
 from demix_jax.report import plots
+from demix_jax.report import run_plots
 
 
 def test_ternary_and_parallel_render(tmp_path):
@@ -23,32 +24,32 @@ def test_ternary_and_parallel_render(tmp_path):
       highlight=a3[1],
       paths=[a3[:5]],
   )
-  assert plots.png_is_drawn(p)
+  assert canvas.png_is_drawn(p)
   a5 = rng.dirichlet(np.ones(5), size=20)
   p = plots.mixture_landscape(
       a5, a5[:, 0], list("abcde"), str(tmp_path / "p.png"), highlight=a5[0]
   )
-  assert plots.png_is_drawn(p)
+  assert canvas.png_is_drawn(p)
 
 
 def test_other_plots_render(tmp_path):
   p = plots.predicted_vs_observed(
       np.arange(5.0), np.arange(5.0) + 0.1, str(tmp_path / "pv.png"), rho=1.0
   )
-  assert plots.png_is_drawn(p)
+  assert canvas.png_is_drawn(p)
   p = plots.best_per_round({"surrogate": [3, 2, 1]}, str(tmp_path / "r.png"))
-  assert plots.png_is_drawn(p)
-  p = plots.component_diagnostics(
+  assert canvas.png_is_drawn(p)
+  p = run_plots.component_diagnostics(
       {"a": 0.01, "b": 0.02}, {("a", "b"): 0.1}, str(tmp_path / "d.png")
   )
-  assert plots.png_is_drawn(p)
-  p = plots.final_vs_baselines(
+  assert canvas.png_is_drawn(p)
+  p = run_plots.final_vs_baselines(
       {"found": {"x": 1.0}, "natural": {"x": 2.0}},
       ["x"],
       str(tmp_path / "f.png"),
       predicted={"x": 1.1},
   )
-  assert plots.png_is_drawn(p)
+  assert canvas.png_is_drawn(p)
 
 
 def test_blank_png_is_detected(tmp_path):
@@ -56,7 +57,7 @@ def test_blank_png_is_detected(tmp_path):
 
   path = str(tmp_path / "blank.png")
   plt.imsave(path, np.ones((10, 10, 3)))
-  assert not plots.png_is_drawn(path)
+  assert not canvas.png_is_drawn(path)
 
 
 @pytest.fixture
@@ -98,8 +99,8 @@ def _solid_heights(ax):
 
 def test_final_bars_are_differences_from_natural(tmp_path, figures):
   targets = ["domain/code", "domain/math"]
-  p = plots.final_vs_baselines(_TABLE, targets, str(tmp_path / "f.png"))
-  assert plots.png_is_drawn(p)
+  p = run_plots.final_vs_baselines(_TABLE, targets, str(tmp_path / "f.png"))
+  assert canvas.png_is_drawn(p)
   ax = figures[-1].axes[0]
   heights = _solid_heights(ax)
   # natural is the zero line, not a bar: demix and uniform minus natural.
@@ -114,7 +115,7 @@ def test_final_bars_are_differences_from_natural(tmp_path, figures):
 
 def test_final_bars_carry_the_seed_spread(tmp_path, figures):
   spread = {"demix": {"domain/code": 0.01, "domain/math": 0.02}}
-  plots.final_vs_baselines(
+  run_plots.final_vs_baselines(
       _TABLE,
       ["domain/code", "domain/math"],
       str(tmp_path / "f.png"),
@@ -135,7 +136,7 @@ def test_final_proxy_bars_are_merged_differences(tmp_path, figures):
       "natural": {"domain/code": 5.2, "domain/math": 5.2},
   }
   table = {k: _TABLE[k] for k in ("demix", "natural")}
-  plots.final_vs_baselines(
+  run_plots.final_vs_baselines(
       table,
       ["domain/code", "domain/math"],
       str(tmp_path / "f.png"),
@@ -150,7 +151,7 @@ def test_final_proxy_bars_are_merged_differences(tmp_path, figures):
   np.testing.assert_allclose(hatched, [[-0.2, 0.1]], atol=1e-12)
   # The found mixture's proxy alone (no proxy at natural) has nothing to
   # be a difference from: only the trained bars are drawn.
-  plots.final_vs_baselines(
+  run_plots.final_vs_baselines(
       table,
       ["domain/code"],
       str(tmp_path / "g.png"),
@@ -161,7 +162,7 @@ def test_final_proxy_bars_are_merged_differences(tmp_path, figures):
 
 def test_final_without_the_reference_draws_scores_off_zero(tmp_path, figures):
   table = {"demix": {"x/bpb": 4.0}, "uniform": {"x/bpb": 4.2}}
-  plots.final_vs_baselines(table, ["x/bpb"], str(tmp_path / "f.png"))
+  run_plots.final_vs_baselines(table, ["x/bpb"], str(tmp_path / "f.png"))
   ax = figures[-1].axes[0]
   np.testing.assert_allclose(_solid_heights(ax), [[4.0], [4.2]])
   lo, hi = ax.get_ylim()
@@ -176,7 +177,7 @@ def test_text_colour_follows_the_cell_luminance():
 
 
 def test_barrier_grid_text_reads_on_its_cell(tmp_path, figures):
-  plots.component_diagnostics(
+  run_plots.component_diagnostics(
       {"a": 0.01, "b": 0.02, "c": 0.03},
       {("a", "b"): 0.0, ("a", "c"): 0.5, ("b", "c"): 0.25},
       str(tmp_path / "d.png"),

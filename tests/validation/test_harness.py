@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from demix_jax import stats
-from demix_jax.report import plots
+from demix_jax.report import canvas
 from demix_jax.validation import harness
 
 R, K = 12, 3
@@ -171,7 +171,7 @@ def test_end_to_end_table_plot_and_resume(tmp_path):
   assert "paper Table 4" in md and "paper Table 5" in md
   assert "| ties |" in md and "| 0.0 |" in md
   assert "| found |" in md
-  assert plots.png_is_drawn(table["paths"]["plot"])
+  assert canvas.png_is_drawn(table["paths"]["plot"])
 
   again = Fakes(alphas)
   table2 = _run(tmp_path, again, alphas)
