@@ -314,10 +314,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # the token-count prior) or "uniform" (Dirichlet(1) under the same caps).
   c.validate.sampler = "search"
 
-  # --------------------------------------------------------------- report
-  c.report = ml_collections.ConfigDict()
-  c.report.formats = ("png",)
-
   if arg.runlocal:
     # A tiny twin: seconds per stage, for tests and notebooks.
     c.model.vocab_size = 512

@@ -19,15 +19,10 @@ import demix_jax.spec
 from tests.kit import ROOT
 
 PKG = ROOT / "demix_jax"
-# Known gaps: the field, and what should happen to it.
-UNREAD = {
-    # Validated (spec/__init__.py) but no report code reads it: the report
-    # stage should write the listed formats, or the field should go.
-    "RunSpec.report_formats": "report stage",
-    # Filled from final.tokens (spec/sections.py) but the final stage and
-    # the search's epoch caps read spec.final.tokens instead.
-    "BudgetSpec.final_tokens": "duplicate of FinalSpec.tokens",
-}
+# Known gaps: the field, and what should happen to it (none today:
+# report.formats and BudgetSpec.final_tokens, validated and never read,
+# were removed).
+UNREAD: dict[str, str] = {}
 
 
 def _spec_dataclasses():

@@ -30,7 +30,6 @@ from demix_jax.spec.evaluation import static_targets
 from demix_jax.spec.sections import library_error_field
 from demix_jax.spec.types import BASELINES
 from demix_jax.spec.types import NORMALIZE
-from demix_jax.spec.types import REPORT_FORMATS
 from demix_jax.spec.types import SEARCH_METHODS
 from demix_jax.spec.types import BudgetSpec
 from demix_jax.spec.types import DataSpec
@@ -92,7 +91,6 @@ def resolve(
   validate = search.validate(r, budgets)
   sections.check_merge_variants(merge, validate.merge_methods)
   optim = sections.optim(r)
-  formats = r.names("report.formats", REPORT_FORMATS)
   spec = RunSpec(
       seed=seed,
       stages=tuple(stages),
@@ -110,7 +108,6 @@ def resolve(
       ),
       final=search.final(r, data),
       validate=validate,
-      report_formats=formats,
       config=config,
       prepare=sections.prepare(r),
   )
@@ -130,7 +127,6 @@ __all__ = [
     "MeshSpec",
     "PrepareSpec",
     "NORMALIZE",
-    "REPORT_FORMATS",
     "RunSpec",
     "SEARCH_METHODS",
     "SearchSpec",

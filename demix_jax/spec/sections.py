@@ -367,7 +367,6 @@ def budgets(r: config_lib.Reader) -> types.BudgetSpec:
       component_tokens=comp,
       component_budgets=budgets,
       use_budget=use,
-      final_tokens=r.int("final.tokens"),
   )
 
 

@@ -21,7 +21,6 @@ from demix_jax.training import optim as optim_lib
 SEARCH_METHODS = ("surrogate", "gradient")
 BASELINES = ("natural",)
 NORMALIZE = ("error", "warn", "silent")
-REPORT_FORMATS = ("png", "pdf", "svg")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +79,6 @@ class BudgetSpec:
   component_tokens: int
   component_budgets: tuple[int, ...]  # component checkpoints kept forever
   use_budget: int  # the budget the search merges
-  final_tokens: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +187,6 @@ class RunSpec:
   search: SearchSpec
   final: FinalSpec
   validate: ValidateSpec
-  report_formats: tuple[str, ...]
   config: Mapping[str, Any]
   prepare: PrepareSpec = dataclasses.field(default_factory=PrepareSpec)
 
