@@ -163,10 +163,14 @@ def _kernels(
     n_steps: int,
     limit: int,
     many: bool,
+    donate: bool,
 ):
   """(prefill, decode_steps) jitted for these static settings, shared by
   every Generator; vmapped over a leading mixture axis of the params (and
-  the state) when `many`. jit compiles once more per batch/prompt shape."""
+  the state) when `many`; `donate` hands the state's buffers (the KV
+  cache) to the decode call's output (not on XLA:CPU, which cannot reuse
+  them). jit compiles once more per batch/prompt shape. The compile check
+  (`demix_jax.aot.generate`) lowers these same functions."""
 
   def pre(params, prompts, lengths, keys):
     return decode.prefill(cfg, params, prompts, lengths, keys, limit)
@@ -177,8 +181,7 @@ def _kernels(
   if many:
     pre = jax.vmap(pre, in_axes=(0, None, None, None))
     steps = jax.vmap(steps)
-  donate = () if jax.default_backend() == "cpu" else (1,)
-  return jax.jit(pre), jax.jit(steps, donate_argnums=donate)
+  return jax.jit(pre), jax.jit(steps, donate_argnums=(1,) if donate else ())
 
 
 @functools.lru_cache(maxsize=16)
@@ -222,7 +225,12 @@ class Generator:
 
   def _kernels(self, limit: int, many: bool):
     return _kernels(
-        self.model_cfg, self.sampling, self.cfg.steps_per_call, limit, many
+        self.model_cfg,
+        self.sampling,
+        self.cfg.steps_per_call,
+        limit,
+        many,
+        jax.default_backend() != "cpu",
     )
 
   # ---- host side ----
