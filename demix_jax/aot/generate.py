@@ -13,8 +13,9 @@ with the pipeline's shardings:
     `models.decode.prefill` of one batch of `eval.generation.batch_size`
     prompts at the longest prompt (`max_prompt_tokens`) with the cache
     sized for `max_new_tokens` (the largest shape the pipeline compiles).
-    Prompts, lengths and keys are replicated, as the host's
-    `jnp.asarray` arrays the pipeline passes are placed on the mesh.
+    Prompts, lengths and keys are split over the `batch` rule as the
+    Generator places them (`generation.row_sharding`); the prompt runs in
+    chunks (`models.decode.prefill_chunk`).
   decode: `_kernels(...)[1]`, one host call of `steps_per_call` tokens
     (`models.decode.decode_steps`), on the prefill's compiled output
     layout, donating the state as it does on an accelerator.
@@ -192,12 +193,12 @@ def compile_generation(
       platform != "cpu",
   )
   p = gen.max_prompt_tokens
-  prompts = jax.ShapeDtypeStruct((b, p), jnp.int32, sharding=replicated)
-  lengths = jax.ShapeDtypeStruct((b,), jnp.int32, sharding=replicated)
+  # The rows as the Generator places them (`generation.row_sharding`).
+  rows = generation_lib.row_sharding(mesh, rules, b)
+  prompts = jax.ShapeDtypeStruct((b, p), jnp.int32, sharding=rows)
+  lengths = jax.ShapeDtypeStruct((b,), jnp.int32, sharding=rows)
   key_shape = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), b))
-  keys = jax.ShapeDtypeStruct(
-      key_shape.shape, key_shape.dtype, sharding=replicated
-  )
+  keys = jax.ShapeDtypeStruct(key_shape.shape, key_shape.dtype, sharding=rows)
   if merged_c is not None:
     prefill_r, prefill_c = _compile(
         "prefill", prefill.lower(merged, prompts, lengths, keys), mesh

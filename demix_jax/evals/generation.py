@@ -41,6 +41,8 @@ from typing import Any, Callable, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from demix_jax import multihost
@@ -195,6 +197,27 @@ def _round_up(n: int, m: int) -> int:
   return -(-n // m) * m
 
 
+def row_sharding(mesh, rules, batch_size: int) -> NamedSharding | None:
+  """Where a batch's rows (prompts, lengths, keys) go on a mesh: split
+  over the devices of the `batch` rule when they divide `batch_size`,
+  else replicated; None without a mesh. The prefill and decode programs
+  follow the rows, so each device holds its rows' share of the KV cache
+  and of the attention scores."""
+  if mesh is None:
+    return None
+  entry = None
+  for k, v in rules or ():
+    if k == "batch":
+      entry = v
+  names = () if entry is None else (entry,) if isinstance(entry, str) else entry
+  size = 1
+  for n in names:
+    size *= mesh.shape[n]
+  if not names or batch_size % size:
+    return NamedSharding(mesh, P())
+  return NamedSharding(mesh, P(tuple(names)))
+
+
 class Generator:
   """Generates from one model or from many merged mixtures.
 
@@ -202,6 +225,9 @@ class Generator:
     model_cfg: the decoder's config.
     codec: the tokenizer (encode/decode/eos_id/pad_id).
     cfg: generation settings.
+    mesh, rules: where the params live (the component store's mesh and
+      logical rules); the rows are split over the `batch` rule
+      (`row_sharding`). None: the default device.
   """
 
   def __init__(
@@ -209,10 +235,13 @@ class Generator:
       model_cfg: transformer.ModelConfig,
       codec: TextCodec,
       cfg: GenerationConfig = GenerationConfig(),
+      mesh=None,
+      rules=None,
   ):
     self.model_cfg = model_cfg
     self.codec = codec
     self.cfg = cfg
+    self.rows_sharding = row_sharding(mesh, rules, cfg.batch_size)
     self.sampling = decode.Sampling(
         temperature=cfg.temperature,
         top_k=cfg.top_k,
@@ -272,7 +301,15 @@ class Generator:
       prompts[i, p - len(ids) :] = ids
       lengths[i] = len(ids)
       keys[i] = key
-    return jnp.asarray(prompts), jnp.asarray(lengths), jnp.stack(keys)
+    if self.rows_sharding is None:
+      return jnp.asarray(prompts), jnp.asarray(lengths), jnp.stack(keys)
+    # Every process holds the same rows (as the evaluator's rows); keys
+    # travel as their uint32 data, a host array like the others.
+    key_data = np.asarray(jax.random.key_data(jnp.stack(keys)))
+    prompts, lengths, key_data = jax.device_put(
+        (prompts, lengths, key_data), self.rows_sharding
+    )
+    return prompts, lengths, jax.random.wrap_key_data(key_data)
 
   def _finish(self, tokens: np.ndarray, stop: Sequence[str]):
     """(text, n_tokens, finish, done) of one row's tokens so far."""
