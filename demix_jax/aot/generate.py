@@ -5,18 +5,18 @@
 `eval.generation.mixtures_per_call` mixtures, in the pipeline's order and
 with the pipeline's shardings:
 
-  generate_merge: `evals.generation._merge_many(merge)`, the linear (or
+  generate_merge: `evals.generation.merge_many(merge)`, the linear (or
     configured) merge of the component store (`ComponentStore.abstract`,
     the store's shardings) vmapped over the chunk; its compiled output
     shardings are the merged params' layout.
-  prefill: `evals.generation._kernels(...)[0]`, the vmapped
+  prefill: `evals.generation.kernels(...)[0]`, the vmapped
     `models.decode.prefill` of one batch of `eval.generation.batch_size`
     prompts at the longest prompt (`max_prompt_tokens`) with the cache
     sized for `max_new_tokens` (the largest shape the pipeline compiles).
     Prompts, lengths and keys are split over the `batch` rule as the
     Generator places them (`generation.row_sharding`); the prompt runs in
     chunks (`models.decode.prefill_chunk`).
-  decode: `_kernels(...)[1]`, one host call of `steps_per_call` tokens
+  decode: `kernels(...)[1]`, one host call of `steps_per_call` tokens
     (`models.decode.decode_steps`), on the prefill's compiled output
     layout, donating the state as it does on an accelerator.
 
@@ -168,10 +168,11 @@ def compile_generation(
   alphas = jax.ShapeDtypeStruct(
       (m, n_components), jnp.float32, sharding=replicated
   )
-  merge_many = generation_lib._merge_many(merge)  # pylint: disable=protected-access
   merged_r, merged_c = _compile(
       "generate_merge",
-      merge_many.lower((store.stacked, store.base), alphas),
+      generation_lib.merge_many(merge).lower(
+          (store.stacked, store.base), alphas
+      ),
       mesh,
   )
   reports = [merged_r]
@@ -184,7 +185,7 @@ def compile_generation(
   sampling = decode.Sampling(
       temperature=gen.temperature, top_k=gen.top_k, eos_id=1, pad_id=0
   )
-  prefill, steps = generation_lib._kernels(  # pylint: disable=protected-access
+  prefill, steps = generation_lib.kernels(
       model_cfg,
       sampling,
       gen.steps_per_call,

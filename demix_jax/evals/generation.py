@@ -159,7 +159,7 @@ def requests_for(
 
 
 @functools.lru_cache(maxsize=64)
-def _kernels(
+def kernels(
     cfg: transformer.ModelConfig,
     sampling: decode.Sampling,
     n_steps: int,
@@ -187,7 +187,7 @@ def _kernels(
 
 
 @functools.lru_cache(maxsize=16)
-def _merge_many(merge: Callable[[Params, jax.Array], Params]):
+def merge_many(merge: Callable[[Params, jax.Array], Params]):
   """`merge` vmapped over a chunk of mixtures and jitted, once per merge
   function (a new jit per call would retrace and recompile every time)."""
   return jax.jit(jax.vmap(merge, in_axes=(None, 0)))
@@ -253,7 +253,7 @@ class Generator:
   # ---- jitted kernels (one compile per static shape) ----
 
   def _kernels(self, limit: int, many: bool):
-    return _kernels(
+    return kernels(
         self.model_cfg,
         self.sampling,
         self.cfg.steps_per_call,
@@ -403,7 +403,7 @@ class Generator:
       raise ValueError("give exactly one of stacked= or params_for=")
     if params_for is not None:
       return [self.generate(params_for(a), requests) for a in alphas]
-    merge_many = _merge_many(merge or merge_methods.linear)
+    merged_chunk = merge_many(merge or merge_methods.linear)
     out = []
     c = self.cfg.mixtures_per_call
     for i in range(0, len(alphas), c):
@@ -411,7 +411,7 @@ class Generator:
       n = len(chunk)
       # A short last chunk repeats its last mixture: one compiled shape.
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], c - n, 0)])
-      merged = merge_many(stacked, jnp.asarray(chunk))
+      merged = merged_chunk(stacked, jnp.asarray(chunk))
       out.extend(self._generate(merged, requests, True, c)[:n])
       del merged
     return out
