@@ -7,7 +7,7 @@ starting a JAX backend); `python -m demix_jax.aot` is its command line
   python -m demix_jax.aot --config=configs/qwen3_1p7b.py --topology=v5p-64
   python -m demix_jax.aot --config=configs/demo.py:runlocal --devices=4 \
       [--mesh=data:4] [--hbm_gb=16] [--global_batch=..] [--seq_len=..] \
-      [--steps=train,merge]
+      [--steps=train,merge,generate] [--mfu=0.4]
 
 For a config and a mesh it lowers the train step through the trainer's own
 public lowering (`training.step.lower_train_step`: the same step,
@@ -15,7 +15,11 @@ optimizer, shardings and donation as training) and the merge-and-evaluate
 step through the engine's (`MixtureEvaluator.lower_chunk` over an abstract
 `ComponentStore.abstract`), on abstract values only (`jax.eval_shape`,
 `jax.ShapeDtypeStruct`s carrying `NamedSharding`s), so the same calls serve
-the devices of a compile-only topology. It compiles them and prints per
+the devices of a compile-only topology. `generate.py` does the same for the
+merged proxies' decoding (the generator's merge, prefill and decode
+programs at the config's `eval.generation` settings, bounded also by HBM
+bandwidth), and `plan.py` turns every step's bound into chip-hours per
+stage of the experiment (printed by the command). It compiles them and prints per
 device the argument, output, temporary and generated-code bytes from
 `compiled.memory_analysis()`, the FLOPs from `cost_analysis()`, whether the
 total fits the chip's HBM, and the step-time and MFU bounds those FLOPs
