@@ -240,7 +240,7 @@ def _print_bounds(
     if st["step_time_bound_s"] is None:
       continue
     line = (
-        f"[{name}] step time >= {st['step_time_bound_s']:.3f} s"
+        f"[{name}] step time >= {st['step_time_bound_s']:.4g} s"
         f" (bound: max(compiled, model) FLOPs / {peak:.3g} FLOP/s peak"
     )
     if st["mfu_bound"] is not None:
