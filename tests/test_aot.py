@@ -289,7 +289,7 @@ def test_topology_compile_never_starts_the_default_backend():
           _NO_BACKEND,
           "--config=configs/demo.py:runlocal",
           "--topology=v5litepod-4",
-          "--steps=train",
+          "--steps=train,generate",
       ],
       cwd=ROOT,
       env=env,
@@ -302,6 +302,12 @@ def test_topology_compile_never_starts_the_default_backend():
   assert "topology v5litepod-4: 4 devices on 1 hosts" in proc.stderr
   assert s["topology"] == "v5litepod-4" and s["hbm_gb"] == 16
   assert s["steps"]["train"]["mesh"] == {"data": 4, "fsdp": 1, "tensor": 1}
+  # Generation compiles beside it, and the cost plan is printed from the
+  # bounds (a topology gives the chip's peak and HBM bandwidth).
+  assert s["steps"]["decode"]["hbm_bound_s"] > 0
+  assert {"generate_merge", "prefill"} <= set(s["steps"])
+  assert "cost plan on 4 chips" in proc.stdout
+  assert s["plan"]["stages"]["base"]["chip_hours_bound"] > 0
 
 
 def test_layout_takes_the_process_count_from_the_devices(monkeypatch):
@@ -456,3 +462,158 @@ def test_with_libtpu_but_no_tpu_the_cli_starts_no_tpu_backend(tmp_path):
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert "FAKE LIBTPU" not in proc.stderr
   assert proc.stderr.startswith("error: mesh.rules"), proc.stderr[-2000:]
+
+
+# --- Generation: merge, prefill and decode of merged proxies ------------
+
+
+def test_generation_lowers_on_an_abstract_store(no_device_put):
+  from demix_jax.aot import generate
+  from demix_jax.evals import generation
+
+  gen = generation.GenerationConfig(
+      max_new_tokens=8,
+      batch_size=4,
+      max_prompt_tokens=16,
+      prompt_bucket=8,
+      steps_per_call=4,
+      mixtures_per_call=2,
+  )
+  rules = (("batch", ("data", "fsdp")), ("embed", "fsdp"))
+  reps = generate.compile_generation(
+      TINY, 3, {"data": 2, "fsdp": 2}, rules, gen, devices=jax.devices()[:4]
+  )
+  assert [r.name for r in reps] == list(generate.GEN_STEPS)
+  n = models.num_params(TINY)
+  # The store (3 stacked components + base, float32) stays resident; the
+  # embed rule shards it over fsdp = 2 (norm scales too), so half of it.
+  store = 4 * n * 4
+  for r in reps[1:]:
+    assert store / 2 <= r.resident_bytes < store
+    assert r.mixtures == 2 and r.temp_bytes > 0
+  # The KV cache: k and v of [L, M, B, S, kv, hd] float32, the rows split
+  # over data x fsdp (4 devices): a quarter per device, in the prefill's
+  # outputs and in what each decode token reads.
+  cache = 2 * TINY.n_layers * 2 * 4 * (16 + 8) * TINY.n_kv_heads
+  cache *= TINY.head_dim * 4
+  prefill, decode = reps[1], reps[2]
+  assert cache / 4 <= prefill.output_bytes < cache / 2
+  assert decode.read_bytes >= cache / 4 and decode.tokens_per_call == 4
+  # XLA:CPU: no donation (the Generator donates on accelerators only).
+  assert decode.alias_bytes == 0
+
+
+def test_required_bytes_reads_xla_tpu_refusals():
+  from demix_jax.aot import generate
+
+  msg = (
+      "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory"
+      " required for HLO temporaries (3.95T) exceeds available HBM (95.74G)."
+  )
+  assert generate.required_bytes(msg) == int(3.95 * 2**40)
+  assert generate.required_bytes("something else") is None
+
+
+def _report(name, **kw):
+  base = dict(
+      argument_bytes=10,
+      output_bytes=0,
+      temp_bytes=10,
+      code_bytes=0,
+      alias_bytes=0,
+      total_bytes=20,
+      flops=1e9,
+      mesh={"data": 32},
+      backend="tpu",
+  )
+  base.update(kw)
+  return aot.CompileReport(name=name, **base)
+
+
+def test_summary_bounds_decode_by_hbm_bandwidth():
+  dec = _report("decode", read_bytes=2e9, tokens_per_call=64, resident_bytes=75)
+  s = aot.summary(
+      [dec],
+      topology="v5p-64",
+      config="c.py",
+      hbm_bytes=100,
+      peak_flops=1e12,
+      model_flops={"decode": 1e10},
+      hbm_bandwidth=2765e9,
+  )["steps"]["decode"]
+  assert s["hbm_bound_s"] == pytest.approx(64 * 2e9 / 2765e9)
+  # HBM, not FLOPs, bounds decoding (0.046 s vs 0.01 s).
+  assert s["step_time_bound_s"] == s["hbm_bound_s"]
+  assert s["read_bytes"] == 2e9 and s["resident_bytes"] == 75
+  # 20 + 75 > 90% of 100: the resident store counts toward fitting.
+  assert not s["fits"]
+  assert _report("decode").fits(100)
+
+
+def _plan_steps(**missing):
+  steps = {
+      "train": {"step_time_bound_s": 10.0, "model_flops": 2e12},
+      "merge": {"step_time_bound_s": 1.0, "model_flops": 2e11, "mixtures": 32},
+      "generate_merge": {"step_time_bound_s": 0.5, "model_flops": None},
+      "prefill": {"step_time_bound_s": 2.0, "model_flops": 4e11},
+      "decode": {
+          "step_time_bound_s": 0.4,
+          "model_flops": 1e10,
+          "hbm_bound_s": 0.4,
+      },
+  }
+  for k in missing:
+    steps[k] = {"step_time_bound_s": None, "error": "RESOURCE_EXHAUSTED"}
+  return steps
+
+
+def test_cost_plan_multiplies_the_bounds_out():
+  from configs import qwen3_1p7b
+  from demix_jax import spec as spec_lib
+  from demix_jax.aot import plan as plan_lib
+
+  spec = spec_lib.resolve(qwen3_1p7b.get_config())
+  p = plan_lib.cost_plan(
+      spec, _plan_steps(), chips=32, peak_flops=1e12, mfu=0.4
+  )
+  hours = lambda s: s * 32 / 3600
+  st = p["stages"]
+  # 50B tokens at 512 x 8192 per step, 10 s per step at the bound; at 40%
+  # the model FLOPs (2e12 / 1e12 = 2 s) / 0.4 = 5 s per step.
+  steps = -(-50e9 // (512 * 8192))
+  assert st["base"]["steps"] == steps
+  assert st["base"]["chip_hours_bound"] == pytest.approx(hours(steps * 10))
+  assert st["base"]["chip_hours_at_mfu"] == pytest.approx(hours(steps * 5))
+  assert st["components"]["runs"] == 7
+  assert st["components"]["tokens"] == 7 * spec.budgets.component_tokens
+  assert st["search"]["proxies"] == 112
+  # Generation: code (HumanEval 164, MBPP 500) and math (GSM8K capped at
+  # 1000, MATH-500) decode; rows at 512 and 1024 tokens.
+  assert plan_lib.generation_rows(spec) == {512: 164 + 500 + 1000, 1024: 500}
+  g = spec.eval.generation
+  chunk = 0.5 + sum(
+      -(-n // g.batch_size) * (2.0 + -(-lim // g.steps_per_call) * 0.4)
+      for lim, n in ((512, 1664), (1024, 500))
+  )
+  rows = plan_lib.eval_rows(spec)
+  merge = -(-rows // spec.eval.batch_size) * 1.0 / 32
+  per_proxy = merge + chunk / g.mixtures_per_call
+  assert st["search"]["chip_hours_bound"] == pytest.approx(
+      hours(112 * per_proxy)
+  )
+  assert st["search"]["prompt_tokens_per_proxy"] == 2164 * 7168
+  total = sum(s["chip_hours_bound"] for s in st.values())
+  assert p["total_demix"]["chip_hours_bound"] == pytest.approx(total)
+  assert list(p["table2"]) == ["2B", "4B", "8B", "12B"]
+  t2 = p["table2"]["2B"]
+  assert t2["tokens"] == 112 * 2e9
+  assert t2["chip_hours_bound"] > st["search"]["chip_hours_bound"]
+  assert "cost plan on 32 chips" in plan_lib.format_plan(p)
+  # A step that did not compile leaves its stages without a figure.
+  q = plan_lib.cost_plan(
+      spec, _plan_steps(prefill=1), chips=32, peak_flops=1e12
+  )
+  assert q["stages"]["search"]["chip_hours_bound"] is None
+  assert q["stages"]["search"]["missing_steps"] == ["prefill"]
+  assert q["total_demix"]["chip_hours_bound"] is None
+  assert q["stages"]["base"]["chip_hours_bound"] is not None

@@ -3,13 +3,15 @@
 `python -m demix_jax.aot --config=configs/qwen3_1p7b.py --topology=v5p-64`
 (the command launch/compile_check.sh runs; here with the default backend
 made to fail, so it provably never starts one) lowers the full-shape train step
-(512 x 8192, splash attention, full remat, chunked loss) and the
+(512 x 8192, splash attention, full remat, chunked loss), the
 merge-and-evaluate step (7 components, the config's chunk, eval batch of
-16 rows of 8192 tokens) on abstract values and compiles them with XLA:TPU
-for the 32 compile-only chips of a v5p-64 slice. The per-device figures
+16 rows of 8192 tokens) and the merged proxies' decoding (8 mixtures per
+call, 64 rows, 7168-token prompts, a KV cache for 1024 new tokens: merge,
+prefill and one 64-token decode call) on abstract values and compiles them
+with XLA:TPU for the 32 compile-only chips of a v5p-64 slice. The per-device figures
 are `compiled.memory_analysis()`'s. Needs libtpu (requirements-tpu.txt,
 which CI installs: `make tpu-extra`); skipped only where it is absent.
-Measured: about 100 s for both compiles on 2 cores (README).
+Measured times are in the README.
 
 This is not a timing test: only memory and what the shardings imply are
 checked.
@@ -54,7 +56,7 @@ runpy.run_module("demix_jax.aot", run_name="__main__", alter_sys=True)
 """
 
 
-def test_qwen3_1p7b_train_and_merge_fit_v5p_64():
+def test_qwen3_1p7b_train_merge_and_generation_fit_v5p_64():
   env = dict(os.environ)
   env.pop("XLA_FLAGS", None)  # no fake CPU devices: the topology's
   env.pop("JAX_PLATFORMS", None)  # as a user runs it
@@ -86,7 +88,7 @@ def test_qwen3_1p7b_train_and_merge_fit_v5p_64():
   assert not out["cpu_indicative_only"]
   hbm = 95 * 2**30
   mesh = {"data": 2, "fsdp": 16, "tensor": 1}
-  for name in ("train", "merge"):
+  for name in ("train", "merge", "generate_merge", "prefill", "decode"):
     st = out["steps"][name]
     assert st["backend"] == "tpu" and st["mesh"] == mesh
     assert st["hbm_bytes"] == hbm
@@ -107,3 +109,23 @@ def test_qwen3_1p7b_train_and_merge_fit_v5p_64():
   # 32 mixtures per call: the config's chunk of 8 rounded up to the 32
   # devices the `mixtures` rule shards over.
   assert merge["mixtures"] == 32
+
+  # Generation: the store stays resident beside each program and counts
+  # toward fitting; the KV cache (k and v, bf16, [28 layers, 8 mixtures,
+  # 64 rows, 7168 + 1024 slots, 8 kv heads, 128]) is split over the 32
+  # devices by rows, donated to the decode call and read once per token.
+  m = spec_lib.resolve(qwen3_1p7b.get_config()).model
+  cache = 2 * m.n_layers * 8 * 64 * (7168 + 1024) * m.n_kv_heads
+  cache = cache * m.head_dim * 2 / 32
+  dec = out["steps"]["decode"]
+  assert dec["resident_bytes"] >= 8 * 4 * n / 16  # 7 components + base
+  assert dec["alias_bytes"] >= cache and dec["read_bytes"] >= cache
+  assert out["steps"]["prefill"]["output_bytes"] >= cache
+  # HBM bound of one 64-token call at v5p's 2765 GB/s.
+  assert dec["hbm_bound_s"] == 64 * dec["read_bytes"] / 2765e9
+  assert dec["step_time_bound_s"] >= dec["hbm_bound_s"]
+  # The cost plan from those bounds: every stage has a figure.
+  plan = out["plan"]
+  assert plan["chips"] == 32 and plan["stages"]["search"]["proxies"] == 112
+  for st in list(plan["stages"].values()) + list(plan["table2"].values()):
+    assert 0 < st["chip_hours_bound"] <= st["chip_hours_at_mfu"]

@@ -7,7 +7,7 @@ starting a JAX backend); `python -m demix_jax.aot` is its command line
   python -m demix_jax.aot --config=configs/qwen3_1p7b.py --topology=v5p-64
   python -m demix_jax.aot --config=configs/demo.py:runlocal --devices=4 \
       [--mesh=data:4] [--hbm_gb=16] [--global_batch=..] [--seq_len=..] \
-      [--steps=train,merge]
+      [--steps=train,merge,generate] [--mfu=0.4]
 
 For a config and a mesh it lowers the train step through the trainer's own
 public lowering (`training.step.lower_train_step`: the same step,
@@ -15,7 +15,11 @@ optimizer, shardings and donation as training) and the merge-and-evaluate
 step through the engine's (`MixtureEvaluator.lower_chunk` over an abstract
 `ComponentStore.abstract`), on abstract values only (`jax.eval_shape`,
 `jax.ShapeDtypeStruct`s carrying `NamedSharding`s), so the same calls serve
-the devices of a compile-only topology. It compiles them and prints per
+the devices of a compile-only topology. `generate.py` does the same for the
+merged proxies' decoding (the generator's merge, prefill and decode
+programs at the config's `eval.generation` settings, bounded also by HBM
+bandwidth), and `plan.py` turns every step's bound into chip-hours per
+stage of the experiment (printed by the command). It compiles them and prints per
 device the argument, output, temporary and generated-code bytes from
 `compiled.memory_analysis()`, the FLOPs from `cost_analysis()`, whether the
 total fits the chip's HBM, and the step-time and MFU bounds those FLOPs
@@ -91,8 +95,16 @@ class CompileReport:
     mesh: mesh axis sizes.
     backend: the platform compiled for.
     mixtures: mixtures one merge call scores (the evaluator's chunk, the
-      config's rounded up to a multiple of the mixture shards); None for
-      the train step.
+      config's rounded up to a multiple of the mixture shards), or one
+      generation call merges and decodes; None for the train step.
+    resident_bytes: buffers of other programs live during this one (the
+      component store while generating); counted by `fits`, not in total.
+    read_bytes: bytes per device one decode step reads from HBM (weights
+      and KV cache); None except for decode.
+    tokens_per_call: tokens one decode call generates per row (None
+      except for decode).
+    error: XLA's refusal when the program did not compile for lack of
+      memory (then total_bytes is the memory it asked for).
   """
 
   name: str
@@ -106,9 +118,13 @@ class CompileReport:
   mesh: dict[str, int]
   backend: str
   mixtures: int | None = None
+  resident_bytes: int = 0
+  read_bytes: int | None = None
+  tokens_per_call: int | None = None
+  error: str | None = None
 
   def fits(self, hbm_bytes: float) -> bool:
-    return self.total_bytes <= FIT_FRACTION * hbm_bytes
+    return self.total_bytes + self.resident_bytes <= FIT_FRACTION * hbm_bytes
 
 
 def report_from_compiled(name: str, compiled, mesh) -> CompileReport:
@@ -260,6 +276,7 @@ def summary(
     hbm_bytes: int,
     peak_flops: float,
     model_flops: Mapping[str, float] | None = None,
+    hbm_bandwidth: float = 0.0,
 ) -> dict[str, Any]:
   """The check's last line: {"topology", "config", "steps": {name: {...}}}.
 
@@ -270,6 +287,11 @@ def summary(
   model_flops) / peak and mfu_bound = model_flops / max(flops, model_flops):
   bounds if the chip ran at peak, not measurements.
   The merge step also records `mixtures` (the chunk one call scores).
+  Steps with buffers of other programs resident (generation: the store)
+  record `resident_bytes`, counted by `fits`. The decode step records
+  `read_bytes` (per device per token step) and `hbm_bound_s` = its
+  `tokens_per_call` x read_bytes / hbm_bandwidth (bytes/s), and its
+  step_time_bound_s is the larger of the FLOP and the HBM bound.
   """
   steps = {}
   for r in reports:
@@ -280,6 +302,10 @@ def summary(
     # FLOPs: bound by the larger of the two, so MFU bounds stay <= 1.
     work = max(r.flops or 0.0, useful or 0.0) or None
     bound = step_time_bound(work, peak_flops)
+    hbm_bound = None
+    if r.read_bytes is not None and hbm_bandwidth > 0:
+      hbm_bound = (r.tokens_per_call or 1) * r.read_bytes / hbm_bandwidth
+      bound = max(bound or 0.0, hbm_bound)
     steps[r.name] = {
         "fits": r.fits(hbm_bytes),
         "bytes_per_device": r.total_bytes,
@@ -298,6 +324,14 @@ def summary(
     }
     if r.mixtures is not None:
       steps[r.name]["mixtures"] = r.mixtures
+    if r.resident_bytes:
+      steps[r.name]["resident_bytes"] = r.resident_bytes
+    if r.error:
+      steps[r.name]["error"] = r.error
+    if r.read_bytes is not None:
+      steps[r.name]["read_bytes"] = r.read_bytes
+      steps[r.name]["tokens_per_call"] = r.tokens_per_call
+      steps[r.name]["hbm_bound_s"] = hbm_bound
   return {"topology": topology, "config": config, "steps": steps}
 
 
@@ -341,7 +375,7 @@ def format_reports(
         ("generated code", r.code_bytes),
         ("aliased (donated)", -r.alias_bytes),
         ("total per device", r.total_bytes),
-    ):
+    ) + ((("resident (store)", r.resident_bytes),) if r.resident_bytes else ()):
       lines.append(f"  {label:<18s}{_fmt_bytes(v)}")
     lines.append(
         "  flops per device  "
@@ -351,6 +385,8 @@ def format_reports(
     )
     if hbm_gb > 0:
       verdict = "fits" if r.fits(hbm_gb * 2**30) else "DOES NOT FIT"
+      if r.resident_bytes:
+        verdict += " (with the resident store)"
       lines.append(
           f"  {verdict} in {hbm_gb:g} GiB HBM (limit " f"{FIT_FRACTION:.0%})"
       )

@@ -2,7 +2,8 @@ r"""The compile check's command line (see the package docstring).
 
   python -m demix_jax.aot --config=configs/qwen3_1p7b.py --topology=v5p-64 \
       [--mesh=data:2,fsdp:16] [--devices=N] [--hbm_gb=95] \
-      [--global_batch=512] [--seq_len=8192] [--steps=train,merge]
+      [--global_batch=512] [--seq_len=8192] [--steps=train,merge,generate] \
+      [--mfu=0.4]
 
 Flags live here, not in the library, so importing `demix_jax.aot` defines
 none. Every flag is checked first (exit 2 naming the flag and the fix,
@@ -29,6 +30,8 @@ from ml_collections import config_flags
 from demix_jax import aot
 from demix_jax import spec as spec_lib
 from demix_jax.aot import cli
+from demix_jax.aot import generate as generate_lib
+from demix_jax.aot import plan as plan_lib
 from demix_jax.aot import topology
 from demix_jax.config_lib import ConfigError
 from demix_jax.models import attention as attention_lib
@@ -78,7 +81,16 @@ _TOPOLOGY = flags.DEFINE_string(
     "devices.",
 )
 _STEPS = flags.DEFINE_list(
-    "steps", ["train", "merge"], "Steps to compile: train, merge."
+    "steps",
+    ["train", "merge", "generate"],
+    "Steps to compile: train, merge, generate (the merged proxies'"
+    " decoding: merge, prefill and decode programs).",
+)
+_MFU = flags.DEFINE_float(
+    "mfu",
+    0.4,
+    "Efficiency of the cost plan's second column: the fraction of each"
+    " step's bound reached (MFU for the compute-bound steps).",
 )
 _PLATFORM = flags.DEFINE_string(
     "platform",
@@ -97,7 +109,7 @@ def run_checks(
     global_batch: int = 0,
     seq_len: int = 0,
     eval_batches: int = 1,
-    steps: Sequence[str] = ("train", "merge"),
+    steps: Sequence[str] = ("train", "merge", "generate"),
     devices=None,
 ) -> list[aot.CompileReport]:
   """Compiles the requested steps of a pipeline config.
@@ -111,7 +123,7 @@ def run_checks(
     global_batch: train.global_batch_size override (0 = config's).
     seq_len: data.seq_len override (0 = config's).
     eval_batches: row batches per merge call.
-    steps: any of "train", "merge".
+    steps: any of "train", "merge", "generate".
     devices: devices of the mesh (default all; a topology's for XLA:TPU).
 
   Returns:
@@ -127,9 +139,9 @@ def run_checks(
 def _run_checks(
     config, mesh_axes, global_batch, seq_len, eval_batches, steps, devices
 ):
-  unknown = sorted(set(steps) - {"train", "merge"})
+  unknown = sorted(set(steps) - set(cli.STEPS))
   if unknown:
-    raise ValueError(f"--steps {unknown} unknown; use train, merge")
+    raise ValueError(f"--steps {unknown} unknown; use {', '.join(cli.STEPS)}")
   # The same resolved spec the pipeline trains from (one reading of the
   # config); device checks are skipped: --mesh/--topology set the devices.
   spec = spec_lib.resolve(config)
@@ -164,6 +176,18 @@ def _run_checks(
             devices=devices,
         )[0]
     )
+  if "generate" in steps:
+    out.extend(
+        generate_lib.compile_generation(
+            model_cfg,
+            len(spec.candidates),
+            axes,
+            spec.mesh.rules,
+            spec.eval.generation,
+            spec=spec.merge.spec,
+            devices=devices,
+        )
+    )
   return out
 
 
@@ -176,6 +200,9 @@ def _model_flops(config, reports, seq_len, global_batch) -> dict:
   halved), over every row of every mixture of the chunk. The merge itself
   (K x N multiply-adds per mixture and layer) is left out: under 0.1% of
   the forward at the paper's shapes.
+  prefill, decode: `generate.model_flops` (a forward per prompt token;
+  per decode call, a forward per generated token with attention over the
+  cache).
   """
   spec = spec_lib.resolve(config)
   m = spec.model
@@ -191,16 +218,29 @@ def _model_flops(config, reports, seq_len, global_batch) -> dict:
     elif r.name == "merge" and r.mixtures:
       rows = spec.eval.batch_size * _EVAL_BATCHES.value * r.mixtures
       out["merge"] = (per_token / 3 + 2 * attn) * rows * t / n
+    elif r.name in ("prefill", "decode"):
+      out[r.name] = generate_lib.model_flops(m, spec.eval.generation, n)[r.name]
   return out
 
 
-def _print_bounds(steps: Mapping[str, dict], peak: float) -> None:
+def _print_bounds(
+    steps: Mapping[str, dict], peak: float, bandwidth: float
+) -> None:
   """Per step: the step-time and MFU bounds of the JSON line, labelled."""
   for name, st in steps.items():
+    if st.get("error"):
+      print(f"[{name}] did not compile: {st['error']}")
+    if st.get("hbm_bound_s") is not None:
+      print(
+          f"[{name}] call time >= {st['hbm_bound_s']:.4f} s from HBM:"
+          f" {st['tokens_per_call']} tokens x {st['read_bytes'] / 2**30:.2f}"
+          f" GiB read per token (merged weights + KV cache) /"
+          f" {bandwidth / 1e9:.0f} GB/s (chip HBM bandwidth, Cloud TPU docs)"
+      )
     if st["step_time_bound_s"] is None:
       continue
     line = (
-        f"[{name}] step time >= {st['step_time_bound_s']:.3f} s"
+        f"[{name}] step time >= {st['step_time_bound_s']:.4g} s"
         f" (bound: max(compiled, model) FLOPs / {peak:.3g} FLOP/s peak"
     )
     if st["mfu_bound"] is not None:
@@ -216,7 +256,7 @@ def _print_bounds(steps: Mapping[str, dict], peak: float) -> None:
 
 
 def _devices_and_chip(config, mesh_axes):
-  """(devices or None, peak FLOP/s, HBM bytes) for the compile.
+  """(devices or None, peak FLOP/s, HBM bytes, HBM bytes/s, chips).
 
   With --topology: the slice's compile-only devices (process and device
   counts come from them; the default backend is never started). Without:
@@ -235,7 +275,13 @@ def _devices_and_chip(config, mesh_axes):
         f" {topology.process_count(devices)} hosts (compile-only)",
         file=sys.stderr,
     )
-    return devices, chip.peak_bf16_flops, hbm or chip.hbm_bytes
+    return (
+        devices,
+        chip.peak_bf16_flops,
+        hbm or chip.hbm_bytes,
+        chip.hbm_bandwidth,
+        len(devices),
+    )
   n = _DEVICES.value or aot.mesh_size(mesh_axes or dict(config.mesh.axes))
   if n:
     # Only affects the CPU backend; must precede JAX's backend start-up.
@@ -249,7 +295,7 @@ def _devices_and_chip(config, mesh_axes):
   peak = float(config.train.get("peak_flops", 0.0) or 0.0)
   if jax.default_backend() == "cpu":
     peak = 0.0  # a TPU peak says nothing about a CPU compile
-  return None, peak, hbm
+  return None, peak, hbm, 0.0, jax.device_count()
 
 
 def main(argv):
@@ -268,6 +314,8 @@ def main(argv):
       cli.fail(f"--{name}={holder.value} must be >= 0 (0: the config's)")
   if _EVAL_BATCHES.value < 1:
     cli.fail(f"--eval_batches={_EVAL_BATCHES.value} must be >= 1")
+  if not 0 < _MFU.value <= 1:
+    cli.fail(f"--mfu={_MFU.value} must be in (0, 1], e.g. --mfu=0.4")
   if _TOPOLOGY.value:
     cli.check_topology(_TOPOLOGY.value)
   platform = cli.choose_platform(_TOPOLOGY.value, _PLATFORM.value)
@@ -278,7 +326,7 @@ def main(argv):
     spec_lib.resolve(config)
   except ConfigError as e:
     cli.fail(str(e))
-  devices, peak, hbm = _devices_and_chip(config, mesh_axes)
+  devices, peak, hbm, bandwidth, chips = _devices_and_chip(config, mesh_axes)
   try:
     reports = run_checks(
         config,
@@ -303,8 +351,22 @@ def main(argv):
       model_flops=_model_flops(
           config, reports, _SEQ_LEN.value, _GLOBAL_BATCH.value
       ),
+      hbm_bandwidth=bandwidth,
   )
-  _print_bounds(out["steps"], peak)
+  _print_bounds(out["steps"], peak, bandwidth)
+  if peak:
+    plan = plan_lib.cost_plan(
+        spec_lib.resolve(config),
+        out["steps"],
+        chips=chips,
+        peak_flops=peak,
+        mfu=_MFU.value,
+        seq_len=_SEQ_LEN.value,
+        global_batch=_GLOBAL_BATCH.value,
+        eval_batches=_EVAL_BATCHES.value,
+    )
+    print(plan_lib.format_plan(plan))
+    out["plan"] = plan
   out["hbm_gb"] = hbm / 2**30 if hbm else None
   out["cpu_indicative_only"] = all(r.backend == "cpu" for r in reports)
   print(json.dumps(out, sort_keys=True))

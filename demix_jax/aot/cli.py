@@ -30,7 +30,7 @@ from demix_jax import backend
 from demix_jax.aot import topology as topology_lib
 from demix_jax.config_lib import ConfigError
 
-STEPS = ("train", "merge")
+STEPS = ("train", "merge", "generate")
 PLATFORMS = ("cpu", "tpu", "cuda", "rocm")
 
 
@@ -98,15 +98,21 @@ def load_config(holder):
 
 
 def check_steps(steps: Sequence[str]) -> list[str]:
-  """--steps entries, each train or merge (closest suggested)."""
+  """--steps entries, each train, merge or generate (closest suggested)."""
   steps = [s.strip() for s in steps if s.strip()]
   if not steps:
-    fail("--steps is empty. Fix: --steps=train,merge (or one of them)")
+    fail(
+        "--steps is empty. Fix: --steps=train,merge,generate (or some of"
+        " them)"
+    )
   for s in steps:
     if s not in STEPS:
       guess = difflib.get_close_matches(s, STEPS, n=1, cutoff=0.4)
       hint = f" (did you mean {guess[0]}?)" if guess else ""
-      fail(f"--steps: unknown step {s!r}{hint}. Fix: use train, merge")
+      fail(
+          f"--steps: unknown step {s!r}{hint}. Fix: use train, merge,"
+          " generate"
+      )
   return steps
 
 

@@ -27,13 +27,17 @@ class Chip:
   hbm_bytes: int
   peak_bf16_flops: float
   dims: int  # physical torus dimensions (3: v4/v5p, 2: v5e/v6e)
+  hbm_bandwidth: float  # bytes/s per chip
 
 
+# HBM bandwidth per chip from the Cloud TPU system-architecture pages
+# (cloud.google.com/tpu/docs/v4, v5p, v5e, v6e): v4 1200 GB/s, v5p 2765
+# GB/s, v5e 819 GB/s, v6e 1640 GB/s.
 CHIPS = {
-    "v4": Chip("v4", 2, 32 * 2**30, 275e12, 3),
-    "v5p": Chip("v5p", 2, 95 * 2**30, 459e12, 3),
-    "v5litepod": Chip("v5e", 1, 16 * 2**30, 197e12, 2),
-    "v6e": Chip("v6e", 1, 32 * 2**30, 918e12, 2),
+    "v4": Chip("v4", 2, 32 * 2**30, 275e12, 3, 1200e9),
+    "v5p": Chip("v5p", 2, 95 * 2**30, 459e12, 3, 2765e9),
+    "v5litepod": Chip("v5e", 1, 16 * 2**30, 197e12, 2, 819e9),
+    "v6e": Chip("v6e", 1, 32 * 2**30, 918e12, 2, 1640e9),
 }
 
 

@@ -41,6 +41,8 @@ from typing import Any, Callable, Protocol, Sequence, cast
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from demix_jax import multihost
@@ -162,16 +164,20 @@ def requests_for(
 
 
 @functools.lru_cache(maxsize=64)
-def _kernels(
+def kernels(
     cfg: transformer.ModelConfig,
     sampling: decode.Sampling,
     n_steps: int,
     limit: int,
     many: bool,
+    donate: bool,
 ):
   """(prefill, decode_steps) jitted for these static settings, shared by
   every Generator; vmapped over a leading mixture axis of the params (and
-  the state) when `many`. jit compiles once more per batch/prompt shape."""
+  the state) when `many`; `donate` hands the state's buffers (the KV
+  cache) to the decode call's output (not on XLA:CPU, which cannot reuse
+  them). jit compiles once more per batch/prompt shape. The compile check
+  (`demix_jax.aot.generate`) lowers these same functions."""
 
   def pre(params, prompts, lengths, keys):
     return decode.prefill(cfg, params, prompts, lengths, keys, limit)
@@ -182,12 +188,11 @@ def _kernels(
   if many:
     pre = jax.vmap(pre, in_axes=(0, None, None, None))
     steps = jax.vmap(steps)
-  donate = () if jax.default_backend() == "cpu" else (1,)
-  return jax.jit(pre), jax.jit(steps, donate_argnums=donate)
+  return jax.jit(pre), jax.jit(steps, donate_argnums=(1,) if donate else ())
 
 
 @functools.lru_cache(maxsize=16)
-def _merge_many(merge: Callable[[Params, jax.Array], Params]):
+def merge_many(merge: Callable[[Params, jax.Array], Params]):
   """`merge` vmapped over a chunk of mixtures and jitted, once per merge
   function (a new jit per call would retrace and recompile every time)."""
   return jax.jit(jax.vmap(merge, in_axes=(None, 0)))
@@ -197,6 +202,27 @@ def _round_up(n: int, m: int) -> int:
   return -(-n // m) * m
 
 
+def row_sharding(mesh, rules, batch_size: int) -> NamedSharding | None:
+  """Where a batch's rows (prompts, lengths, keys) go on a mesh: split
+  over the devices of the `batch` rule when they divide `batch_size`,
+  else replicated; None without a mesh. The prefill and decode programs
+  follow the rows, so each device holds its rows' share of the KV cache
+  and of the attention scores."""
+  if mesh is None:
+    return None
+  entry = None
+  for k, v in rules or ():
+    if k == "batch":
+      entry = v
+  names = () if entry is None else (entry,) if isinstance(entry, str) else entry
+  size = 1
+  for n in names:
+    size *= mesh.shape[n]
+  if not names or batch_size % size:
+    return NamedSharding(mesh, P())
+  return NamedSharding(mesh, P(tuple(names)))
+
+
 class Generator:
   """Generates from one model or from many merged mixtures.
 
@@ -204,6 +230,9 @@ class Generator:
     model_cfg: the decoder's config.
     codec: the tokenizer (encode/decode/eos_id/pad_id).
     cfg: generation settings.
+    mesh, rules: where the params live (the component store's mesh and
+      logical rules); the rows are split over the `batch` rule
+      (`row_sharding`). None: the default device.
   """
 
   def __init__(
@@ -211,10 +240,13 @@ class Generator:
       model_cfg: transformer.ModelConfig,
       codec: TextCodec,
       cfg: GenerationConfig = GenerationConfig(),
+      mesh=None,
+      rules=None,
   ):
     self.model_cfg = model_cfg
     self.codec = codec
     self.cfg = cfg
+    self.rows_sharding = row_sharding(mesh, rules, cfg.batch_size)
     self.sampling = decode.Sampling(
         temperature=cfg.temperature,
         top_k=cfg.top_k,
@@ -226,8 +258,13 @@ class Generator:
   # ---- jitted kernels (one compile per static shape) ----
 
   def _kernels(self, limit: int, many: bool):
-    return _kernels(
-        self.model_cfg, self.sampling, self.cfg.steps_per_call, limit, many
+    return kernels(
+        self.model_cfg,
+        self.sampling,
+        self.cfg.steps_per_call,
+        limit,
+        many,
+        jax.default_backend() != "cpu",
     )
 
   # ---- host side ----
@@ -269,7 +306,15 @@ class Generator:
       prompts[i, p - len(ids) :] = ids
       lengths[i] = len(ids)
       keys[i] = key
-    return jnp.asarray(prompts), jnp.asarray(lengths), jnp.stack(keys)
+    if self.rows_sharding is None:
+      return jnp.asarray(prompts), jnp.asarray(lengths), jnp.stack(keys)
+    # Every process holds the same rows (as the evaluator's rows); keys
+    # travel as their uint32 data, a host array like the others.
+    key_data = np.asarray(jax.random.key_data(jnp.stack(keys)))
+    prompts, lengths, key_data = jax.device_put(
+        (prompts, lengths, key_data), self.rows_sharding
+    )
+    return prompts, lengths, jax.random.wrap_key_data(key_data)
 
   def _finish(self, tokens: np.ndarray, stop: Sequence[str]):
     """(text, n_tokens, finish, done) of one row's tokens so far."""
@@ -365,7 +410,7 @@ class Generator:
       raise ValueError("give exactly one of stacked= or params_for=")
     if params_for is not None:
       return [self.generate(params_for(a), requests) for a in alphas]
-    merge_many = _merge_many(merge or merge_methods.linear)
+    merged_chunk = merge_many(merge or merge_methods.linear)
     out = []
     c = self.cfg.mixtures_per_call
     for i in range(0, len(alphas), c):
@@ -373,7 +418,7 @@ class Generator:
       n = len(chunk)
       # A short last chunk repeats its last mixture: one compiled shape.
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], c - n, 0)])
-      merged = merge_many(stacked, jnp.asarray(chunk))
+      merged = merged_chunk(stacked, jnp.asarray(chunk))
       out.extend(self._generate(merged, requests, True, c)[:n])
       del merged
     return out

@@ -104,7 +104,13 @@ class GenerativeEvaluator:
     self.generation = generation
     self.sandbox = sandbox
     self.math_timeout_s = float(math_timeout_s)
-    self.generator = generation_lib.Generator(inner.cfg, codec, generation)
+    self.generator = generation_lib.Generator(
+        inner.cfg,
+        codec,
+        generation,
+        mesh=getattr(inner, "mesh", None),
+        rules=getattr(inner, "rules", None),
+    )
     self._targets_of = {}
     for g in inner.suite.groups:
       ts = (

@@ -93,6 +93,7 @@ def forward_cached(
     segments: jax.Array,
     cache: tuple[jax.Array, jax.Array],
     index: jax.Array,
+    last_only: bool = False,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
   """Runs tokens [B, t] that occupy cache slots index .. index + t - 1.
 
@@ -104,9 +105,12 @@ def forward_cached(
     segments: int [B, S] segment id of every cache slot.
     cache: (k, v), each [L, B, S, kv_heads, head_dim].
     index: int scalar, the first slot written.
+    last_only: the logits of the last token only ([B, 1, V]: the prefill
+      needs no others, and [B, t, V] float32 logits of a long prompt
+      would dwarf the cache).
 
   Returns:
-    (float32 logits [B, t, V], the updated cache).
+    (float32 logits [B, t, V] (t = 1 with last_only), the updated cache).
   """
   b, t = tokens.shape
   s = segments.shape[1]
@@ -125,7 +129,23 @@ def forward_cached(
     return h, (ck, cv)
 
   x, (k, v) = jax.lax.scan(body, x, (params["layers"], cache[0], cache[1]))
+  if last_only:
+    x = x[:, -1:]
   return transformer.lm_head(cfg, params, x), (k, v)
+
+
+# The prefill runs the prompt this many tokens at a time (at most): the
+# attention scores of a chunk are [B, heads, chunk, S] float32, so a
+# 7168-token prompt in one piece would need 14x the memory.
+PREFILL_CHUNK = 512
+
+
+def prefill_chunk(p: int, most: int = PREFILL_CHUNK) -> int:
+  """The largest divisor of the prompt length P that is <= `most`."""
+  for c in range(min(p, most), 0, -1):
+    if p % c == 0:
+      return c
+  return 1
 
 
 def prefill(
@@ -135,8 +155,14 @@ def prefill(
     lengths: jax.Array,
     keys: jax.Array,
     max_new_tokens: int,
+    chunk: int = 0,
 ) -> DecodeState:
   """Encodes left-padded prompts and returns the state before step 0.
+
+  The prompt runs `chunk` tokens at a time (a scan over P / chunk pieces,
+  each writing its slots of the cache and attending to the slots before
+  it): the same attention and the same cache as one piece, with the
+  scores of one chunk live at a time.
 
   Args:
     cfg: the model config.
@@ -146,6 +172,8 @@ def prefill(
       is done from the start).
     keys: [B] PRNG keys (one per row).
     max_new_tokens: decode budget (static); the cache has P + it slots.
+    chunk: prompt tokens per piece (static; must divide P); 0 =
+      `prefill_chunk(P)`.
 
   Returns:
     The DecodeState.
@@ -159,8 +187,28 @@ def prefill(
   slots = jnp.arange(s)[None, :]
   segments = (slots >= offsets[:, None]).astype(jnp.int32)
   positions = jnp.maximum(jnp.arange(p)[None, :] - offsets[:, None], 0)
-  logits, cache = forward_cached(
-      cfg, params, prompts, positions, segments, cache, jnp.int32(0)
+  c = chunk or prefill_chunk(p)
+  if p % c:
+    raise ValueError(f"prefill chunk {c} does not divide the prompt length {p}")
+
+  def piece(carry, i):
+    cache, _ = carry
+    start = i * c
+    logits, cache = forward_cached(
+        cfg,
+        params,
+        jax.lax.dynamic_slice_in_dim(prompts, start, c, axis=1),
+        jax.lax.dynamic_slice_in_dim(positions, start, c, axis=1),
+        segments,
+        cache,
+        start,
+        last_only=True,
+    )
+    return (cache, logits[:, 0]), None
+
+  last = jnp.zeros((b, cfg.vocab_size), jnp.float32)
+  (cache, last), _ = jax.lax.scan(
+      piece, (cache, last), jnp.arange(p // c, dtype=jnp.int32)
   )
   return DecodeState(
       cache_k=cache[0],
@@ -168,7 +216,7 @@ def prefill(
       segments=segments,
       offsets=offsets,
       index=jnp.int32(p),
-      logits=logits[:, -1],
+      logits=last,
       tokens=jnp.zeros((b, max_new_tokens), jnp.int32),
       steps=jnp.int32(0),
       done=lengths <= 0,

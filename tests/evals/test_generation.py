@@ -9,6 +9,7 @@ from demix_jax import models
 from demix_jax.evals import generation
 from demix_jax.evals import tasks
 from demix_jax.merging import methods
+from demix_jax.training import sharding
 from tests import kit
 
 # Untied: a tied random model just repeats its input.
@@ -148,3 +149,27 @@ def test_requests_for_benchmark_items():
 def test_config_validation(kw):
   with pytest.raises(ValueError):
     generation.GenerationConfig(**kw)
+
+
+def test_rows_split_over_a_mesh_change_nothing(components):
+  # The pipeline's Generator gets the store's mesh and rules: rows go to
+  # the devices of the `batch` rule (sampled, so the keys travel too).
+  mesh = sharding.create_mesh({"data": 2, "fsdp": 2}, jax.devices()[:4])
+  rules = (("batch", ("data", "fsdp")),)
+  kw = dict(temperature=2.0, num_samples=2)
+  cfg = generation.GenerationConfig(
+      max_new_tokens=8, batch_size=4, prompt_bucket=8, steps_per_call=4, **kw
+  )
+  gen = generation.Generator(CFG, Bytes(), cfg, mesh=mesh, rules=rules)
+  assert gen.rows_sharding.spec == jax.sharding.PartitionSpec(("data", "fsdp"))
+  stacked = methods.stack_params(components)
+  alphas = [[1.0, 0.0], [0.3, 0.7]]
+  ref = _gen(**kw).generate_mixtures(REQS, alphas, stacked=stacked)
+  on_mesh = jax.device_put(
+      stacked, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  )
+  assert gen.generate_mixtures(REQS, alphas, stacked=on_mesh) == ref
+  # Rows that do not divide over the devices stay replicated.
+  odd = generation.row_sharding(mesh, rules, 6)
+  assert odd.spec == jax.sharding.PartitionSpec()
+  assert generation.row_sharding(None, rules, 4) is None

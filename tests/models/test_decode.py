@@ -196,3 +196,29 @@ def test_sampling_is_seeded_and_top1_is_greedy(trained):
   top1 = dataclasses.replace(hot, top_k=1)
   c = _kv_decode(trained, prompts, LENGTHS, top1)
   np.testing.assert_array_equal(c.tokens, greedy.tokens)
+
+
+@pytest.mark.parametrize("chunk", [2, 4])
+def test_prefill_in_chunks_equals_one_piece(chunk):
+  # The prompt run `chunk` tokens at a time writes the same cache and
+  # leaves the same next-token logits as one piece of P tokens.
+  params = random_params(CFG, 3)
+  prompts, lengths = jnp.asarray(_prompts()), jnp.asarray(LENGTHS)
+  keys = _keys(len(LENGTHS))
+  one = decode.prefill(CFG, params, prompts, lengths, keys, N, chunk=P)
+  parts = decode.prefill(CFG, params, prompts, lengths, keys, N, chunk=chunk)
+  for a, b in (
+      (one.cache_k, parts.cache_k),
+      (one.cache_v, parts.cache_v),
+      (one.logits, parts.logits),
+  ):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+  with pytest.raises(ValueError, match="does not divide"):
+    decode.prefill(CFG, params, prompts, lengths, keys, N, chunk=3)
+
+
+def test_prefill_chunk_divides_the_prompt():
+  assert decode.prefill_chunk(7168) == 512
+  assert decode.prefill_chunk(64) == 64
+  assert decode.prefill_chunk(768) == 384
+  assert 7000 % decode.prefill_chunk(7000) == 0
