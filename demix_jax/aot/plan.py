@@ -10,7 +10,7 @@ multiplies them out per stage:
               round), each scored on the eval suite: row NLLs (the merge
               step) and, for generative domain metrics, generation (merge,
               prefill and decode programs of `aot.generate`)
-  final       budgets.final_tokens, once per final run (the found mixture,
+  final       final.tokens, once per final run (the found mixture,
               each baseline and fixed mixture)
   trained     Table 2's trained-proxy search: the same number of proxies,
               each trained for 2B, 4B, 8B or 12B tokens and scored like a
@@ -209,7 +209,7 @@ def cost_plan(
       "base": training(spec.budgets.base_tokens),
       "components": training(spec.budgets.component_tokens, k),
       "search": scoring_row(proxies),
-      "final": training(spec.budgets.final_tokens, final_runs),
+      "final": training(spec.final.tokens, final_runs),
   }
   total = {}
   for col in ("chip_hours_bound", "chip_hours_at_mfu"):
