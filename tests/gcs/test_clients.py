@@ -1,0 +1,81 @@
+"""Each gs:// client the project uses reaches the emulator, or does nothing.
+
+epath (through gcsfs), Orbax's tensorstore and array_record's C++ reader
+(through grain) each write or read real objects in the emulated bucket,
+listed back through another client; without `STORAGE_EMULATOR_HOST` the
+routing changes nothing.
+"""
+
+import os
+import tempfile
+
+from etils import epath
+import numpy as np
+
+from demix_jax import gcs_emulator
+from demix_jax import storage
+from demix_jax.data import readers
+from tests.gcs.conftest import fresh
+
+
+def test_no_emulator_named_changes_nothing():
+  env = {"HOME": "/h"}
+  assert gcs_emulator.route_to_emulator(env) == ""
+  assert env == {"HOME": "/h"}
+
+
+def test_emulator_routes_each_client_and_keeps_user_settings():
+  env = {
+      gcs_emulator.HOST_ENV: "127.0.0.1:9023/",
+      gcs_emulator.TENSORSTORE_ENV: "http://elsewhere:1",
+  }
+  assert gcs_emulator.route_to_emulator(env) == "http://127.0.0.1:9023"
+  assert env[gcs_emulator.EPATH_ENV] == "false"
+  assert env[gcs_emulator.CLOUD_CPP_ENV] == "http://127.0.0.1:9023"
+  assert env[gcs_emulator.TENSORSTORE_ENV] == "http://elsewhere:1"
+
+
+def test_epath_writes_globs_and_reads_in_the_bucket(bucket):
+  storage.atomic_write_json(f"{bucket}/clients/a/x.json", {"v": 1})
+  storage.atomic_write_text(f"{bucket}/clients/a/y.txt", "y")
+  storage.atomic_write_text(f"{bucket}/clients/b.txt", "b")
+  assert storage.read_json(f"{bucket}/clients/a/x.json") == {"v": 1}
+  # The glob searches gs://.../clients/a, not the bucket's root.
+  found = readers.expand_globs([f"{bucket}/clients/a/*.txt"], "s", "paths")
+  assert found == [f"{bucket}/clients/a/y.txt"]
+  # The object is really in the emulator: gcsfs lists it directly.
+  import fsspec  # pylint: disable=g-import-not-at-top
+
+  names = fsspec.filesystem("gcs").ls(f"{bucket}/clients/a", detail=False)
+  assert sorted(os.path.basename(n) for n in names) == ["x.json", "y.txt"]
+
+
+def test_orbax_checkpoint_saves_and_restores_in_the_bucket(bucket):
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
+  tree = {"w": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.ones(5)}
+  path = f"{bucket}/clients/ckpt"
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(epath.Path(path), tree)
+  # tensorstore wrote its chunks as objects in the bucket.
+  assert any(p.name == "_METADATA" for p in fresh(path).iterdir())
+  with ocp.StandardCheckpointer() as ckptr:
+    back = ckptr.restore(epath.Path(path))
+  np.testing.assert_array_equal(back["w"], tree["w"])
+  np.testing.assert_array_equal(back["b"], tree["b"])
+
+
+def test_grain_reads_an_array_record_shard_in_the_bucket(bucket):
+  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+
+  with tempfile.TemporaryDirectory() as d:
+    local = os.path.join(d, "s.arrayrecord")
+    w = array_record_module.ArrayRecordWriter(local, "group_size:1")
+    for i in range(7):
+      w.write(f"record {i}".encode())
+    w.close()
+    with open(local, "rb") as f:
+      epath.Path(f"{bucket}/clients/s.arrayrecord").write_bytes(f.read())
+  src = readers.array_records([f"{bucket}/clients/s.arrayrecord"])
+  assert len(src) == 7
+  assert src[3] == b"record 3" and src[6] == b"record 6"
