@@ -27,9 +27,8 @@ def _free_port() -> int:
 
 def _drop_cached_filesystems() -> None:
   """Forgets gcsfs instances made for another endpoint (or none)."""
-  import fsspec  # pylint: disable=g-import-not-at-top
-
   from etils.epath import backend  # pylint: disable=g-import-not-at-top
+  import fsspec  # pylint: disable=g-import-not-at-top
 
   backend.fsspec_backend._get_filesystem.cache_clear()  # pylint: disable=protected-access
   fsspec.get_filesystem_class("gcs").clear_instance_cache()
