@@ -9,7 +9,9 @@ the other two from that one variable:
 - etils.epath (every JSON record, results file, report, tokenizer and raw
   corpus read): with TensorFlow installed it picks tf.io.gfile, which has
   no emulator endpoint, so `EPATH_USE_TF=false` makes it use fsspec's
-  gcsfs, which honours `STORAGE_EMULATOR_HOST` itself;
+  gcsfs, which honours `STORAGE_EMULATOR_HOST` itself (its bucket-layout
+  probe, an API the emulators lack, is turned off:
+  `GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false`);
 - tensorstore (Orbax checkpoints): `TENSORSTORE_GCS_HTTP_URL`;
 - array_record's C++ GCS reader (grain, prepared shards):
   `CLOUD_STORAGE_EMULATOR_ENDPOINT` (google-cloud-cpp's switch).
@@ -29,6 +31,8 @@ HOST_ENV = "STORAGE_EMULATOR_HOST"
 EPATH_ENV = "EPATH_USE_TF"
 TENSORSTORE_ENV = "TENSORSTORE_GCS_HTTP_URL"
 CLOUD_CPP_ENV = "CLOUD_STORAGE_EMULATOR_ENDPOINT"
+GCSFS_LAYOUT_ENV = "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"
+NAMES = (HOST_ENV, EPATH_ENV, TENSORSTORE_ENV, CLOUD_CPP_ENV, GCSFS_LAYOUT_ENV)
 
 
 def emulator_url(environ: MutableMapping[str, str] | None = None) -> str:
@@ -54,6 +58,7 @@ def route_to_emulator(environ: MutableMapping[str, str] | None = None) -> str:
   if not url:
     return ""
   environ.setdefault(EPATH_ENV, "false")
+  environ.setdefault(GCSFS_LAYOUT_ENV, "false")
   environ.setdefault(TENSORSTORE_ENV, url)
   environ.setdefault(CLOUD_CPP_ENV, url)
   return url

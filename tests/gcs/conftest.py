@@ -44,12 +44,7 @@ def bucket():
       "127.0.0.1", port, in_memory=True, default_bucket=BUCKET
   )
   server.start()
-  names = (
-      gcs_emulator.HOST_ENV,
-      gcs_emulator.EPATH_ENV,
-      gcs_emulator.TENSORSTORE_ENV,
-      gcs_emulator.CLOUD_CPP_ENV,
-  )
+  names = gcs_emulator.NAMES
   saved = {n: os.environ.get(n) for n in names}
   for n in names:
     os.environ.pop(n, None)

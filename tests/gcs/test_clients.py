@@ -6,6 +6,7 @@ listed back through another client; without `STORAGE_EMULATOR_HOST` the
 routing changes nothing.
 """
 
+import json
 import os
 import tempfile
 
@@ -31,6 +32,7 @@ def test_emulator_routes_each_client_and_keeps_user_settings():
   }
   assert gcs_emulator.route_to_emulator(env) == "http://127.0.0.1:9023"
   assert env[gcs_emulator.EPATH_ENV] == "false"
+  assert env[gcs_emulator.GCSFS_LAYOUT_ENV] == "false"
   assert env[gcs_emulator.CLOUD_CPP_ENV] == "http://127.0.0.1:9023"
   assert env[gcs_emulator.TENSORSTORE_ENV] == "http://elsewhere:1"
 
@@ -79,3 +81,38 @@ def test_grain_reads_an_array_record_shard_in_the_bucket(bucket):
   src = readers.array_records([f"{bucket}/clients/s.arrayrecord"])
   assert len(src) == 7
   assert src[3] == b"record 3" and src[6] == b"record 6"
+
+
+def test_metrics_jsonl_on_gs_is_whole_objects_that_a_resume_extends(bucket):
+  from demix_jax.training import metrics  # pylint: disable=g-import-not-at-top
+
+  path = f"{bucket}/clients/run/metrics.jsonl"
+  w = metrics.JsonlWriter(path)
+  w.write_scalars(1, {"loss": 2.5})
+  w.flush()
+  assert fresh(path).read_text() == '{"loss": 2.5, "step": 1}\n'
+  w.write_scalars(2, {"loss": float("nan")})
+  w.close()
+  # A new writer (a resumed run) keeps what is there and appends.
+  w = metrics.JsonlWriter(path)
+  w.write_scalars(3, {"loss": 1.0})
+  w.close()
+  lines = fresh(path).read_text().splitlines()
+  assert [json.loads(x)["step"] for x in lines] == [1, 2, 3]
+  assert json.loads(lines[1])["loss"] == "nan"
+  assert not os.path.exists("gs:"), "metrics went to a local 'gs:' folder"
+
+
+def test_tensorboard_is_left_out_only_for_gs_under_the_emulator(
+    bucket, tmp_path
+):
+  from demix_jax.training import metrics  # pylint: disable=g-import-not-at-top
+
+  def kinds(workdir):
+    w = metrics.make_writer(workdir)
+    names = [type(x).__name__ for x in w._writers]  # pylint: disable=protected-access
+    w.close()
+    return names
+
+  assert "SummaryWriter" in kinds(str(tmp_path))
+  assert "SummaryWriter" not in kinds(f"{bucket}/clients/tb")
