@@ -69,7 +69,9 @@ def fresh(uri: str) -> epath.Path:
   Objects written by a subprocess are not in this process's gcsfs listing
   cache; reads after one go through here.
   """
+  from etils.epath import backend  # pylint: disable=g-import-not-at-top
   import fsspec  # pylint: disable=g-import-not-at-top
 
   fsspec.filesystem("gcs").invalidate_cache()
+  backend.fsspec_backend.fs(uri).invalidate_cache()  # epath's own instance
   return epath.Path(uri)
