@@ -116,3 +116,20 @@ def test_tensorboard_is_left_out_only_for_gs_under_the_emulator(
 
   assert "SummaryWriter" in kinds(str(tmp_path))
   assert "SummaryWriter" not in kinds(f"{bucket}/clients/tb")
+
+
+def test_benchmark_cache_on_gs_is_an_object_read_back(bucket):
+  from demix_jax.evals import benchmarks  # pylint: disable=g-import-not-at-top
+
+  def encode(text):
+    return [b % 250 + 3 for b in text.encode("utf-8")][:40]
+
+  cache = f"{bucket}/clients/bench"
+  kw = dict(fingerprint="f" * 16, seq_len=48, max_items=5, cache_dir=cache)
+  first = benchmarks.load_benchmark("arc_easy", encode, **kw)
+  (obj,) = list(fresh(cache).iterdir())
+  assert obj.name.startswith("arc_easy-") and obj.name.endswith(".npz")
+  again = benchmarks.load_benchmark("arc_easy", lambda t: 1 / 0, **kw)
+  for k, v in first.arrays().items():
+    np.testing.assert_array_equal(again.arrays()[k], v)
+  assert not os.path.exists("gs:"), "the cache went to a local 'gs:' folder"

@@ -199,6 +199,8 @@ def test_pipeline_writes_every_record_and_the_report_in_the_bucket(flow):
   assert abs(sum(alpha.values()) - 1) < 1e-6
   assert fresh(f"{run}/report/report.md").read_text().strip()
   assert "Found mixture" in flow["rerun"].stdout
+  # Nothing meant for the bucket landed in a local folder named "gs:".
+  assert not os.path.exists(os.path.join(ROOT, "gs:"))
 
 
 @pytest.mark.slow
