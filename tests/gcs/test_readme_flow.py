@@ -10,8 +10,16 @@ config is the README's code block as printed, with two substitutions: the
 emulator's bucket for `gs://my-bucket`, and `runlocal,` at the head of
 `local_jsonl`'s argument (the runlocal twin of the demo, as the config's
 docstring suggests for a smoke run). The pipeline is SIGKILLed once, after
-the base stage finished, and the README's command run again finishes it:
-the base is skipped, not retrained. One shared run serves every test here.
+the components stage finished (in the search), and the README's command run
+again finishes it: base and components are skipped, not retrained. One
+shared run serves every test here.
+
+Known gap: tensorstore's OCDBT writes over an existing object (a checkpoint
+step rewritten after a kill mid-save) fail against gcp-storage-emulator
+("Malformed StorageGeneration": the emulator's object generations are not
+what tensorstore's conditional writes expect), so the kill here is placed
+where no checkpoint is being written; fresh checkpoints (every stage's
+runs) are written and restored through the emulator.
 """
 
 import json
@@ -111,7 +119,10 @@ def _upload_corpora(bucket: str) -> None:
 def _wait_for(path: str, proc, deadline: float) -> None:
   while not fresh(path).exists():
     if proc.poll() is not None:
-      log = proc.stdout.read()[-4000:]
+      log = proc.stdout.read()
+      log = "\n".join(
+          ln for ln in log.splitlines() if "rror" in ln or "File" in ln
+      )[:6000]
       raise AssertionError(f"the pipeline ended before {path}:\n{log}")
     assert time.time() < deadline, f"{path} never appeared"
     time.sleep(0.5)
@@ -119,7 +130,7 @@ def _wait_for(path: str, proc, deadline: float) -> None:
 
 @pytest.fixture(scope="module")
 def flow(bucket, tmp_path_factory):
-  """Prepare, a pipeline killed after its base stage, and the rerun."""
+  """Prepare, a pipeline killed after its components stage, the rerun."""
   _upload_corpora(bucket)
   config = tmp_path_factory.mktemp("cfg") / "my_corpora.py"
   config.write_text(_config_text(bucket))
@@ -137,7 +148,7 @@ def flow(bucket, tmp_path_factory):
       stderr=subprocess.STDOUT, text=True, start_new_session=True,
   )  # fmt: skip
   try:
-    _wait_for(f"{run}/base/done.json", killed, time.time() + 900)
+    _wait_for(f"{run}/components/done.json", killed, time.time() + 1200)
     out["base_done"] = fresh(f"{run}/base/done.json").read_bytes()
   finally:
     if killed.poll() is None:
@@ -208,5 +219,6 @@ def test_killed_pipeline_resumes_from_the_bucket(flow):
   run = flow["run"]
   assert not flow["report_before_kill"], flow["killed_log"][-2000:]
   assert "[base] complete, skipped" in flow["rerun"].stdout
+  assert "[components] complete, skipped" in flow["rerun"].stdout
   # The base run's record is the one written before the kill.
   assert fresh(f"{run}/base/done.json").read_bytes() == flow["base_done"]
