@@ -120,9 +120,14 @@ def _wait_for(path: str, proc, deadline: float) -> None:
   while not fresh(path).exists():
     if proc.poll() is not None:
       log = proc.stdout.read()
+      # The CLI's own error, not the shutdown noise of async clients.
       log = "\n".join(
-          ln for ln in log.splitlines() if "rror" in ln or "File" in ln
-      )[:6000]
+          ln
+          for ln in log.splitlines()
+          if ("rror" in ln or "File" in ln)
+          and "asyncio" not in ln
+          and "Event loop is closed" not in ln
+      )[-6000:]
       raise AssertionError(f"the pipeline ended before {path}:\n{log}")
     assert time.time() < deadline, f"{path} never appeared"
     time.sleep(0.5)
