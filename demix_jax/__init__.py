@@ -23,6 +23,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from demix_jax import gcs_emulator
+
 __version__ = "0.1.0"
 
 # Public name -> (module, attribute).
@@ -43,6 +45,9 @@ _EXPORTS = {
     "ModelConfig": ("demix_jax.models", "ModelConfig"),
     "print_result": ("demix_jax.stages.report", "print_result"),
 }
+
+# Before any gs:// I/O: a named GCS emulator serves every client.
+gcs_emulator.route_to_emulator()
 
 __all__ = sorted(_EXPORTS) + ["load_config", "__version__"]
 

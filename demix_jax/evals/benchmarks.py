@@ -31,12 +31,15 @@ import dataclasses
 import gzip
 import hashlib
 import importlib.util
+import io
 import json
 import os
 from typing import Callable, Mapping, Sequence, TypeVar
 
+from etils import epath
 import numpy as np
 
+from demix_jax import storage
 from demix_jax.evals import benchmark_files as files_lib
 from demix_jax.evals import rows as rows_lib
 
@@ -341,8 +344,11 @@ def load_benchmark(
   if cache_dir:
     key = cache_key(name, fingerprint, seq_len, max_items, seed, pattern)
     path = os.path.join(cache_dir, f"{name}-{key}.npz")
-    if os.path.exists(path):
-      with np.load(path) as z:
+    local = storage.is_local(path)
+    if os.path.exists(path) if local else epath.Path(path).exists():
+      # gs:// caches are read whole (np.load needs a seekable file).
+      src = path if local else io.BytesIO(epath.Path(path).read_bytes())
+      with np.load(src) as z:
         return rows_lib.RowSet(
             name=name,
             kind=spec.kind,
@@ -351,7 +357,13 @@ def load_benchmark(
         )
   items = subsample(read_items(name, root, files), max_items, seed)
   rs = build_rows(name, items, encode, seq_len)
-  if path and cache_dir:  # path is set only when cache_dir is
+  if path and not storage.is_local(path):
+    buf = io.BytesIO()
+    # numpy's stub reads **kwargs as its allow_pickle flag; the keys are
+    # the RowSet's array names only.
+    np.savez(buf, **rs.arrays())  # type: ignore[arg-type]
+    storage.atomic_write_bytes(path, buf.getvalue())  # one whole object
+  elif path and cache_dir:  # path is set only when cache_dir is
     os.makedirs(cache_dir, exist_ok=True)
     # Per-process name: hosts that build the same cache never share a tmp.
     tmp = f"{path}.tmp{os.getpid()}.npz"
