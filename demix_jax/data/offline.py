@@ -19,17 +19,11 @@ packages and the interpreter itself, so the demo runs with no network:
         outside `test/`, `site-packages/` and `idlelib/idle_test`; held-out:
         the `test/` package. Files are cut into passages at blank lines.
 
-Measured here (CPython 3.11.7, 2 cores; tokens of the demo's 2048-piece
-tokenizer, each document + EOS; build once, then cached):
+Their train token counts (the demo's tokenizer) are in the README's demo
+section; each corpus is built once, then cached.
 
-  corpus  train docs  train chars  train tokens  held-out docs / tokens  build
-  wiki         1,025    2.62 M      1.04 M          174 /   0.18 M        ~4 s
-  math         3,360    0.31 M      0.17 M          448 /   0.02 M       ~15 s
-  code         4,215   12.1 M       4.71 M        6,626 /   7.35 M        ~2 s
-
-Math is the smallest: a demo component (409,600 tokens, beta = 0.5) sees it
-~1.2 times, well under the 4-epoch cap; raise MATH_TRAIN_PER_MODULE (at ~330
-examples/s) for longer runs.
+Math is the smallest corpus: raise MATH_TRAIN_PER_MODULE for longer runs,
+so that a component does not repeat it past the epoch cap.
 
 Each corpus is a `tfds.core.GeneratorBasedBuilder` writing
 ArrayRecord into `<cache_dir>/tfds`, so it travels the same path as real
@@ -60,8 +54,8 @@ CORPORA = ("wiki", "math", "code")
 SPLITS = ("train", "heldout")
 PASSAGE_CHARS = 3000
 WIKI_HELDOUT_PERCENT = 10
-# ~330 examples/s: 56 train modules x 60 = 3,360 examples (~10 s) and
-# 56 interpolate modules x 8 = 448 held-out examples (~2 s).
+# 56 train modules x 60 = 3,360 examples and 56 interpolate modules x 8 =
+# 448 held-out examples.
 MATH_TRAIN_PER_MODULE = 60
 MATH_HELDOUT_PER_MODULE = 8
 MATH_SEED = 0
