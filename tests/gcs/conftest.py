@@ -5,7 +5,7 @@ the tests of this package; `STORAGE_EMULATOR_HOST` names it, and
 `demix_jax.gcs_emulator.route_to_emulator` points epath (gcsfs),
 tensorstore (Orbax) and array_record (grain) at it. Subprocesses inherit
 the variables. The environment is restored and the server stopped when
-the package's tests are done, so no other test sees gs:// redirected.
+each test module is done, so no other test sees gs:// redirected.
 """
 
 import os
@@ -26,15 +26,20 @@ def _free_port() -> int:
 
 
 def _drop_cached_filesystems() -> None:
-  """Forgets gcsfs instances made for another endpoint (or none)."""
+  """Forgets gcsfs instances made for another endpoint (or none), and
+  epath's cached choice of backend (`_is_tf_installed` is lru-cached: a
+  gs:// path used by an earlier test fixed it to tf.io.gfile)."""
   from etils.epath import backend  # pylint: disable=g-import-not-at-top
+  from etils.epath import gpath  # pylint: disable=g-import-not-at-top
   import fsspec  # pylint: disable=g-import-not-at-top
+
+  gpath._is_tf_installed.cache_clear()  # pylint: disable=protected-access
 
   backend.fsspec_backend._get_filesystem.cache_clear()  # pylint: disable=protected-access
   fsspec.get_filesystem_class("gcs").clear_instance_cache()
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def bucket():
   """`gs://demix-test`, served by an emulator for this package's tests."""
   from gcp_storage_emulator.server import create_server  # pylint: disable=g-import-not-at-top

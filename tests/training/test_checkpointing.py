@@ -16,6 +16,7 @@ import numpy as np
 from orbax.checkpoint._src.handlers import json_checkpoint_handler as jch
 import pytest
 
+from demix_jax.training import checkpoint_reads
 from demix_jax.training import checkpoint_reads as reads
 from demix_jax.training import checkpointing as ck
 
@@ -127,7 +128,9 @@ def test_all_corrupt_stops_instead_of_starting_over(tmp_path):
   for step in ("1", "2"):
     meta = tmp_path / "checkpoints" / step / "meta" / "metadata"
     meta.write_text('{"step": ')  # cut short
-  with pytest.raises(ck.CheckpointError, match="no checkpoint is readable"):
+  with pytest.raises(
+      checkpoint_reads.CheckpointError, match="no checkpoint is readable"
+  ):
     _restore(tmp_path)
   # Nothing was set aside: the files stay for the user to look at.
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]
