@@ -302,7 +302,8 @@ SCANNED = ("demix_jax", "configs", "tests", "bench")
 # Markdown files the pipeline writes (named in docstrings as outputs).
 WRITTEN = {"report.md", "table.md", "study.md"}
 _MD = re.compile(r"(?<![\w/.-])((?:\.\./)*[\w.-]+(?:/[\w.-]+)*\.md)\b")
-_OUTSIDE = re.compile(r"\.\./shared|shared/reference|(?<![\w.])/work/")
+# A path that climbs out of the repository: a parent step, then a name.
+_OUTSIDE = re.compile(r"(?<![\w.])\.\./[A-Za-z_][\w.-]*")
 
 
 def _comments_and_docstrings(source: str) -> list[tuple[int, str]]:
@@ -350,18 +351,18 @@ def _repo_files() -> set[str]:
 def test_reference_finder_finds_outside_files():
   repo = {"README.md", "docs/interfaces.md"}
   src = (
-      '"""See README.md and docs/interfaces.md; env.md P1."""\n'
-      "# reference/paper.md 2.7, and ../shared/DESIGN.md\n"
-      "x = 'env.md in a plain string is not a comment'\n"
+      '"""See README.md and docs/interfaces.md; private_notes.md P1."""\n'
+      "# notes/digest.md 2.7, and ../elsewhere/DESIGN.md\n"
+      "x = 'private_notes.md in a plain string is not a comment'\n"
       "def f():\n"
       '  """Writes report.md; notes in interfaces.md."""\n'
   )
   got = outside_references(src, repo)
   assert got == [
-      "2 ../shared",
-      "2 reference/paper.md",
-      "2 ../shared/DESIGN.md",
-      "1 env.md",
+      "2 ../elsewhere",
+      "2 notes/digest.md",
+      "2 ../elsewhere/DESIGN.md",
+      "1 private_notes.md",
   ], got
 
 

@@ -55,7 +55,7 @@ def test_cannot_write_host_tmp_or_caller_cwd(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   tag = secrets.token_hex(6)
   host_tmp = pathlib.Path("/tmp") / f"demix-hostile-{tag}"
-  outside = [REPO / f"escaped-{tag}", pathlib.Path(f"/root/escaped-{tag}")]
+  outside = [REPO / f"escaped-{tag}", pathlib.Path.home() / f"escaped-{tag}"]
   outside += [pathlib.Path(f"/usr/escaped-{tag}"), pathlib.Path("/escaped")]
   in_cwd = tmp_path / "escaped.txt"
   targets = [str(p) for p in [host_tmp, in_cwd, *outside]]
@@ -125,13 +125,15 @@ def test_cannot_read_root_the_repo_or_installed_packages():
       import os
       def leak():
         out = []
-        for p in ("/root/.bashrc", {str(REPO / "README.md")!r},
+        for p in ({str(pathlib.Path.home() / ".bashrc")!r},
+                  {str(REPO / "README.md")!r},
                   {venv_file!r}, "/etc/passwd", "/etc/shadow"):
           try:
             out.append(open(p).read()[:200])
           except OSError:
             pass
-        for d in ("/root", "/work", "/home", "/run", "/var", {str(REPO)!r}):
+        for d in ({str(pathlib.Path.home())!r}, {str(REPO.parent)!r},
+                  "/home", "/run", "/var", {str(REPO)!r}):
           try:
             out.extend(os.listdir(d))
           except OSError:

@@ -33,42 +33,13 @@ from mergekit import sparsify as mk_sparsify  # noqa: E402
 from mergekit.merge_methods import generalized_task_arithmetic as mk_gta  # noqa: E402
 from mergekit.merge_methods.api import merge_tensors  # noqa: E402
 
-W = [0.2, 0.5, 0.3]  # on the simplex, as DeMix's alphas
-W_RAW = [0.6, 0.8, 0.5]  # not normalised
-TOL = dict(atol=1e-5, rtol=0)
-
-
-def _setup(shape, k=3, seed=0):
-  rng = np.random.default_rng(seed)
-  base = rng.normal(size=shape).astype(np.float32)
-  comps = np.stack(
-      [base + 0.1 * rng.normal(size=shape).astype(np.float32) for _ in range(k)]
-  )
-  return base, comps
-
-
-def ours(method, comps, w, base=None, key=None, **hp):
-  return np.asarray(
-      methods.merge_tensor(
-          methods.MergeSpec(method, **hp),
-          jnp.asarray(comps),
-          jnp.asarray(w, jnp.float32),
-          None if base is None else jnp.asarray(base),
-          key,
-      )
-  )
-
-
-def theirs(method, comps, w=None, base=None, **params):
-  ts = [torch.tensor(x) for x in comps]
-  if w is not None:
-    params = {"weight": list(w), **params}
-  if base is not None:
-    return merge_tensors(
-        [torch.tensor(base)] + ts, method, parameters=params, base_index=0
-    ).numpy()
-  return merge_tensors(ts, method, parameters=params).numpy()
-
+# The inputs and the two merges, shared with the other parity tests.
+from tests.interop.mergekit_kit import TOL  # noqa: E402
+from tests.interop.mergekit_kit import W_RAW  # noqa: E402
+from tests.interop.mergekit_kit import W  # noqa: E402
+from tests.interop.mergekit_kit import ours  # noqa: E402
+from tests.interop.mergekit_kit import setup as _setup  # noqa: E402
+from tests.interop.mergekit_kit import theirs  # noqa: E402
 
 # ------------------------------------------------------------- same code
 
