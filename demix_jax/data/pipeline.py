@@ -3,8 +3,11 @@
 Per source (each host reads only its shard of the documents; a prepared
 source's host reads only its shard files, already tokenized):
 
-  MapDataset.source(docs)[host::hosts] -> shuffle(seed) -> repeat
+  MapDataset.source(host_shard(docs)) -> shuffle(seed) -> repeat
     -> tokenize (+EOS) -> to_iter_dataset -> pack into [seq_len] rows
+
+(`doc_views.host_shard`: documents host, host + hosts, ..., or whole row
+groups per host for Parquet and Arrow sources)
 
 then the packed rows of all sources are mixed with the token weights ->
 batch -> optional prefetch (thread) or worker processes (mp_prefetch).
