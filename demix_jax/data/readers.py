@@ -337,16 +337,18 @@ def iter_arrow(path: str, field: str, source: str) -> Iterator[str]:
   """The non-empty values of column `field` of an Arrow IPC file.
 
   Hugging Face `datasets` saves with the streaming IPC format; the random
-  access format is read too. Local files are memory-mapped.
+  access format is read too. Local files are memory-mapped, remote ones
+  read as a stream (not downloaded whole).
   """
   pa = import_pyarrow(source)
   if storage.is_local(path):
     data = pa.memory_map(path)
   else:
-    data = pa.py_buffer(epath.Path(path).read_bytes())
+    data = pa.PythonFile(epath.Path(path).open("rb"), mode="r")
   try:
     reader = pa.ipc.open_stream(data)
   except pa.ArrowInvalid:
+    data.seek(0)
     reader = pa.ipc.open_file(data)
     batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
   else:

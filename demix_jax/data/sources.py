@@ -293,9 +293,8 @@ class Source:
     if s.kind == "parquet":
       return column_index.ParquetDocs(files, s.feature, name)
     if s.kind == "jsonl" or s.unit == "line":
-      return line_index.LineDocs(
-          files, s.feature if s.kind == "jsonl" else "", name
-      )
+      field = s.feature if s.kind == "jsonl" else ""
+      return line_index.LineDocs(files, field, name)
     if s.unit == "file":
       return line_index.FileDocs(files, name)
     return line_index.ParagraphDocs(files, name)
@@ -384,6 +383,7 @@ class Source:
         total += sum(len(t) + 1 for t in vocab.encode_batch(list(batch)))
     else:
       idx = np.random.default_rng(0).choice(n, _COUNT_SAMPLE, replace=False)
+      idx.sort()  # the same sample, read in file order (Parquet: by group)
       sample = [docs[int(i)] for i in idx]
       per_doc = sum(len(t) + 1 for t in vocab.encode_batch(sample)) / len(
           sample

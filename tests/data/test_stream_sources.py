@@ -329,3 +329,36 @@ def test_capped_views_do_not_copy(tmp_path):
   assert isinstance(head, doc_views.RecordTexts)
   assert list(head) == ["d0", "d1", "d2", "d3"]
   assert doc_views.capped(["a", "b", "c"], 2) == ["a", "b"]
+
+
+def test_many_files_keep_few_handles_open(tmp_path):
+  paths = []
+  for k in range(12):
+    paths.append(str(tmp_path / f"{k}.parquet"))
+    _write_parquet(paths[-1], [f"{k}-{i}" for i in range(5)], 5)
+  docs = column_index.ParquetDocs(paths, "text", "web")
+  want = [f"{k}-{i}" for k in range(12) for i in range(5)]
+  assert [docs[i] for i in reversed(range(len(docs)))] == want[::-1]
+  assert list(docs) == want
+  assert len(docs._handles) <= 8  # pylint: disable=protected-access
+
+
+def test_object_store_files_are_read_as_python_streams(
+    tmp_path, parquet_files, monkeypatch
+):
+  """The non-local branch (gs:// and the like): file objects, no download."""
+  from demix_jax import storage  # pylint: disable=g-import-not-at-top
+
+  texts = _texts(120, 8, empty_every=5)
+  d = _save_hf(tmp_path, texts)
+  files = readers.hf_arrow_files(str(d), "train", "hf")
+  want_arrow = [t for t in texts if t]
+  paths = [str(p) for p in parquet_files]
+  want_parquet = _whole_parquet(paths)
+  monkeypatch.setattr(storage, "is_local", lambda path: False)
+  assert [t for f in files for t in readers.iter_arrow(f, "text", "hf")] == (
+      want_arrow
+  )
+  arrow = column_index.ArrowDocs(files, "text", "hf", cache_blocks=1)
+  assert list(arrow) == want_arrow
+  assert list(column_index.ParquetDocs(paths, "text", "web")) == want_parquet
