@@ -175,6 +175,12 @@ def _no_empty_value(stats) -> bool:
   return stats.null_count == 0 and len(stats.min) > 0
 
 
+def _read_group(pf, group: int, field: str):
+  # One thread: arrow's pool threads keep memory of their own per read and
+  # gain nothing on one column of one row group.
+  return pf.read_row_group(group, [field], use_threads=False).column(0)
+
+
 class ParquetDocs(_BlockDocs):
   """The non-empty values of a text column of Parquet files, in place."""
 
@@ -206,7 +212,7 @@ class ParquetDocs(_BlockDocs):
           n = md.row_group(g).num_rows
           rows = None
           if n and not _no_empty_value(md.row_group(g).column(col).statistics):
-            rows = _kept_rows(pa, pf.read_row_group(g, [field]).column(0))
+            rows = _kept_rows(pa, _read_group(pf, g, field))
             n = len(rows)
           if not n:
             continue
@@ -223,7 +229,7 @@ class ParquetDocs(_BlockDocs):
     return pq.ParquetFile(super()._open(k))
 
   def _read_block(self, f, k: int, loc: int):
-    return f.read_row_group(loc, [self._field]).column(0)
+    return _read_group(f, loc, self._field)
 
 
 class ArrowDocs(_BlockDocs):

@@ -2,7 +2,7 @@
 
 A JSONL or line-per-document text source is opened by one streaming pass
 that records where each document starts (file number and byte offset:
-12 bytes a document); reading document i seeks there and reads one line.
+12 bytes a document, also while the index is built); reading document i seeks there and reads one line.
 A paragraph-per-document text source is indexed the same way, by one
 streaming pass over the blank-line boundaries (file number, offset and
 length: 20 bytes a document); reading one seeks and reads its bytes.
@@ -17,6 +17,7 @@ files) and are safe to read from several threads.
 
 from __future__ import annotations
 
+import array
 from collections.abc import Sequence
 import threading
 from typing import Any
@@ -85,14 +86,14 @@ class LineDocs(_SeekDocs):
     self._files = list(files)
     self._field = field
     self._source = source
-    file_ids, offsets = [], []
+    file_ids, offsets = array.array("i"), array.array("q")  # packed, growing
     for k, path in enumerate(self._files):
       for lineno, (off, line) in enumerate(readers.iter_lines(path), 1):
         if self._text(line, path, str(lineno)):
           file_ids.append(k)
           offsets.append(off)
-    self._file_ids = np.asarray(file_ids, np.int32)
-    self._offsets = np.asarray(offsets, np.int64)
+    self._file_ids = np.frombuffer(file_ids, np.int32)
+    self._offsets = np.frombuffer(offsets, np.int64)
     self._init_handles()
 
   def _text(self, line: bytes, path: str, where: str) -> str:
@@ -126,16 +127,17 @@ class ParagraphDocs(_SeekDocs):
     """
     self._files = list(files)
     self._source = source
-    file_ids, offsets, lengths = [], [], []
+    file_ids, offsets = array.array("i"), array.array("q")
+    lengths = array.array("q")
     for k, path in enumerate(self._files):
       for off, data in readers.iter_paragraphs(path):
         if readers.utf8_text(data, path, off, source, "paths").strip():
           file_ids.append(k)
           offsets.append(off)
           lengths.append(len(data))
-    self._file_ids = np.asarray(file_ids, np.int32)
-    self._offsets = np.asarray(offsets, np.int64)
-    self._lengths = np.asarray(lengths, np.int64)
+    self._file_ids = np.frombuffer(file_ids, np.int32)
+    self._offsets = np.frombuffer(offsets, np.int64)
+    self._lengths = np.frombuffer(lengths, np.int64)
     self._init_handles()
 
   def _doc(self, i: int) -> str:
