@@ -182,7 +182,11 @@ def rss_child(kind, path, vocab_path, mode, rows, seq_len, batch) -> None:
 
 def raw_rss(args) -> dict:
   """Peak loader RSS of each raw kind at 1x and 10x (one process each)."""
-  work = tempfile.mkdtemp(prefix="demix_raw_rss_")
+  with tempfile.TemporaryDirectory(prefix="demix_raw_rss_") as work:
+    return _raw_rss(args, work)
+
+
+def _raw_rss(args, work: str) -> dict:
   vocab_path = f"{work}/v.model"
   tokenizer.train_vocab(
       {"s": _synthetic_docs(2000, 99)}, 512, vocab_path, sample_chars=300_000

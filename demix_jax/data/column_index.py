@@ -23,7 +23,7 @@ then every read decodes a whole block. Prepared shards
 Both sequences pickle as their index (grain worker processes reopen the
 files), are safe to read from several threads, and name their block per
 document (`doc_blocks`) so that hosts can read disjoint blocks
-(`readers.host_shard`).
+(`doc_views.host_shard`).
 """
 
 from __future__ import annotations
