@@ -3,8 +3,11 @@
 Per source (each host reads only its shard of the documents; a prepared
 source's host reads only its shard files, already tokenized):
 
-  MapDataset.source(docs)[host::hosts] -> shuffle(seed) -> repeat
+  MapDataset.source(host_shard(docs)) -> shuffle(seed) -> repeat
     -> tokenize (+EOS) -> to_iter_dataset -> pack into [seq_len] rows
+
+(`doc_views.host_shard`: documents host, host + hosts, ..., or whole row
+groups per host for Parquet and Arrow sources)
 
 then the packed rows of all sources are mixed with the token weights ->
 batch -> optional prefetch (thread) or worker processes (mp_prefetch).
@@ -47,6 +50,7 @@ from absl import logging
 import grain
 import numpy as np
 
+from demix_jax.data import doc_views
 from demix_jax.data import mixture as mixture_lib
 from demix_jax.prepare import manifest as manifest_lib
 
@@ -252,9 +256,10 @@ def packed_source_dataset(
         f"source {name!r} has {n} training documents, fewer than the "
         f"{process_count} hosts. Fix: add data or raise its max_docs"
     )
+  # Shard documents per host before shuffling and mixing (by whole row
+  # group or batch for Parquet and Arrow sources, else by document).
+  docs = doc_views.host_shard(docs, process_index, process_count)
   ds = grain.MapDataset.source(docs)
-  # Shard documents per host before shuffling and mixing.
-  ds = ds[process_index::process_count]
   return _shuffle_pack(ds, Tokenize(vocab), seq_len, seed, read_threads)
 
 

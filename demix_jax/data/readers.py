@@ -1,16 +1,15 @@
 """Readers behind `sources.Source`: files and record stores -> texts.
 
-Local kinds are read whole into lists of documents (text, JSONL, Parquet);
-record stores (ArrayRecord files, tfds datasets, the offline corpora) stay
-on disk behind `RecordTexts`, a random-access sequence of `str` that grain
-can index and pickle. Every reader raises `SourceError` naming the source
-and the `SourceSpec` key to fix.
-"""
+Streaming readers of local or gs:// files (text lines and paragraphs,
+JSONL, Parquet, Arrow IPC), used by prepare and by the in-place indexes of
+raw sources (`line_index`, `column_index`), globs over local paths and
+object stores, and record decoders (`Utf8`) and openers for ArrayRecord
+files, tfds datasets and the offline corpora. Every reader raises
+`SourceError` naming the source and the `SourceSpec` key to fix."""
 
 from __future__ import annotations
 
-import codecs
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 import fnmatch
 import glob
 import json
@@ -156,7 +155,9 @@ def iter_lines(
       pos += len(line)
 
 
-def _utf8(data: bytes, path: str, offset: int, source: str, key: str) -> str:
+def utf8_text(
+    data: bytes, path: str, offset: int, source: str, key: str
+) -> str:
   """Decoded text; bad bytes raise SourceError, or as is without a source."""
   try:
     return data.decode("utf-8")
@@ -186,42 +187,48 @@ def iter_text(
   """
   if unit == "line":
     for off, line in iter_lines(path, start, end):
-      text = _utf8(line, path, off, source, "paths")
+      text = utf8_text(line, path, off, source, "paths")
       if text.strip():
         yield text
     return
   if start or end is not None:
     raise ValueError(f"unit {unit!r} cannot be read by byte range")
   if unit == "file":
-    text = _utf8(epath.Path(path).read_bytes(), path, 0, source, "paths")
+    text = utf8_text(epath.Path(path).read_bytes(), path, 0, source, "paths")
     if text.strip():
       yield text
     return
-  # Paragraphs: str.split("\n\n") done incrementally. After a separator the
-  # rest splits the same whether or not earlier text is kept, so splitting
-  # the remainder plus the next chunk reproduces the whole-file split.
-  decoder = codecs.getincrementaldecoder("utf-8")()
-  rest, offset = "", 0
+  for off, data in iter_paragraphs(path):
+    text = utf8_text(data, path, off, source, "paths")
+    if text.strip():
+      yield text
+
+
+def iter_paragraphs(path: str) -> Iterator[tuple[int, bytes]]:
+  """(byte offset, bytes) of the parts of a file split at blank lines.
+
+  The parts of `text.split("\\n\\n")` of the whole file (blank ones too),
+  found in one streaming pass: "\\n\\n" is ASCII, so splitting the bytes
+  splits the UTF-8 text alike. Only the current part is held.
+  """
+  buf = bytearray()
+  base = 0  # file offset of buf[0]
+  search = 0  # buf[:search] holds no separator
   with epath.Path(path).open("rb") as f:
     while True:
       chunk = f.read(1 << 20)
-      try:
-        rest += decoder.decode(chunk, final=not chunk)
-      except UnicodeDecodeError as e:
-        raise SourceError(
-            source,
-            "paths",
-            f"{path} is not UTF-8 text (near byte {offset + e.start})",
-            "convert the file to UTF-8 or drop it from the glob",
-        ) from e
-      offset += len(chunk)
-      parts = rest.split("\n\n")
-      rest = parts.pop()
-      yield from (p for p in parts if p.strip())
+      buf += chunk
+      pos = 0
+      while (j := buf.find(b"\n\n", max(pos, search))) >= 0:
+        yield base + pos, bytes(buf[pos:j])
+        pos = j + 2
       if not chunk:
-        break
-  if rest.strip():
-    yield rest
+        yield base + pos, bytes(buf[pos:])
+        return
+      del buf[:pos]
+      base += pos
+      # A separator may straddle the old end and the next chunk.
+      search = max(0, len(buf) - 1)
 
 
 def read_text(path: str, unit: str) -> list[str]:
@@ -281,7 +288,7 @@ def read_jsonl(path: str, field: str, source: str) -> list[str]:
   return list(iter_jsonl(path, field, source))
 
 
-def _pyarrow(source: str):
+def import_pyarrow(source: str):
   try:
     # Optional dependency: only parquet and Arrow sources need pyarrow.
     import pyarrow  # pylint: disable=g-import-not-at-top
@@ -292,7 +299,7 @@ def _pyarrow(source: str):
   return pyarrow
 
 
-def _check_column(names: list[str], field: str, path: str, source: str):
+def check_column(names: list[str], field: str, path: str, source: str):
   if field not in names:
     raise SourceError(
         source,
@@ -309,12 +316,12 @@ def iter_parquet(
     row_groups: Sequence[int] | None = None,
 ) -> Iterator[str]:
   """The non-empty values of column `field`, one record batch at a time."""
-  _pyarrow(source)
+  import_pyarrow(source)
   import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
 
   with epath.Path(path).open("rb") as f:
     pf = pq.ParquetFile(f)
-    _check_column(pf.schema_arrow.names, field, path, source)
+    check_column(pf.schema_arrow.names, field, path, source)
     for batch in pf.iter_batches(
         batch_size=4096, row_groups=row_groups, columns=[field]
     ):
@@ -330,21 +337,23 @@ def iter_arrow(path: str, field: str, source: str) -> Iterator[str]:
   """The non-empty values of column `field` of an Arrow IPC file.
 
   Hugging Face `datasets` saves with the streaming IPC format; the random
-  access format is read too. Local files are memory-mapped.
+  access format is read too. Local files are memory-mapped, remote ones
+  read as a stream (not downloaded whole).
   """
-  pa = _pyarrow(source)
+  pa = import_pyarrow(source)
   if storage.is_local(path):
     data = pa.memory_map(path)
   else:
-    data = pa.py_buffer(epath.Path(path).read_bytes())
+    data = pa.PythonFile(epath.Path(path).open("rb"), mode="r")
   try:
     reader = pa.ipc.open_stream(data)
   except pa.ArrowInvalid:
+    data.seek(0)
     reader = pa.ipc.open_file(data)
     batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
   else:
     batches = iter(reader)
-  _check_column(reader.schema.names, field, path, source)
+  check_column(reader.schema.names, field, path, source)
   for batch in batches:
     col = batch.column(reader.schema.get_field_index(field))
     yield from (t for t in col.to_pylist() if t)
@@ -395,10 +404,6 @@ class Utf8:
     return record.decode("utf-8") if isinstance(record, bytes) else str(record)
 
 
-def identity(x):
-  return x
-
-
 def open_offline(corpus: str, cache_dir: str, max_docs: int, split: str):
   """A split of an offline corpus (built as a tfds dataset on first use)."""
   return offline.build(corpus, cache_dir, max_docs).as_data_source(split)
@@ -429,59 +434,3 @@ def array_records(files: list[str]):
   import grain  # pylint: disable=g-import-not-at-top
 
   return grain.sources.ArrayRecordDataSource(files)
-
-
-class Reopenable(Sequence):
-  """A tfds data source that pickles as the recipe to reopen it.
-
-  tfds data sources hold their builder, which does not pickle; grain worker
-  processes get the recipe and reopen the (already prepared) files.
-  """
-
-  def __init__(self, opener: Callable[[], Sequence]):
-    self._opener = opener
-    self._ds = opener()
-
-  def __len__(self) -> int:
-    return len(self._ds)
-
-  def __getitem__(self, i):
-    return self._ds[i]
-
-  def __getstate__(self):
-    return {"opener": self._opener}
-
-  def __setstate__(self, state):
-    self.__init__(state["opener"])
-
-
-class RecordTexts(Sequence[str]):
-  """Random-access texts over a record source, optionally through indices."""
-
-  def __init__(self, records, decode, indices=None):
-    self._records = records
-    self._decode = decode
-    self._indices = indices
-
-  def __len__(self) -> int:
-    return len(self._indices if self._indices is not None else self._records)
-
-  def __getitem__(self, i):
-    if isinstance(i, slice):
-      return [self[j] for j in range(*i.indices(len(self)))]
-    if i < 0:
-      i += len(self)
-    if not 0 <= i < len(self):
-      raise IndexError(i)
-    if self._indices is not None:
-      i = int(self._indices[i])
-    return self._decode(self._records[i])
-
-
-def capped(seq: Sequence[str], max_docs: int) -> Sequence[str]:
-  """The first max_docs documents (all for max_docs = 0)."""
-  if max_docs and len(seq) > max_docs:
-    if isinstance(seq, RecordTexts):
-      return RecordTexts(seq, identity, range(max_docs))
-    return seq[:max_docs]
-  return seq

@@ -9,16 +9,17 @@ Kinds (`SourceSpec.kind`):
   text:        text files (globs); one document per file, line or
                blank-line paragraph (`unit`).
   jsonl:       JSON-lines files; the text is `field` (dots for nested).
-               JSONL, lines and files are read in place through a byte
-               index (`line_index.py`); paragraphs and Parquet in memory.
   arrayrecord: local ArrayRecord files of UTF-8 text or JSON records.
-  parquet:     local Parquet files, column `field` (needs pyarrow).
+  parquet:     Parquet files, column `field` (needs pyarrow).
   hf_disk:     a Hugging Face `datasets` save_to_disk directory (`data_dir`,
                `split` of a DatasetDict), column `feature`, read with pyarrow.
   prepared:    token shards of `python -m demix_jax.prepare` in `data_dir`:
                hosts stream their shards, counts come from the manifest.
 Any kind may name `prepared` (prepare's output dir): once it holds a
 manifest of the same spec, the source reads those shards instead.
+Raw files are read in place, never whole: JSONL and text through a byte
+index (`line_index.py`), Parquet by row group and `hf_disk` by record batch
+(`column_index.py`); each host reads its share (`doc_views.host_shard`).
 
 Local kinds take held-out documents from `heldout_paths`, else a hash split:
 a document is held out iff the hash of its *content* falls under
@@ -46,6 +47,8 @@ from etils import epath
 import numpy as np
 
 from demix_jax import storage
+from demix_jax.data import column_index
+from demix_jax.data import doc_views
 from demix_jax.data import line_index
 from demix_jax.data import offline
 from demix_jax.data import readers
@@ -172,8 +175,8 @@ class Source:
             f"use one of {offline.CORPORA}",
         )
       for split in SPLITS:
-        self._docs[split] = readers.RecordTexts(
-            readers.Reopenable(
+        self._docs[split] = doc_views.RecordTexts(
+            doc_views.Reopenable(
                 functools.partial(
                     readers.open_offline,
                     s.corpus,
@@ -190,18 +193,17 @@ class Source:
       if s.heldout_split:
         held = self._tfds_split(s.heldout_split)
         self._docs = {
-            "train": readers.capped(train, s.max_docs),
-            "heldout": readers.capped(held, s.max_docs),
+            "train": doc_views.capped(train, s.max_docs),
+            "heldout": doc_views.capped(held, s.max_docs),
         }
       else:
         self._docs = self._hash_split(train)
       return
     if s.kind == "hf_disk":
       files = readers.hf_arrow_files(s.data_dir, s.split, s.name)
-      docs = [
-          t for f in files for t in readers.iter_arrow(f, s.feature, s.name)
-      ]
-      self._docs = self._hash_split(docs)
+      self._docs = self._hash_split(
+          column_index.ArrowDocs(files, s.feature, s.name)
+      )
       return
     name = s.name
     if not s.paths:
@@ -221,8 +223,8 @@ class Source:
           readers.expand_globs(s.heldout_paths, s.name, "heldout_paths")
       )
       self._docs = {
-          "train": readers.capped(train, s.max_docs),
-          "heldout": readers.capped(held, s.max_docs),
+          "train": doc_views.capped(train, s.max_docs),
+          "heldout": doc_views.capped(held, s.max_docs),
       }
     else:
       self._docs = self._hash_split(train)
@@ -231,7 +233,7 @@ class Source:
     s = self.spec
     readers.import_tfds()  # a missing package is not a missing dataset
     try:
-      ds = readers.Reopenable(
+      ds = doc_views.Reopenable(
           functools.partial(readers.open_tfds, s.dataset, s.data_dir, split)
       )
     except Exception as e:  # tfds raises many types for a missing dataset
@@ -254,7 +256,7 @@ class Source:
             f"tfds {s.dataset!r} has no feature {s.feature!r}",
             "set feature to its text feature",
         ) from e
-    return readers.RecordTexts(ds, dec)
+    return doc_views.RecordTexts(ds, dec)
 
   def _read_local(self, files: list[str]) -> Sequence[str]:
     s = self.spec
@@ -277,7 +279,7 @@ class Source:
             "use text or json",
         )
       json_records = s.record_format == "json"
-      return readers.RecordTexts(
+      return doc_views.RecordTexts(
           records, readers.Utf8(s.feature if json_records else "", json_records)
       )
     if s.kind == "text" and s.unit not in ("file", "line", "paragraph"):
@@ -287,20 +289,15 @@ class Source:
           f"unknown unit {s.unit!r}",
           "use file, line or paragraph",
       )
-    # Read in place through a byte index (line_index.py): no text in memory.
-    if s.kind == "jsonl" or (s.kind == "text" and s.unit == "line"):
-      return line_index.LineDocs(
-          files, s.feature if s.kind == "jsonl" else "", name
-      )
-    if s.kind == "text" and s.unit == "file":
+    # Read in place through a byte or block index: no text in memory.
+    if s.kind == "parquet":
+      return column_index.ParquetDocs(files, s.feature, name)
+    if s.kind == "jsonl" or s.unit == "line":
+      field = s.feature if s.kind == "jsonl" else ""
+      return line_index.LineDocs(files, field, name)
+    if s.unit == "file":
       return line_index.FileDocs(files, name)
-    out = []  # paragraphs and Parquet: in memory (prepare them at scale)
-    for f in files:
-      if s.kind == "text":
-        out.extend(readers.read_text(f, s.unit))
-      else:
-        out.extend(readers.read_parquet(f, s.feature, s.name))
-    return out
+    return line_index.ParagraphDocs(files, name)
 
   def _hash_split(self, docs: Sequence[str]) -> dict[str, Sequence[str]]:
     """Content-hash split into train / held-out (cached for record sources)."""
@@ -321,17 +318,19 @@ class Source:
       # One pass over the records (slow for huge tfds: give heldout_split).
       n = len(docs)
       flags = np.fromiter((is_heldout(docs[i], pct) for i in range(n)), bool, n)
-      train = readers.RecordTexts(
-          docs, readers.identity, np.flatnonzero(~flags)
+      train = doc_views.RecordTexts(
+          docs, doc_views.identity, np.flatnonzero(~flags)
       )
-      held = readers.RecordTexts(docs, readers.identity, np.flatnonzero(flags))
+      held = doc_views.RecordTexts(
+          docs, doc_views.identity, np.flatnonzero(flags)
+      )
     if not len(held):  # pylint: disable=g-explicit-length-test
       logging.warning(
           "source %s: the hash split held out no document", self.name
       )
     return {
-        "train": readers.capped(train, self.spec.max_docs),
-        "heldout": readers.capped(held, self.spec.max_docs),
+        "train": doc_views.capped(train, self.spec.max_docs),
+        "heldout": doc_views.capped(held, self.spec.max_docs),
     }
 
   # -- counting
@@ -384,6 +383,7 @@ class Source:
         total += sum(len(t) + 1 for t in vocab.encode_batch(list(batch)))
     else:
       idx = np.random.default_rng(0).choice(n, _COUNT_SAMPLE, replace=False)
+      idx.sort()  # the same sample, read in file order (Parquet: by group)
       sample = [docs[int(i)] for i in idx]
       per_doc = sum(len(t) + 1 for t in vocab.encode_batch(sample)) / len(
           sample

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from demix_jax.data import doc_views
 from demix_jax.data import readers
 from demix_jax.data.errors import SourceError
 
@@ -116,7 +117,7 @@ def test_raw_jsonl_and_text_sources_are_read_in_place(tmp_path):
     assert sorted(list(train) + list(held)) == sorted(texts)
     assert len(held) > 0
     # The documents are an index over the file, not a list of texts.
-    assert isinstance(train, readers.RecordTexts)
+    assert isinstance(train, doc_views.RecordTexts)
     back = pickle.loads(pickle.dumps(train))
     assert list(back) == list(train)
   docs = line_index.LineDocs([str(j)], "text", "s")
