@@ -185,9 +185,89 @@ def objective_table(
   return out
 
 
+def _transfer_summary(
+    spec: spec_lib.RunSpec, done, final: results.FinalResult
+) -> results.Summary:
+  """The summary of a run without a search (`final.mixture_from`): the
+  transferred mixture, the final runs and the cost; no proxies."""
+  runs = final.runs
+  key_targets = list(spec.search.objective.targets)
+  demix = runs.get("demix")
+  extra = sorted(
+      t
+      for t in (demix.scores if demix else {})
+      if t.startswith("heldout/") and t.endswith("/bpb")
+  )
+  return results.Summary(
+      alpha=dict(final.mixture_from.alpha) if final.mixture_from else {},
+      source_weights=dict(demix.weights) if demix else {},
+      epochs={},
+      predicted={},
+      predicted_std={},
+      merged={},
+      search_methods={},
+      final=dict(demix.scores) if demix else {},
+      baselines={n: dict(r.scores) for n, r in runs.items() if n != "demix"},
+      final_weights={n: dict(r.weights) for n, r in runs.items()},
+      cost={
+          name: results.StageCost(
+              tokens=int(done[name].tokens), seconds=float(done[name].seconds)
+          )
+          for name in stage_lib.ORDER
+          if name in done
+      },
+      key_targets=key_targets + extra,
+      n_proxies=0,
+      surrogate="",
+      rounds=[],
+      diagnostics={},
+      config_snippet="",
+  )
+
+
+def _transfer_report(
+    spec: spec_lib.RunSpec, inputs: common.Inputs
+) -> results.ReportResult:
+  """The report of a run whose mixture another run found."""
+  final = inputs.results["final"]
+  assert isinstance(final, results.FinalResult)
+  out_dir = inputs.ws.workdir / "report"
+  out_dir.mkdir(parents=True, exist_ok=True)
+  summary = _transfer_summary(spec, inputs.results, final)
+  pngs = {}
+  if jax.process_index() == 0:
+    if summary.final:
+      pngs["final"] = run_plots.final_vs_baselines(
+          {"demix": summary.final, **summary.baselines},
+          summary.key_targets,
+          str(out_dir / "final.png"),
+      )
+    rel = {k: v.rsplit("/", 1)[-1] for k, v in pngs.items()}
+    origin = (
+        final.mixture_from.path
+        if final.mixture_from
+        else spec.final.mixture_from
+    )
+    md = summary_lib.render_markdown(summary, rel).replace(
+        "# DeMix report\n",
+        "# DeMix report\n\nThe mixture was found by another run"
+        f" (final.mixture_from): `{origin}`; this run searched nothing.\n",
+        1,
+    )
+    storage.atomic_write_json(out_dir / "summary.json", summary.to_json())
+    storage.atomic_write_text(out_dir / "report.md", md)
+  return results.ReportResult(
+      summary=str(out_dir / "summary.json"),
+      report=str(out_dir / "report.md"),
+      plots=pngs,
+  )
+
+
 def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.ReportResult:
   ws = inputs.ws
-  search = inputs.results["search"]
+  search = inputs.get("search")
+  if search is None:  # final.mixture_from: `_needs` asked for final only
+    return _transfer_report(spec, inputs)
   out_dir = ws.workdir / "report"
   out_dir.mkdir(parents=True, exist_ok=True)
   key_targets = list(search.objective.targets)
@@ -221,6 +301,11 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.ReportResult:
 
 # Always rerun: it is cheap and reads only finished results (the search's
 # first: its cost table lists the stages in the order of the inputs).
+def _needs(spec: spec_lib.RunSpec) -> tuple[str, ...]:
+  """With a transferred mixture there is no search: the final runs."""
+  return ("final",) if spec.final.mixture_from else STAGE.requires
+
+
 STAGE = stage_lib.Stage(
     name=NAME,
     requires=("search",),
@@ -228,6 +313,7 @@ STAGE = stage_lib.Stage(
     result=results.ReportResult,
     run=run,
     reads_data=False,
+    needs=_needs,
 )
 
 
