@@ -337,16 +337,17 @@ def print_result(summary: results.Summary | dict[str, Any]) -> None:
   if summary.final:
     runs = {"demix": summary.final, **summary.baselines}
     print("\nFinal runs (lower bpb is better):")
+    proxy = bool(summary.merged)  # none: the mixture is another run's
     print(
         f"  {'target':<28s}"
         + "".join(f"{r:>12s}" for r in runs)
-        + f"{'proxy':>12s}"
+        + (f"{'proxy':>12s}" if proxy else "")
     )
     for t in summary.key_targets:
       print(
           f"  {t:<28s}"
           + "".join(f"{runs[r].get(t, float('nan')):12.4f}" for r in runs)
-          + f"{summary.merged.get(t, float('nan')):12.4f}"
+          + (f"{summary.merged.get(t, float('nan')):12.4f}" if proxy else "")
       )
   objectives = summary.objectives
   if objectives:

@@ -120,8 +120,9 @@ class Engines:
     key = ("model",)
     if key not in self._evaluators:
       mesh, rules = self.mesh_and_rules()
+      cfg = self.spec.model
       shapes = jax.eval_shape(
-          models.init_params, self.spec.model, jax.random.key(0)
+          lambda k: models.init_params(cfg, k), jax.random.key(0)
       )
       store = store_lib.ComponentStore.abstract(
           shapes,
