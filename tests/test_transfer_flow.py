@@ -57,3 +57,45 @@ def test_a_found_mixture_trains_in_another_run(runlocal_run, tmp_path):
   # No proxy columns or epochs for a search this run did not do.
   assert "proxy (merged)" not in report and "nan" not in report
   assert "Found mixture (alpha -> source weights)" in proc.stdout
+
+
+@pytest.mark.slow
+def test_the_single_model_evaluator_scores_as_the_merge_engine(
+    runlocal_run, tmp_path
+):
+  """With generative metrics too: the same targets and the same values for
+  one model (the base) as the components' evaluator gives it."""
+  import demix_jax as dx  # pylint: disable=g-import-not-at-top
+  from demix_jax import spec as spec_lib  # pylint: disable=g-import-not-at-top
+  from demix_jax import workspace as workspace_lib  # pylint: disable=g-import-not-at-top
+  from demix_jax.merging import generative  # pylint: disable=g-import-not-at-top
+  from demix_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
+
+  src = runlocal_run.workdir
+  wd = kit.copy_run(src, tmp_path / "wd", parts=("data", "base", "components"))
+  c = dx.load_config("demo:runlocal")
+  c.eval.benchmarks = ("arc_easy", "gsm8k")
+  c.eval.max_items = 2
+  c.eval.domain_metrics = {"general": "bpb", "math": "exact_match"}
+  g = c.eval.generation
+  g.max_new_tokens = 4
+  g.batch_size = 2
+  g.max_prompt_tokens = 32
+  g.prompt_bucket = 16
+  g.steps_per_call = 2
+  spec = spec_lib.resolve(c, num_devices=1)
+  ws = workspace_lib.Workspace(spec, wd)
+  base = json.loads((wd / "base" / "done.json").read_text())
+  comps = json.loads((wd / "components" / "done.json").read_text())
+  dirs = {n: r["run_dir"] for n, r in comps["components"].items()}
+  merged = ws.engines.evaluator(base["run_dir"], dirs, spec.budgets.use_budget)
+  single = ws.engines.model_evaluator()
+  assert isinstance(single, generative.GenerativeEvaluator)
+  assert ws.engines.model_evaluator() is single  # cached
+  assert tuple(single.targets) == tuple(merged.targets)
+  params = checkpointing.load_params(base["run_dir"])
+  want = merged.evaluate_params(params)
+  got = single.evaluate_params(params)
+  assert set(got) == set(want) and "gsm8k/exact_match" in got
+  for t, v in want.items():
+    assert got[t] == pytest.approx(v, rel=1e-6, abs=1e-9), t
