@@ -299,13 +299,13 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.ReportResult:
   )
 
 
-# Always rerun: it is cheap and reads only finished results (the search's
-# first: its cost table lists the stages in the order of the inputs).
 def _needs(spec: spec_lib.RunSpec) -> tuple[str, ...]:
   """With a transferred mixture there is no search: the final runs."""
   return ("final",) if spec.final.mixture_from else STAGE.requires
 
 
+# Always rerun: it is cheap and reads only finished results (the search's
+# first: its cost table lists the stages in the order of the inputs).
 STAGE = stage_lib.Stage(
     name=NAME,
     requires=("search",),

@@ -182,3 +182,16 @@ def test_the_cli_exits_2_before_training(tmp_path):
   assert "missing candidates ['code']" in proc.stderr
   assert "Traceback" not in proc.stderr
   assert not (wd / "base").exists()
+
+
+def test_every_records_needs_run_earlier_and_are_declared(tmp_path, fake_ws):
+  run = _write_run(tmp_path / "src")
+  names = [s.name for s in registry.STAGES]
+  for spec in (fake_ws().spec, _spec(fake_ws, run)):
+    for s in registry.STAGES:
+      got = s.required(spec)
+      assert set(got) <= set(s.requires + s.optional), s.name
+      assert all(names.index(n) < names.index(s.name) for n in got), s.name
+  odd = dataclasses.replace(registry.get("final"), needs=lambda spec: ("x",))
+  with pytest.raises(ValueError, match="not drawn from requires"):
+    odd.required(fake_ws().spec)
