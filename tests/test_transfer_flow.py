@@ -8,6 +8,7 @@ directory: no search and no components of its own.
 
 import json
 
+import jax
 import pytest
 
 from tests import kit
@@ -93,7 +94,13 @@ def test_the_single_model_evaluator_scores_as_the_merge_engine(
   assert isinstance(single, generative.GenerativeEvaluator)
   assert ws.engines.model_evaluator() is single  # cached
   assert tuple(single.targets) == tuple(merged.targets)
-  params = checkpointing.load_params(base["run_dir"])
+  # The base, replicated over the evaluators' mesh (the trainer hands the
+  # final stage its params on the mesh).
+  mesh, _ = ws.engines.mesh_and_rules()
+  params = jax.device_put(
+      checkpointing.load_params(base["run_dir"]),
+      jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()),
+  )
   want = merged.evaluate_params(params)
   got = single.evaluate_params(params)
   assert set(got) == set(want) and "gsm8k/exact_match" in got
