@@ -174,6 +174,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Baselines trained like the found mixture: "natural" = token-count prior.
   c.final.baselines = ("natural",)
   c.final.fixed_mixtures = ml_collections.ConfigDict()  # name -> {src: w}
+  # Where "demix" comes from: "" = this run's search; else another run's
+  # report/mixture.json or its run directory (local or gs://): the search's
+  # transfer to another model size (configs/qwen3_8b.py).
+  c.final.mixture_from = ""
 
   # ----------------------------------------------------------------- eval
   c.eval = ml_collections.ConfigDict()

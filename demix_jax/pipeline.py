@@ -182,9 +182,10 @@ def _missing(need: str, workdir: Any) -> MissingInputError:
 def _inputs(ws, stage: stage_lib.Stage, have: Mapping[str, Any]):
   """The stage's required results, then the optional ones that exist."""
   res = {}
-  for name in stage.requires + stage.optional:
+  required = stage.required(ws.spec)
+  for name in required + stage.optional:
     r = have.get(name) or load_result(ws.spec, ws.workdir, name)
-    if r is None and name in stage.requires:
+    if r is None and name in required:
       raise _missing(name, ws.workdir)
     if r is not None:
       res[name] = r
@@ -239,7 +240,7 @@ def run(
   # The first stage's inputs must exist (later ones are produced here).
   names = {s.name for s in ordered}
   for s in ordered:
-    for need in s.requires:
+    for need in s.required(spec):
       if need not in names and (load_result(spec, ws.workdir, need) is None):
         raise _missing(need, ws.workdir)
   out: dict[str, results_lib.Result] = {}

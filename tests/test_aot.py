@@ -7,6 +7,7 @@ is made to fail while it runs, so a step that placed a concrete array (and
 so could not compile for a compile-only topology) would fail the test.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -617,3 +618,30 @@ def test_cost_plan_multiplies_the_bounds_out():
   assert q["stages"]["search"]["missing_steps"] == ["prefill"]
   assert q["total_demix"]["chip_hours_bound"] is None
   assert q["stages"]["base"]["chip_hours_bound"] is not None
+
+
+def test_cost_plan_of_the_table6_transfer_costs_base_and_final():
+  """qwen3_8b takes the 1.7B run's mixture: no components, no search."""
+  from configs import qwen3_8b
+  from demix_jax import spec as spec_lib
+  from demix_jax.aot import plan as plan_lib
+
+  spec = spec_lib.resolve(qwen3_8b.get_config())
+  p = plan_lib.cost_plan(
+      spec, _plan_steps(), chips=64, peak_flops=1e12, mfu=0.4
+  )
+  assert list(p["stages"]) == ["base", "final"]
+  assert p["not_in_run"] == ["components", "search"]
+  total = sum(s["chip_hours_bound"] for s in p["stages"].values())
+  assert p["total_demix"]["chip_hours_bound"] == pytest.approx(total)
+  assert p["stages"]["final"]["runs"] == 2  # the 1.7B mixture + natural
+  text = plan_lib.format_plan(p)
+  assert "components    not in this config's stages" in text
+  assert "final.mixture_from = gs://YOUR_BUCKET/demix/qwen3_1p7b" in text
+  # The same config searching at 8B costs every stage again.
+  full = dataclasses.replace(
+      spec, stages=("base", "components", "search", "final")
+  )
+  q = plan_lib.cost_plan(full, _plan_steps(), chips=64, peak_flops=1e12)
+  assert list(q["stages"]) == ["base", "components", "search", "final"]
+  assert q["total_demix"]["chip_hours_bound"] > total

@@ -16,6 +16,10 @@ multiplies them out per stage:
               each trained for 2B, 4B, 8B or 12B tokens and scored like a
               merged proxy (one column per budget)
 
+Only the stages the spec runs (`spec.stages`) are costed: a config that
+takes its mixture from another run (`final.mixture_from`, Table 6) costs
+base and final only.
+
 Two columns: at the bound (every step at its `step_time_bound_s`: peak
 FLOP/s, or HBM bandwidth for decoding) and at `mfu` of it (for compute-
 bound steps that is MFU = mfu). Chip-hours = seconds x chips / 3600.
@@ -129,9 +133,10 @@ def cost_plan(
 
   Returns:
     {"chips", "mfu", "assumptions", "stages": {stage: {"tokens",
-    "chip_hours_bound", "chip_hours_at_mfu", ...}}, "total_demix":
-    {bound, at_mfu} (base + components + search + final), "table2":
-    {"2B": {...}, ...}}.
+    "chip_hours_bound", "chip_hours_at_mfu", ...}} (the stages of
+    `spec.stages` among base, components, search and final),
+    "not_in_run": the others, "total_demix": {bound, at_mfu} (the sum of
+    `stages`), "table2": {"2B": {...}, ...}}.
   """
   t = int(seq_len or spec.data.seq_len)
   b = int(global_batch or spec.train.global_batch_size)
@@ -205,12 +210,15 @@ def cost_plan(
 
   k = len(spec.candidates)
   final_runs = 1 + len(spec.final.baselines) + len(spec.final.fixed_mixtures)
-  stages = {
+  every = {
       "base": training(spec.budgets.base_tokens),
       "components": training(spec.budgets.component_tokens, k),
       "search": scoring_row(proxies),
       "final": training(spec.final.tokens, final_runs),
   }
+  # Only the stages this config runs: with final.mixture_from (Table 6)
+  # the mixture comes from another run, so no components and no search.
+  stages = {n: row for n, row in every.items() if n in spec.stages}
   total = {}
   for col in ("chip_hours_bound", "chip_hours_at_mfu"):
     vals = [s[col] for s in stages.values()]
@@ -224,22 +232,33 @@ def cost_plan(
       a, c = tr[col], ev[col]
       row[col] = None if a is None or c is None else a + c
     table2[f"{budget / 1e9:g}B"] = row
+  transfer = []
+  if spec.final.mixture_from:
+    transfer.append(
+        "no search here: the final trains the mixture of another run"
+        f" (final.mixture_from = {spec.final.mixture_from}), as Table 6"
+        " trains the 1.7B-found mixtures at 8B"
+    )
   return {
       "chips": chips,
       "mfu": mfu,
       "stages": stages,
+      "not_in_run": [n for n in every if n not in stages],
       "total_demix": total,
       "table2": table2,
-      "assumptions": [
-          f"eval rows per proxy: one {t}-token row per item (items capped"
-          f" at {e.max_items}) + {e.heldout_sequences} held-out sequences"
-          " per candidate",
-          "generation: every row decodes to its limit (MATH 1024, others"
-          f" 512, cap {g.max_new_tokens}) from a {g.max_prompt_tokens}-token"
-          " prompt (the compiled shape): an upper bound",
-          f"at_mfu: each step at {mfu:.0%} of its bound (FLOP bound for"
-          " train/merge/prefill, HBM-bandwidth bound for decode)",
-      ],
+      "assumptions": (
+          transfer
+          + [
+              f"eval rows per proxy: one {t}-token row per item (items capped"
+              f" at {e.max_items}) + {e.heldout_sequences} held-out sequences"
+              " per candidate",
+              "generation: every row decodes to its limit (MATH 1024, others"
+              f" 512, cap {g.max_new_tokens}) from a {g.max_prompt_tokens}-token"
+              " prompt (the compiled shape): an upper bound",
+              f"at_mfu: each step at {mfu:.0%} of its bound (FLOP bound for"
+              " train/merge/prefill, HBM-bandwidth bound for decode)",
+          ]
+      ),
   }
 
 
@@ -266,6 +285,8 @@ def format_plan(plan: Mapping[str, Any]) -> str:
         f"  {name:<12s}{_h(st['chip_hours_bound'])} |"
         f"{_h(st['chip_hours_at_mfu'])}{extra}"
     )
+  for name in plan.get("not_in_run", ()):
+    lines.append(f"  {name:<12s}  not in this config's stages")
   tot = plan["total_demix"]
   lines.append(
       f"  {'DeMix total':<12s}{_h(tot['chip_hours_bound'])} |"

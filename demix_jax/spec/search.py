@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from demix_jax import config_lib
+from demix_jax import storage
 from demix_jax.config_lib import ConfigError
 from demix_jax.evals import scoring
 from demix_jax.merging import methods as merge_methods
@@ -15,6 +16,7 @@ from demix_jax.search import pool as pool_lib
 from demix_jax.search import rounds as rounds_lib
 from demix_jax.search import surrogates
 from demix_jax.spec import sections
+from demix_jax.spec import transfer
 from demix_jax.spec import types
 
 
@@ -210,7 +212,28 @@ def final(r: config_lib.Reader, data: types.DataSpec) -> types.FinalSpec:
       tokens=r.int("final.tokens"),
       baselines=r.names("final.baselines", types.BASELINES),
       fixed_mixtures=fixed,
+      mixture_from=mixture_from(r),
   )
+
+
+def mixture_from(r: config_lib.Reader) -> str:
+  """`final.mixture_from` (absent = "").
+
+  A local file must exist now; its contents (and a gs:// file) are read
+  and checked at preflight (`spec.transfer.read`, the final stage's check).
+  """
+  if r.optional(transfer.FIELD) is None:
+    return ""
+  ref = r.str(transfer.FIELD)
+  path = transfer.mixture_path(ref) if ref else None
+  if path is not None and storage.is_local(ref) and not path.exists():
+    raise ConfigError(
+        transfer.FIELD,
+        f"{str(path)!r} does not exist",
+        "give a finished run's directory or its report/mixture.json (the"
+        " report stage writes it), or '' to use this run's search",
+    )
+  return ref
 
 
 def validate(

@@ -135,6 +135,9 @@ class FinalSpec:
   tokens: int
   baselines: tuple[str, ...]
   fixed_mixtures: Mapping[str, Mapping[str, float]]
+  # "" = this run's search; else another run's report/mixture.json (or its
+  # run directory), checked at preflight (`spec.transfer.read`).
+  mixture_from: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,13 +5,23 @@ weights; the found mixture is "demix", the natural-proportion baseline
 "natural", and each `final.fixed_mixtures` entry runs under its own name.
 Each run records itself in `final/<name>/done.json` once scored, so a rerun
 after a kill neither retrains nor rescores finished runs.
+
+With `final.mixture_from` the found mixture is another run's (its
+report/mixture.json, e.g. a 1.7B search trained here at 8B, the paper's
+Table 6): the stage then needs neither this run's search nor its
+components, scores its runs with a single-model evaluator (the same rows
+and metrics), and records the mixture's origin in its result.
 """
 
 from __future__ import annotations
 
+from etils import epath
+
 from demix_jax import progress as progress_lib
 from demix_jax import spec as spec_lib
 from demix_jax import storage
+from demix_jax.config_lib import ConfigError
+from demix_jax.spec import transfer
 from demix_jax.stages import common
 from demix_jax.stages import results
 from demix_jax.stages import stage as stage_lib
@@ -23,7 +33,7 @@ def mixtures(
     spec: spec_lib.RunSpec, inputs: common.Inputs
 ) -> dict[str, dict[str, float]]:
   """Run name -> source weights, the found mixture first."""
-  runs = {"demix": dict(inputs.results["search"].source_weights)}
+  runs = {"demix": found_mixture(spec, inputs)}
   for name in spec.final.baselines:
     if name == "natural":
       runs["natural"] = inputs.ws.bounds.source_weights(
@@ -34,10 +44,59 @@ def mixtures(
   return runs
 
 
+def found_mixture(
+    spec: spec_lib.RunSpec, inputs: common.Inputs
+) -> dict[str, float]:
+  """The "demix" run's source weights: this run's search, or the run that
+  `final.mixture_from` names (read and checked again: it may be gs://)."""
+  moved = transfer.read(spec)
+  if moved is not None:
+    return dict(moved.source_weights)
+  return dict(inputs.results["search"].source_weights)
+
+
+def _needs(spec: spec_lib.RunSpec) -> tuple[str, ...]:
+  """A transferred mixture needs no search, nor components to score."""
+  return ("base",) if spec.final.mixture_from else STAGE.requires
+
+
+def _check(spec: spec_lib.RunSpec, workdir: str) -> None:
+  """Preflight: the transferred mixture is readable and fits this run, and
+  a finished "demix" run in this workdir trained that same mixture."""
+  moved = transfer.read(spec)
+  if moved is None:
+    return
+  done = epath.Path(workdir) / NAME / "demix" / "done.json"
+  if not done.exists():
+    return
+  try:
+    trained = storage.read_json(done).get("weights", {})
+  except (storage.CorruptFileError, AttributeError):
+    return  # the run itself reports a damaged file when it reads it
+  if trained != moved.source_weights:
+    raise ConfigError(
+        transfer.FIELD,
+        f"{done} trained {trained}, not the mixture in {moved.path}"
+        f" ({moved.source_weights})",
+        f"use a new --workdir, or delete {done.parent} to retrain it",
+    )
+
+
+def _evaluator(spec: spec_lib.RunSpec, inputs: common.Inputs):
+  """The components' evaluator, or a single-model one without them."""
+  comps = inputs.get("components")
+  if comps is None:
+    return inputs.ws.engines.model_evaluator()
+  return inputs.ws.engines.evaluator(
+      inputs.results["base"].run_dir,
+      comps.run_dirs(),
+      spec.budgets.use_budget,
+  )
+
+
 def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.FinalResult:
   ws = inputs.ws
   base = inputs.results["base"]
-  comps = inputs.results["components"]
   tokens = spec.final.tokens
   runs = mixtures(spec, inputs)
   ev = None
@@ -64,9 +123,7 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.FinalResult:
         progress=lambda s, i=i: bar.update(per_run * i + s),
     )
     if ev is None:
-      ev = ws.engines.evaluator(
-          base.run_dir, comps.run_dirs(), spec.budgets.use_budget
-      )
+      ev = _evaluator(spec, inputs)
     scores = ev.evaluate_params(r.params)
     out[name] = results.FinalRun(
         run_dir=str(run_dir),
@@ -77,8 +134,11 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.FinalResult:
     )
     common.write_json(done_path, out[name].to_json())
   bar.finish(f"{len(out)} runs of {tokens:,} tokens")
+  moved = transfer.read(spec)
   return results.FinalResult(
-      runs=out, tokens=sum(r.tokens for r in out.values())
+      runs=out,
+      tokens=sum(r.tokens for r in out.values()),
+      mixture_from=moved,
   )
 
 
@@ -88,4 +148,6 @@ STAGE = stage_lib.Stage(
     result=results.FinalResult,
     run=run,
     hashed=stage_lib.SCORING + ("search", "final"),
+    check=_check,
+    needs=_needs,
 )

@@ -185,9 +185,89 @@ def objective_table(
   return out
 
 
+def _transfer_summary(
+    spec: spec_lib.RunSpec, done, final: results.FinalResult
+) -> results.Summary:
+  """The summary of a run without a search (`final.mixture_from`): the
+  transferred mixture, the final runs and the cost; no proxies."""
+  runs = final.runs
+  key_targets = list(spec.search.objective.targets)
+  demix = runs.get("demix")
+  extra = sorted(
+      t
+      for t in (demix.scores if demix else {})
+      if t.startswith("heldout/") and t.endswith("/bpb")
+  )
+  return results.Summary(
+      alpha=dict(final.mixture_from.alpha) if final.mixture_from else {},
+      source_weights=dict(demix.weights) if demix else {},
+      epochs={},
+      predicted={},
+      predicted_std={},
+      merged={},
+      search_methods={},
+      final=dict(demix.scores) if demix else {},
+      baselines={n: dict(r.scores) for n, r in runs.items() if n != "demix"},
+      final_weights={n: dict(r.weights) for n, r in runs.items()},
+      cost={
+          name: results.StageCost(
+              tokens=int(done[name].tokens), seconds=float(done[name].seconds)
+          )
+          for name in stage_lib.ORDER
+          if name in done
+      },
+      key_targets=key_targets + extra,
+      n_proxies=0,
+      surrogate="",
+      rounds=[],
+      diagnostics={},
+      config_snippet="",
+  )
+
+
+def _transfer_report(
+    spec: spec_lib.RunSpec, inputs: common.Inputs
+) -> results.ReportResult:
+  """The report of a run whose mixture another run found."""
+  final = inputs.results["final"]
+  assert isinstance(final, results.FinalResult)
+  out_dir = inputs.ws.workdir / "report"
+  out_dir.mkdir(parents=True, exist_ok=True)
+  summary = _transfer_summary(spec, inputs.results, final)
+  pngs = {}
+  if jax.process_index() == 0:
+    if summary.final:
+      pngs["final"] = run_plots.final_vs_baselines(
+          {"demix": summary.final, **summary.baselines},
+          summary.key_targets,
+          str(out_dir / "final.png"),
+      )
+    rel = {k: v.rsplit("/", 1)[-1] for k, v in pngs.items()}
+    origin = (
+        final.mixture_from.path
+        if final.mixture_from
+        else spec.final.mixture_from
+    )
+    md = summary_lib.render_markdown(summary, rel).replace(
+        "# DeMix report\n",
+        "# DeMix report\n\nThe mixture was found by another run"
+        f" (final.mixture_from): `{origin}`; this run searched nothing.\n",
+        1,
+    )
+    storage.atomic_write_json(out_dir / "summary.json", summary.to_json())
+    storage.atomic_write_text(out_dir / "report.md", md)
+  return results.ReportResult(
+      summary=str(out_dir / "summary.json"),
+      report=str(out_dir / "report.md"),
+      plots=pngs,
+  )
+
+
 def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.ReportResult:
   ws = inputs.ws
-  search = inputs.results["search"]
+  search = inputs.get("search")
+  if search is None:  # final.mixture_from: `_needs` asked for final only
+    return _transfer_report(spec, inputs)
   out_dir = ws.workdir / "report"
   out_dir.mkdir(parents=True, exist_ok=True)
   key_targets = list(search.objective.targets)
@@ -219,6 +299,11 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.ReportResult:
   )
 
 
+def _needs(spec: spec_lib.RunSpec) -> tuple[str, ...]:
+  """With a transferred mixture there is no search: the final runs."""
+  return ("final",) if spec.final.mixture_from else STAGE.requires
+
+
 # Always rerun: it is cheap and reads only finished results (the search's
 # first: its cost table lists the stages in the order of the inputs).
 STAGE = stage_lib.Stage(
@@ -228,6 +313,7 @@ STAGE = stage_lib.Stage(
     result=results.ReportResult,
     run=run,
     reads_data=False,
+    needs=_needs,
 )
 
 
@@ -251,16 +337,17 @@ def print_result(summary: results.Summary | dict[str, Any]) -> None:
   if summary.final:
     runs = {"demix": summary.final, **summary.baselines}
     print("\nFinal runs (lower bpb is better):")
+    proxy = bool(summary.merged)  # none: the mixture is another run's
     print(
         f"  {'target':<28s}"
         + "".join(f"{r:>12s}" for r in runs)
-        + f"{'proxy':>12s}"
+        + (f"{'proxy':>12s}" if proxy else "")
     )
     for t in summary.key_targets:
       print(
           f"  {t:<28s}"
           + "".join(f"{runs[r].get(t, float('nan')):12.4f}" for r in runs)
-          + f"{summary.merged.get(t, float('nan')):12.4f}"
+          + (f"{summary.merged.get(t, float('nan')):12.4f}" if proxy else "")
       )
   objectives = summary.objectives
   if objectives:

@@ -175,8 +175,28 @@ class FinalRun(Result):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class MixtureOrigin(Record):
+  """A found mixture taken from another run (`final.mixture_from`).
+
+  Attributes:
+    path: the mixture.json it was read from.
+    source_weights: {source: weight}, what the final's "demix" run trains.
+    alpha: the source run's alpha, as written ({} if absent).
+    search_config_hash: the config hash of the source run's search result
+      (its search/done.json), "" when that file is not beside the report.
+  """
+
+  path: str
+  source_weights: dict[str, float]
+  alpha: dict[str, float]
+  search_config_hash: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class FinalResult(Result):
   runs: dict[str, FinalRun]
+  # Where "demix" came from; None = this run's search.
+  mixture_from: MixtureOrigin | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

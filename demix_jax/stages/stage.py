@@ -104,6 +104,10 @@ class Stage:
       sources at its shards); None: the spec as resolved.
     prepares_data: it writes the data later stages read, so the data
       caches are built after it (from what it wrote), not in preflight.
+    needs: `needs(spec) -> stages`, the stages it requires under this spec
+      when that depends on the config (with `final.mixture_from` the final
+      stage needs no search, and the report needs the final runs instead);
+      drawn from `requires` and `optional`. None: always `requires`.
   """
 
   name: str
@@ -116,6 +120,19 @@ class Stage:
   check: Callable[[Any, str], None] | None = None
   adapt: Callable[[Any, str], Any] | None = None
   prepares_data: bool = False
+  needs: Callable[[Any], tuple[str, ...]] | None = None
+
+  def required(self, spec: Any) -> tuple[str, ...]:
+    """The stages this run of it requires (`needs`, else `requires`)."""
+    if self.needs is None:
+      return self.requires
+    got = tuple(self.needs(spec))
+    if not set(got) <= set(self.requires + self.optional):
+      raise ValueError(
+          f"stage {self.name!r}: needs() gave {got}, not drawn from"
+          f" requires={self.requires} and optional={self.optional}"
+      )
+    return got
 
   def config_hash(self, spec: Any) -> str:
     """The hash of the spec's `hashed` fields ("" when never reused)."""

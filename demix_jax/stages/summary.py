@@ -103,18 +103,17 @@ def render_markdown(
 ) -> str:
   """report.md: mixture, final-vs-baseline table, cost, plots."""
   out = ["# DeMix report", ""]
+  # No epochs and no proxy scores when the mixture came from another run
+  # (final.mixture_from): those columns are left out, not shown as 0/nan.
+  epochs = ["epochs (final)"] if summary.epochs else []
   out += [
       "## Found mixture",
       "",
       _table(
-          ["candidate", "alpha", "source weight", "epochs (final)"],
+          ["candidate", "alpha", "source weight"] + epochs,
           [
-              [
-                  c,
-                  a,
-                  summary.source_weights.get(c, 0.0),
-                  summary.epochs.get(c, 0.0),
-              ]
+              [c, a, summary.source_weights.get(c, 0.0)]
+              + ([summary.epochs.get(c, 0.0)] if epochs else [])
               for c, a in summary.alpha.items()
           ],
       ),
@@ -132,15 +131,24 @@ def render_markdown(
   targets = summary.key_targets
   runs = {"demix": summary.final, **summary.baselines}
   if summary.final:
-    header = ["target", "proxy (merged)", "surrogate prediction"] + list(runs)
+    proxy = bool(summary.merged or summary.predicted)
+    header = (
+        ["target"]
+        + (["proxy (merged)", "surrogate prediction"] if proxy else [])
+        + list(runs)
+    )
     rows = []
     for t in targets:
       rows.append(
-          [
-              t,
-              summary.merged.get(t, float("nan")),
-              summary.predicted.get(t, float("nan")),
-          ]
+          [t]
+          + (
+              [
+                  summary.merged.get(t, float("nan")),
+                  summary.predicted.get(t, float("nan")),
+              ]
+              if proxy
+              else []
+          )
           + [runs[r].get(t, float("nan")) for r in runs]
       )
     out += [

@@ -87,9 +87,6 @@ class Engines:
     (exact_match, pass@k) a `merging.generative.GenerativeEvaluator` around
     it; both implement `merging.evaluator.Evaluator`.
     """
-    from demix_jax.merging import engine as engine_lib  # pylint: disable=g-import-not-at-top  # heavy: jit
-    from demix_jax.merging import generative  # pylint: disable=g-import-not-at-top  # heavy: jit
-
     merge = self.spec.merge.spec
     if method is not None and method != merge.method:
       merge = dataclasses.replace(merge, method=method)
@@ -100,27 +97,70 @@ class Engines:
         merge,
     )
     if key not in self._evaluators:
-      mesh, rules = self.mesh_and_rules()
-      e = self.spec.eval
-      inner = engine_lib.MixtureEvaluator(
-          self.spec.model,
-          self.component_store(base_dir, component_dirs, tokens),
-          self.data.suite,
-          spec=merge,
-          chunk_size=self.spec.merge.chunk_size,
-          mesh=mesh,
-          rules=rules,
-          domain_metrics=generative.nll_domain_metrics(e.domain_metrics),
-      )
-      self._evaluators[key] = generative.wrap(
-          inner,
-          self.data.vocab,
-          domain_metrics=dict(e.domain_metrics),
-          generation=e.generation,
-          sandbox=e.sandbox,
-          math_timeout_s=e.math_timeout_s,
-          max_items=e.max_items,
-          seed=self.spec.seed,
-          files=dict(e.benchmark_files),
+      self._evaluators[key] = self._engine(
+          self.component_store(base_dir, component_dirs, tokens), merge
       )
     return self._evaluators[key]
+
+  def model_evaluator(self) -> evaluator_lib.Evaluator:
+    """An evaluator of single models, over no components; cached.
+
+    It scores a model (`evaluate_params`) exactly as `evaluator(...)` does,
+    on the same rows and metrics, where no components exist to load (the
+    final runs of a mixture taken from another run, `final.mixture_from`).
+    Its store holds the model's shapes only, so nothing is loaded or
+    allocated for it; it merges no mixtures (`evaluate` has no components
+    to merge).
+    """
+    import jax  # pylint: disable=g-import-not-at-top  # heavy
+
+    from demix_jax.merging import methods  # pylint: disable=g-import-not-at-top
+    from demix_jax.merging import store as store_lib  # pylint: disable=g-import-not-at-top  # orbax
+
+    key = ("model",)
+    if key not in self._evaluators:
+      mesh, rules = self.mesh_and_rules()
+      cfg = self.spec.model
+      shapes = jax.eval_shape(
+          lambda k: models.init_params(cfg, k), jax.random.key(0)
+      )
+      store = store_lib.ComponentStore.abstract(
+          shapes,
+          ("model",),
+          with_base=False,
+          mesh=mesh,
+          rules=rules,
+          logical_axes=models.param_logical_axes(self.spec.model),
+      )
+      # Linear: a single model needs no base, whatever merge.method is.
+      self._evaluators[key] = self._engine(store, methods.LINEAR)
+    return self._evaluators[key]
+
+  def _engine(self, store, merge) -> evaluator_lib.Evaluator:
+    """The row-NLL engine over `store`, wrapped for generative metrics."""
+    from demix_jax.merging import engine as engine_lib  # pylint: disable=g-import-not-at-top  # heavy: jit
+    from demix_jax.merging import generative  # pylint: disable=g-import-not-at-top  # heavy: jit
+
+    mesh, rules = self.mesh_and_rules()
+    e = self.spec.eval
+    inner = engine_lib.MixtureEvaluator(
+        self.spec.model,
+        store,
+        self.data.suite,
+        spec=merge,
+        chunk_size=self.spec.merge.chunk_size,
+        mesh=mesh,
+        rules=rules,
+        domain_metrics=generative.nll_domain_metrics(e.domain_metrics),
+    )
+    return generative.wrap(
+        inner,
+        self.data.vocab,
+        domain_metrics=dict(e.domain_metrics),
+        generation=e.generation,
+        sandbox=e.sandbox,
+        math_timeout_s=e.math_timeout_s,
+        max_items=e.max_items,
+        seed=self.spec.seed,
+        files=dict(e.benchmark_files),
+    )

@@ -69,9 +69,14 @@ class FakeEngines:
   def __init__(self):
     self.ev = FakeEvaluator()
     self.asked = []
+    self.model_asked = 0
 
   def evaluator(self, base_dir, component_dirs, tokens, method=None):
     self.asked.append((base_dir, dict(component_dirs), tokens, method))
+    return self.ev
+
+  def model_evaluator(self):
+    self.model_asked += 1
     return self.ev
 
 
