@@ -10,29 +10,31 @@ and on which machine: docs/table3.md (linked from the README).
 `:runlocal` (the demo's tiny twin, a few steps per run) is the slow
 end-to-end test's variant.
 
-What it does (DeMix, arXiv 2602.00747, Table 3, small): the demo's base and
-three components (general, math, code; beta = 0.5), then four searches over
-the same pool with the same surrogate, objective and top-k averaging:
+What it does (DeMix, arXiv 2602.00747, Table 3, small), with the demo's
+model, data and benchmarks and shorter runs: a base (60 steps on general
+data) and three 40-step components (general, math, code; beta = 0.5),
+then three searches over the same pool with the same surrogate, objective
+and top-k averaging:
 
   demix:   28 merged proxies (rounds of 16/8/4), no training per proxy;
   regmix:  12 trained proxies in one round (RegMix);
   climb:   14 trained proxies in rounds of 8/4/2 (CLIMB without its
            clustering step: the candidate datasets are given).
 
-Each trained proxy is 15 steps (30,720 tokens) from the base, so each
-method's proxies cost about what the three 60-step components cost, as in
-the paper, where 112 x 2B or 28 x 8B proxy tokens stand against 7 x 30B
-component tokens. The two methods draw the same first pool rows, so the
-runs they share are trained once (each method's cost counts them all).
-Then every mixture is trained for 60 steps from the base: the four found
-ones, `natural` (the token-count prior; the paper's "Uniform" row is this
-prior), `uniform` (equal weight on each component) and `heuristic` (the
-paper's Table 11 "Heuristic-2", general 0.400, math 0.235, code 0.365 after
-summing its tiers: the paper does not say which hand-set mixture its
-Table 3 row is). The report ranks the final runs on each of the nine
-benchmarks (bits per byte) and averages the ranks (the macro-average rank
-of Table 3), beside the training tokens each method spent finding its
-mixture.
+Each trained proxy is 10 steps (20,480 tokens) from the base: RegMix's
+proxies train 120 steps in all and CLIMB's 140, against the 120 of the
+three components, as in the paper, where 112 x 2B or 28 x 8B proxy tokens
+stand against 7 x 30B component tokens. The two methods draw the same
+first pool rows, so the runs they share are trained once (each method's
+cost counts them all). Then every mixture is trained for 30 steps from the
+base: the three found ones, `natural` (the token-count prior; the paper's
+"Uniform" row is this prior), `uniform` (equal weight on each component)
+and `heuristic` (the paper's Table 11 "Heuristic-2", general 0.400, math
+0.235, code 0.365 after summing its tiers: the paper does not say which
+hand-set mixture its Table 3 row is). The report ranks the final runs on
+each of the nine benchmarks (bits per byte) and averages the ranks (the
+macro-average rank of Table 3), beside the training tokens each method
+spent finding its mixture.
 """
 
 import ml_collections
@@ -88,28 +90,29 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         }
     )
     return c
-  # Every run warms up for 4 steps: a 15-step proxy would otherwise spend
+  # Every run warms up for 4 steps: a 10-step proxy would otherwise spend
   # all of its steps in the demo's 20-step warmup.
   c.optim.warmup_steps = 4
   c.components.optim.warmup_steps = 4
-  c.components.tokens = _STEP * 60
-  c.components.budgets = (_STEP * 30, _STEP * 60)
-  c.components.use_budget = _STEP * 60
-  c.final.tokens = _STEP * 60
+  c.base.tokens = _STEP * 60
+  c.components.tokens = _STEP * 40
+  c.components.budgets = (_STEP * 20, _STEP * 40)
+  c.components.use_budget = _STEP * 40
+  c.final.tokens = _STEP * 30
   c.search.baselines = ml_collections.ConfigDict(
       {
           "regmix": {
               "kind": "regmix",
               "proxies": 12,
-              "tokens_per_proxy": _STEP * 15,
+              "tokens_per_proxy": _STEP * 10,
           },
           "climb": {
               "kind": "climb",
               "proxies": 8,
               "rounds": 3,
-              "tokens_per_proxy": _STEP * 15,
+              "tokens_per_proxy": _STEP * 10,
           },
       }
   )
-  c.train.checkpoint_every_steps = 60
+  c.train.checkpoint_every_steps = 40
   return c
