@@ -44,6 +44,45 @@ from demix_jax import config_lib
 
 _STEP = 16 * 128  # tokens per step of the demo's batch
 
+# The paper's RegMix and CLIMB rows of Table 3 (App. B: tokens per proxy,
+# proxies, CLIMB's 3 rounds), as `search.baselines` for the qwen3 configs:
+# set it there with "baselines" in `stages` (docs/table3.md).
+PAPER_METHODS = {
+    "regmix_112x2B": {
+        "kind": "regmix",
+        "proxies": 112,
+        "tokens_per_proxy": 2_000_000_000,
+    },
+    "regmix_28x8B": {
+        "kind": "regmix",
+        "proxies": 28,
+        "tokens_per_proxy": 8_000_000_000,
+    },
+    "regmix_56x8B": {
+        "kind": "regmix",
+        "proxies": 56,
+        "tokens_per_proxy": 8_000_000_000,
+    },
+    "climb_112x2B": {
+        "kind": "climb",
+        "proxies": 64,
+        "rounds": 3,
+        "tokens_per_proxy": 2_000_000_000,
+    },
+    "climb_28x8B": {
+        "kind": "climb",
+        "proxies": 16,
+        "rounds": 3,
+        "tokens_per_proxy": 8_000_000_000,
+    },
+    "climb_56x8B": {
+        "kind": "climb",
+        "proxies": 32,
+        "rounds": 3,
+        "tokens_per_proxy": 8_000_000_000,
+    },
+}
+
 
 def component_mixture(alpha: dict[str, float], beta: float) -> dict:
   """Source weights of a component mixture: each non-general component

@@ -128,3 +128,26 @@ def test_table3_config_trains_the_fixed_mixtures_it_describes():
     m = b[name]
     n = sum(m.proxies // 2**r for r in range(m.rounds))
     assert n * m.tokens_per_proxy == steps * step
+
+
+def test_the_papers_methods_resolve_on_the_paper_config():
+  import demix_jax as dx  # pylint: disable=g-import-not-at-top
+
+  c = dx.load_config("qwen3_1p7b")
+  c.search.baselines = table3_small.PAPER_METHODS
+  c.stages = tuple(c.stages[:-2]) + ("baselines",) + tuple(c.stages[-2:])
+  b = dx.resolve(c).search.baselines
+  # Table 3: proxies x tokens per proxy, and CLIMB's rounds of n, n/2, n/4.
+  totals = {
+      n: (sum(m.proxies // 2**r for r in range(m.rounds)), m.tokens_per_proxy)
+      for n, m in b.items()
+  }
+  assert totals == {
+      "regmix_112x2B": (112, 2e9),
+      "regmix_28x8B": (28, 8e9),
+      "regmix_56x8B": (56, 8e9),
+      "climb_112x2B": (112, 2e9),
+      "climb_28x8B": (28, 8e9),
+      "climb_56x8B": (56, 8e9),
+  }
+  assert all(m.rounds == (3 if m.kind == "climb" else 1) for m in b.values())
