@@ -10,11 +10,13 @@ and on a listed one that gained a reader (delete it from the list then).
 """
 
 import ast
+from collections.abc import Mapping
 import dataclasses
 import importlib
 import pkgutil
 
 from configs import demo
+from configs import table3_small
 import demix_jax.spec
 from tests.kit import ROOT
 
@@ -52,12 +54,18 @@ def _attributes_read_outside_spec() -> set[str]:
 
 
 def test_the_demo_config_resolves_into_these_sections():
-  """The types checked below are the ones the demo config resolves into."""
-  spec = demix_jax.spec.resolve(demo.get_config("runlocal"), num_devices=1)
-  reached, todo = set(), [spec]
+  """The types checked below are the ones the demo config resolves into
+  (and the Table 3 config, for its opt-in trained-proxy searches)."""
+  todo = [
+      demix_jax.spec.resolve(m.get_config("runlocal"), num_devices=1)
+      for m in (demo, table3_small)
+  ]
+  reached = set()
   while todo:
     obj = todo.pop()
-    if dataclasses.is_dataclass(obj) and type(obj) not in reached:
+    if isinstance(obj, Mapping):
+      todo += list(obj.values())
+    elif dataclasses.is_dataclass(obj) and type(obj) not in reached:
       reached.add(type(obj))
       todo += [getattr(obj, f.name) for f in dataclasses.fields(obj)]
   spec_types = _spec_dataclasses()

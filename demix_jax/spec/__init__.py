@@ -30,6 +30,7 @@ from demix_jax.spec.evaluation import static_targets
 from demix_jax.spec.sections import library_error_field
 from demix_jax.spec.types import BASELINES
 from demix_jax.spec.types import NORMALIZE
+from demix_jax.spec.types import PROXY_SEARCH_KINDS
 from demix_jax.spec.types import SEARCH_METHODS
 from demix_jax.spec.types import BudgetSpec
 from demix_jax.spec.types import DataSpec
@@ -38,6 +39,7 @@ from demix_jax.spec.types import FinalSpec
 from demix_jax.spec.types import MergeSettings
 from demix_jax.spec.types import MeshSpec
 from demix_jax.spec.types import PrepareSpec
+from demix_jax.spec.types import ProxySearchSpec
 from demix_jax.spec.types import RunSpec
 from demix_jax.spec.types import SearchSpec
 from demix_jax.spec.types import TokenizerSpec
@@ -91,6 +93,9 @@ def resolve(
   validate = search.validate(r, budgets)
   sections.check_merge_variants(merge, validate.merge_methods)
   optim = sections.optim(r)
+  searched = evaluation.check_search(
+      search.search(r, seed, data, ev, merge.chunk_size), ev
+  )
   spec = RunSpec(
       seed=seed,
       stages=tuple(stages),
@@ -103,10 +108,8 @@ def resolve(
       budgets=budgets,
       eval=ev,
       merge=merge,
-      search=evaluation.check_search(
-          search.search(r, seed, data, ev, merge.chunk_size), ev
-      ),
-      final=search.final(r, data),
+      search=searched,
+      final=search.final(r, data, tuple(searched.baselines)),
       validate=validate,
       config=config,
       prepare=sections.prepare(r),
@@ -126,6 +129,8 @@ __all__ = [
     "MergeSettings",
     "MeshSpec",
     "PrepareSpec",
+    "PROXY_SEARCH_KINDS",
+    "ProxySearchSpec",
     "NORMALIZE",
     "RunSpec",
     "SEARCH_METHODS",

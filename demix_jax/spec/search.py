@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from demix_jax import config_lib
@@ -180,7 +181,86 @@ def search(
       barrier_points=r.int("search.barrier_points", 0),
       cap_run_tokens=r.int("search.cap_run_tokens", 0),
       prior_tokens=prior_tokens(r, data.candidates),
+      baselines=baselines(r, pool.size),
   )
+
+
+_BASELINE_KEYS = ("kind", "proxies", "rounds", "tokens_per_proxy")
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def baselines(
+    r: config_lib.Reader, pool_size: int
+) -> dict[str, types.ProxySearchSpec]:
+  """`search.baselines`: {name: {kind, proxies, rounds, tokens_per_proxy}}.
+
+  Optional (absent = no trained-proxy searches). Each name becomes a final
+  run and a directory, so it must be a plain file name and not one of the
+  final stage's own run names.
+  """
+  if r.optional("search.baselines") is None:
+    return {}
+  out = {}
+  for name, m in r.mapping("search.baselines").items():
+    f = f"search.baselines.{name}"
+    if not _RUN_NAME.fullmatch(name):
+      raise ConfigError(
+          f,
+          "is not a plain name (it names a final run and its directory)",
+          "use letters, digits, '_' and '-'",
+      )
+    if name in ("demix",) + types.BASELINES:
+      raise ConfigError(
+          f, "is a reserved run name", "give the method another name"
+      )
+    if not isinstance(m, dict):
+      raise ConfigError(
+          f,
+          f"expected a dict, got {m!r}",
+          "give {'kind': 'regmix' or 'climb', 'proxies': n,"
+          " 'tokens_per_proxy': t} (climb: and 'rounds')",
+      )
+    unknown = sorted(set(m) - set(_BASELINE_KEYS))
+    if unknown:
+      raise ConfigError(
+          f"{f}.{unknown[0]}",
+          "is not a field of a trained-proxy search",
+          f"use {_BASELINE_KEYS}",
+      )
+    kind = r.choice(f"{f}.kind", types.PROXY_SEARCH_KINDS)
+    proxies = r.int(f"{f}.proxies", surrogates.MIN_POINTS)
+    if kind == "regmix":
+      n_rounds = r.int(f"{f}.rounds") if "rounds" in m else 1
+      if n_rounds != 1:
+        raise ConfigError(
+            f"{f}.rounds",
+            f"RegMix is one-shot, got {n_rounds} rounds",
+            "leave rounds out (or 1), or use kind 'climb'",
+        )
+    else:
+      n_rounds = r.int(f"{f}.rounds", 2) if "rounds" in m else 3
+      if proxies // 2 ** (n_rounds - 1) < 1:
+        raise ConfigError(
+            f"{f}.rounds",
+            f"round {n_rounds - 1} would have proxies / 2**r = 0 proxies",
+            f"use at most {int(math.log2(proxies)) + 1} rounds or more"
+            " proxies",
+        )
+    total = sum(rounds_lib.round_sizes(proxies, n_rounds))
+    if total > pool_size:
+      raise ConfigError(
+          f"{f}.proxies",
+          f"{total} proxies need as many distinct pool mixtures, and"
+          f" search.pool_size is {pool_size}",
+          "use fewer proxies or a larger search.pool_size",
+      )
+    out[name] = types.ProxySearchSpec(
+        kind=kind,
+        proxies=proxies,
+        rounds=n_rounds,
+        tokens_per_proxy=r.int(f"{f}.tokens_per_proxy"),
+    )
+  return out
 
 
 def prior_tokens(r: config_lib.Reader, candidates) -> dict[str, float]:
@@ -193,9 +273,20 @@ def prior_tokens(r: config_lib.Reader, candidates) -> dict[str, float]:
   return out
 
 
-def final(r: config_lib.Reader, data: types.DataSpec) -> types.FinalSpec:
+def final(
+    r: config_lib.Reader,
+    data: types.DataSpec,
+    methods: tuple[str, ...] = (),
+) -> types.FinalSpec:
+  """`final`; `methods` are the trained-proxy searches' run names."""
   fixed = {}
   for name in r.mapping("final.fixed_mixtures"):
+    if name in methods:
+      raise ConfigError(
+          f"final.fixed_mixtures.{name}",
+          "is also the name of a search.baselines method (a final run)",
+          "give the mixture or the method another name",
+      )
     if name in ("demix",) + types.BASELINES:
       raise ConfigError(
           f"final.fixed_mixtures.{name}",

@@ -20,6 +20,10 @@ from demix_jax.training import optim as optim_lib
 
 SEARCH_METHODS = ("surrogate", "gradient")
 BASELINES = ("natural",)
+# Trained-proxy searches (`search.baselines.<name>.kind`): RegMix, one round
+# of proxies; CLIMB, rounds of n, n/2, ... drawn from the surrogate's top
+# region, as the DeMix search draws its merged proxies.
+PROXY_SEARCH_KINDS = ("regmix", "climb")
 NORMALIZE = ("error", "warn", "silent")
 
 
@@ -118,6 +122,27 @@ class MergeSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class ProxySearchSpec:
+  """A search over trained proxies, the baseline (`search.baselines.<name>`).
+
+  Each proxy is trained from the base for `tokens_per_proxy` tokens on one
+  pool mixture and scored with the search's evaluator; the search's
+  surrogate, pool and objective pick the mixture (stages/baselines.py).
+
+  Attributes:
+    kind: "regmix" (one round) or "climb" (`rounds` rounds).
+    proxies: round 0's proxies; round r has proxies // 2**r.
+    rounds: the number of rounds (1 for regmix).
+    tokens_per_proxy: training tokens of each proxy.
+  """
+
+  kind: str
+  proxies: int
+  rounds: int
+  tokens_per_proxy: int
+
+
+@dataclasses.dataclass(frozen=True)
 class SearchSpec:
   pool: pool_lib.PoolConfig
   rounds: rounds_lib.SearchConfig
@@ -128,6 +153,10 @@ class SearchSpec:
   barrier_points: int
   cap_run_tokens: int  # 0 = the sum of the (prior) token counts
   prior_tokens: Mapping[str, float]  # {candidate: tokens}; {} = counted
+  # Trained-proxy searches run by the `baselines` stage, by name.
+  baselines: Mapping[str, ProxySearchSpec] = dataclasses.field(
+      default_factory=dict
+  )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Every run starts from the base and trains `final.tokens` on its source
 weights; the found mixture is "demix", the natural-proportion baseline
-"natural", and each `final.fixed_mixtures` entry runs under its own name.
+"natural", and each `final.fixed_mixtures` entry and each trained-proxy
+search of `search.baselines` (stage `baselines`) runs under its own name.
 Each run records itself in `final/<name>/done.json` once scored, so a rerun
 after a kill neither retrains nor rescores finished runs.
 
@@ -41,6 +42,9 @@ def mixtures(
       )
   for name, mix in spec.final.fixed_mixtures.items():
     runs[name] = dict(mix)
+  found = inputs.get("baselines")  # RegMix / CLIMB, under their names
+  for name in spec.search.baselines if found is not None else ():
+    runs[name] = dict(found.methods[name].source_weights)
   return runs
 
 
@@ -61,8 +65,10 @@ def _needs(spec: spec_lib.RunSpec) -> tuple[str, ...]:
 
 
 def _check(spec: spec_lib.RunSpec, workdir: str) -> None:
-  """Preflight: the transferred mixture is readable and fits this run, and
-  a finished "demix" run in this workdir trained that same mixture."""
+  """Preflight: the trained-proxy searches' mixtures exist or will; the
+  transferred mixture is readable and fits this run, and a finished
+  "demix" run in this workdir trained that same mixture."""
+  _check_baselines(spec, workdir)
   moved = transfer.read(spec)
   if moved is None:
     return
@@ -92,6 +98,20 @@ def _evaluator(spec: spec_lib.RunSpec, inputs: common.Inputs):
       comps.run_dirs(),
       spec.budgets.use_budget,
   )
+
+
+def _check_baselines(spec: spec_lib.RunSpec, workdir: str) -> None:
+  """The trained-proxy searches' mixtures exist or will (preflight)."""
+  if not spec.search.baselines or "baselines" in spec.stages:
+    return
+  if not (epath.Path(workdir) / "baselines" / "done.json").exists():
+    raise spec_lib.ConfigError(
+        "search.baselines",
+        f"names {sorted(spec.search.baselines)}, whose mixtures the final"
+        " stage trains, and stage 'baselines' has not run",
+        "add 'baselines' to the stages (before final), or remove"
+        " search.baselines",
+    )
 
 
 def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.FinalResult:
@@ -145,6 +165,7 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.FinalResult:
 STAGE = stage_lib.Stage(
     name=NAME,
     requires=("base", "components", "search"),
+    optional=("baselines",),
     result=results.FinalResult,
     run=run,
     hashed=stage_lib.SCORING + ("search", "final"),

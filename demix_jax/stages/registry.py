@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from demix_jax.stages import base
+from demix_jax.stages import baselines
 from demix_jax.stages import components
 from demix_jax.stages import final
 from demix_jax.stages import prepare
@@ -13,7 +14,16 @@ from demix_jax.stages import validate
 
 _RECORDS = {
     m.STAGE.name: m.STAGE
-    for m in (prepare, base, components, search, final, validate, report)
+    for m in (
+        prepare,
+        base,
+        components,
+        search,
+        baselines,
+        final,
+        validate,
+        report,
+    )
 }
 if set(_RECORDS) != set(stage_lib.ORDER):
   raise ImportError(

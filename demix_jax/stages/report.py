@@ -7,7 +7,7 @@ last, so it is the last thing a person sees in the terminal.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import numpy as np
@@ -15,8 +15,10 @@ import numpy as np
 from demix_jax import spec as spec_lib
 from demix_jax import stats
 from demix_jax import storage
+from demix_jax.evals import benchmarks as bench_lib
 from demix_jax.evals import scoring
 from demix_jax.report import plots
+from demix_jax.report import ranking
 from demix_jax.report import run_plots
 from demix_jax.search import objective as objective_lib
 from demix_jax.search import surrogates
@@ -261,6 +263,81 @@ def _transfer_report(
       report=str(out_dir / "report.md"),
       plots=pngs,
   )
+def benchmark_targets(spec: spec_lib.RunSpec) -> list[str]:
+  """One target per benchmark: its domain's metric (e.g. "piqa/bpb")."""
+  dm = dict(spec.eval.domain_metrics)
+  domain_of = {b: d for d, bs in bench_lib.DOMAINS.items() for b in bs}
+  return [
+      f"{b}/{dm.get(domain_of.get(b, ''), 'bpb')}" for b in spec.eval.benchmarks
+  ]
+
+
+def ranking_table(
+    spec: spec_lib.RunSpec, done: Mapping[str, results.Result]
+) -> dict[str, results.RankedRun]:
+  """The final runs ranked on each benchmark (Table 3), best first.
+
+  Ranks are among the final runs (1 = best) per benchmark target, and per
+  domain score; each run's search cost in training tokens is the base and
+  the components for DeMix, the base and its trained proxies for RegMix
+  and CLIMB, and 0 for the prior and the hand-set mixtures. {} without a
+  final stage.
+  """
+  final = done.get("final")
+  if not isinstance(final, results.FinalResult) or not final.runs:
+    return {}
+  dm = dict(spec.eval.domain_metrics)
+  better = lambda t: scoring.higher_is_better(t, dm)
+  runs = final.runs
+  targets = [
+      t
+      for t in benchmark_targets(spec)
+      if any(t in r.scores for r in runs.values())
+  ]
+  domains = sorted(
+      {t for r in runs.values() for t in r.scores if t.startswith("domain/")}
+  )
+  scores = {n: r.scores for n, r in runs.items()}
+  by_target = ranking.rank_runs(scores, targets, better)
+  by_domain = ranking.rank_runs(scores, domains, better)
+  base = done.get("base")
+  comps = done.get("components")
+  base_tokens = (
+      int(base.tokens) if base is not None else (spec.budgets.base_tokens)
+  )
+  comp_tokens = (
+      int(comps.tokens)
+      if comps is not None
+      else (spec.budgets.component_tokens * len(spec.data.candidates))
+  )
+  search = done.get("search")
+  found = done.get("baselines")
+  methods = found.methods if found is not None else {}
+  out = {}
+  for n in runs:
+    extra = {}
+    if n == "demix":
+      method, cost = "demix", base_tokens + comp_tokens
+      if search is not None:
+        extra = {"n_proxies": search.n_proxies, "tokens_per_proxy": 0}
+    elif n in methods:
+      m = methods[n]
+      method, cost = m.kind, base_tokens + m.proxy_tokens
+      extra = {"n_proxies": m.n_proxies, "tokens_per_proxy": m.tokens_per_proxy}
+    else:
+      method, cost = ("natural" if n == "natural" else "fixed"), 0
+    out[n] = results.RankedRun(
+        method=method,
+        search_tokens=int(cost),
+        scores={t: float(scores[n].get(t, float("nan"))) for t in targets},
+        ranks={t: by_target[n][t] for t in targets},
+        macro_rank=by_target[n]["macro"],
+        domain_ranks={t: by_domain[n][t] for t in domains},
+        domain_macro_rank=by_domain[n]["macro"] if domains else None,
+        **extra,
+    )
+  order = sorted(out, key=lambda n: (out[n].macro_rank, list(out).index(n)))
+  return {n: out[n] for n in order}
 
 
 def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.ReportResult:
@@ -282,6 +359,7 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.ReportResult:
       inputs.results,
       key_targets + extra,
       objective_table(spec, search, inputs.get("final")),
+      ranking=ranking_table(spec, inputs.results),
   )
   pngs = {}
   if jax.process_index() == 0:
@@ -309,7 +387,7 @@ def _needs(spec: spec_lib.RunSpec) -> tuple[str, ...]:
 STAGE = stage_lib.Stage(
     name=NAME,
     requires=("search",),
-    optional=("base", "components", "final", "validate"),
+    optional=("base", "components", "baselines", "final", "validate"),
     result=results.ReportResult,
     run=run,
     reads_data=False,
@@ -348,6 +426,25 @@ def print_result(summary: results.Summary | dict[str, Any]) -> None:
           f"  {t:<28s}"
           + "".join(f"{runs[r].get(t, float('nan')):12.4f}" for r in runs)
           + (f"{summary.merged.get(t, float('nan')):12.4f}" if proxy else "")
+      )
+  ranked = summary.ranking
+  if any(r.method in ("regmix", "climb") for r in ranked.values()):
+    print(
+        "\nFinal mixtures ranked (Table 3: mean rank over the benchmarks"
+        " among these runs, 1 = best; search tokens = training tokens spent"
+        " finding the mixture):"
+    )
+    print(
+        f"  {'run':<12s}{'method':>9s}{'macro rank':>12s}"
+        f"{'domain rank':>13s}{'search tokens':>15s}"
+    )
+    # Best first (summary.json as read back lists its runs by name).
+    for name, r in sorted(ranked.items(), key=lambda kv: kv[1].macro_rank):
+      dom = r.domain_macro_rank
+      print(
+          f"  {name:<12s}{r.method:>9s}{r.macro_rank:12.2f}"
+          + (f"{dom:13.2f}" if dom is not None else f"{'–':>13s}")
+          + f"{r.search_tokens:15,d}"
       )
   objectives = summary.objectives
   if objectives:

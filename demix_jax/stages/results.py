@@ -200,6 +200,37 @@ class FinalResult(Result):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class ProxySearchRun(Record):
+  """The mixture one trained-proxy search (RegMix, CLIMB) found.
+
+  `proxy_tokens` is what the method spent on its proxies (each of its
+  `n_proxies` trained for about `tokens_per_proxy`), counted for the
+  method alone even where two methods shared a proxy run.
+  """
+
+  kind: str
+  alpha: dict[str, float]
+  source_weights: dict[str, float]
+  n_proxies: int
+  tokens_per_proxy: int
+  proxy_tokens: int
+  predicted: dict[str, float]
+  rounds: list[Any]
+  final_cv: dict[str, Any]
+  proxies_csv: str
+  surrogate: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BaselinesResult(Result):
+  """Every trained-proxy search of `search.baselines`, by name; `tokens`
+  counts each proxy run once."""
+
+  methods: dict[str, ProxySearchRun]
+  base_scores: dict[str, float]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class PreparedSource(Record):
   """One source as prepare wrote it (its manifest's counts)."""
 
@@ -255,6 +286,37 @@ class ObjectiveRow(Record):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class RankedRun(Record):
+  """One final run in the Table 3 ranking (report/ranking.py).
+
+  Attributes:
+    method: how its mixture was chosen: "demix" (merged proxies),
+      "regmix" / "climb" (trained proxies), "natural" or "fixed".
+    search_tokens: training tokens spent finding the mixture: the base and
+      the components for DeMix, the base and the trained proxies for
+      RegMix and CLIMB, 0 for a mixture set by hand or by the prior.
+    scores: its trained score per benchmark target.
+    ranks: its rank per benchmark target among the final runs (1 = best,
+      ties share the mean rank).
+    macro_rank: the mean of `ranks`.
+    domain_ranks: its rank per domain score ("domain/<name>").
+    domain_macro_rank: the mean of `domain_ranks`.
+    n_proxies: proxies its search scored (None: no search).
+    tokens_per_proxy: training tokens of each proxy (0: merged proxies).
+  """
+
+  method: str
+  search_tokens: int
+  scores: dict[str, float]
+  ranks: dict[str, float]
+  macro_rank: float
+  domain_ranks: dict[str, float] = dataclasses.field(default_factory=dict)
+  domain_macro_rank: float | None = None
+  n_proxies: int | None = None
+  tokens_per_proxy: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Summary(Record):
   """What a reader wants of a run in one object (report/summary.json)."""
 
@@ -279,3 +341,6 @@ class Summary(Record):
   objectives: dict[str, ObjectiveRow] = dataclasses.field(default_factory=dict)
   # The validation table's rows (None without a validate stage).
   validation: list[Any] | None = None
+  # The final runs ranked on each benchmark (DeMix's Table 3), best first;
+  # {} without a final stage.
+  ranking: dict[str, RankedRun] = dataclasses.field(default_factory=dict)

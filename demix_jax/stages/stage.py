@@ -26,6 +26,7 @@ ORDER = (
     "base",
     "components",
     "search",
+    "baselines",
     "final",
     "validate",
     "report",

@@ -18,6 +18,7 @@ def build_summary(
     done: Mapping[str, results_lib.Result],
     key_targets: Sequence[str],
     objectives: Mapping[str, results_lib.ObjectiveRow] | None = None,
+    ranking: Mapping[str, results_lib.RankedRun] | None = None,
 ) -> results_lib.Summary:
   """One Summary from the finished stages' results.
 
@@ -26,6 +27,7 @@ def build_summary(
       in the order the cost table lists them.
     key_targets: targets shown first in tables (e.g. domain scores).
     objectives: the search objective per final run (`report`'s table).
+    ranking: the final runs ranked per benchmark (`report`'s Table 3).
 
   Returns:
     The Summary.
@@ -69,6 +71,7 @@ def build_summary(
       diagnostics=dict(search.diagnostics),
       config_snippet=search.config_snippet,
       objectives=dict(objectives or {}),
+      ranking=dict(ranking or {}),
       validation=(
           list(validate.rows)
           if isinstance(validate, results_lib.ValidateResult)
@@ -96,6 +99,63 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
   ]
   lines += ["| " + " | ".join(_fmt(v) for v in r) + " |" for r in rows]
   return "\n".join(lines)
+
+
+def _count(n: int | None) -> str:
+  if n is None:
+    return "–"
+  for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+    if n >= div:
+      return f"{n / div:.4g}{unit}"
+  return str(n)
+
+
+def _ranking_section(
+    ranking: Mapping[str, results_lib.RankedRun],
+) -> list[str]:
+  """Table 3: each final run's score and rank per benchmark, macro rank."""
+  first = next(iter(ranking.values()))
+  targets = list(first.ranks)
+  domains = list(first.domain_ranks)
+  header = (
+      ["run", "method", "search tokens", "#proxies", "tokens/proxy"]
+      + [f"{t} (rank)" for t in targets]
+      + ["**macro rank**"]
+      + [f"{d.split('/', 1)[-1]} rank" for d in domains]
+      + (["macro rank (domains)"] if domains else [])
+  )
+  rows = []
+  for name, r in ranking.items():
+    rows.append(
+        [
+            name,
+            r.method,
+            _count(r.search_tokens),
+            "–" if r.n_proxies is None else r.n_proxies,
+            _count(r.tokens_per_proxy),
+        ]
+        + [f"{r.scores[t]:.4f} ({r.ranks[t]:g})" for t in targets]
+        + [f"**{r.macro_rank:.2f}**"]
+        + [f"{r.domain_ranks[d]:g}" for d in domains]
+        + (
+            [f"{r.domain_macro_rank:.2f}"]
+            if r.domain_macro_rank is not None
+            else []
+        )
+    )
+  return [
+      "## Final mixtures ranked (Table 3)",
+      "",
+      "Each final run ranked among the final runs on each benchmark"
+      " (1 = best, ties share the mean rank), and the mean of those ranks;"
+      " the domain ranks rank the domain scores the same way. Search tokens:"
+      " training tokens spent finding the mixture (DeMix: base +"
+      " components; RegMix/CLIMB: base + trained proxies; natural and"
+      " fixed mixtures: 0). Every run then trains the same final tokens.",
+      "",
+      _table(header, rows),
+      "",
+  ]
 
 
 def render_markdown(
@@ -189,6 +249,8 @@ def render_markdown(
         ),
         "",
     ]
+  if summary.ranking:
+    out += _ranking_section(summary.ranking)
   if summary.search_methods:
     rows = []
     for name, m in summary.search_methods.items():
