@@ -263,6 +263,8 @@ def _transfer_report(
       report=str(out_dir / "report.md"),
       plots=pngs,
   )
+
+
 def benchmark_targets(spec: spec_lib.RunSpec) -> list[str]:
   """One target per benchmark: its domain's metric (e.g. "piqa/bpb")."""
   dm = dict(spec.eval.domain_metrics)
