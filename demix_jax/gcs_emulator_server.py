@@ -173,6 +173,7 @@ def _server(host: str, port: int, bucket: str):
   # The emulator binds in its own thread and waits for it forever if the
   # bind fails; a port in use is found here instead.
   with socket.socket() as s:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as http.server
     s.bind((host, port))
   return create_server(host, port, in_memory=True, default_bucket=bucket)
 

@@ -19,7 +19,7 @@ import pytest
 from demix_jax import gcs_emulator
 from demix_jax import gcs_emulator_server
 
-BUCKET = "demix-test"
+BUCKET = "my-bucket"  # the README's
 
 
 def _free_port() -> int:
@@ -44,7 +44,7 @@ def _drop_cached_filesystems() -> None:
 
 @pytest.fixture(scope="module")
 def bucket():
-  """`gs://demix-test`, served by an emulator for this package's tests."""
+  """`gs://my-bucket`, served by an emulator for this package's tests."""
   port = _free_port()
   server = gcs_emulator_server.start("127.0.0.1", port, BUCKET)
   names = gcs_emulator.NAMES
