@@ -151,3 +151,15 @@ def test_orbax_manager_saves_steps_and_restores_the_latest(bucket):
     assert mngr.all_steps() == [1, 2]
     back = mngr.restore(2, args=ocp.args.StandardRestore(tree))
   np.testing.assert_array_equal(back["w"], np.full((3, 4), 3, np.float32))
+
+
+def test_server_cli_names_a_port_in_use(capsys):
+  import socket  # pylint: disable=g-import-not-at-top
+
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    port = s.getsockname()[1]
+    rc = gcs_emulator_server.main([f"--port={port}", "--bucket=my-bucket"])
+  assert rc == 2
+  assert f"--port={port}: cannot listen on 127.0.0.1" in capsys.readouterr().err
