@@ -7,9 +7,10 @@ r"""Command line of prepare: tokenize a config's sources into shards.
 
 Reads `data.sources` and `data.tokenizer.path` of the config (and an
 optional `prepare` section: out_dir, unit_mb, unit_docs, encode_batch,
-cache_dir; flags win). Any flag this program does not define is a Beam
-pipeline option and passes through unchanged, so the same command runs on
-the in-process DirectRunner (default) or on Dataflow, Flink or Spark.
+cache_dir, beam_args; flags win). Any flag this program does not define is
+a Beam pipeline option and passes through unchanged (after
+prepare.beam_args), so the same command runs on the in-process
+DirectRunner (default) or on Dataflow, Flink or Spark.
 
 A source writes to `<out_dir>/<name>`, or to its own `prepared` directory
 when its spec names one. Training reads the shards when the source names
@@ -70,7 +71,10 @@ def _options(config):
   from demix_jax.prepare import units  # pylint: disable=g-import-not-at-top
 
   sect = _section(config, "prepare")
-  known = {"out_dir", "unit_mb", "unit_docs", "encode_batch", "cache_dir"}
+  known = {
+      "out_dir", "unit_mb", "unit_docs", "encode_batch", "cache_dir",
+      "beam_args",
+  }  # fmt: skip
   for k in sect:
     if k not in known:
       _fail(EXIT_BAD_INPUT, f"prepare.{k}: unknown key. Fix: use {known}")
@@ -123,6 +127,18 @@ def main(argv):
   from demix_jax.prepare import runner  # pylint: disable=g-import-not-at-top
 
   options = _options(config)
+  # The pipeline's prepare.beam_args (the prepare stage's), then this
+  # command's own Beam flags, which win.
+  beam_args = _section(config, "prepare").get("beam_args", ())
+  if isinstance(beam_args, str) or not all(
+      isinstance(a, str) for a in beam_args
+  ):
+    _fail(
+        EXIT_BAD_INPUT,
+        f"prepare.beam_args: expected a tuple of '--name=value' strings, got"
+        f" {beam_args!r}",
+    )
+  beam_argv = [*beam_args, *beam_argv]
   try:
     raw = config.data.sources.to_dict()
     specs = {n: sources.spec_from_dict(n, d) for n, d in raw.items()}

@@ -1,7 +1,9 @@
 """A Cloud Storage emulator on loopback, serving one bucket to tests/gcs.
 
 `gcp-storage-emulator` runs in this process (in memory, on a free port) for
-the tests of this package; `STORAGE_EMULATOR_HOST` names it, and
+the tests of this package, made to answer as GCS does where tensorstore
+relies on it (`demix_jax.gcs_emulator_server`, the server the README
+starts); `STORAGE_EMULATOR_HOST` names it, and
 `demix_jax.gcs_emulator.route_to_emulator` points epath (gcsfs),
 tensorstore (Orbax) and array_record (grain) at it. Subprocesses inherit
 the variables. The environment is restored and the server stopped when
@@ -15,8 +17,9 @@ from etils import epath
 import pytest
 
 from demix_jax import gcs_emulator
+from demix_jax import gcs_emulator_server
 
-BUCKET = "demix-test"
+BUCKET = "my-bucket"  # the README's
 
 
 def _free_port() -> int:
@@ -41,14 +44,9 @@ def _drop_cached_filesystems() -> None:
 
 @pytest.fixture(scope="module")
 def bucket():
-  """`gs://demix-test`, served by an emulator for this package's tests."""
-  from gcp_storage_emulator.server import create_server  # pylint: disable=g-import-not-at-top
-
+  """`gs://my-bucket`, served by an emulator for this package's tests."""
   port = _free_port()
-  server = create_server(
-      "127.0.0.1", port, in_memory=True, default_bucket=BUCKET
-  )
-  server.start()
+  server = gcs_emulator_server.start("127.0.0.1", port, BUCKET)
   names = gcs_emulator.NAMES
   saved = {n: os.environ.get(n) for n in names}
   for n in names:
