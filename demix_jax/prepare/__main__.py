@@ -136,7 +136,8 @@ def main(argv):
     _fail(
         EXIT_BAD_INPUT,
         f"prepare.beam_args: expected a tuple of '--name=value' strings, got"
-        f" {beam_args!r}",
+        f" {beam_args!r}. Fix: e.g. ('--runner=DataflowRunner',"
+        " '--project=p')",
     )
   beam_argv = [*beam_args, *beam_argv]
   try:

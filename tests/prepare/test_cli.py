@@ -121,6 +121,46 @@ def test_bad_input_exits_2_naming_source_and_key(tmp_path, vocab, case):
     assert not os.path.exists(out) or not _shards(out)
 
 
+def test_prepare_beam_args_of_a_pipeline_config(tmp_path, vocab):
+  """A pipeline config's prepare.beam_args is read: a tuple of Beam flags
+  runs (it used to exit 2 as an unknown key), a string exits 2 naming the
+  key before any shard is written."""
+  docs = _jsonl(tmp_path / "good.jsonl", make_docs(200, 3))
+  config = _config(
+      tmp_path / "cfg.py",
+      {"web": {"kind": "jsonl", "paths": [docs]}},
+      vocab.path,
+  )
+  text = (
+      open(config)
+      .read()
+      .replace(
+          "  return c\n",
+          "  c.prepare = ml_collections.ConfigDict("
+          "{'beam_args': '--runner=DirectRunner'})\n  return c\n",
+      )
+  )
+  with open(config, "w") as f:
+    f.write(text)
+  out = str(tmp_path / "out")
+  proc = subprocess.run(
+      _cmd(config, out), env=_env(), capture_output=True, text=True, timeout=300
+  )
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert "prepare.beam_args" in last and "Fix:" in last, last
+  assert not os.path.exists(out) or not _shards(out)
+  with open(config, "w") as f:
+    f.write(
+        text.replace("'--runner=DirectRunner'", "('--runner=DirectRunner',)")
+    )
+  proc = subprocess.run(
+      _cmd(config, out), env=_env(), capture_output=True, text=True, timeout=300
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert _shards(out)
+
+
 def _tree(out: str) -> dict[str, bytes]:
   got = {}
   for d, _, files in os.walk(out):
