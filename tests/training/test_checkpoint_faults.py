@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 
 import jax
 import numpy as np
@@ -101,9 +102,15 @@ def test_failed_checkpoint_write_keeps_the_previous(
     return await real_save(self, x, directory)
 
   monkeypatch.setattr(jch.JsonCheckpointHandler, "_save_fn", save_fn)
+  before = set(threading.enumerate())
   with pytest.raises(OSError, match="No space left"):
     _train(run_dir)
   monkeypatch.undo()
+  # The failed save's other items may still be writing on Orbax's threads
+  # (a real failure ends the process, and them with it): let them finish
+  # before the "restarted" run cleans the half-written step up.
+  for t in set(threading.enumerate()) - before:
+    t.join(timeout=60)
   # Step 4 never became a checkpoint; step 2 is the newest complete one.
   assert _steps(run_dir) == [2]
   assert checkpointing.find_step(run_dir) == 2
