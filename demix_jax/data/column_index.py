@@ -36,6 +36,7 @@ from etils import epath
 import numpy as np
 
 from demix_jax import storage
+from demix_jax.data import doc_views
 from demix_jax.data import readers
 from demix_jax.data.errors import SourceError
 
@@ -71,7 +72,7 @@ def _kept_rows(pa, column) -> np.ndarray:
   return np.flatnonzero(keep.to_numpy(zero_copy_only=False)).astype(np.int32)
 
 
-class _BlockDocs(Sequence[str]):
+class _BlockDocs(doc_views.Documents):
   """Documents in blocks of rows (row groups, record batches) of files.
 
   Subclasses fill `_files`, `_block_file`, `_block_loc` (where the block
@@ -143,13 +144,7 @@ class _BlockDocs(Sequence[str]):
   def _read_block(self, f, k: int, loc: int):
     raise NotImplementedError
 
-  def __getitem__(self, i):
-    if isinstance(i, slice):
-      return [self[j] for j in range(*i.indices(len(self)))]
-    if i < 0:
-      i += len(self)
-    if not 0 <= i < len(self):
-      raise IndexError(i)
+  def _item(self, i):
     b = int(np.searchsorted(self._starts, i, side="right")) - 1
     row = i - int(self._starts[b])
     kept = self._kept.get(b)
@@ -201,13 +196,16 @@ class ParquetDocs(_BlockDocs):
     """
     pa = readers.import_pyarrow(source)
     self._files, self._field, self._source = list(files), field, source
-    block_file, block_loc, counts, kept = [], [], [], {}
+    block_file: list[int] = []
+    block_loc: list[int] = []
+    counts: list[int] = []
+    kept: dict[int, np.ndarray] = {}
     for k, path in enumerate(self._files):
       with self._open(k) as pf:
         _check_text_type(pa, pf.schema_arrow, field, path, source)
         md = pf.metadata
-        col = [md.schema.column(c).path for c in range(md.num_columns)]
-        col = col.index(field)
+        paths = [md.schema.column(c).path for c in range(md.num_columns)]
+        col = paths.index(field)
         for g in range(md.num_row_groups):
           n = md.row_group(g).num_rows
           rows = None
@@ -253,7 +251,10 @@ class ArrowDocs(_BlockDocs):
     pa = readers.import_pyarrow(source)
     self._files, self._field, self._source = list(files), field, source
     self._schemas, self._stream = [], []
-    block_file, block_loc, counts, kept = [], [], [], {}
+    block_file: list[int] = []
+    block_loc: list[int] = []
+    counts: list[int] = []
+    kept: dict[int, np.ndarray] = {}
     for k, path in enumerate(self._files):
       f = self._open(k)
       try:
@@ -298,7 +299,7 @@ class ArrowDocs(_BlockDocs):
     _check_text_type(pa, schema, self._field, path, src)
     i = schema.get_field_index(self._field)
 
-    def blocks():  # streaming format: a block is a message's byte offset
+    def stream_blocks():  # streaming format: a block is a message's offset
       while True:
         pos = f.tell()
         try:
@@ -316,7 +317,7 @@ class ArrowDocs(_BlockDocs):
         if msg.type == "record batch":
           yield pos, pa.ipc.read_record_batch(msg, schema).column(i)
 
-    return schema, True, blocks()
+    return schema, True, stream_blocks()
 
   def _open(self, k: int):
     f = super()._open(k)

@@ -17,6 +17,24 @@ def identity(x):
   return x
 
 
+class Documents(Sequence[str]):
+  """A random-access sequence of documents: slices and negative indices
+  resolve here, and subclasses read one document with `_item(i)`, 0 <= i <
+  len(self)."""
+
+  def _item(self, i: int) -> str:
+    raise NotImplementedError
+
+  def __getitem__(self, i):
+    if isinstance(i, slice):
+      return [self[j] for j in range(*i.indices(len(self)))]
+    if i < 0:
+      i += len(self)
+    if not 0 <= i < len(self):
+      raise IndexError(i)
+    return self._item(i)
+
+
 class Reopenable(Sequence):
   """A tfds data source that pickles as the recipe to reopen it.
 
@@ -41,7 +59,7 @@ class Reopenable(Sequence):
     self.__init__(state["opener"])
 
 
-class RecordTexts(Sequence[str]):
+class RecordTexts(Documents):
   """Random-access texts over a record source, optionally through indices."""
 
   def __init__(self, records, decode, indices=None):
@@ -52,13 +70,7 @@ class RecordTexts(Sequence[str]):
   def __len__(self) -> int:
     return len(self._indices if self._indices is not None else self._records)
 
-  def __getitem__(self, i):
-    if isinstance(i, slice):
-      return [self[j] for j in range(*i.indices(len(self)))]
-    if i < 0:
-      i += len(self)
-    if not 0 <= i < len(self):
-      raise IndexError(i)
+  def _item(self, i):
     if self._indices is not None:
       i = int(self._indices[i])
     return self._decode(self._records[i])

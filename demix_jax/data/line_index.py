@@ -25,10 +25,11 @@ from typing import Any
 from etils import epath
 import numpy as np
 
+from demix_jax.data import doc_views
 from demix_jax.data import readers
 
 
-class _SeekDocs(Sequence[str]):
+class _SeekDocs(doc_views.Documents):
   """Documents at byte offsets of files, read by seek (one handle a file)."""
 
   _files: list[str]
@@ -53,13 +54,7 @@ class _SeekDocs(Sequence[str]):
       f.seek(off)
       return f.readline() if length < 0 else f.read(length)
 
-  def __getitem__(self, i):
-    if isinstance(i, slice):
-      return [self[j] for j in range(*i.indices(len(self)))]
-    if i < 0:
-      i += len(self)
-    if not 0 <= i < len(self):
-      raise IndexError(i)
+  def _item(self, i):
     return self._doc(i)
 
   def __getstate__(self):

@@ -44,6 +44,7 @@ from etils import epath
 import numpy as np
 
 from demix_jax import storage
+from demix_jax.data import doc_views
 from demix_jax.data.errors import SourceError
 
 FORMAT_VERSION = 1
@@ -218,7 +219,7 @@ class Prepared:
       )
 
 
-class PreparedTexts(Sequence[str]):
+class PreparedTexts(doc_views.Documents):
   """Texts of a prepared split, decoded on access with its tokenizer.
 
   For code that needs text (tokenizer training, inspection); the trainer and
@@ -235,13 +236,7 @@ class PreparedTexts(Sequence[str]):
   def __len__(self) -> int:
     return self._prepared.documents(self._split)
 
-  def __getitem__(self, i):
-    if isinstance(i, slice):
-      return [self[j] for j in range(*i.indices(len(self)))]
-    if i < 0:
-      i += len(self)
-    if not 0 <= i < len(self):
-      raise IndexError(i)
+  def _item(self, i):
     if self._records is None:
       # Imported here: the tokenizer pulls SentencePiece (and more).
       from demix_jax.data import tokenizer  # pylint: disable=g-import-not-at-top

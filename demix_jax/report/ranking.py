@@ -44,7 +44,7 @@ def rank_runs(
     higher_is_better: target -> whether a higher score is better.
   """
   names = list(scores)
-  out = {n: {} for n in names}
+  out: dict[str, dict[str, float]] = {n: {} for n in names}
   for t in targets:
     r = ranks(
         [scores[n].get(t, float("nan")) for n in names], higher_is_better(t)

@@ -152,6 +152,8 @@ def run(
   s = spec.search
   base = inputs.results["base"]
   comps = inputs.results["components"]
+  assert isinstance(base, results.BaseResult)
+  assert isinstance(comps, results.ComponentsResult)
   ev = ws.engines.evaluator(
       base.run_dir, comps.run_dirs(), spec.budgets.use_budget
   )
