@@ -210,6 +210,9 @@ def final(r: config_lib.Reader, data: types.DataSpec) -> types.FinalSpec:
       tokens=r.int("final.tokens"),
       baselines=r.names("final.baselines", types.BASELINES),
       fixed_mixtures=fixed,
+      seeds=(
+          r.int("final.seeds") if r.optional("final.seeds") is not None else 1
+      ),
   )
 
 

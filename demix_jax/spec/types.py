@@ -135,6 +135,7 @@ class FinalSpec:
   tokens: int
   baselines: tuple[str, ...]
   fixed_mixtures: Mapping[str, Mapping[str, float]]
+  seeds: int = 1  # training seeds per final mixture
 
 
 @dataclasses.dataclass(frozen=True)
