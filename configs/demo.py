@@ -410,14 +410,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # stage, so shorter runs, fewer proxies and benchmark items than the
   # three-candidate pipeline.
   step = c.train.global_batch_size * c.data.seq_len
-  c.base.tokens = step * 120
-  c.components.tokens = step * 80
-  c.components.budgets = (step * 40, step * 80)
-  c.components.use_budget = step * 80
-  c.final.tokens = step * 80
+  c.base.tokens = step * 100
+  c.components.tokens = step * 72
+  c.components.budgets = (step * 36, step * 72)
+  c.components.use_budget = step * 72
+  c.final.tokens = step * 72
   c.search.cap_run_tokens = c.final.tokens
-  c.search.n_init = 12
-  c.search.gradient.steps = 6
+  c.search.n_init = 12  # rounds of 12/6/3 proxies
+  c.search.gradient.steps = 4
   c.search.barrier_points = 2
   c.eval.max_items = 24
   return c
