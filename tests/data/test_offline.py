@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+from demix_jax.data import crawl
 from demix_jax.data import offline
 
 _SNIPPET = (
@@ -89,21 +90,21 @@ def test_crawl_is_copies_of_near_duplicate_wiki_pages(monkeypatch):
   monkeypatch.setattr(offline, "wiki_documents", lambda split: iter(_PASSAGES))
   train = list(offline.iter_documents("crawl", "train"))
   held = list(offline.iter_documents("crawl", "heldout"))
-  assert len(train) == offline.CRAWL_COPIES * len(_PASSAGES)
+  assert len(train) == crawl.COPIES * len(_PASSAGES)
   assert len(held) == len(_PASSAGES)
   # Copy-major: the first pages cover every passage once.
   assert [k for k, _ in train[:3]] == [f"Title{i}/0/0" for i in range(3)]
   assert train == list(offline.iter_documents("crawl", "train"))
   pages = [t for k, t in train if k.startswith("Title0/")]
-  assert len(set(pages)) == offline.CRAWL_COPIES  # near, not exact, copies
-  words = set(offline._WORD.findall(_PASSAGES[0][1]))
+  assert len(set(pages)) == crawl.COPIES  # near, not exact, copies
+  words = set(crawl.WORD.findall(_PASSAGES[0][1]))
   for page in pages:
     lines = page.split("\n")
-    assert lines[0] in offline._CRAWL_HEADERS
-    assert lines[1] in offline._CRAWL_BANNERS
-    assert lines[-1] in offline._CRAWL_FOOTERS
+    assert lines[0] in crawl.HEADERS
+    assert lines[1] in crawl.BANNERS
+    assert lines[-1] in crawl.FOOTERS
     assert lines[-2].startswith("Tags: ")
-    body = offline._WORD.findall(lines[2])
+    body = crawl.WORD.findall(lines[2])
     # Every word is the passage's, or one with two letters swapped.
     for w in body:
       assert w in words or any(
@@ -113,9 +114,9 @@ def test_crawl_is_copies_of_near_duplicate_wiki_pages(monkeypatch):
 
 def test_crawl_page_is_deterministic_and_misspells_some_words():
   text = " ".join(["Something"] * 400) + "."
-  a = offline.crawl_page("k", text, 0)
-  assert a == offline.crawl_page("k", text, 0)
-  assert a != offline.crawl_page("k", text, 1)
-  body = offline._WORD.findall(a.split("\n")[2])
+  a = crawl.page("k", text, 0)
+  assert a == crawl.page("k", text, 0)
+  assert a != crawl.page("k", text, 1)
+  body = crawl.WORD.findall(a.split("\n")[2])
   swapped = sum(w != "Something" for w in body) / len(body)
-  assert 0.02 < swapped < 0.2  # CRAWL_TYPO_PERCENT = 8
+  assert 0.02 < swapped < 0.2  # crawl.TYPO_PERCENT = 8
