@@ -150,3 +150,13 @@ def test_final_seeds_must_be_positive(fake_ws):
   with pytest.raises(config_lib.ConfigError) as err:
     fake_ws(**{"final.seeds": 0})
   assert err.value.field == "final.seeds"
+
+
+def test_final_seeds_default_to_one_when_the_config_has_none():
+  from configs import demo  # pylint: disable=g-import-not-at-top
+  from demix_jax import spec as spec_lib  # pylint: disable=g-import-not-at-top
+
+  c = demo.get_config("runlocal")
+  del c.final["seeds"]
+  assert spec_lib.resolve(c).final.seeds == 1
+  assert spec_lib.resolve(demo.get_config()).final.seeds == 2
