@@ -32,7 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       field="text",
       tokenizer="",
   )
-  c = demo.get_config("runlocal" if arg.runlocal else None)
+  c = demo.pipeline_defaults("runlocal" if arg.runlocal else None)
   names = [n for n in ("general", "math", "code") if arg[n]]
   if "general" not in names or len(names) < 2:
     raise config_lib.ConfigError(

@@ -73,7 +73,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg.runlocal:
     # Same code path, CPU-sized: the demo's runlocal variant.
     return demo.get_config("runlocal")
-  c = demo.get_config()
+  c = demo.pipeline_defaults()
 
   c.model.vocab_size = 151_936
   c.model.d_model = 2048

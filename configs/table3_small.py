@@ -96,7 +96,7 @@ def component_mixture(alpha: dict[str, float], beta: float) -> dict:
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the small Table 3 config (`runlocal`: a few steps per run)."""
   arg = config_lib.parse_arg(arg, runlocal=False)
-  c = demo.get_config("runlocal" if arg.runlocal else None)
+  c = demo.pipeline_defaults("runlocal" if arg.runlocal else None)
   c.stages = ("base", "components", "search", "baselines", "final", "report")
   # The paper's search: the surrogate's top-k average, no gradient step.
   c.search.gradient.enabled = False

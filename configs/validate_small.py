@@ -38,7 +38,7 @@ _STEP = 16 * 128  # tokens per step of the demo's batch
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the small validation config (`runlocal`: a few steps)."""
   arg = config_lib.parse_arg(arg, runlocal=False, references=24, twins=12)
-  c = demo.get_config("runlocal" if arg.runlocal else None)
+  c = demo.pipeline_defaults("runlocal" if arg.runlocal else None)
   c.stages = ("base", "components", "validate")
   c.validate.num_references = arg.references
   c.validate.twins = arg.twins

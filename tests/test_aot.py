@@ -645,3 +645,22 @@ def test_cost_plan_of_the_table6_transfer_costs_base_and_final():
   q = plan_lib.cost_plan(full, _plan_steps(), chips=64, peak_flops=1e12)
   assert list(q["stages"]) == ["base", "components", "search", "final"]
   assert q["total_demix"]["chip_hours_bound"] > total
+
+
+def test_cost_plan_counts_every_final_seed():
+  from configs import qwen3_1p7b
+  from demix_jax import spec as spec_lib
+  from demix_jax.aot import plan as plan_lib
+
+  c = qwen3_1p7b.get_config()
+  one = plan_lib.cost_plan(
+      spec_lib.resolve(c), _plan_steps(), chips=32, peak_flops=1e12
+  )
+  c.final.seeds = 2
+  two = plan_lib.cost_plan(
+      spec_lib.resolve(c), _plan_steps(), chips=32, peak_flops=1e12
+  )
+  assert two["stages"]["final"]["runs"] == 2 * one["stages"]["final"]["runs"]
+  assert two["stages"]["final"]["chip_hours_bound"] == pytest.approx(
+      2 * one["stages"]["final"]["chip_hours_bound"]
+  )

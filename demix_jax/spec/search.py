@@ -304,6 +304,9 @@ def final(
       baselines=r.names("final.baselines", types.BASELINES),
       fixed_mixtures=fixed,
       mixture_from=mixture_from(r),
+      seeds=(
+          r.int("final.seeds") if r.optional("final.seeds") is not None else 1
+      ),
   )
 
 

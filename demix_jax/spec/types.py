@@ -167,6 +167,7 @@ class FinalSpec:
   # "" = this run's search; else another run's report/mixture.json (or its
   # run directory), checked at preflight (`spec.transfer.read`).
   mixture_from: str = ""
+  seeds: int = 1  # training seeds per final mixture
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,6 +17,9 @@ from demix_jax.stages import results as results_lib
 # offset = the kind's base + the run's index (the base run: 0).
 COMPONENT_SEED = 1  # + candidate index
 FINAL_SEED = 100  # + final run index
+# A final run's further seeds (`final.seeds` > 1): seed k (k = 1, 2, ...)
+# of a mixture adds k times this to its offset.
+FINAL_REPEAT_SEED = 1_000_000
 REFERENCE_SEED = 1000  # + reference index (validate)
 TWIN_SEED = 500_000  # + reference index (validate's noise-ceiling twins)
 # The validation's reference mixtures are drawn with `seed +` this (the

@@ -4,8 +4,11 @@ Every run starts from the base and trains `final.tokens` on its source
 weights; the found mixture is "demix", the natural-proportion baseline
 "natural", and each `final.fixed_mixtures` entry and each trained-proxy
 search of `search.baselines` (stage `baselines`) runs under its own name.
-Each run records itself in `final/<name>/done.json` once scored, so a rerun
-after a kill neither retrains nor rescores finished runs.
+With `final.seeds` = k > 1 each mixture trains k times (seed j > 0 in
+`final/<name>-seed<j>`, its own data order and step seed), and its result
+holds the mean scores and each seed's. Each run records itself in
+`<run>/done.json` once scored, so a rerun after a kill neither retrains nor
+rescores finished runs.
 
 With `final.mixture_from` the found mixture is another run's (its
 report/mixture.json, e.g. a 1.7B search trained here at 8B, the paper's
@@ -118,47 +121,71 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.FinalResult:
   ws = inputs.ws
   base = inputs.results["base"]
   tokens = spec.final.tokens
+  seeds = spec.final.seeds
   runs = mixtures(spec, inputs)
   ev = None
   per_run = common.steps_of(spec, tokens)
-  bar = progress_lib.Progress(NAME, per_run * len(runs), "steps")
-  out = {}
-  for i, (name, weights) in enumerate(runs.items()):
-    run_dir = ws.workdir / "final" / name
+  jobs = [(n, k) for n in runs for k in range(seeds)]
+  bar = progress_lib.Progress(NAME, per_run * len(jobs), "steps")
+  done: dict[tuple[str, int], results.FinalRun] = {}
+  for j, (name, k) in enumerate(jobs):
+    i = list(runs).index(name)
+    # Seed 0 keeps the one-seed layout (final/<name>), so one-seed
+    # workdirs resume unchanged.
+    run_dir = ws.workdir / "final" / (name if k == 0 else f"{name}-seed{k}")
     done_path = run_dir / "done.json"
     if done_path.exists():
-      out[name] = results.FinalRun.from_json(
+      done[name, k] = results.FinalRun.from_json(
           storage.read_json(done_path), str(done_path)
       )
-      bar.update(per_run * (i + 1))
+      bar.update(per_run * (j + 1))
       continue
     r = ws.recipe.train(
         run_dir,
-        weights,
+        runs[name],
         tokens,
-        what=f"final run {name}",
+        what=f"final run {name}" + (f" (seed {k})" if k else ""),
         init_from=base.run_dir,
-        seed_offset=common.FINAL_SEED + i,
+        seed_offset=common.FINAL_SEED + i + k * common.FINAL_REPEAT_SEED,
         config_hash=inputs.config_hash,
-        progress=lambda s, i=i: bar.update(per_run * i + s),
+        progress=lambda s, j=j: bar.update(per_run * j + s),
     )
     if ev is None:
       ev = _evaluator(spec, inputs)
     scores = ev.evaluate_params(r.params)
-    out[name] = results.FinalRun(
+    done[name, k] = results.FinalRun(
         run_dir=str(run_dir),
-        weights=weights,
+        weights=runs[name],
         tokens=r.tokens,
         train_seconds=r.seconds,
-        scores={k: float(v) for k, v in scores.items()},
+        scores={t: float(v) for t, v in scores.items()},
     )
-    common.write_json(done_path, out[name].to_json())
-  bar.finish(f"{len(out)} runs of {tokens:,} tokens")
-  moved = transfer.read(spec)
+    common.write_json(done_path, done[name, k].to_json())
+  out = {n: _over_seeds([done[n, k] for k in range(seeds)]) for n in runs}
+  what = f"{len(out)} runs" + (f" x {seeds} seeds" if seeds > 1 else "")
+  bar.finish(f"{what} of {tokens:,} tokens")
   return results.FinalResult(
       runs=out,
-      tokens=sum(r.tokens for r in out.values()),
-      mixture_from=moved,
+      tokens=sum(r.tokens for r in done.values()),
+      mixture_from=transfer.read(spec),
+  )
+
+
+def _over_seeds(per_seed: list[results.FinalRun]) -> results.FinalRun:
+  """One mixture's runs over seeds: mean scores, each seed's kept."""
+  if len(per_seed) == 1:
+    return per_seed[0]
+  first = per_seed[0]
+  return results.FinalRun(
+      run_dir=first.run_dir,
+      weights=first.weights,
+      tokens=sum(r.tokens for r in per_seed),
+      train_seconds=sum(r.train_seconds for r in per_seed),
+      scores={
+          t: float(sum(r.scores[t] for r in per_seed) / len(per_seed))
+          for t in first.scores
+      },
+      seed_scores=[dict(r.scores) for r in per_seed],
   )
 
 

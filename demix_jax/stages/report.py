@@ -31,7 +31,25 @@ from demix_jax.stages import summary as summary_lib
 NAME = "report"
 
 
-def _plots(spec, ws, search, summary, key_targets, out_dir) -> dict[str, str]:
+def seed_std(
+    final: results.FinalResult | None, targets
+) -> dict[str, dict[str, float]] | None:
+  """{run: {target: std over its training seeds}}; None with one seed."""
+  if final is None or not any(r.seed_scores for r in final.runs.values()):
+    return None
+  return {
+      n: {
+          t: float(np.std([s.get(t, np.nan) for s in r.seed_scores], ddof=1))
+          for t in targets
+      }
+      for n, r in final.runs.items()
+      if r.seed_scores and len(r.seed_scores) > 1
+  }
+
+
+def _plots(
+    spec, ws, search, summary, key_targets, out_dir, spread=None
+) -> dict[str, str]:
   names = ws.candidates
   alphas, cols, rounds = table_lib.read_proxies(search.proxies_csv, names)
   chosen = np.array([search.alpha[n] for n in names])
@@ -90,6 +108,7 @@ def _plots(spec, ws, search, summary, key_targets, out_dir) -> dict[str, str]:
         proxies={
             n: p["merged_scores"] for n, p in (search.proxies or {}).items()
         },
+        spread=spread,
     )
   return pngs
 
@@ -342,6 +361,50 @@ def ranking_table(
   return {n: out[n] for n in order}
 
 
+def seed_objectives(
+    spec: spec_lib.RunSpec,
+    search: results.SearchResult,
+    final: results.FinalResult | None,
+) -> tuple[dict[str, list[float]], dict[str, float | None]]:
+  """The search's own objective per training seed of each final mixture.
+
+  Returns ({run: [objective of seed 0, seed 1, ...]}, {run: the merged
+  proxy's objective at that mixture, or None}); ({}, {}) without runs
+  trained with several seeds. A composite ranks every seed of every run
+  among each other; "normalized" is taken from the base's scores.
+  """
+  if final is None or not any(r.seed_scores for r in final.runs.values()):
+    return {}, {}
+  dm = dict(spec.eval.domain_metrics)
+  direction = lambda t: scoring.higher_is_better(t, dm)
+  obj = search.objective
+  o = objective_lib.ObjectiveSpec(
+      obj.targets, obj.kind, spec.search.objective.weights
+  )
+  if obj.kind == "normalized":
+    if not search.base_scores:
+      return {}, {}
+    o = o.with_reference(search.base_scores)
+  rows = [
+      (n, k, s)
+      for n, r in final.runs.items()
+      for k, s in enumerate(r.seed_scores or [r.scores])
+  ]
+  table = {
+      t: np.array([s.get(t, np.nan) for _, _, s in rows]) for t in o.targets
+  }
+  values = objective_lib.evaluate(table, o, direction)
+  per_seed: dict[str, list[float]] = {n: [] for n in final.runs}
+  for (n, _, _), v in zip(rows, values):
+    per_seed[n].append(float(v))
+  key = "normalized" if obj.kind == "normalized" else "objective"
+  proxy = {
+      n: None if n not in (search.proxies or {}) else search.proxies[n][key]
+      for n in final.runs
+  }
+  return per_seed, proxy
+
+
 def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.ReportResult:
   ws = inputs.ws
   search = inputs.get("search")
@@ -357,15 +420,25 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.ReportResult:
       for t in next(iter(search.methods.values()))["merged_scores"]
       if t.startswith("heldout/") and t.endswith("/bpb")
   )
+  per_seed, proxy = seed_objectives(spec, search, inputs.get("final"))
   summary = summary_lib.build_summary(
       inputs.results,
       key_targets + extra,
       objective_table(spec, search, inputs.get("final")),
       ranking=ranking_table(spec, inputs.results),
+      verdict=summary_lib.seed_verdict(per_seed, proxy, search.objective.kind),
   )
   pngs = {}
   if jax.process_index() == 0:
-    pngs = _plots(spec, ws, search, summary, key_targets, out_dir)
+    pngs = _plots(
+        spec,
+        ws,
+        search,
+        summary,
+        key_targets,
+        out_dir,
+        spread=seed_std(inputs.get("final"), summary.key_targets),
+    )
     write_mixture(out_dir, spec, search)
     rel = {k: v.rsplit("/", 1)[-1] for k, v in pngs.items()}
     storage.atomic_write_json(out_dir / "summary.json", summary.to_json())
@@ -466,3 +539,6 @@ def print_result(summary: results.Summary | dict[str, Any]) -> None:
           + (f"{proxy:12.4f}" if proxy is not None else f"{'–':>12s}")
           + f"{o.trained_composite:12.4f}{o.trained_mean:13.4f}"
       )
+  if summary.verdict:
+    print("")
+    print("\n".join(summary_lib.verdict_lines(summary.verdict)))

@@ -171,7 +171,10 @@ class FinalRun(Result):
   run_dir: str
   weights: dict[str, float]
   train_seconds: float
+  # With `final.seeds` > 1: the mean over the seeds, and each seed's own
+  # scores (seed 0's run is `run_dir`; `tokens`, `train_seconds`: all seeds).
   scores: dict[str, float]
+  seed_scores: list[dict[str, float]] | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -344,3 +347,5 @@ class Summary(Record):
   # The final runs ranked on each benchmark (DeMix's Table 3), best first;
   # {} without a final stage.
   ranking: dict[str, RankedRun] = dataclasses.field(default_factory=dict)
+  # The seed verdict (`summary.seed_verdict`); None with one seed per run.
+  verdict: dict[str, Any] | None = None

@@ -19,6 +19,7 @@ def build_summary(
     key_targets: Sequence[str],
     objectives: Mapping[str, results_lib.ObjectiveRow] | None = None,
     ranking: Mapping[str, results_lib.RankedRun] | None = None,
+    verdict: Mapping[str, Any] | None = None,
 ) -> results_lib.Summary:
   """One Summary from the finished stages' results.
 
@@ -28,6 +29,7 @@ def build_summary(
     key_targets: targets shown first in tables (e.g. domain scores).
     objectives: the search objective per final run (`report`'s table).
     ranking: the final runs ranked per benchmark (`report`'s Table 3).
+    verdict: `seed_verdict`'s result (None with one seed per run).
 
   Returns:
     The Summary.
@@ -77,7 +79,109 @@ def build_summary(
           if isinstance(validate, results_lib.ValidateResult)
           else None
       ),
+      verdict=None if verdict is None else dict(verdict),
   )
+
+
+def seed_verdict(
+    per_seed: Mapping[str, Sequence[float]],
+    proxy: Mapping[str, float | None],
+    objective: str,
+    found: str = "demix",
+) -> dict[str, Any] | None:
+  """The found mixture against each baseline, with the seed spread.
+
+  Args:
+    per_seed: {run: the search objective of each training seed of that
+      run's mixture (lower is better)}, the found mixture among them.
+    proxy: {run: the same objective of the merged proxy at that mixture}
+      (None where no proxy exists).
+    objective: the objective's name, for the printout.
+    found: the found mixture's run name.
+
+  Returns:
+    None with fewer than two seeds or no found run; else {"objective",
+    "seeds", "per_seed", "mean", "spread" (the largest difference between
+    two seeds of one mixture, over all mixtures), "baselines": {name:
+    {"margin" (baseline's mean - the found one's: > 0 = found is better),
+    "beyond_noise" (margin > 2 x spread), "trained_order", "proxy_order"
+    ("found" or the baseline's name: which one is better; None without a
+    proxy), "orders_match"}}}.
+  """
+  if found not in per_seed:
+    return None
+  seeds = min(len(v) for v in per_seed.values())
+  if seeds < 2:
+    return None
+  vals = {n: [float(x) for x in v[:seeds]] for n, v in per_seed.items()}
+  mean = {n: sum(v) / seeds for n, v in vals.items()}
+  spread = max(max(v) - min(v) for v in vals.values())
+  out_b = {}
+  for name in vals:
+    if name == found:
+      continue
+    margin = mean[name] - mean[found]
+    trained = found if margin > 0 else name
+    p_found, p_base = proxy.get(found), proxy.get(name)
+    if p_found is None or p_base is None:
+      proxy_order = None
+    else:
+      proxy_order = found if p_base - p_found > 0 else name
+    out_b[name] = {
+        "margin": margin,
+        "beyond_noise": bool(abs(margin) > 2 * spread),
+        "trained_order": trained,
+        "proxy_order": proxy_order,
+        "orders_match": None if proxy_order is None else proxy_order == trained,
+    }
+  return {
+      "objective": objective,
+      "seeds": seeds,
+      "per_seed": vals,
+      "mean": mean,
+      "spread": spread,
+      "baselines": out_b,
+  }
+
+
+def verdict_lines(
+    verdict: Mapping[str, Any], found: str = "demix"
+) -> list[str]:
+  """The seed verdict as plain lines (stdout and report.md)."""
+  spread = verdict["spread"]
+  out = [
+      f"Verdict on the search's objective ({verdict['objective']}, lower is"
+      f" better; mean of {verdict['seeds']} seeds per mixture):",
+      "  run          "
+      + "".join(f"{'seed ' + str(k):>11s}" for k in range(verdict["seeds"]))
+      + f"{'mean':>11s}",
+  ]
+  for name, vals in verdict["per_seed"].items():
+    out.append(
+        f"  {name:<13s}"
+        + "".join(f"{v:11.4f}" for v in vals)
+        + f"{verdict['mean'][name]:11.4f}"
+    )
+  out.append(
+      f"  seed-to-seed spread (largest seed difference of one mixture):"
+      f" {spread:.4f}; twice it: {2 * spread:.4f}"
+  )
+  for name, b in verdict["baselines"].items():
+    better = found if b["margin"] > 0 else name
+    noise = "exceeds" if b["beyond_noise"] else "does NOT exceed"
+    out.append(
+        f"  {found} vs {name}: margin {b['margin']:+.4f} ({better} better);"
+        f" {noise} twice the spread"
+    )
+    if b["proxy_order"] is None:
+      out.append(f"    merged proxies: no proxy for {name}")
+    else:
+      match = "matches" if b["orders_match"] else "does NOT match"
+      out.append(
+          f"    merged proxies rank {b['proxy_order']} better:"
+          f" {match} the trained order"
+      )
+  return out
 
 
 def _fmt(v: Any) -> str:
@@ -251,6 +355,9 @@ def render_markdown(
     ]
   if summary.ranking:
     out += _ranking_section(summary.ranking)
+  if summary.verdict:
+    out += ["## Verdict over seeds", "", "```"]
+    out += verdict_lines(summary.verdict) + ["```", ""]
   if summary.search_methods:
     rows = []
     for name, m in summary.search_methods.items():

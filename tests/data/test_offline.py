@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+from demix_jax.data import crawl
 from demix_jax.data import offline
 
 _SNIPPET = (
@@ -72,3 +73,50 @@ def test_builder_is_cached(cache_dir):
           b"".join(b2.as_data_source("train")[i]["text"] for i in range(30))
       ).hexdigest()
   )
+
+
+_PASSAGES = [
+    (
+        f"Title{i}/0",
+        f"The article number {i} describes something. It has several "
+        "sentences about history and science. Another sentence follows "
+        "here. Finally the passage ends with a conclusion.",
+    )
+    for i in range(3)
+]
+
+
+def test_crawl_is_copies_of_near_duplicate_wiki_pages(monkeypatch):
+  monkeypatch.setattr(offline, "wiki_documents", lambda split: iter(_PASSAGES))
+  train = list(offline.iter_documents("crawl", "train"))
+  held = list(offline.iter_documents("crawl", "heldout"))
+  assert len(train) == crawl.COPIES * len(_PASSAGES)
+  assert len(held) == len(_PASSAGES)
+  # Copy-major: the first pages cover every passage once.
+  assert [k for k, _ in train[:3]] == [f"Title{i}/0/0" for i in range(3)]
+  assert train == list(offline.iter_documents("crawl", "train"))
+  pages = [t for k, t in train if k.startswith("Title0/")]
+  assert len(set(pages)) == crawl.COPIES  # near, not exact, copies
+  words = set(crawl.WORD.findall(_PASSAGES[0][1]))
+  for page in pages:
+    lines = page.split("\n")
+    assert lines[0] in crawl.HEADERS
+    assert lines[1] in crawl.BANNERS
+    assert lines[-1] in crawl.FOOTERS
+    assert lines[-2].startswith("Tags: ")
+    body = crawl.WORD.findall(lines[2])
+    # Every word is the passage's, or one with two letters swapped.
+    for w in body:
+      assert w in words or any(
+          sorted(w) == sorted(x) and len(w) == len(x) for x in words
+      ), w
+
+
+def test_crawl_page_is_deterministic_and_misspells_some_words():
+  text = " ".join(["Something"] * 400) + "."
+  a = crawl.page("k", text, 0)
+  assert a == crawl.page("k", text, 0)
+  assert a != crawl.page("k", text, 1)
+  body = crawl.WORD.findall(a.split("\n")[2])
+  swapped = sum(w != "Something" for w in body) / len(body)
+  assert 0.02 < swapped < 0.2  # crawl.TYPO_PERCENT = 8

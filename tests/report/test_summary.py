@@ -105,3 +105,38 @@ def test_summary_round_trips_and_omits_what_did_not_run():
   del blob["alpha"]
   with pytest.raises(results.ResultError, match="missing field 'alpha'"):
     results.Summary.from_json(blob, "summary.json")
+
+
+def test_seed_verdict_margin_spread_and_proxy_order():
+  per_seed = {
+      "demix": [-0.30, -0.28],
+      "natural": [-0.10, -0.13],
+      "uniform": [-0.27, -0.26],
+  }
+  proxy = {"demix": -0.2, "natural": -0.1, "uniform": -0.25}
+  v = summary_lib.seed_verdict(per_seed, proxy, "normalized")
+  assert v["seeds"] == 2
+  assert v["spread"] == pytest.approx(0.03)  # natural's two seeds
+  assert v["mean"]["demix"] == pytest.approx(-0.29)
+  nat, uni = v["baselines"]["natural"], v["baselines"]["uniform"]
+  assert nat["margin"] == pytest.approx(0.175) and nat["beyond_noise"]
+  assert nat["trained_order"] == "demix" and nat["orders_match"]
+  # demix beats uniform by less than twice the spread; the proxies had
+  # uniform ahead, training has demix ahead.
+  assert uni["margin"] == pytest.approx(0.025) and not uni["beyond_noise"]
+  assert uni["proxy_order"] == "uniform" and uni["orders_match"] is False
+  text = "\n".join(summary_lib.verdict_lines(v))
+  assert "demix vs natural: margin +0.1750 (demix better); exceeds" in text
+  assert "demix vs uniform: margin +0.0250 (demix better); does NOT" in text
+  assert "spread (largest seed difference of one mixture): 0.0300" in text
+  assert "merged proxies rank uniform better: does NOT match" in text
+
+
+def test_seed_verdict_needs_two_seeds_and_the_found_run():
+  assert summary_lib.seed_verdict({"demix": [0.1]}, {}, "normalized") is None
+  assert summary_lib.seed_verdict({"natural": [0.1, 0.2]}, {}, "x") is None
+  v = summary_lib.seed_verdict(
+      {"demix": [0.1, 0.1], "natural": [0.3, 0.2]}, {"demix": None}, "x"
+  )
+  assert v["baselines"]["natural"]["proxy_order"] is None
+  assert "no proxy for natural" in "\n".join(summary_lib.verdict_lines(v))

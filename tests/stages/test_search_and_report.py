@@ -8,6 +8,7 @@ import pytest
 from demix_jax.stages import report
 from demix_jax.stages import results
 from demix_jax.stages import search
+from demix_jax.stages import summary as summary_lib
 
 
 def test_pool_size_and_sampler_override_keep_the_other_settings(fake_ws):
@@ -144,3 +145,75 @@ def test_write_mixture_and_print_result(fake_ws, tmp_path, capsys):
   assert "Surrogate of the final fit: ridge" in typed
   row = next(ln for ln in typed.splitlines() if "domain/code" in ln)
   assert row.split()[1:] == ["4.0000", "4.5000", "4.2000"]
+
+
+def test_seed_objectives_verdict_and_seed_std(fake_ws, capsys):
+  ws = fake_ws()
+
+  def run(*seeds):
+    mean = {t: float(np.mean([s[t] for s in seeds])) for t in seeds[0]}
+    return results.FinalRun(
+        run_dir="",
+        weights={},
+        train_seconds=0.0,
+        scores=mean,
+        seed_scores=list(seeds),
+    )
+
+  final = results.FinalResult(
+      runs={
+          "demix": run(
+              {"domain/code": 4.0, "heldout/bpb": 3.6},
+              {"domain/code": 4.1, "heldout/bpb": 3.6},
+          ),
+          "natural": run(
+              {"domain/code": 4.5, "heldout/bpb": 4.0},
+              {"domain/code": 4.5, "heldout/bpb": 4.0},
+          ),
+      }
+  )
+  search = _search_result(
+      proxies={"demix": {"normalized": -0.1}, "natural": {"normalized": 0.0}}
+  )
+  per_seed, proxy = report.seed_objectives(ws.spec, search, final)
+  # Relative change from the base, per seed: (-0.2 - 0.1) / 2 for seed 0.
+  assert per_seed["demix"] == pytest.approx([-0.15, -0.14])
+  assert per_seed["natural"] == pytest.approx([-0.05, -0.05])
+  assert proxy == {"demix": -0.1, "natural": 0.0}
+  std = report.seed_std(final, ["domain/code"])
+  assert std["demix"]["domain/code"] == pytest.approx(0.1 / np.sqrt(2))
+  v = summary_lib.seed_verdict(per_seed, proxy, "normalized")
+  assert v["baselines"]["natural"]["beyond_noise"]
+  assert v["baselines"]["natural"]["orders_match"]
+  # One seed per run: no verdict, no error bars.
+  one = _final({"demix": {"domain/code": 4.0}, "natural": {"domain/code": 4.5}})
+  assert report.seed_objectives(ws.spec, search, one) == ({}, {})
+  assert report.seed_std(one, ["domain/code"]) is None
+  summary = results.Summary(
+      alpha={},
+      source_weights={},
+      epochs={},
+      predicted={},
+      predicted_std={},
+      merged={},
+      search_methods={},
+      final={"domain/code": 4.05},
+      baselines={"natural": {"domain/code": 4.5}},
+      final_weights={},
+      cost={},
+      key_targets=["domain/code"],
+      n_proxies=0,
+      surrogate="ridge",
+      rounds=[],
+      diagnostics={},
+      config_snippet="",
+      verdict=v,
+  )
+  back = results.Summary.from_json(json.loads(json.dumps(summary.to_json())))
+  assert back.verdict == v
+  report.print_result(back)
+  out = capsys.readouterr().out
+  assert "Verdict on the search's objective (normalized" in out
+  assert "demix vs natural: margin +0.0950 (demix better); exceeds" in out
+  md = summary_lib.render_markdown(back, {})
+  assert "## Verdict over seeds" in md and "seed 1" in md

@@ -1,5 +1,8 @@
 """Stages base, components and final against a fake workspace."""
 
+import pytest
+
+from demix_jax import config_lib
 from demix_jax.stages import base
 from demix_jax.stages import common
 from demix_jax.stages import components
@@ -92,3 +95,68 @@ def test_final_trains_found_and_baselines_and_scores_them(fake_ws):
   again = final.run(ws.spec, inputs)
   assert again.runs == r.runs and len(ws.recipe.calls) == len(r.runs)
   assert len(ws.engines.ev.scored) == len(r.runs)
+
+
+def test_final_seeds_train_each_mixture_again_with_its_own_seed(fake_ws):
+  ws = fake_ws(**{"final.seeds": 2})
+  comps = results.ComponentsResult(
+      components={
+          c: results.TrainedRun(
+              run_dir=f"/c/{c}", steps=1, train_seconds=0.0, mixture={}
+          )
+          for c in ws.candidates
+      }
+  )
+  search = results.SearchResult(
+      alpha={},
+      source_weights={"general": 0.5, "code": 0.5},
+      predicted={},
+      predicted_std={},
+      merged_scores={},
+      methods={},
+      epochs={},
+      rounds=[],
+      final_cv={},
+      proxies_csv="",
+      n_proxies=0,
+      diagnostics={},
+      config_snippet="",
+      objective=results.SearchObjective(kind="target", targets=("t",)),
+      search_seconds=0.0,
+  )
+  inputs = _inputs(ws, base=_base(), components=comps, search=search)
+  r = final.run(ws.spec, inputs)
+  names = list(r.runs)
+  dirs = [c["run_dir"].rsplit("/", 1)[1] for c in ws.recipe.calls]
+  assert dirs == [n + s for n in names for s in ("", "-seed1")]
+  offsets = [c["seed_offset"] for c in ws.recipe.calls]
+  assert offsets == [
+      common.FINAL_SEED + i + k * common.FINAL_REPEAT_SEED
+      for i in range(len(names))
+      for k in range(2)
+  ]
+  assert len(set(offsets)) == len(offsets)
+  demix = r.runs["demix"]
+  assert len(demix.seed_scores) == 2
+  assert demix.scores["domain/code"] == 4.5  # the mean over the seeds
+  assert demix.run_dir.endswith("/final/demix")
+  assert r.tokens == 2 * len(names) * ws.spec.final.tokens
+  # Resumes from each seed's done.json.
+  again = final.run(ws.spec, inputs)
+  assert again.runs == r.runs and len(ws.recipe.calls) == 2 * len(names)
+
+
+def test_final_seeds_must_be_positive(fake_ws):
+  with pytest.raises(config_lib.ConfigError) as err:
+    fake_ws(**{"final.seeds": 0})
+  assert err.value.field == "final.seeds"
+
+
+def test_final_seeds_default_to_one_when_the_config_has_none():
+  from configs import demo  # pylint: disable=g-import-not-at-top
+  from demix_jax import spec as spec_lib  # pylint: disable=g-import-not-at-top
+
+  c = demo.get_config("runlocal")
+  del c.final["seeds"]
+  assert spec_lib.resolve(c).final.seeds == 1
+  assert spec_lib.resolve(demo.get_config()).final.seeds == 2
