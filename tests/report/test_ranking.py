@@ -7,6 +7,7 @@ import numpy as np
 from configs import table3_small
 from demix_jax import spec as spec_lib
 from demix_jax.report import ranking
+from demix_jax.stages import comparison
 from demix_jax.stages import report
 from demix_jax.stages import results
 from demix_jax.stages import summary as summary_lib
@@ -46,7 +47,7 @@ def _spec():
 
 def _final(spec, bpb):
   """Final runs whose every benchmark and domain score is `bpb[run]`."""
-  targets = report.benchmark_targets(spec)
+  targets = comparison.benchmark_targets(spec)
   domains = ["domain/general", "domain/code", "domain/math"]
   return results.FinalResult(
       runs={
@@ -79,7 +80,7 @@ def _method(kind, n, tokens, proxy_tokens):
 
 def test_the_table_ranks_runs_and_charges_each_method_its_search():
   spec = _spec()
-  assert report.benchmark_targets(spec) == [
+  assert comparison.benchmark_targets(spec) == [
       f"{b}/bpb" for b in spec.eval.benchmarks
   ]
   base = results.BaseResult(
@@ -114,7 +115,7 @@ def test_the_table_ranks_runs_and_charges_each_method_its_search():
           },
       ),
   }
-  table = report.ranking_table(spec, done)
+  table = comparison.ranking_table(spec, done)
   # Best first; lower bpb is better; the two at 3.0 share ranks 3 and 4.
   assert list(table) == [
       "climb",
@@ -151,13 +152,13 @@ def test_the_table_ranks_runs_and_charges_each_method_its_search():
   assert (table["climb"].n_proxies, table["climb"].tokens_per_proxy) == (6, 50)
   assert table["natural"].n_proxies is None
   # Without final runs there is nothing to rank.
-  assert report.ranking_table(spec, {"search": _Search()}) == {}
+  assert comparison.ranking_table(spec, {"search": _Search()}) == {}
 
 
 def test_the_table_goes_into_report_md_and_round_trips_summary_json():
   spec = _spec()
   final = _final(spec, {"demix": 2.0, "natural": 1.0})
-  table = report.ranking_table(spec, {"final": final})
+  table = comparison.ranking_table(spec, {"final": final})
   search = results.SearchResult(
       alpha={"general": 1.0},
       source_weights={},
@@ -221,7 +222,7 @@ def test_the_cli_prints_the_table_only_when_trained_proxies_ran(capsys):
       config_snippet="",
   )
   plain = results.Summary(
-      **base, ranking=report.ranking_table(spec, {"final": final})
+      **base, ranking=comparison.ranking_table(spec, {"final": final})
   )
   report.print_result(plain.to_json())
   assert "Table 3" not in capsys.readouterr().out  # the demo's output
@@ -229,7 +230,7 @@ def test_the_cli_prints_the_table_only_when_trained_proxies_ran(capsys):
       methods={"climb": _method("climb", 6, 50, 300)}, base_scores={}
   )
   final = _final(spec, {"demix": 2.0, "natural": 3.0, "climb": 1.0})
-  table = report.ranking_table(spec, {"final": final, "baselines": found})
+  table = comparison.ranking_table(spec, {"final": final, "baselines": found})
   report.print_result(results.Summary(**base, ranking=table).to_json())
   out = capsys.readouterr().out.split("Table 3")[1].splitlines()
   rows = [ln.split() for ln in out[2:5]]

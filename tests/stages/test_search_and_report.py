@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from demix_jax.stages import comparison
 from demix_jax.stages import report
 from demix_jax.stages import results
 from demix_jax.stages import search
@@ -92,7 +93,7 @@ def test_objective_table_scores_trained_runs_against_the_base(fake_ws):
           "natural": {"domain/code": 4.5, "heldout/bpb": 4.0},
       }
   )
-  table = report.objective_table(ws.spec, _search_result(), final)
+  table = comparison.objective_table(ws.spec, _search_result(), final)
   demix, natural = table["demix"], table["natural"]
   # Mean relative change from the base: (-0.2 + -0.1) / 2 for demix.
   assert demix.trained_normalized == pytest.approx(-0.15)
@@ -100,8 +101,8 @@ def test_objective_table_scores_trained_runs_against_the_base(fake_ws):
   assert demix.trained_composite < natural.trained_composite
   assert demix.proxy_normalized == -0.1 and natural.proxy_normalized is None
   # Without final runs or base scores there is nothing to compare.
-  assert report.objective_table(ws.spec, _search_result(), None) == {}
-  assert not report.objective_table(
+  assert comparison.objective_table(ws.spec, _search_result(), None) == {}
+  assert not comparison.objective_table(
       ws.spec, _search_result(base_scores={}), final
   )
 
@@ -175,20 +176,20 @@ def test_seed_objectives_verdict_and_seed_std(fake_ws, capsys):
   search = _search_result(
       proxies={"demix": {"normalized": -0.1}, "natural": {"normalized": 0.0}}
   )
-  per_seed, proxy = report.seed_objectives(ws.spec, search, final)
+  per_seed, proxy = comparison.seed_objectives(ws.spec, search, final)
   # Relative change from the base, per seed: (-0.2 - 0.1) / 2 for seed 0.
   assert per_seed["demix"] == pytest.approx([-0.15, -0.14])
   assert per_seed["natural"] == pytest.approx([-0.05, -0.05])
   assert proxy == {"demix": -0.1, "natural": 0.0}
-  std = report.seed_std(final, ["domain/code"])
+  std = comparison.seed_std(final, ["domain/code"])
   assert std["demix"]["domain/code"] == pytest.approx(0.1 / np.sqrt(2))
   v = summary_lib.seed_verdict(per_seed, proxy, "normalized")
   assert v["baselines"]["natural"]["beyond_noise"]
   assert v["baselines"]["natural"]["orders_match"]
   # One seed per run: no verdict, no error bars.
   one = _final({"demix": {"domain/code": 4.0}, "natural": {"domain/code": 4.5}})
-  assert report.seed_objectives(ws.spec, search, one) == ({}, {})
-  assert report.seed_std(one, ["domain/code"]) is None
+  assert comparison.seed_objectives(ws.spec, search, one) == ({}, {})
+  assert comparison.seed_std(one, ["domain/code"]) is None
   summary = results.Summary(
       alpha={},
       source_weights={},
