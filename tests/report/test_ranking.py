@@ -11,6 +11,7 @@ from demix_jax.stages import comparison
 from demix_jax.stages import report
 from demix_jax.stages import results
 from demix_jax.stages import summary as summary_lib
+from tests.kit import results as kit_results
 
 
 def test_ranks_are_one_based_with_ties_averaged_and_nan_last():
@@ -159,23 +160,7 @@ def test_the_table_goes_into_report_md_and_round_trips_summary_json():
   spec = _spec()
   final = _final(spec, {"demix": 2.0, "natural": 1.0})
   table = comparison.ranking_table(spec, {"final": final})
-  search = results.SearchResult(
-      alpha={"general": 1.0},
-      source_weights={},
-      predicted={},
-      predicted_std={},
-      merged_scores={},
-      methods={},
-      epochs={},
-      rounds=[],
-      final_cv={},
-      proxies_csv="",
-      n_proxies=0,
-      diagnostics={},
-      config_snippet="",
-      objective=results.SearchObjective(kind="target", targets=("t",)),
-      search_seconds=0.0,
-  )
+  search = kit_results.search_result(alpha={"general": 1.0})
   s = summary_lib.build_summary(
       {"search": search, "final": final}, [], ranking=table
   )

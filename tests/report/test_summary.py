@@ -4,28 +4,16 @@ import pytest
 
 from demix_jax.stages import results
 from demix_jax.stages import summary as summary_lib
+from tests.kit import results as kit_results
 
 
 def _search(**over):
   fields = dict(
       alpha={"a": 0.5, "b": 0.5},
-      source_weights={},
-      predicted={},
-      predicted_std={},
-      merged_scores={},
-      methods={},
-      epochs={},
-      rounds=[],
-      final_cv={},
-      proxies_csv="",
-      n_proxies=0,
-      diagnostics={},
-      config_snippet="",
       objective=results.SearchObjective(kind="mean", targets=("domain/a",)),
-      search_seconds=0.0,
   )
   fields.update(over)
-  return results.SearchResult(**fields)
+  return kit_results.search_result(**fields)
 
 
 def test_validation_rows_show_macro_values_and_undefined_rho():

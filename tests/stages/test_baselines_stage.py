@@ -10,6 +10,7 @@ from demix_jax.stages import common
 from demix_jax.stages import final
 from demix_jax.stages import results
 from demix_jax.stages import search
+from tests.kit import results as kit_results
 
 TOKENS = 1024
 
@@ -54,24 +55,12 @@ def _results(ws):
   base = results.BaseResult(
       run_dir="/b", steps=1, train_seconds=0.0, mixture={}, tokens=100
   )
-  found = results.SearchResult(
-      alpha={},
+  found = kit_results.search_result(
       source_weights={"general": 0.75, "code": 0.25},
-      predicted={},
-      predicted_std={},
-      merged_scores={},
-      methods={},
-      epochs={},
-      rounds=[],
-      final_cv={},
-      proxies_csv="",
       n_proxies=12,
-      diagnostics={},
-      config_snippet="",
       objective=results.SearchObjective(
           kind="target", targets=("domain/code",)
       ),
-      search_seconds=0.0,
       base_scores={"domain/code": 5.0, "heldout/bpb": 4.0},
   )
   return {"base": base, "components": comps, "search": found}

@@ -10,6 +10,7 @@ from demix_jax.stages import report
 from demix_jax.stages import results
 from demix_jax.stages import search
 from demix_jax.stages import summary as summary_lib
+from tests.kit import results as kit_results
 
 
 def test_pool_size_and_sampler_override_keep_the_other_settings(fake_ws):
@@ -52,26 +53,14 @@ def _search_result(**over):
   fields = dict(
       alpha={"general": 0.5, "math": 0.0, "code": 0.5},
       source_weights={"general": 0.75, "math": 0.0, "code": 0.25},
-      predicted={},
-      predicted_std={},
-      merged_scores={},
-      methods={},
-      epochs={},
-      rounds=[],
-      final_cv={},
-      proxies_csv="",
-      n_proxies=0,
-      diagnostics={},
-      config_snippet="",
       objective=results.SearchObjective(
           kind="normalized", targets=("domain/code", "heldout/bpb")
       ),
-      search_seconds=0.0,
       base_scores={"domain/code": 5.0, "heldout/bpb": 4.0},
       proxies={"demix": {"normalized": -0.1}},
   )
   fields.update(over)
-  return results.SearchResult(**fields)
+  return kit_results.search_result(**fields)
 
 
 def _final(scores):

@@ -8,6 +8,7 @@ from demix_jax.stages import common
 from demix_jax.stages import components
 from demix_jax.stages import final
 from demix_jax.stages import results
+from tests.kit import results as kit_results
 
 
 def _inputs(ws, **res):
@@ -60,23 +61,7 @@ def test_final_trains_found_and_baselines_and_scores_them(fake_ws):
       }
   )
   found = {"general": 0.5, "code": 0.5}
-  search = results.SearchResult(
-      alpha={},
-      source_weights=found,
-      predicted={},
-      predicted_std={},
-      merged_scores={},
-      methods={},
-      epochs={},
-      rounds=[],
-      final_cv={},
-      proxies_csv="",
-      n_proxies=0,
-      diagnostics={},
-      config_snippet="",
-      objective=results.SearchObjective(kind="target", targets=("t",)),
-      search_seconds=0.0,
-  )
+  search = kit_results.search_result(source_weights=found)
   inputs = _inputs(ws, base=_base(), components=comps, search=search)
   r = final.run(ws.spec, inputs)
   assert list(r.runs)[0] == "demix" and "natural" in r.runs
@@ -107,22 +92,8 @@ def test_final_seeds_train_each_mixture_again_with_its_own_seed(fake_ws):
           for c in ws.candidates
       }
   )
-  search = results.SearchResult(
-      alpha={},
-      source_weights={"general": 0.5, "code": 0.5},
-      predicted={},
-      predicted_std={},
-      merged_scores={},
-      methods={},
-      epochs={},
-      rounds=[],
-      final_cv={},
-      proxies_csv="",
-      n_proxies=0,
-      diagnostics={},
-      config_snippet="",
-      objective=results.SearchObjective(kind="target", targets=("t",)),
-      search_seconds=0.0,
+  search = kit_results.search_result(
+      source_weights={"general": 0.5, "code": 0.5}
   )
   inputs = _inputs(ws, base=_base(), components=comps, search=search)
   r = final.run(ws.spec, inputs)
