@@ -34,10 +34,14 @@ NAME = "final"
 
 
 def mixtures(
-    spec: spec_lib.RunSpec, inputs: common.Inputs
+    spec: spec_lib.RunSpec,
+    inputs: common.Inputs,
+    moved: results.MixtureOrigin | None = None,
 ) -> dict[str, dict[str, float]]:
-  """Run name -> source weights, the found mixture first."""
-  runs = {"demix": found_mixture(spec, inputs)}
+  """Run name -> source weights, the found mixture first (`moved`: the
+  transferred mixture, `transfer.read(spec)`, when final.mixture_from is
+  set)."""
+  runs = {"demix": found_mixture(inputs, moved)}
   for name in spec.final.baselines:
     if name == "natural":
       runs["natural"] = inputs.ws.bounds.source_weights(
@@ -52,11 +56,10 @@ def mixtures(
 
 
 def found_mixture(
-    spec: spec_lib.RunSpec, inputs: common.Inputs
+    inputs: common.Inputs, moved: results.MixtureOrigin | None
 ) -> dict[str, float]:
   """The "demix" run's source weights: this run's search, or the run that
-  `final.mixture_from` names (read and checked again: it may be gs://)."""
-  moved = transfer.read(spec)
+  `final.mixture_from` names (`moved`)."""
   if moved is not None:
     return dict(moved.source_weights)
   return dict(inputs.results["search"].source_weights)
@@ -122,14 +125,16 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.FinalResult:
   base = inputs.results["base"]
   tokens = spec.final.tokens
   seeds = spec.final.seeds
-  runs = mixtures(spec, inputs)
+  # Read (and checked) again here: preflight may have run on another
+  # process, and the file may be on gs://.
+  moved = transfer.read(spec)
+  runs = mixtures(spec, inputs, moved)
   ev = None
   per_run = common.steps_of(spec, tokens)
-  jobs = [(n, k) for n in runs for k in range(seeds)]
+  jobs = [(i, n, k) for i, n in enumerate(runs) for k in range(seeds)]
   bar = progress_lib.Progress(NAME, per_run * len(jobs), "steps")
   done: dict[tuple[str, int], results.FinalRun] = {}
-  for j, (name, k) in enumerate(jobs):
-    i = list(runs).index(name)
+  for j, (i, name, k) in enumerate(jobs):
     # Seed 0 keeps the one-seed layout (final/<name>), so one-seed
     # workdirs resume unchanged.
     run_dir = ws.workdir / "final" / (name if k == 0 else f"{name}-seed{k}")
@@ -167,7 +172,7 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.FinalResult:
   return results.FinalResult(
       runs=out,
       tokens=sum(r.tokens for r in done.values()),
-      mixture_from=transfer.read(spec),
+      mixture_from=moved,
   )
 
 
