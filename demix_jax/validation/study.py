@@ -26,9 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 from typing import Any, Mapping, Sequence
 
 from absl import app
@@ -36,6 +33,7 @@ from absl import flags
 
 from demix_jax import storage
 from demix_jax.report import plots
+from demix_jax.validation import subruns
 from demix_jax.validation import tables
 
 # name -> config overrides. min_lr_ratio 1.0 = constant after warmup.
@@ -79,38 +77,6 @@ _BETAS = flags.DEFINE_list(
 
 _SHARED = ("base", "data")
 _SHARED_SCORES = ("reference.json", "twin.json")
-
-
-def _flag(field: str, value: Any) -> str:
-  return f"--config.{field}={value}"
-
-
-def _share(first: str, other: str) -> None:
-  """Points `other` at the first recipe's base, data and reference scores."""
-  os.makedirs(os.path.join(other, "validate", "scores"), exist_ok=True)
-  for name in _SHARED:
-    link = os.path.join(other, name)
-    if not os.path.lexists(link):
-      os.symlink(os.path.abspath(os.path.join(first, name)), link)
-  for name in _SHARED_SCORES:
-    src = os.path.join(first, "validate", "scores", name)
-    dst = os.path.join(other, "validate", "scores", name)
-    if os.path.exists(src) and not os.path.exists(dst):
-      shutil.copyfile(src, dst)
-
-
-def _run(workdir: str, overrides: Mapping[str, Any], extra: Sequence[str]):
-  cmd = [
-      sys.executable,
-      "-m",
-      "demix_jax.main",
-      f"--config={_CONFIG.value}",
-      f"--workdir={workdir}",
-  ]
-  cmd += [_flag(k, v) for k, v in overrides.items()]
-  cmd += [f"--config.{s}" for s in extra]
-  print("study:", " ".join(cmd[2:]), flush=True)
-  subprocess.run(cmd, check=True)
 
 
 def rows_of(name: str, table: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -232,11 +198,11 @@ def main(argv):
     if first is None:
       first = wd
     else:
-      _share(first, wd)
+      subruns.share(first, wd, _SHARED, _SHARED_SCORES)
     extra = list(_SET.value)
     if name in _BETAS.value:
       extra.append("validate.betas=(0.0,0.25)")
-    _run(wd, RECIPES[name], extra)
+    subruns.run_pipeline(_CONFIG.value, wd, RECIPES[name], extra)
     table = storage.read_json(os.path.join(wd, "validate", "table.json"))
     rows += rows_of(name, table)
     ceiling, n_refs = table.get("ceiling") or {}, table["n_references"]

@@ -1,0 +1,151 @@
+"""The base sweep: its points, its rows from real validation tables, its CLI."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from demix_jax import config_lib
+from demix_jax import models
+from demix_jax.spec import sections
+from demix_jax.validation import base_sweep
+from demix_jax.validation import harness
+from demix_jax.validation import subruns
+from tests.validation import test_heldout_targets as fake
+
+CONFIG = "configs/validate_small.py"
+
+
+def test_points_are_whole_steps_of_the_small_model():
+  n, points = base_sweep.point_plan(CONFIG, "small", [0.4, 30, 4])
+  # d_model 64, 2 layers, vocab 2048 tied: 131,136 + 2 x 49,344.
+  assert n == 229_824
+  step = 16 * 128
+  for p, want in zip(points, (0.4, 30, 4)):
+    assert p["base_tokens"] % step == 0
+    assert abs(p["tpp"] - want) <= step / n  # within one step
+    assert p["tpp"] == pytest.approx(p["base_tokens"] / n)
+    assert p["overrides"]["base.tokens"] == p["base_tokens"]
+    assert p["overrides"]["model.d_model"] == 64
+  assert [p["name"] for p in points] == ["tpp0.4", "tpp30", "tpp4"]
+
+
+def test_the_config_model_keeps_its_size():
+  n, points = base_sweep.point_plan(CONFIG, "config", [0.4])
+  c = config_lib.to_dict(__import__("demix_jax").load_config(CONFIG))
+  assert n == models.num_params(sections.model(config_lib.Reader(c)))
+  assert "model.d_model" not in points[0]["overrides"]
+
+
+@pytest.mark.parametrize(
+    "tpp, match",
+    [([0.0], "positive"), ([float("nan")], "positive"), ([30, 30.001], "both")],
+)
+def test_bad_points_are_refused_before_any_run(tpp, match):
+  with pytest.raises(ValueError, match=match):
+    base_sweep.point_plan(CONFIG, "small", tpp)
+
+
+def _table(tmp_path, seed):
+  alphas = np.random.default_rng(seed).dirichlet(np.ones(fake.K), size=fake.R)
+  fakes = fake.Fakes(alphas, fake.TARGETS)
+  return harness.run_validation(
+      str(tmp_path / f"t{seed}"),
+      alphas,
+      fake.TARGETS,
+      fakes.train,
+      fakes.score,
+      fakes.merged_scores,
+      reference_tokens=16e6,
+      variants=(
+          harness.MergedVariant("l2", 2e6),
+          harness.MergedVariant("l4", 4e6),
+          harness.MergedVariant("t4", 4e6, merge_method="ties"),
+      ),
+      cost=fake.COST,
+      proxy_fractions=(1 / 16, 1 / 4),
+      twins=fake.TWINS,
+      train_twin=fakes.train,
+      score_twin=lambda i, f: fakes.score(i, f, seed=7),
+      write=False,
+  )
+
+
+def test_rows_markdown_and_plot_from_validation_tables(tmp_path):
+  n, points = base_sweep.point_plan(CONFIG, "small", [0.4, 30])
+  done = {"eval": {"heldout/a/bpb": 3.0, "heldout/b/bpb": 5.0, "x/loss": 9}}
+  rows = []
+  for seed, p in enumerate(points):
+    table = _table(tmp_path, seed)
+    got = base_sweep.rows_of(p, table, done, n)
+    main = [r for r in table["rows"] if r["family"] == "merged" and r["main"]]
+    assert len(got) == len(main) == 2  # the TIES variant is not a main row
+    for g, r in zip(got, main):
+      assert g["rho_macro"] == r["rho"]["macro"]
+      assert g["rho_macro_heldout"] == r["rho"]["macro_heldout"]
+      assert g["ceiling_macro"] == table["ceiling"]["macro"]
+      assert g["ceiling_macro_heldout"] == table["ceiling"]["macro_heldout"]
+      assert g["base_heldout_bpb"] == 4.0  # the mean of the bpb entries
+      # The trained proxy nearest in total tokens (log scale).
+      trained = [x for x in table["rows"] if x["family"] == "trained"]
+      best = min(
+          trained,
+          key=lambda x: abs(np.log(x["total_tokens"] / r["total_tokens"])),
+      )
+      assert g["trained_total_tokens"] == best["total_tokens"]
+      assert g["trained_rho_macro"] == best["rho"]["macro"]
+      assert set(g["rho"]) == set(fake.TARGETS)
+    rows += got
+  md = base_sweep.markdown(rows)
+  body = [
+      line for line in md.splitlines() if line.startswith(("| 0.40", "| 30.00"))
+  ]
+  assert len(body) == 4
+  for t in fake.TARGETS:
+    assert f"| {t} |" in md
+  png = base_sweep.plot(rows, str(tmp_path / "sweep.png"))
+  assert os.path.getsize(png) > 10_000
+
+
+def test_run_pipeline_builds_the_main_command(monkeypatch, tmp_path):
+  seen = []
+  monkeypatch.setattr(
+      subruns.subprocess, "run", lambda cmd, check: seen.append((cmd, check))
+  )
+  subruns.run_pipeline("c.py", "wd", {"base.tokens": 5}, ["x.y=(1,)"])
+  ((cmd, check),) = seen
+  assert check and cmd[1:] == [
+      "-m",
+      "demix_jax.main",
+      "--config=c.py",
+      "--workdir=wd",
+      "--config.base.tokens=5",
+      "--config.x.y=(1,)",
+  ]
+  first, other = tmp_path / "a", tmp_path / "b"
+  (first / "data").mkdir(parents=True)
+  (first / "validate" / "scores").mkdir(parents=True)
+  (first / "validate" / "scores" / "reference.json").write_text("{}")
+  subruns.share(str(first), str(other), ("data",), ("reference.json",))
+  assert os.path.islink(other / "data")
+  assert (other / "validate" / "scores" / "reference.json").read_text() == "{}"
+
+
+def test_cli_refuses_a_bad_point_naming_the_flag(tmp_path):
+  p = subprocess.run(
+      [
+          sys.executable,
+          "-m",
+          "demix_jax.validation.base_sweep",
+          f"--workdir={tmp_path}",
+          "--tpp=0.4,-1",
+      ],
+      capture_output=True,
+      text=True,
+      check=False,
+  )
+  assert p.returncode != 0
+  assert "--tpp" in p.stderr and "positive" in p.stderr
+  assert not os.listdir(tmp_path)
