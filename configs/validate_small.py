@@ -10,8 +10,10 @@ took, with the date and the machine: README.md, "Validation: does the
 merged proxy predict training?". `:runlocal` (6 references, 3 twins, a
 few steps) is the slow test's reduced variant.
 
-What it does (the paper's Table 2, small): trains the demo's base and
-three components (general, math, code; beta = 0.5) on the offline corpora,
+What it does (the paper's Table 2, small): trains a base (the 229,824-
+parameter `tiny_230k` model for 30 tokens per parameter, the base sweep's
+best point in docs/recipe_study.md) and three components (general, math,
+code; beta = 0.5) on the offline corpora,
 then 24 reference models from the base, one per mixture drawn uniformly
 over the simplex, each for the component budget, and the first 12 a second
 time with another data order (the noise ceiling). Merged proxies (linear,
@@ -56,7 +58,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.validate.merge_methods = ("linear",)
     c.validate.betas = ()
     return c
-  c.base.tokens = _STEP * 200
+  # The base sweep's winner (docs/recipe_study.md): the tiny_230k model, its
+  # base trained for 30 tokens per parameter (3,367 steps, 6.9M tokens; G
+  # repeats 6.6 times, above data.max_epochs, which the base run warns of).
+  demo.small_base(c, 30)
   c.components.tokens = _STEP * 96
   c.components.budgets = (_STEP * 24, _STEP * 48, _STEP * 96)
   c.components.use_budget = _STEP * 96

@@ -25,7 +25,20 @@ PRESETS: dict[str, ModelConfig] = {
         head_dim=16,
         d_ff=64,
     ),
-    # The demo model (configs/demo.py): 1.05M parameters.
+    # The demo's and validate_small's model since the base sweep
+    # (docs/recipe_study.md): 229,824 parameters, small enough that a base of
+    # 30 tokens per parameter trains in minutes on 2 CPU cores.
+    "tiny_230k": ModelConfig(
+        vocab_size=2048,
+        d_model=64,
+        n_layers=2,
+        n_heads=2,
+        n_kv_heads=1,
+        head_dim=32,
+        d_ff=192,
+    ),
+    # The three-candidate pipeline's model (configs/demo.pipeline_defaults,
+    # which table3_small, local_jsonl and qwen3_1p7b build on): 1.05M.
     "tiny_1m": ModelConfig(
         vocab_size=2048,
         d_model=128,

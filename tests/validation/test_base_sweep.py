@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+import demix_jax
 from demix_jax import config_lib
 from demix_jax import models
 from demix_jax.spec import sections
@@ -34,7 +35,7 @@ def test_points_are_whole_steps_of_the_small_model():
 
 def test_the_config_model_keeps_its_size():
   n, points = base_sweep.point_plan(CONFIG, "config", [0.4])
-  c = config_lib.to_dict(__import__("demix_jax").load_config(CONFIG))
+  c = config_lib.to_dict(demix_jax.load_config(CONFIG))
   assert n == models.num_params(sections.model(config_lib.Reader(c)))
   assert "model.d_model" not in points[0]["overrides"]
 
@@ -149,3 +150,16 @@ def test_cli_refuses_a_bad_point_naming_the_flag(tmp_path):
   assert p.returncode != 0
   assert "--tpp" in p.stderr and "positive" in p.stderr
   assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "config, tpp", [("configs/demo.py", 15), ("configs/validate_small.py", 30)]
+)
+def test_the_configs_adopt_a_swept_point(config, tpp):
+  """The demo and validate_small train the sweep's model and base length."""
+  c = demix_jax.load_config(config)
+  n, (point,) = base_sweep.point_plan(CONFIG, "small", [tpp])
+  for k, v in base_sweep.MODELS["small"].items():
+    assert c.model[k.split(".")[1]] == v
+  assert c.base.tokens == point["base_tokens"]
+  assert models.num_params(models.ModelConfig(**c.model.to_dict())) == n
