@@ -409,7 +409,7 @@ def small_base(
     `c`.
   """
   m = models.get_preset("tiny_230k")
-  for f in ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff"):
+  for f in models.SIZE_FIELDS:
     c.model[f] = getattr(m, f)
   n = models.num_params(models.ModelConfig(**c.model.to_dict()))
   step = c.train.global_batch_size * c.data.seq_len

@@ -2,6 +2,7 @@
 
 from demix_jax.models.loss import next_token_nll
 from demix_jax.models.presets import PRESETS
+from demix_jax.models.presets import SIZE_FIELDS
 from demix_jax.models.presets import get_preset
 from demix_jax.models.presets import num_params
 from demix_jax.models.transformer import ModelConfig
@@ -13,6 +14,7 @@ from demix_jax.models.transformer import param_logical_axes
 __all__ = [
     "ModelConfig",
     "PRESETS",
+    "SIZE_FIELDS",
     "attention_mask",
     "forward",
     "get_preset",

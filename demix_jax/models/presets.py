@@ -13,6 +13,17 @@ import dataclasses
 
 from demix_jax.models.transformer import ModelConfig
 
+# The fields that size a model apart from its vocabulary: what a config
+# copies from a preset to change the model and keep the tokenizer.
+SIZE_FIELDS = (
+    "d_model",
+    "n_layers",
+    "n_heads",
+    "n_kv_heads",
+    "head_dim",
+    "d_ff",
+)
+
 PRESETS: dict[str, ModelConfig] = {
     # The unit tests' model (tests/kit.tiny_model): 20K parameters, a
     # 64-token vocabulary, one KV head shared by two query heads.

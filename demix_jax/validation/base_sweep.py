@@ -46,17 +46,7 @@ from demix_jax.validation import tables
 # small enough that 30 tokens per parameter trains in minutes on 2 cores.
 _SMALL = models.get_preset("tiny_230k")
 MODELS: dict[str, dict[str, Any]] = {
-    "small": {
-        f"model.{f}": getattr(_SMALL, f)
-        for f in (
-            "d_model",
-            "n_layers",
-            "n_heads",
-            "n_kv_heads",
-            "head_dim",
-            "d_ff",
-        )
-    },
+    "small": {f"model.{f}": getattr(_SMALL, f) for f in models.SIZE_FIELDS},
     "config": {},
 }
 
