@@ -7,6 +7,7 @@ import ml_collections
 import pytest
 
 from demix_jax import config_lib
+from demix_jax import models
 from demix_jax import spec as spec_lib
 
 
@@ -67,7 +68,7 @@ def test_demo_config_validates(arg):
   if arg == "runlocal":  # the tiny twin is smaller than the default
     full = spec_lib.resolve(_load("demo"), num_devices=1)
     assert spec.budgets.base_tokens < full.budgets.base_tokens
-    assert spec.model.d_model < full.model.d_model
+    assert models.num_params(spec.model) < models.num_params(full.model)
 
 
 def test_config_round_trip_json():

@@ -50,19 +50,25 @@ MODELS: dict[str, dict[str, Any]] = {
     "config": {},
 }
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Sweep directory.")
-_CONFIG = flags.DEFINE_string(
-    "config", "configs/validate_small.py", "The validate config file."
-)
-_TPP = flags.DEFINE_list(
-    "tpp", ["0.4", "30", "4"], "Base tokens per parameter, one point each."
-)
-_MODEL = flags.DEFINE_enum(
-    "model", "small", list(MODELS), "Model of every point (MODELS)."
-)
-_SET = flags.DEFINE_multi_string(
-    "set", [], "Overrides for every point, field=value."
-)
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  """The CLI's flags: defined only when run as a program, so that importing
+  this module (tests, notebooks) leaves absl's flags to the importer."""
+  flags.DEFINE_string("workdir", None, "Sweep directory.")
+  flags.DEFINE_string(
+      "config", "configs/validate_small.py", "The validate config file."
+  )
+  flags.DEFINE_list(
+      "tpp", ["0.4", "30", "4"], "Base tokens per parameter, one point each."
+  )
+  flags.DEFINE_enum(
+      "model", "small", list(MODELS), "Model of every point (MODELS)."
+  )
+  flags.DEFINE_multi_string(
+      "set", [], "Overrides for every point, field=value."
+  )
 
 
 def _set(c, dotted: str, value: Any) -> None:
@@ -256,10 +262,10 @@ def plot(rows: Sequence[Mapping[str, Any]], path: str) -> str:
 
 def main(argv):
   del argv
-  root = _WORKDIR.value
+  root = FLAGS.workdir
   try:
-    tpp = [float(t) for t in _TPP.value]
-    n, points = point_plan(_CONFIG.value, _MODEL.value, tpp)
+    tpp = [float(t) for t in FLAGS.tpp]
+    n, points = point_plan(FLAGS.config, FLAGS.model, tpp)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   print(
@@ -275,11 +281,11 @@ def main(argv):
       first = wd
     else:
       subruns.share(first, wd, ("data",))
-    subruns.run_pipeline(_CONFIG.value, wd, p["overrides"], _SET.value)
+    subruns.run_pipeline(FLAGS.config, wd, p["overrides"], FLAGS.set)
     table = storage.read_json(os.path.join(wd, "validate", "table.json"))
     base_done = storage.read_json(os.path.join(wd, "base", "done.json"))
     rows += rows_of(p, table, base_done, n)
-  out = {"params": n, "config": _CONFIG.value, "rows": rows}
+  out = {"params": n, "config": FLAGS.config, "rows": rows}
   storage.atomic_write_json(os.path.join(root, "sweep.json"), out)
   md = markdown(rows)
   storage.atomic_write_text(os.path.join(root, "sweep.md"), md)
@@ -289,5 +295,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   flags.mark_flag_as_required("workdir")
   app.run(main)
