@@ -167,10 +167,10 @@ def verdict_lines(
       f" {spread:.4f}; twice it: {2 * spread:.4f}"
   )
   for name, b in verdict["baselines"].items():
-    better = found if b["margin"] > 0 else name
     noise = "exceeds" if b["beyond_noise"] else "does NOT exceed"
     out.append(
-        f"  {found} vs {name}: margin {b['margin']:+.4f} ({better} better);"
+        f"  {found} vs {name}: margin {b['margin']:+.4f}"
+        f" ({b['trained_order']} better);"
         f" {noise} twice the spread"
     )
     if b["proxy_order"] is None:

@@ -38,9 +38,7 @@ from absl import flags
 import demix_jax
 from demix_jax import models
 from demix_jax import storage
-from demix_jax.report import plots
 from demix_jax.validation import subruns
-from demix_jax.validation import tables
 
 # "tiny_230k" (229,824 parameters with the demo's 2,048-token vocabulary):
 # small enough that 30 tokens per parameter trains in minutes on 2 cores.
@@ -79,42 +77,59 @@ def _set(c, dotted: str, value: Any) -> None:
   node[leaf] = value
 
 
+def apply_point(c, model: str, tokens_per_param: float) -> tuple[int, int]:
+  """Gives config `c` the point's model and base length, in place.
+
+  The base's tokens are whole steps of the config's batch (at least one
+  warmup's worth), so the achieved tokens per parameter is
+  steps * step tokens / parameters, not exactly the requested value.
+  configs/demo.py and configs/validate_small.py adopt their points with it.
+
+  Returns:
+    (parameters, base steps).
+
+  Raises:
+    ValueError: `tokens_per_param` is not a positive finite number.
+  """
+  t = tokens_per_param
+  if not (math.isfinite(t) and t > 0):
+    raise ValueError(f"--tpp: {t} is not a positive number of tokens")
+  for k, v in MODELS[model].items():
+    _set(c, k, v)
+  n = models.num_params(models.ModelConfig(**c.model.to_dict()))
+  step = c.train.global_batch_size * c.data.seq_len
+  steps = max(round(t * n / step), c.optim.warmup_steps + 1)
+  c.base.tokens = steps * step
+  return n, steps
+
+
 def point_plan(
     config: str, model: str, tpp: Sequence[float]
 ) -> tuple[int, list[dict[str, Any]]]:
   """(parameters, [{name, tpp, base_tokens, overrides}]) for the points.
-
-  The base's tokens are rounded to whole steps of the config's batch (at
-  least one warmup's worth of steps), so `tpp` in the rows is the achieved
-  value, not the requested one.
 
   Raises:
     ValueError: a point is not a positive finite number, or two points
       round to the same number of steps.
   """
   c = demix_jax.load_config(config)
-  for k, v in MODELS[model].items():
-    _set(c, k, v)
-  n = models.num_params(models.ModelConfig(**c.model.to_dict()))
-  step = c.train.global_batch_size * c.data.seq_len
   points: list[dict[str, Any]] = []
   seen: dict[int, float] = {}
+  n = 0
   for t in tpp:
-    if not (math.isfinite(t) and t > 0):
-      raise ValueError(f"--tpp: {t} is not a positive number of tokens")
-    steps = max(round(t * n / step), c.optim.warmup_steps + 1)
+    n, steps = apply_point(c, model, t)
     if steps in seen:
       raise ValueError(
-          f"--tpp: {seen[steps]:g} and {t:g} both round to {steps} steps of"
-          f" {step} tokens; drop one"
+          f"--tpp: {seen[steps]:g} and {t:g} both round to {steps} steps;"
+          " drop one"
       )
     seen[steps] = t
     points.append(
         {
             "name": f"tpp{t:g}",
-            "tpp": steps * step / n,
-            "base_tokens": steps * step,
-            "overrides": {**MODELS[model], "base.tokens": steps * step},
+            "tpp": c.base.tokens / n,
+            "base_tokens": c.base.tokens,
+            "overrides": {**MODELS[model], "base.tokens": c.base.tokens},
         }
     )
   return n, points
@@ -172,6 +187,10 @@ def _f(x, digits=2):
 
 def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
   """One line per point x component budget, then rho per target."""
+  # Imported here, as in `plot`: the configs import this module for
+  # `apply_point`, and the tables and plots pull in matplotlib.
+  from demix_jax.validation import tables  # pylint: disable=g-import-not-at-top
+
   lines = [
       "| Base tokens / param | Base tokens | Base held-out bpb | Components "
       "| delta | max barrier | rho macro [90% CI] | ceiling | rho held-out "
@@ -230,6 +249,8 @@ def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def plot(rows: Sequence[Mapping[str, Any]], path: str) -> str:
   """Macro rho against base tokens per parameter (largest budget per point)."""
+  from demix_jax.report import plots  # pylint: disable=g-import-not-at-top
+
   last: dict[str, Mapping[str, Any]] = {}
   for r in rows:
     p = r["point"]

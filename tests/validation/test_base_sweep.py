@@ -1,6 +1,8 @@
 """The base sweep: its points, its rows from real validation tables, its CLI."""
 
+import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -8,15 +10,14 @@ import numpy as np
 import pytest
 
 import demix_jax
-from demix_jax import config_lib
 from demix_jax import models
-from demix_jax.spec import sections
 from demix_jax.validation import base_sweep
 from demix_jax.validation import harness
 from demix_jax.validation import subruns
 from tests.validation import test_heldout_targets as fake
 
 CONFIG = "configs/validate_small.py"
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_points_are_whole_steps_of_the_small_model():
@@ -34,10 +35,11 @@ def test_points_are_whole_steps_of_the_small_model():
 
 
 def test_the_config_model_keeps_its_size():
-  n, points = base_sweep.point_plan(CONFIG, "config", [0.4])
-  c = config_lib.to_dict(demix_jax.load_config(CONFIG))
-  assert n == models.num_params(sections.model(config_lib.Reader(c)))
-  assert "model.d_model" not in points[0]["overrides"]
+  # table3_small keeps the three-candidate pipeline's tiny_1m.
+  n, (point,) = base_sweep.point_plan("configs/table3_small.py", "config", [4])
+  assert n == models.num_params(models.get_preset("tiny_1m")) == 1_049_984
+  assert point["overrides"] == {"base.tokens": point["base_tokens"]}
+  assert abs(point["tpp"] - 4) <= 16 * 128 / n
 
 
 @pytest.mark.parametrize(
@@ -155,11 +157,16 @@ def test_cli_refuses_a_bad_point_naming_the_flag(tmp_path):
 @pytest.mark.parametrize(
     "config, tpp", [("configs/demo.py", 15), ("configs/validate_small.py", 30)]
 )
-def test_the_configs_adopt_a_swept_point(config, tpp):
-  """The demo and validate_small train the sweep's model and base length."""
+def test_the_configs_train_a_measured_point(config, tpp):
+  """The demo and validate_small train a point docs/base_sweep.json measured."""
   c = demix_jax.load_config(config)
-  n, (point,) = base_sweep.point_plan(CONFIG, "small", [tpp])
   for k, v in base_sweep.MODELS["small"].items():
     assert c.model[k.split(".")[1]] == v
-  assert c.base.tokens == point["base_tokens"]
-  assert models.num_params(models.ModelConfig(**c.model.to_dict())) == n
+  measured = json.loads((ROOT / "docs" / "base_sweep.json").read_text())
+  (row,) = {
+      (r["base_tokens"], r["params"])
+      for r in measured["rows"]
+      if r["point"] == f"tpp{tpp}"
+  }
+  assert (c.base.tokens, row[1]) == row
+  assert models.num_params(models.ModelConfig(**c.model.to_dict())) == row[1]
