@@ -66,6 +66,7 @@ def load_result(
     if not isinstance(done, dict):
       raise ValueError("not a JSON object")
     saved_hash = done.pop("config_hash", None)
+    done = results_lib.localize(done, workdir)
     result = stage.result.from_json(done, str(path))
   except (ValueError, results_lib.ResultError) as e:
     raise CorruptResultError(
@@ -89,7 +90,7 @@ def save_result(
 ) -> None:
   """Writes stage `name`'s result as its done.json, with its config hash."""
   stage = registry.get(name)
-  done = result.to_json()
+  done = results_lib.portable(result.to_json(), workdir)
   if stage.reused:
     done["config_hash"] = stage.config_hash(spec)
   if multihost.is_writer():

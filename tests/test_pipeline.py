@@ -280,6 +280,33 @@ def test_missing_inputs_name_the_stage(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_moved_workdir_resumes_and_reports(finished, tmp_path):
+  """`mv` a finished workdir: every stage is complete there, and the
+  report is rebuilt from the new place (the old one no longer exists)."""
+  workdir, _ = finished
+  old = tmp_path / "old"
+  shutil.copytree(workdir, old)
+  new = tmp_path / "moved" / "here"
+  new.parent.mkdir()
+  shutil.move(old, new)
+  assert not old.exists()
+  final = _done(new, "final")
+  run_dirs = [r["run_dir"] for r in final["runs"].values()]
+  assert run_dirs and all(d.startswith("<workdir>/final/") for d in run_dirs)
+  shutil.rmtree(new / "report")
+  proc = _run(new, "base,components,search,final,report")
+  for stage in ("base", "components", "search", "final"):
+    assert f"[{stage}] complete, skipped" in proc.stdout, stage
+  assert "Found mixture" in proc.stdout
+  summary = json.loads((new / "report" / "summary.json").read_text())
+  assert (
+      summary["final"]
+      == json.loads((workdir / "report" / "summary.json").read_text())["final"]
+  )
+  assert str(old) not in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
 def test_reduced_validation_table(finished, tmp_path):
   """validate_small:runlocal (6 references, few steps) on the same base."""
   workdir, _ = finished

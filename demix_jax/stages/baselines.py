@@ -75,9 +75,7 @@ class _Proxies:
     alpha = dict(zip(ws.candidates, self.pool[index].tolist()))
     weights = ws.bounds.source_weights(alpha)
     if done_path.exists():
-      run = results.FinalRun.from_json(
-          storage.read_json(done_path), str(done_path)
-      )
+      run = common.read_result(results.FinalRun, done_path, ws)
       if set(run.weights) != set(weights) or any(
           abs(run.weights[k] - v) > 1e-9 for k, v in weights.items()
       ):
@@ -106,7 +104,7 @@ class _Proxies:
           train_seconds=r.seconds,
           scores={k: float(v) for k, v in scores.items()},
       )
-      common.write_json(done_path, run.to_json())
+      common.write_result(done_path, run, ws)
     self.trained[(int(tokens), index)] = int(run.tokens)
     self.done += 1
     self.bar.update(self.done)
@@ -117,9 +115,7 @@ class _Proxies:
     key = (int(tokens), index)
     if key not in self.trained:
       done_path = proxy_dir(self.ws, tokens, index) / "done.json"
-      run = results.FinalRun.from_json(
-          storage.read_json(done_path), str(done_path)
-      )
+      run = common.read_result(results.FinalRun, done_path, self.ws)
       self.trained[key] = int(run.tokens)
     return self.trained[key]
 

@@ -64,3 +64,14 @@ def write_json(path: Any, obj: Any) -> None:
   """A stage's own bookkeeping file (process 0 writes, atomically)."""
   if jax.process_index() == 0:
     storage.atomic_write_json(path, obj)
+
+
+def write_result(path: Any, result: results_lib.Record, ws: Any) -> None:
+  """A run's done.json, its paths relative to the workdir (`portable`)."""
+  write_json(path, results_lib.portable(result.to_json(), ws.workdir))
+
+
+def read_result(cls: Any, path: Any, ws: Any) -> Any:
+  """A run's done.json as `cls`, its paths in this workdir (`localize`)."""
+  d = results_lib.localize(storage.read_json(path), ws.workdir)
+  return cls.from_json(d, str(path))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from demix_jax import progress as progress_lib
 from demix_jax import spec as spec_lib
-from demix_jax import storage
 from demix_jax.data import mixture as mixture_lib
 from demix_jax.stages import common
 from demix_jax.stages import results
@@ -40,9 +39,7 @@ def train_components(
     run_dir = out_dir / cand
     done_path = run_dir / "done.json"
     if done_path.exists():
-      out[cand] = results.TrainedRun.from_json(
-          storage.read_json(done_path), str(done_path)
-      )
+      out[cand] = common.read_result(results.TrainedRun, done_path, ws)
       bar.update(per_run * (i + 1))
       continue
     weights = mixture_lib.component_weights(cand, spec.data.general, beta)
@@ -69,7 +66,7 @@ def train_components(
             str(k): str(v) for k, v in r.budget_checkpoints.items()
         },
     )
-    common.write_json(done_path, out[cand].to_json())
+    common.write_result(done_path, out[cand], ws)
   bar.finish(f"{len(out)} components of {tokens:,} tokens")
   return out
 

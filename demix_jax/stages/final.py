@@ -140,9 +140,7 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.FinalResult:
     run_dir = ws.workdir / "final" / (name if k == 0 else f"{name}-seed{k}")
     done_path = run_dir / "done.json"
     if done_path.exists():
-      done[name, k] = results.FinalRun.from_json(
-          storage.read_json(done_path), str(done_path)
-      )
+      done[name, k] = common.read_result(results.FinalRun, done_path, ws)
       bar.update(per_run * (j + 1))
       continue
     r = ws.recipe.train(
@@ -165,7 +163,7 @@ def run(spec: spec_lib.RunSpec, inputs: common.Inputs) -> results.FinalResult:
         train_seconds=r.seconds,
         scores={t: float(v) for t, v in scores.items()},
     )
-    common.write_json(done_path, done[name, k].to_json())
+    common.write_result(done_path, done[name, k], ws)
   out = {n: _over_seeds([done[n, k] for k in range(seeds)]) for n in runs}
   what = f"{len(out)} runs" + (f" x {seeds} seeds" if seeds > 1 else "")
   bar.finish(f"{what} of {tokens:,} tokens")

@@ -64,6 +64,49 @@ def _build(tp: Any, value: Any, where: str) -> Any:
   return value
 
 
+# How a saved result writes a path inside its own workdir: `portable`
+# replaces the workdir's prefix with this, `localize` puts the workdir it
+# is read from in its place. A workdir moved, renamed or copied (`mv`,
+# `gsutil cp -r` to another bucket) then resumes and reports; absolute paths
+# in a done.json pointed into the old place. Results written before this
+# hold absolute paths, which `localize` leaves as they are.
+WORKDIR = "<workdir>"
+
+
+def _map_strings(x: Any, fn) -> Any:
+  if isinstance(x, str):
+    return fn(x)
+  if isinstance(x, Mapping):
+    return {k: _map_strings(v, fn) for k, v in x.items()}
+  if isinstance(x, list):
+    return [_map_strings(v, fn) for v in x]
+  return x
+
+
+def portable(d: Any, workdir: Any) -> Any:
+  """Plain JSON `d` with every path under `workdir` as `<workdir>/...`."""
+  root = str(workdir).rstrip("/")
+
+  def fn(x: str) -> str:
+    if x == root or x.startswith(root + "/"):
+      return WORKDIR + x[len(root) :]
+    return x
+
+  return _map_strings(d, fn)
+
+
+def localize(d: Any, workdir: Any) -> Any:
+  """The inverse of `portable`, for the workdir `d` is read from."""
+  root = str(workdir).rstrip("/")
+
+  def fn(x: str) -> str:
+    if x == WORKDIR or x.startswith(WORKDIR + "/"):
+      return root + x[len(WORKDIR) :]
+    return x
+
+  return _map_strings(d, fn)
+
+
 class Record:
   """A frozen dataclass that round-trips through plain JSON."""
 

@@ -48,7 +48,7 @@ def copy_run(
     parts: Iterable[str] | None = None,
     ignore: Iterable[str] = (),
 ) -> pathlib.Path:
-  """A copy of a finished workdir whose saved results point into the copy.
+  """A copy of a finished workdir (or of some of its stages).
 
   Args:
     src: the finished workdir.
@@ -57,7 +57,8 @@ def copy_run(
     ignore: file or directory names to leave out (shutil patterns).
 
   Returns:
-    dst. Every done.json's paths under src are rewritten to dst.
+    dst. Nothing in it is rewritten: saved results write their paths
+    relative to their workdir (demix_jax.stages.results.portable).
   """
   src, dst = pathlib.Path(src), pathlib.Path(dst)
   skip = shutil.ignore_patterns(*ignore) if ignore else None
@@ -67,6 +68,4 @@ def copy_run(
     dst.mkdir(parents=True, exist_ok=True)
     for part in parts:
       shutil.copytree(src / part, dst / part, ignore=skip)
-  for p in dst.rglob("done.json"):
-    p.write_text(p.read_text().replace(str(src), str(dst)))
   return dst
