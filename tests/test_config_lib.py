@@ -1,5 +1,6 @@
 """Tests for demix_jax.config_lib and the shipped configs."""
 
+import copy
 import importlib
 import json
 
@@ -69,6 +70,38 @@ def test_demo_config_validates(arg):
     full = spec_lib.resolve(_load("demo"), num_devices=1)
     assert spec.budgets.base_tokens < full.budgets.base_tokens
     assert models.num_params(spec.model) < models.num_params(full.model)
+
+
+def _without_design(d):
+  d = copy.deepcopy(d)
+  d["data"]["sources"]["crawl"].pop("corpus")
+  d["data"]["sources"]["code"].pop("max_docs", None)
+  d["search"].pop("sampler")
+  return d
+
+
+def test_demo_designs_differ_only_in_what_designs_names():
+  from configs import demo  # pylint: disable=g-import-not-at-top
+
+  default = config_lib.to_dict(_load("demo"))
+  assert default == config_lib.to_dict(
+      _load("demo", f"design={demo.DEFAULT_DESIGN}")
+  )
+  for n, design in demo.DESIGNS.items():
+    c = config_lib.to_dict(_load("demo", f"design={n}"))
+    assert c["data"]["sources"]["crawl"]["corpus"] == design["crawl"]
+    assert c["search"]["sampler"] == design["sampler"]
+    assert c["data"]["sources"]["code"].get("max_docs", 0) == (
+        design["code_docs"]
+    )
+    spec_lib.resolve(_load("demo", f"design={n}"), num_devices=1)
+    # Nothing else differs: the objective and the budgets are the same.
+    assert _without_design(c) == _without_design(default)
+  with pytest.raises(config_lib.ConfigError, match="unknown demo design"):
+    _load("demo", "design=9")
+  other = next(n for n in demo.DESIGNS if n != demo.DEFAULT_DESIGN)
+  with pytest.raises(config_lib.ConfigError, match="runlocal takes no"):
+    _load("demo", f"runlocal,design={other}")
 
 
 def test_config_round_trip_json():

@@ -1,13 +1,26 @@
 """The crawl tier: near-duplicate, boilerplate-dressed pages of wiki text.
 
-`page(key, passage, copy)` turns one wiki passage into one "web page" the
-way a crawl duplicates and dresses up what it scrapes: a contiguous run of
-the passage's sentences (40-80% of them), about TYPO_PERCENT% of its words
-misspelled by a swap of two inner letters, between a navigation line, a
-cookie or newsletter banner, a tag-spam line of the passage's own words
-and a footer, each drawn from the small fixed lists below. Seeded by a
-hash of (key, copy), so pages are the same on every machine and Python.
-demix_jax/data/offline.py builds the `crawl` corpus from these pages.
+`page(key, passage, copy, style)` turns one wiki passage into one "web
+page" the way a crawl duplicates and dresses up what it scrapes: a
+contiguous run of the passage's sentences (40-80% of them), about
+TYPO_PERCENT[style]% of its words misspelled by a swap of two inner
+letters, between a navigation line, a cookie or newsletter banner, a
+tag-spam line of the passage's own words and a footer, each drawn from the
+small fixed lists below. Seeded by a hash of (key, copy), so pages are the
+same on every machine and Python. demix_jax/data/offline.py builds the
+`crawl` corpus (style "typo") and `crawl_spam` (style "spam") from these
+pages.
+
+Styles:
+  typo: the sentences keep their word order; 8% of the words misspelled
+        (the first demo design's crawl tier).
+  spam: keyword stuffing, "spun" text: each sentence's words in a shuffled
+        order (the passage's words without its syntax), 25% misspelled
+        (the demo's crawl tier from its second design on), as real
+        low-value crawl is worse than a re-typed copy of curated text.
+        Measured in the demo (docs/recipe_study.md, "Demo designs"), both
+        styles still help the general benchmarks' bits per byte: at this
+        scale a model gains from English words even without their syntax.
 """
 
 from __future__ import annotations
@@ -17,7 +30,9 @@ import random
 import re
 from typing import Iterable, Iterator
 
-TYPO_PERCENT = 8  # share of words of 4+ letters that get two letters swapped
+# Per style: the share of words of 4+ letters that get two letters swapped.
+TYPO_PERCENT = {"typo": 8, "spam": 25}
+STYLES = tuple(TYPO_PERCENT)
 COPIES = 8  # pages per wiki train passage (held-out: one)
 
 HEADERS = (
@@ -44,12 +59,12 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 WORD = re.compile(r"[A-Za-z]{4,}")
 
 
-def _misspell(text: str, rng: random.Random) -> str:
-  """Swaps two inner letters of about TYPO_PERCENT% of the words."""
+def _misspell(text: str, rng: random.Random, percent: int) -> str:
+  """Swaps two inner letters of about `percent`% of the words."""
 
   def swap(m: re.Match) -> str:
     w = m.group(0)
-    if rng.randrange(100) >= TYPO_PERCENT:
+    if rng.randrange(100) >= percent:
       return w
     i = rng.randrange(1, len(w) - 2)
     return w[:i] + w[i + 1] + w[i] + w[i + 2 :]
@@ -57,17 +72,27 @@ def _misspell(text: str, rng: random.Random) -> str:
   return WORD.sub(swap, text)
 
 
-def page(key: str, passage: str, copy: int) -> str:
+def _stuff(sentence: str, rng: random.Random) -> str:
+  """The sentence's whitespace-separated words in a shuffled order."""
+  words = sentence.split()
+  rng.shuffle(words)
+  return " ".join(words)
+
+
+def page(key: str, passage: str, copy: int, style: str = "typo") -> str:
   """One near-duplicate "web page" of a wiki passage (deterministic).
 
   Args:
     key: the passage's wiki key (seeds the page with `copy`).
     passage: the wiki passage.
     copy: which of the passage's pages (0 .. COPIES - 1).
+    style: one of STYLES (the module doc).
 
   Returns:
     Boilerplate lines around a misspelled run of the passage's sentences.
   """
+  if style not in TYPO_PERCENT:
+    raise ValueError(f"unknown crawl style {style!r}; use one of {STYLES}")
   seed = int(
       hashlib.sha256(f"crawl/{key}/{copy}".encode()).hexdigest()[:16], 16
   )
@@ -76,7 +101,10 @@ def page(key: str, passage: str, copy: int) -> str:
   n = len(sentences)
   size = max(1, (n * rng.randint(40, 80)) // 100)
   start = rng.randrange(0, n - size + 1)
-  body = _misspell(" ".join(sentences[start : start + size]), rng)
+  run = sentences[start : start + size]
+  if style == "spam":
+    run = [_stuff(x, rng) for x in run]
+  body = _misspell(" ".join(run), rng, TYPO_PERCENT[style])
   words = WORD.findall(passage)
   spam = ", ".join(w.lower() for w in rng.sample(words, min(len(words), 6)))
   lines = [
@@ -90,13 +118,14 @@ def page(key: str, passage: str, copy: int) -> str:
 
 
 def documents(
-    passages: Iterable[tuple[str, str]], train: bool
+    passages: Iterable[tuple[str, str]], train: bool, style: str = "typo"
 ) -> Iterator[tuple[str, str]]:
   """Yields (key/copy, page) of wiki (key, passage) pairs, copy-major.
 
   Args:
     passages: the wiki split's (key, passage) pairs.
     train: COPIES pages per passage (train) or one (held-out).
+    style: one of STYLES.
 
   Yields:
     Pages in copy-major order: the first pages cover every passage once.
@@ -104,4 +133,4 @@ def documents(
   passages = list(passages)
   for copy in range(COPIES if train else 1):
     for key, passage in passages:
-      yield f"{key}/{copy}", page(key, passage, copy)
+      yield f"{key}/{copy}", page(key, passage, copy, style)

