@@ -73,38 +73,27 @@ def _build(tp: Any, value: Any, where: str) -> Any:
 WORKDIR = "<workdir>"
 
 
-def _map_strings(x: Any, fn) -> Any:
+def _reroot(x: Any, old: str, new: str) -> Any:
+  """Plain JSON `x` with each string `old` or `old/...` as `new`/`new/...`."""
   if isinstance(x, str):
-    return fn(x)
+    if x == old or x.startswith(old + "/"):
+      return new + x[len(old) :]
+    return x
   if isinstance(x, Mapping):
-    return {k: _map_strings(v, fn) for k, v in x.items()}
+    return {k: _reroot(v, old, new) for k, v in x.items()}
   if isinstance(x, list):
-    return [_map_strings(v, fn) for v in x]
+    return [_reroot(v, old, new) for v in x]
   return x
 
 
 def portable(d: Any, workdir: Any) -> Any:
   """Plain JSON `d` with every path under `workdir` as `<workdir>/...`."""
-  root = str(workdir).rstrip("/")
-
-  def fn(x: str) -> str:
-    if x == root or x.startswith(root + "/"):
-      return WORKDIR + x[len(root) :]
-    return x
-
-  return _map_strings(d, fn)
+  return _reroot(d, str(workdir).rstrip("/"), WORKDIR)
 
 
 def localize(d: Any, workdir: Any) -> Any:
   """The inverse of `portable`, for the workdir `d` is read from."""
-  root = str(workdir).rstrip("/")
-
-  def fn(x: str) -> str:
-    if x == WORKDIR or x.startswith(WORKDIR + "/"):
-      return root + x[len(WORKDIR) :]
-    return x
-
-  return _map_strings(d, fn)
+  return _reroot(d, WORKDIR, str(workdir).rstrip("/"))
 
 
 class Record:
