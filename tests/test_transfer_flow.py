@@ -86,8 +86,9 @@ def test_the_single_model_evaluator_scores_as_the_merge_engine(
   g.steps_per_call = 2
   spec = spec_lib.resolve(c, num_devices=1)
   ws = workspace_lib.Workspace(spec, wd)
-  base = json.loads((wd / "base" / "done.json").read_text())
-  comps = json.loads((wd / "components" / "done.json").read_text())
+  # Saved results hold "<workdir>/..." paths; load_result reads them here.
+  base = dx.load_result(spec, wd, "base").to_json()
+  comps = dx.load_result(spec, wd, "components").to_json()
   dirs = {n: r["run_dir"] for n, r in comps["components"].items()}
   merged = ws.engines.evaluator(base["run_dir"], dirs, spec.budgets.use_budget)
   single = ws.engines.model_evaluator()
