@@ -474,8 +474,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = pipeline_defaults("runlocal" if parsed.runlocal else None)
   if parsed.runlocal:
     return c
-  crawl = design["crawl"]
-  c.data.sources.crawl = {"kind": "offline", "corpus": crawl}
+  c.data.sources.crawl = {"kind": "offline", "corpus": design["crawl"]}
   # Two tiers of general text (curated wiki, low-value crawl), math, code.
   c.data.candidates = ("general", "crawl", "math", "code")
   # Each final mixture trained twice: the verdict is printed with the

@@ -87,10 +87,11 @@ def test_the_single_model_evaluator_scores_as_the_merge_engine(
   spec = spec_lib.resolve(c, num_devices=1)
   ws = workspace_lib.Workspace(spec, wd)
   # Saved results hold "<workdir>/..." paths; load_result reads them here.
-  base = dx.load_result(spec, wd, "base").to_json()
-  comps = dx.load_result(spec, wd, "components").to_json()
-  dirs = {n: r["run_dir"] for n, r in comps["components"].items()}
-  merged = ws.engines.evaluator(base["run_dir"], dirs, spec.budgets.use_budget)
+  base = dx.load_result(spec, wd, "base")
+  comps = dx.load_result(spec, wd, "components")
+  merged = ws.engines.evaluator(
+      base.run_dir, comps.run_dirs(), spec.budgets.use_budget
+  )
   single = ws.engines.model_evaluator()
   assert isinstance(single, generative.GenerativeEvaluator)
   assert ws.engines.model_evaluator() is single  # cached
@@ -99,7 +100,7 @@ def test_the_single_model_evaluator_scores_as_the_merge_engine(
   # final stage its params on the mesh).
   mesh, _ = ws.engines.mesh_and_rules()
   params = jax.device_put(
-      checkpointing.load_params(base["run_dir"]),
+      checkpointing.load_params(base.run_dir),
       jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()),
   )
   want = merged.evaluate_params(params)

@@ -33,6 +33,8 @@ from typing import Iterable, Iterator
 # Per style: the share of words of 4+ letters that get two letters swapped.
 TYPO_PERCENT = {"typo": 8, "spam": 25}
 STYLES = tuple(TYPO_PERCENT)
+# The offline corpora built from these pages (data/offline.py), by style.
+CORPUS_STYLES = {"crawl": "typo", "crawl_spam": "spam"}
 COPIES = 8  # pages per wiki train passage (held-out: one)
 
 HEADERS = (

@@ -65,7 +65,7 @@ from absl import logging
 
 from demix_jax.data import crawl as crawl_lib
 
-CORPORA = ("wiki", "math", "code", "crawl", "crawl_spam")
+CORPORA = ("wiki", "math", "code", *crawl_lib.CORPUS_STYLES)
 SPLITS = ("train", "heldout")
 PASSAGE_CHARS = 3000
 WIKI_HELDOUT_PERCENT = 10
@@ -371,8 +371,8 @@ def iter_documents(
     gen = math_documents(split, per)
   elif corpus == "wiki":
     gen = wiki_documents(split)
-  elif corpus in ("crawl", "crawl_spam"):
-    style = "spam" if corpus == "crawl_spam" else "typo"
+  elif corpus in crawl_lib.CORPUS_STYLES:
+    style = crawl_lib.CORPUS_STYLES[corpus]
     gen = crawl_lib.documents(wiki_documents(split), split == "train", style)
   else:
     gen = code_documents(split)

@@ -66,9 +66,9 @@ def _build(tp: Any, value: Any, where: str) -> Any:
 
 # How a saved result writes a path inside its own workdir: `portable`
 # replaces the workdir's prefix with this, `localize` puts the workdir it
-# is read from in its place. A workdir moved, renamed or copied (`mv`,
-# `gsutil cp -r` to another bucket) then resumes and reports; absolute paths
-# in a done.json pointed into the old place. Results written before this
+# is read from in its place. A workdir moved, renamed or copied then
+# resumes and reports; absolute paths in a done.json pointed into the old
+# place. Results written before this
 # hold absolute paths, which `localize` leaves as they are.
 WORKDIR = "<workdir>"
 
