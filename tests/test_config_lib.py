@@ -72,11 +72,20 @@ def test_demo_config_validates(arg):
     assert models.num_params(spec.model) < models.num_params(full.model)
 
 
-def _without_design(d):
+def _without_design(d, design):
   d = copy.deepcopy(d)
   d["data"]["sources"]["crawl"].pop("corpus")
   d["data"]["sources"]["code"].pop("max_docs", None)
   d["search"].pop("sampler")
+  for name in design["junk"]:
+    d["data"]["sources"].pop(name)
+  # What the junk tiers, the base and the final length change.
+  d["data"].pop("candidates")
+  d["final"].pop("fixed_mixtures")
+  d["base"].pop("tokens")
+  d["final"].pop("tokens")
+  d["search"].pop("cap_run_tokens")
+  d["optim"].pop("min_lr_ratio")
   return d
 
 
@@ -94,9 +103,37 @@ def test_demo_designs_differ_only_in_what_designs_names():
     assert c["data"]["sources"]["code"].get("max_docs", 0) == (
         design["code_docs"]
     )
-    spec_lib.resolve(_load("demo", f"design={n}"), num_devices=1)
-    # Nothing else differs: the objective and the budgets are the same.
-    assert _without_design(c) == _without_design(default)
+    junk = tuple(design["junk"])
+    assert tuple(c["data"]["candidates"]) == (
+        "general",
+        "crawl",
+        *junk,
+        "math",
+        "code",
+    )
+    for name, corpus in design["junk"].items():
+      assert c["data"]["sources"][name] == {"kind": "offline", "corpus": corpus}
+    uniform = c["final"]["fixed_mixtures"]["uniform"]
+    k = len(c["data"]["candidates"])
+    assert uniform["code"] == pytest.approx(0.5 / k)
+    assert uniform["general"] == pytest.approx(0.5 + 0.5 / k)
+    step = c["train"]["global_batch_size"] * c["data"]["seq_len"]
+    assert c["final"]["tokens"] == step * design["final_steps"]
+    assert c["search"]["cap_run_tokens"] == c["final"]["tokens"]
+    assert c["optim"]["min_lr_ratio"] == design["min_lr_ratio"]
+    # The components keep the paper's cosine floor in every design.
+    assert c["components"]["optim"]["min_lr_ratio"] == 0.2
+    params = models.num_params(
+        spec_lib.resolve(_load("demo", f"design={n}"), num_devices=1).model
+    )
+    assert c["base"]["tokens"] / params == pytest.approx(
+        design["base_tpp"], rel=0.01
+    )
+    # Nothing else differs: the objective and the other budgets are the same.
+    default_design = demo.DESIGNS[demo.DEFAULT_DESIGN]
+    assert _without_design(c, design) == _without_design(
+        default, default_design
+    )
   with pytest.raises(config_lib.ConfigError, match="unknown demo design"):
     _load("demo", "design=9")
   other = next(n for n in demo.DESIGNS if n != demo.DEFAULT_DESIGN)

@@ -21,6 +21,13 @@ Styles:
         Measured in the demo (docs/recipe_study.md, "Demo designs"), both
         styles still help the general benchmarks' bits per byte: at this
         scale a model gains from English words even without their syntax.
+  boiler: a boilerplate page: one sentence of the passage (8% misspelled)
+        among twice the navigation, banner and footer lines of the others.
+  tags: a keyword-stuffing page: four "Tags:" lines of the passage's
+        words, lowercased and drawn at random, between a header and a
+        footer; no sentence at all. Boiler and tags are the junk tiers of
+        the fourth demo design (configs/demo.py, DESIGNS), two pages per
+        passage each.
 """
 
 from __future__ import annotations
@@ -31,11 +38,19 @@ import re
 from typing import Iterable, Iterator
 
 # Per style: the share of words of 4+ letters that get two letters swapped.
-TYPO_PERCENT = {"typo": 8, "spam": 25}
+TYPO_PERCENT = {"typo": 8, "spam": 25, "boiler": 8, "tags": 0}
 STYLES = tuple(TYPO_PERCENT)
 # The offline corpora built from these pages (data/offline.py), by style.
-CORPUS_STYLES = {"crawl": "typo", "crawl_spam": "spam"}
-COPIES = 8  # pages per wiki train passage (held-out: one)
+CORPUS_STYLES = {
+    "crawl": "typo",
+    "crawl_spam": "spam",
+    "crawl_boiler": "boiler",
+    "crawl_tags": "tags",
+}
+# Pages per wiki train passage, by style (held-out: one). The junk styles
+# have fewer: a real crawl's boilerplate and tag pages are many, but short.
+COPIES = {"typo": 8, "spam": 8, "boiler": 2, "tags": 2}
+TAG_LINES, TAGS_PER_LINE = 4, 8  # the tags style's keyword lines
 
 HEADERS = (
     "Home | News | Topics | About Us | Contact | Log in | Sign up",
@@ -87,7 +102,7 @@ def page(key: str, passage: str, copy: int, style: str = "typo") -> str:
   Args:
     key: the passage's wiki key (seeds the page with `copy`).
     passage: the wiki passage.
-    copy: which of the passage's pages (0 .. COPIES - 1).
+    copy: which of the passage's pages (0 .. COPIES[style] - 1).
     style: one of STYLES (the module doc).
 
   Returns:
@@ -106,17 +121,24 @@ def page(key: str, passage: str, copy: int, style: str = "typo") -> str:
   run = sentences[start : start + size]
   if style == "spam":
     run = [_stuff(x, rng) for x in run]
+  elif style == "boiler":
+    run = run[:1]
   body = _misspell(" ".join(run), rng, TYPO_PERCENT[style])
   words = WORD.findall(passage)
   spam = ", ".join(w.lower() for w in rng.sample(words, min(len(words), 6)))
-  lines = [
-      rng.choice(HEADERS),
-      rng.choice(BANNERS),
-      body,
-      f"Tags: {spam}" if spam else "Tags: none",
-      rng.choice(FOOTERS),
-  ]
-  return "\n".join(lines)
+  tags = f"Tags: {spam}" if spam else "Tags: none"
+  header, banner = rng.choice(HEADERS), rng.choice(BANNERS)
+  if style == "tags":
+    lines = [header]
+    for _ in range(TAG_LINES if words else 0):
+      drawn = rng.choices(words, k=TAGS_PER_LINE)
+      lines.append("Tags: " + ", ".join(w.lower() for w in drawn))
+    return "\n".join([*lines, rng.choice(FOOTERS)])
+  if style == "boiler":
+    head = [header, rng.choice(HEADERS), banner]
+    tail = [rng.choice(BANNERS), tags, rng.choice(FOOTERS)]
+    return "\n".join([*head, body, *tail, rng.choice(FOOTERS)])
+  return "\n".join([header, banner, body, tags, rng.choice(FOOTERS)])
 
 
 def documents(
@@ -126,13 +148,15 @@ def documents(
 
   Args:
     passages: the wiki split's (key, passage) pairs.
-    train: COPIES pages per passage (train) or one (held-out).
+    train: COPIES[style] pages per passage (train) or one (held-out).
     style: one of STYLES.
 
   Yields:
     Pages in copy-major order: the first pages cover every passage once.
   """
   passages = list(passages)
-  for copy in range(COPIES if train else 1):
+  if style not in COPIES:
+    raise ValueError(f"unknown crawl style {style!r}; use one of {STYLES}")
+  for copy in range(COPIES[style] if train else 1):
     for key, passage in passages:
       yield f"{key}/{copy}", page(key, passage, copy, style)

@@ -92,13 +92,13 @@ def test_crawl_is_copies_of_near_duplicate_wiki_pages(monkeypatch):
   monkeypatch.setattr(offline, "wiki_documents", lambda split: iter(_PASSAGES))
   train = list(offline.iter_documents("crawl", "train"))
   held = list(offline.iter_documents("crawl", "heldout"))
-  assert len(train) == crawl.COPIES * len(_PASSAGES)
+  assert len(train) == crawl.COPIES["typo"] * len(_PASSAGES)
   assert len(held) == len(_PASSAGES)
   # Copy-major: the first pages cover every passage once.
   assert [k for k, _ in train[:3]] == [f"Title{i}/0/0" for i in range(3)]
   assert train == list(offline.iter_documents("crawl", "train"))
   pages = [t for k, t in train if k.startswith("Title0/")]
-  assert len(set(pages)) == crawl.COPIES  # near, not exact, copies
+  assert len(set(pages)) == crawl.COPIES["typo"]  # near, not exact, copies
   words = set(crawl.WORD.findall(_PASSAGES[0][1]))
   for page in pages:
     lines = page.split("\n")
@@ -156,3 +156,37 @@ def test_crawl_spam_corpus_is_the_spam_style_of_the_same_pages(monkeypatch):
     passage = dict(_PASSAGES)[name]
     assert t == crawl.page(name, passage, int(copy))
     assert s == crawl.page(name, passage, int(copy), "spam")
+
+
+def test_junk_tiers_are_boilerplate_and_tag_pages_of_the_same_passages(
+    monkeypatch,
+):
+  monkeypatch.setattr(offline, "wiki_documents", lambda split: iter(_PASSAGES))
+  words = {w.lower() for _, p in _PASSAGES for w in crawl.WORD.findall(p)}
+  boiler = list(offline.iter_documents("crawl_boiler", "train"))
+  tags = list(offline.iter_documents("crawl_tags", "train"))
+  assert len(boiler) == crawl.COPIES["boiler"] * len(_PASSAGES)
+  assert len(tags) == crawl.COPIES["tags"] * len(_PASSAGES)
+  assert len(list(offline.iter_documents("crawl_tags", "heldout"))) == 3
+  sentences = {
+      s for _, p in _PASSAGES for s in p.replace(". ", ".|").split("|")
+  }
+  for _, page in boiler:
+    lines = page.split("\n")
+    assert lines[0] in crawl.HEADERS and lines[1] in crawl.HEADERS
+    assert lines[2] in crawl.BANNERS and lines[4] in crawl.BANNERS
+    assert lines[-1] in crawl.FOOTERS and lines[-2] in crawl.FOOTERS
+    # One sentence of the passage (no typos: its words have < 8 letters
+    # swapped only by chance, so compare letters), nothing else of it.
+    body = lines[3]
+    assert any(sorted(body) == sorted(s) for s in sentences), body
+  for _, page in tags:
+    lines = page.split("\n")
+    assert lines[0] in crawl.HEADERS and lines[-1] in crawl.FOOTERS
+    assert len(lines) == crawl.TAG_LINES + 2
+    for line in lines[1:-1]:
+      drawn = line.removeprefix("Tags: ").split(", ")
+      assert len(drawn) == crawl.TAGS_PER_LINE
+      assert set(drawn) <= words
+  with pytest.raises(ValueError, match="crawl style"):
+    list(crawl.documents(iter(_PASSAGES), True, "junk"))

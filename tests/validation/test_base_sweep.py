@@ -155,7 +155,7 @@ def test_cli_refuses_a_bad_point_naming_the_flag(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "config, tpp", [("configs/demo.py", 15), ("configs/validate_small.py", 30)]
+    "config, tpp", [("configs/demo.py", 4), ("configs/validate_small.py", 30)]
 )
 def test_the_configs_train_a_measured_point(config, tpp):
   """The demo and validate_small train a point docs/base_sweep.json measured."""
